@@ -1,0 +1,291 @@
+"""Reading finger images: PNG, TIFF, BMP, JPEG (Pillow) and WSQ (the ``wsq`` package).
+
+:func:`read_image` returns a :class:`FingerImage` (8-bit gray pixels plus the
+resolution and where it came from). :func:`to_working_resolution` resamples it
+to the 500 ppi at which extraction runs; the scale factor maps results back to
+the original pixel frame.
+
+Bad input raises :class:`~biomatch.errors.ImageError` naming the source and
+the reason: unreadable or truncated files, resolutions outside 250-2000 ppi,
+images too small to hold a print, declared sizes so large they would exhaust
+memory (checked before decoding), blank or uniform images.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+from .template import MAX_PPI, MIN_PPI
+
+__all__ = [
+    "FingerImage",
+    "read_image",
+    "to_working_resolution",
+    "WORKING_PPI",
+    "DEFAULT_PPI",
+    "MIN_PRINT_SIDE_IN",
+    "MAX_IMAGE_PIXELS",
+]
+
+WORKING_PPI = 500.0
+DEFAULT_PPI = 500.0
+#: Smallest side (inches) an image may have: 0.2 in = 100 px at 500 ppi.
+MIN_PRINT_SIDE_IN = 0.2
+#: Largest image accepted, checked from the header before decoding (a rolled
+#: ten-print card at 1000 ppi is about 8000x8000).
+MAX_IMAGE_PIXELS = 80_000_000
+#: Below this gray-level standard deviation an image is treated as blank.
+MIN_CONTRAST_STD = 4.0
+
+
+class ResolutionWarning(UserWarning):
+    """The image carries no resolution and none was given: 500 ppi assumed."""
+
+
+@dataclass(frozen=True)
+class FingerImage:
+    """A decoded finger image.
+
+    Attributes
+    ----------
+    pixels : ndarray of uint8, shape (height, width)
+        Gray levels, ridges dark; read-only.
+    ppi : float
+        Resolution in pixels per inch.
+    name : str
+        Where it came from (file name or a caller-given label), for messages.
+    ppi_source : str
+        ``"file"``, ``"caller"`` or ``"default"``.
+    """
+
+    pixels: np.ndarray
+    ppi: float
+    name: str = "image"
+    ppi_source: str = "caller"
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def _check_ppi(ppi, name: str, what: str) -> float:
+    try:
+        value = float(ppi)
+    except (TypeError, ValueError):
+        raise ImageError(f"{name}: {what} resolution {ppi!r} is not a number") from None
+    if not np.isfinite(value) or not (MIN_PPI <= value <= MAX_PPI):
+        raise ImageError(f"{name}: {what} resolution {value:g} ppi is outside the supported {MIN_PPI:g}-{MAX_PPI:g} ppi")
+    return value
+
+
+def _wsq_frame_size(data: bytes, name: str) -> tuple[int, int]:
+    """Read width and height from a WSQ Start-Of-Frame marker, before decoding."""
+    pos = 2
+    n = len(data)
+    while pos + 4 <= n:
+        marker = data[pos : pos + 2]
+        if marker[0] != 0xFF:
+            break
+        if marker[1] == 0xA2:  # SOF: length(2) black(1) white(1) height(2) width(2)
+            if pos + 10 > n:
+                break
+            height, width = struct.unpack_from(">HH", data, pos + 6)
+            return width, height
+        if marker[1] in (0xA0, 0xA1):
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if length < 2:
+            break
+        pos += 2 + length
+    raise ImageError(f"{name}: WSQ data holds no valid frame header (truncated or corrupt)")
+
+
+def _decode_wsq(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
+    width, height = _wsq_frame_size(data, name)
+    _check_pixel_count(width, height, name)
+    try:
+        import _wsq  # C decoder shipped by the ``wsq`` package; returns the header's ppi too
+    except ImportError as exc:  # pragma: no cover - dependency is declared
+        raise ImageError(f"{name}: WSQ support needs the 'wsq' package ({exc})") from None
+    try:
+        buf, w, h, ppi = _wsq.decompress(data)
+    except Exception as exc:
+        raise ImageError(f"{name}: cannot decode WSQ data ({exc})") from None
+    if w * h != len(buf) or w <= 0 or h <= 0:
+        raise ImageError(f"{name}: WSQ decoder returned {len(buf)} bytes for a {w}x{h} image")
+    pixels = np.frombuffer(bytes(buf), dtype=np.uint8).reshape(h, w)
+    return pixels, (float(ppi) if ppi and ppi > 0 else None)
+
+
+def _check_pixel_count(width: int, height: int, name: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: declared image size {width}x{height} is empty")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{name}: declared image size {width}x{height} exceeds the limit of {MAX_IMAGE_PIXELS} pixels"
+        )
+
+
+def _pil_ppi(img) -> float | None:
+    dpi = img.info.get("dpi")
+    if dpi:
+        try:
+            value = float(dpi[0])
+        except (TypeError, ValueError, IndexError):
+            return None
+        # Pillow reports 72 (or 1) for files that only carry a default; treat as absent.
+        if value > 100:
+            return value
+    return None
+
+
+def _decode_pil(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(_io.BytesIO(data))
+            _check_pixel_count(img.size[0], img.size[1], name)
+            img.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: not a readable image ({exc})") from None
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, TypeError) as exc:
+        raise ImageError(f"{name}: cannot decode image, truncated or corrupt ({exc})") from None
+    ppi = _pil_ppi(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        pixels = arr.astype(np.uint8)
+    else:
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            # Composite on white so transparent background reads as paper, not ink.
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba)
+        pixels = np.asarray(img.convert("L"), dtype=np.uint8)
+    return pixels, ppi
+
+
+def read_image(source, ppi: float | None = None, *, name: str | None = None) -> FingerImage:
+    """Read a finger image from a path, bytes or a 2-D uint8 array.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or ndarray of uint8, shape (h, w)
+        The image. Files are recognised by content, not by extension.
+    ppi : float, optional
+        Resolution to use when the file does not state one. A resolution in
+        the file (WSQ header, TIFF/PNG/JPEG/BMP tag) takes precedence. With
+        neither, 500 ppi is assumed and a :class:`ResolutionWarning` is issued.
+    name : str, optional
+        Label used in error messages; defaults to the file name.
+
+    Returns
+    -------
+    FingerImage
+
+    Raises
+    ------
+    ImageError
+        Unreadable, truncated, absurdly large, too small, blank or uniform
+        images and resolutions outside 250-2000 ppi.
+    """
+    file_ppi = None
+    if isinstance(source, np.ndarray):
+        name = name or "array"
+        if source.ndim != 2:
+            raise ImageError(f"{name}: expected a 2-D gray image array, got shape {source.shape}")
+        if source.dtype != np.uint8:
+            if not np.issubdtype(source.dtype, np.number):
+                raise ImageError(f"{name}: image array dtype {source.dtype} is not numeric")
+            if np.issubdtype(source.dtype, np.floating) and not np.all(np.isfinite(source)):
+                raise ImageError(f"{name}: image array holds NaN or infinite values")
+            lo, hi = float(source.min()) if source.size else 0.0, float(source.max()) if source.size else 0.0
+            if lo < 0 or hi > 255:
+                raise ImageError(f"{name}: image array values span [{lo:g}, {hi:g}], outside 0-255 for dtype {source.dtype}")
+            source = np.rint(source).astype(np.uint8)
+        _check_pixel_count(source.shape[1], source.shape[0], name)
+        pixels = source
+    else:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            name = name or "image bytes"
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            name = name or str(path)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise ImageError(f"{name}: file not found") from None
+            except IsADirectoryError:
+                raise ImageError(f"{name}: is a directory, not an image file") from None
+            except OSError as exc:
+                raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
+        else:
+            raise ImageError(f"image source must be a path, bytes or a 2-D uint8 array, got {type(source).__name__}")
+        if not data:
+            raise ImageError(f"{name}: file is empty")
+        if data[:2] == b"\xff\xa0":
+            pixels, file_ppi = _decode_wsq(data, name)
+        else:
+            pixels, file_ppi = _decode_pil(data, name)
+
+    if file_ppi is not None:
+        resolution, origin = _check_ppi(file_ppi, name, "file"), "file"
+    elif ppi is not None:
+        resolution, origin = _check_ppi(ppi, name, "given"), "caller"
+    else:
+        warnings.warn(f"{name}: no resolution in the file or from the caller; assuming {DEFAULT_PPI:g} ppi", ResolutionWarning, stacklevel=2)
+        resolution, origin = DEFAULT_PPI, "default"
+
+    min_side = MIN_PRINT_SIDE_IN * resolution
+    if min(pixels.shape) < min_side:
+        raise ImageError(
+            f"{name}: image {pixels.shape[1]}x{pixels.shape[0]} px at {resolution:g} ppi is too small to hold a print "
+            f"(each side must be at least {MIN_PRINT_SIDE_IN:g} in = {min_side:.0f} px)"
+        )
+    if float(pixels.std()) < MIN_CONTRAST_STD:
+        raise ImageError(f"{name}: image is blank or uniform (gray-level std {pixels.std():.2f}), no print to read")
+    pixels = np.ascontiguousarray(pixels)
+    pixels.setflags(write=False)
+    return FingerImage(pixels=pixels, ppi=resolution, name=name, ppi_source=origin)
+
+
+def to_working_resolution(image: FingerImage) -> tuple[np.ndarray, float]:
+    """Resample an image to :data:`WORKING_PPI`.
+
+    Returns
+    -------
+    pixels : ndarray of uint8, shape (h', w')
+        The resampled image (the original array when already at 500 ppi).
+    scale : float
+        Factor from working to original pixels: ``x_orig = x_work * scale``.
+    """
+    factor = WORKING_PPI / image.ppi
+    if abs(factor - 1.0) < 0.02:
+        return image.pixels, 1.0
+    from PIL import Image
+
+    h, w = image.pixels.shape
+    new_w, new_h = max(1, int(round(w * factor))), max(1, int(round(h * factor)))
+    # Area-averaging (BOX) when shrinking avoids aliasing ridges; bicubic when enlarging.
+    resample = Image.Resampling.BOX if factor < 1 else Image.Resampling.BICUBIC
+    out = np.asarray(Image.fromarray(image.pixels).resize((new_w, new_h), resample=resample), dtype=np.uint8)
+    return out, w / new_w
