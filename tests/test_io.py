@@ -132,9 +132,10 @@ def test_wsq_reads_pixels_and_header_resolution():
 
 
 def test_wsq_reference_file_resolution(formats_data):
+    # The file's WSQ header says 500 ppi; it wins over the caller's value.
     img = read_image(formats_data / "libbiomeval_test_data" / "img.wsq", ppi=700)
     assert img.pixels.shape == (256, 256)
-    assert img.ppi_source in ("file", "caller")
+    assert (img.ppi, img.ppi_source) == (500.0, "file")
 
 
 def test_working_resolution_scale():
