@@ -31,6 +31,10 @@ _LAZY = {
     "FingerImage": "io",
     "extract": "extraction",
     "Extraction": "extraction",
+    "load_template": "formats",
+    "read_templates": "formats",
+    "write_iso": "formats",
+    "write_ansi": "formats",
 }
 
 __all__ = [
