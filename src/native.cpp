@@ -1,11 +1,381 @@
 // biomatch._native: C++ kernels for the branchy per-pixel and skeleton loops
-// of extraction. Called only by biomatch.extraction, which validates inputs.
+// of extraction. Called only by biomatch.extraction, which validates inputs
+// (dtypes, C-contiguity, shapes); the kernels here check nothing.
+//
+// Kernels
+//   oriented_filter   separable oriented Gabor: band-pass across the ridge,
+//                     Gaussian along it, per-pixel orientation and period.
+//   thin              Guo-Hall two-subiteration thinning followed by removal
+//                     of redundant staircase pixels (8-connected, 1 px wide).
+//   crossing_numbers  crossing number of every skeleton pixel.
+//   detect_minutiae   skeleton pixels with crossing number 1 (ending) or 3
+//                     (bifurcation).
+//   trace_branches    walk each branch leaving a minutia along the skeleton,
+//                     recording a direction point and what ends the walk.
+// They are hand-written because no library offers per-pixel-orientation
+// filtering or skeleton tracing, and skeletonize-style loops in Python are slow.
 #include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
 
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
 namespace py = pybind11;
+using u8arr = py::array_t<uint8_t, py::array::c_style>;
+using f32arr = py::array_t<float, py::array::c_style>;
+using i32arr = py::array_t<int32_t, py::array::c_style>;
+
+namespace {
+
+// Neighbour ring, counter-clockwise starting east, image rows pointing down:
+// E, NE, N, NW, W, SW, S, SE.
+constexpr int DY[8] = {0, -1, -1, -1, 0, 1, 1, 1};
+constexpr int DX[8] = {1, 1, 0, -1, -1, -1, 0, 1};
+
+inline int ring_code(const uint8_t* img, int w, int y, int x) {
+    const uint8_t* p = img + static_cast<ptrdiff_t>(y) * w + x;
+    int code = 0;
+    for (int k = 0; k < 8; ++k) {
+        if (p[DY[k] * w + DX[k]]) code |= 1 << k;
+    }
+    return code;
+}
+
+inline int crossing_number_of(int code) {
+    int t = 0;
+    for (int k = 0; k < 8; ++k) {
+        int a = (code >> k) & 1, b = (code >> ((k + 1) & 7)) & 1;
+        t += a != b;
+    }
+    return t / 2;
+}
+
+// Number of 8-connected components formed by the set neighbours.
+int neighbour_components(int code) {
+    int parent[8];
+    for (int k = 0; k < 8; ++k) parent[k] = k;
+    auto find = [&](int a) {
+        while (parent[a] != a) a = parent[a] = parent[parent[a]];
+        return a;
+    };
+    for (int a = 0; a < 8; ++a) {
+        if (!((code >> a) & 1)) continue;
+        for (int b = a + 1; b < 8; ++b) {
+            if (!((code >> b) & 1)) continue;
+            int dy = DY[a] - DY[b], dx = DX[a] - DX[b];
+            if (std::abs(dy) <= 1 && std::abs(dx) <= 1) parent[find(a)] = find(b);
+        }
+    }
+    int n = 0;
+    for (int k = 0; k < 8; ++k)
+        if (((code >> k) & 1) && find(k) == k) ++n;
+    return n;
+}
+
+struct Tables {
+    uint8_t guo_hall[2][256];  // 1 = delete in sub-iteration 0 / 1
+    uint8_t staircase[256];    // 1 = redundant pixel of an 8-connected curve
+    uint8_t crossing[256];
+    Tables() {
+        for (int c = 0; c < 256; ++c) {
+            // x1..x8 in Guo & Hall's notation = E, NE, N, NW, W, SW, S, SE.
+            int x[10];
+            for (int k = 0; k < 8; ++k) x[k + 1] = (c >> k) & 1;
+            x[9] = x[1];
+            int xh = 0;  // Hilditch crossing number
+            for (int i = 1; i <= 4; ++i) xh += (!x[2 * i - 1]) && (x[2 * i] || x[2 * i + 1]);
+            int n1 = 0, n2 = 0;
+            for (int k = 1; k <= 4; ++k) {
+                n1 += x[2 * k - 1] || x[2 * k];
+                n2 += x[2 * k] || x[(2 * k + 1 > 8) ? 1 : 2 * k + 1];
+            }
+            int nmin = n1 < n2 ? n1 : n2;
+            bool g12 = xh == 1 && nmin >= 2 && nmin <= 3;
+            bool g3 = ((x[2] || x[3] || !x[8]) && x[1]) == 0;
+            bool g3b = ((x[6] || x[7] || !x[4]) && x[5]) == 0;
+            guo_hall[0][c] = g12 && g3;
+            guo_hall[1][c] = g12 && g3b;
+            int count = __builtin_popcount(c);
+            bool four_bg = !x[1] || !x[3] || !x[5] || !x[7];
+            staircase[c] = count >= 2 && four_bg && neighbour_components(c) == 1;
+            crossing[c] = static_cast<uint8_t>(crossing_number_of(c));
+        }
+    }
+};
+
+const Tables& tables() {
+    static const Tables t;
+    return t;
+}
+
+inline float bilinear(const float* img, int h, int w, float y, float x) {
+    if (y < 0.f) y = 0.f;
+    if (x < 0.f) x = 0.f;
+    if (y > h - 1.001f) y = h - 1.001f;
+    if (x > w - 1.001f) x = w - 1.001f;
+    int y0 = static_cast<int>(y), x0 = static_cast<int>(x);
+    float fy = y - y0, fx = x - x0;
+    const float* p = img + static_cast<ptrdiff_t>(y0) * w + x0;
+    return (1 - fy) * ((1 - fx) * p[0] + fx * p[1]) + fy * ((1 - fx) * p[w] + fx * p[w + 1]);
+}
+
+}  // namespace
+
+// Oriented Gabor filter in its separable local form: at each masked pixel a
+// 1-D Gabor across the ridge (period from `period`, Gaussian envelope
+// sigma_across = across_sigma_periods * period, zero-mean weights), then a
+// 1-D Gaussian along the ridge (sigma_along_px). `orientation` is the ridge
+// direction in image coordinates (x right, y down), radians.
+f32arr oriented_filter(const f32arr& image, const u8arr& mask, const f32arr& orientation, const f32arr& period,
+                       double across_sigma_periods, double sigma_along_px) {
+    const int h = static_cast<int>(image.shape(0)), w = static_cast<int>(image.shape(1));
+    const float* img = image.data();
+    const uint8_t* m = mask.data();
+    const float* th = orientation.data();
+    const float* per = period.data();
+    std::vector<float> across(static_cast<size_t>(h) * w, 0.f);
+    f32arr out({h, w});
+    float* o = out.mutable_data();
+    const int r_along = static_cast<int>(std::ceil(2.5 * sigma_along_px));
+    std::vector<float> g_along(2 * r_along + 1);
+    {
+        double s = 0;
+        for (int t = -r_along; t <= r_along; ++t) s += g_along[t + r_along] = std::exp(-0.5 * t * t / (sigma_along_px * sigma_along_px));
+        for (auto& v : g_along) v = static_cast<float>(v / s);
+    }
+    std::vector<float> wts;
+    {
+        py::gil_scoped_release release;
+        for (int y = 0; y < h; ++y) {
+            for (int x = 0; x < w; ++x) {
+                const ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
+                if (!m[i]) continue;
+                const float p = per[i];
+                const float sig = static_cast<float>(across_sigma_periods) * p;
+                const int r = static_cast<int>(std::ceil(2.5f * sig));
+                const float ny = std::cos(th[i]), nx = -std::sin(th[i]);  // unit normal to the ridge
+                wts.resize(2 * r + 1);
+                float wsum = 0, wabs = 0;
+                for (int t = -r; t <= r; ++t) {
+                    float v = std::exp(-0.5f * t * t / (sig * sig)) * std::cos(6.2831853f * t / p);
+                    wts[t + r] = v;
+                    wsum += v;
+                }
+                const float mean = wsum / (2 * r + 1);
+                for (auto& v : wts) {
+                    v -= mean;
+                    wabs += std::fabs(v);
+                }
+                float acc = 0;
+                for (int t = -r; t <= r; ++t) acc += wts[t + r] * bilinear(img, h, w, y + t * ny, x + t * nx);
+                across[i] = acc / (wabs > 0 ? wabs : 1.f);
+            }
+        }
+        for (int y = 0; y < h; ++y) {
+            for (int x = 0; x < w; ++x) {
+                const ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
+                if (!m[i]) {
+                    o[i] = 0.f;
+                    continue;
+                }
+                const float uy = std::sin(th[i]), ux = std::cos(th[i]);
+                float acc = 0;
+                for (int t = -r_along; t <= r_along; ++t)
+                    acc += g_along[t + r_along] * bilinear(across.data(), h, w, y + t * uy, x + t * ux);
+                o[i] = acc;
+            }
+        }
+    }
+    return out;
+}
+
+// Guo-Hall thinning of a 0/1 image, then removal of staircase pixels so the
+// result is an 8-connected curve one pixel wide. The one-pixel frame is cleared.
+u8arr thin(const u8arr& binary) {
+    const int h = static_cast<int>(binary.shape(0)), w = static_cast<int>(binary.shape(1));
+    u8arr out({h, w});
+    uint8_t* s = out.mutable_data();
+    const uint8_t* b = binary.data();
+    const Tables& T = tables();
+    {
+        py::gil_scoped_release release;
+        for (ptrdiff_t i = 0; i < static_cast<ptrdiff_t>(h) * w; ++i) s[i] = b[i] ? 1 : 0;
+        for (int x = 0; x < w; ++x) s[x] = s[static_cast<ptrdiff_t>(h - 1) * w + x] = 0;
+        for (int y = 0; y < h; ++y) s[static_cast<ptrdiff_t>(y) * w] = s[static_cast<ptrdiff_t>(y) * w + w - 1] = 0;
+        std::vector<ptrdiff_t> candidates, del;
+        for (int y = 1; y < h - 1; ++y)
+            for (int x = 1; x < w - 1; ++x)
+                if (s[static_cast<ptrdiff_t>(y) * w + x]) candidates.push_back(static_cast<ptrdiff_t>(y) * w + x);
+        bool changed = true;
+        while (changed) {
+            changed = false;
+            for (int pass = 0; pass < 2; ++pass) {
+                del.clear();
+                for (ptrdiff_t i : candidates) {
+                    if (!s[i]) continue;
+                    int y = static_cast<int>(i / w), x = static_cast<int>(i % w);
+                    if (T.guo_hall[pass][ring_code(s, w, y, x)]) del.push_back(i);
+                }
+                for (ptrdiff_t i : del) s[i] = 0;
+                if (!del.empty()) changed = true;
+            }
+            // keep only pixels still set as candidates
+            size_t k = 0;
+            for (ptrdiff_t i : candidates)
+                if (s[i]) candidates[k++] = i;
+            candidates.resize(k);
+        }
+        // Sequential clean-up: delete simple non-end pixels that have a background
+        // 4-neighbour (corners of staircases), keeping 8-connectivity.
+        for (ptrdiff_t i : candidates) {
+            if (!s[i]) continue;
+            int y = static_cast<int>(i / w), x = static_cast<int>(i % w);
+            if (T.staircase[ring_code(s, w, y, x)]) {
+                // only a corner: two 4-neighbours set that are 8-adjacent to each other
+                int c = ring_code(s, w, y, x);
+                bool e = c & 1, n = c & 4, wv = c & 16, so = c & 64;
+                if ((e && n) || (n && wv) || (wv && so) || (so && e)) s[i] = 0;
+            }
+        }
+    }
+    return out;
+}
+
+u8arr crossing_numbers(const u8arr& skeleton) {
+    const int h = static_cast<int>(skeleton.shape(0)), w = static_cast<int>(skeleton.shape(1));
+    const uint8_t* s = skeleton.data();
+    u8arr out({h, w});
+    uint8_t* o = out.mutable_data();
+    const Tables& T = tables();
+    for (ptrdiff_t i = 0; i < static_cast<ptrdiff_t>(h) * w; ++i) o[i] = 0;
+    for (int y = 1; y < h - 1; ++y)
+        for (int x = 1; x < w - 1; ++x) {
+            ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
+            if (s[i]) o[i] = T.crossing[ring_code(s, w, y, x)];
+        }
+    return out;
+}
+
+// Minutiae candidates: (n, 3) int32 rows of (y, x, type) with type 1 = ending
+// (crossing number 1) and 2 = bifurcation (crossing number 3).
+i32arr detect_minutiae(const u8arr& skeleton, const u8arr& mask) {
+    const int h = static_cast<int>(skeleton.shape(0)), w = static_cast<int>(skeleton.shape(1));
+    const uint8_t* s = skeleton.data();
+    const uint8_t* m = mask.data();
+    const Tables& T = tables();
+    std::vector<int32_t> rows;
+    for (int y = 1; y < h - 1; ++y)
+        for (int x = 1; x < w - 1; ++x) {
+            ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
+            if (!s[i] || !m[i]) continue;
+            int cn = T.crossing[ring_code(s, w, y, x)];
+            if (cn == 1 || cn == 3) {
+                rows.push_back(y);
+                rows.push_back(x);
+                rows.push_back(cn == 1 ? 1 : 2);
+            }
+        }
+    const py::ssize_t n = static_cast<py::ssize_t>(rows.size() / 3);
+    i32arr out({n, static_cast<py::ssize_t>(3)});
+    std::copy(rows.begin(), rows.end(), out.mutable_data());
+    return out;
+}
+
+// Walk every branch leaving each minutia (1 for an ending, up to 3 for a
+// bifurcation) for at most max_steps pixels. Returns an int32 array of shape
+// (n, 3, 6): per branch (dir_y, dir_x, stop_y, stop_x, steps, reason), where
+// (dir_y, dir_x) is the pixel dir_steps along the branch (or the last one),
+// reason 0 = no branch, 1 = max_steps reached, 2 = ridge ends,
+// 3 = another junction (crossing number >= 3), 4 = leaves the mask.
+i32arr trace_branches(const u8arr& skeleton, const u8arr& mask, const i32arr& points, int dir_steps, int max_steps) {
+    const int h = static_cast<int>(skeleton.shape(0)), w = static_cast<int>(skeleton.shape(1));
+    const uint8_t* s = skeleton.data();
+    const uint8_t* m = mask.data();
+    const int32_t* pts = points.data();
+    const py::ssize_t n = points.shape(0);
+    const Tables& T = tables();
+    i32arr out({n, static_cast<py::ssize_t>(3), static_cast<py::ssize_t>(6)});
+    int32_t* o = out.mutable_data();
+    std::fill(o, o + n * 18, 0);
+    std::vector<int32_t> stamp(static_cast<size_t>(h) * w, -1);
+    int32_t id = 0;
+    auto inside = [&](int y, int x) { return y >= 1 && x >= 1 && y < h - 1 && x < w - 1; };
+    for (py::ssize_t k = 0; k < n; ++k) {
+        const int y0 = pts[k * 3], x0 = pts[k * 3 + 1];
+        if (!inside(y0, x0)) continue;
+        const int code = ring_code(s, w, y0, x0);
+        // starting neighbours: one per run of set pixels around the ring, 4-neighbour preferred
+        std::array<int, 4> starts{};
+        int nstart = 0;
+        for (int a = 0; a < 8 && nstart < 3; ++a) {
+            int prev = (a + 7) & 7;
+            if (((code >> a) & 1) && !((code >> prev) & 1)) {
+                // members of this run; start from one that leads out of the 3x3 block
+                int best = a, b = a, first4 = -1;
+                bool found = false;
+                for (int len = 0; len < 8 && ((code >> b) & 1); ++len, b = (b + 1) & 7) {
+                    if ((b & 1) == 0 && first4 < 0) first4 = b;
+                    const int my = y0 + DY[b], mx = x0 + DX[b];
+                    if (!inside(my, mx)) continue;
+                    for (int q = 0; q < 8 && !found; ++q) {
+                        const int ny = my + DY[q], nx = mx + DX[q];
+                        if (std::abs(ny - y0) <= 1 && std::abs(nx - x0) <= 1) continue;
+                        if (s[static_cast<size_t>(ny) * w + nx]) { best = b; found = true; }
+                    }
+                    if (found) break;
+                }
+                if (!found && first4 >= 0) best = first4;
+                starts[nstart++] = best;
+            }
+        }
+        if (nstart == 0 && code == 255) continue;
+        for (int bi = 0; bi < nstart; ++bi) {
+            ++id;
+            stamp[static_cast<size_t>(y0) * w + x0] = id;
+            for (int a = 0; a < 8; ++a)
+                if ((code >> a) & 1) stamp[static_cast<size_t>(y0 + DY[a]) * w + x0 + DX[a]] = id;
+            int cy = y0 + DY[starts[bi]], cx = x0 + DX[starts[bi]];
+            int steps = 1, reason = 1, dy = cy, dx = cx;
+            while (true) {
+                if (steps == dir_steps) { dy = cy; dx = cx; }
+                if (!m[static_cast<size_t>(cy) * w + cx]) { reason = 4; break; }
+                if (!inside(cy, cx)) { reason = 4; break; }
+                const int c = ring_code(s, w, cy, cx);
+                if (T.crossing[c] >= 3) { reason = 3; break; }
+                if (steps >= max_steps) { reason = 1; break; }
+                int next = -1;
+                for (int pass = 0; pass < 2 && next < 0; ++pass)
+                    for (int a = pass; a < 8; a += 2) {  // 4-neighbours first
+                        if (!((c >> a) & 1)) continue;
+                        int ny = cy + DY[a], nx = cx + DX[a];
+                        if (stamp[static_cast<size_t>(ny) * w + nx] == id) continue;
+                        next = a;
+                        break;
+                    }
+                if (next < 0) { reason = 2; break; }
+                stamp[static_cast<size_t>(cy) * w + cx] = id;
+                cy += DY[next];
+                cx += DX[next];
+                ++steps;
+            }
+            if (steps < dir_steps) { dy = cy; dx = cx; }
+            int32_t* r = o + (k * 3 + bi) * 6;
+            r[0] = dy; r[1] = dx; r[2] = cy; r[3] = cx; r[4] = steps; r[5] = reason;
+        }
+    }
+    return out;
+}
 
 PYBIND11_MODULE(_native, m) {
     m.doc() = "biomatch native kernels (extraction hot loops)";
-    m.attr("ABI_VERSION") = 1;
+    m.attr("ABI_VERSION") = 2;
+    m.def("oriented_filter", &oriented_filter, py::arg("image"), py::arg("mask"), py::arg("orientation"), py::arg("period"),
+          py::arg("across_sigma_periods"), py::arg("sigma_along_px"));
+    m.def("thin", &thin, py::arg("binary"));
+    m.def("crossing_numbers", &crossing_numbers, py::arg("skeleton"));
+    m.def("detect_minutiae", &detect_minutiae, py::arg("skeleton"), py::arg("mask"));
+    m.def("trace_branches", &trace_branches, py::arg("skeleton"), py::arg("mask"), py::arg("points"), py::arg("dir_steps"),
+          py::arg("max_steps"));
 }

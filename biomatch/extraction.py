@@ -1,0 +1,598 @@
+"""Minutiae extraction: a finger image in, a :class:`~biomatch.template.Template` out.
+
+The whole pipeline is :func:`extract_detailed`; every stage is a small
+function below it and every tuned constant sits in the block at the top of
+this module, with its unit in its name. Extraction runs at 500 ppi
+(:func:`biomatch.io.to_working_resolution`); minutiae are reported in the
+original pixel frame.
+
+Stages
+------
+1. ``segment``: foreground mask from local gray-level variance (blocks of
+   :data:`SEGMENT_BLOCK_PX`), cleaned morphologically, largest region kept.
+2. ``orientation_field``: ridge orientation from the smoothed gradient
+   structure tensor; coherence = (l1 - l2) / (l1 + l2) of its eigenvalues.
+3. ``ridge_period``: per-tile ridge period from the peak of the windowed
+   power spectrum of overlapping tiles (one batched FFT, no Python loop),
+   filled and smoothed, interpolated per pixel.
+4. ``enhance``: contextual filtering by an oriented Gabor filter, applied in
+   its separable local form (band-pass across the ridge, Gaussian along it)
+   with per-pixel orientation and period (C++ kernel).
+5. ``binarize``: sign of the enhanced image inside the mask; specks and small
+   holes (pores, "lakes") removed.
+6. ``thin``: Guo-Hall thinning to an 8-connected one-pixel skeleton (C++).
+7. ``detect``: crossing number 1 = ridge ending, 3 = bifurcation (C++),
+   direction from tracing the ridge (C++), refined by the orientation field.
+8. ``remove_false``: border, short ridges, spurs, bridges/holes, broken
+   ridges and clusters.
+9. ``quality``: per-minutia and image quality 0-100.
+
+Angles follow :mod:`biomatch.template`: radians counter-clockwise from the
+image x axis with y pointing up. The angle of a ridge ending points along its
+ridge away from the end; the angle of a bifurcation points along the valley
+that separates its two arms, i.e. from the junction towards the opening of the
+fork (the convention shared by ISO/IEC 19794-2 vendor records; see
+``benchmarks/bench_extraction.py`` for the measured agreement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .errors import ImageError
+from .io import FingerImage, WORKING_PPI, read_image, to_working_resolution
+from .template import MinutiaType, Template, make_minutiae
+
+__all__ = ["extract", "extract_detailed", "Extraction"]
+
+# ---------------------------------------------------------------------------
+# Tuned constants (all lengths at the 500 ppi working resolution)
+# ---------------------------------------------------------------------------
+#: Block size of the variance-based segmentation.
+SEGMENT_BLOCK_PX = 8
+#: A block is foreground when its gray-level std exceeds this fraction of the
+#: 95th percentile block std of the image ...
+SEGMENT_REL_STD = 0.30
+#: ... and this absolute std (gray levels).
+SEGMENT_MIN_STD_GRAY = 6.0
+#: Morphological clean-up radius of the block mask, in blocks.
+SEGMENT_CLOSE_BLOCKS = 2
+#: Smallest foreground accepted: 0.04 sq in (a 0.2 x 0.2 in patch).
+MIN_FOREGROUND_AREA_PX = int(0.04 * WORKING_PPI**2)
+#: Gaussian sigma of the local contrast normalisation.
+NORMALIZE_SIGMA_PX = 8.0
+#: Gaussian sigma of the gradient operator and of the structure-tensor window.
+GRADIENT_SIGMA_PX = 1.0
+ORIENTATION_SIGMA_PX = 7.0
+#: Spectral ridge-period estimation: tile size, stride, FFT size, valid band.
+FREQ_TILE_PX = 32
+FREQ_STRIDE_PX = 16
+FREQ_FFT_PX = 64
+MIN_PERIOD_PX = 5.0
+MAX_PERIOD_PX = 15.0
+#: Typical ridge period at 500 ppi (used when no tile gives a valid peak).
+DEFAULT_PERIOD_PX = 9.0
+#: Oriented Gabor: envelope across the ridge in periods, along the ridge in px.
+GABOR_ACROSS_SIGMA_PERIODS = 0.45
+GABOR_ALONG_SIGMA_PX = 4.0
+#: Binary clean-up: specks and holes smaller than this are removed.
+MIN_BLOB_AREA_PX = 25
+#: Ridge tracing: the direction point lies this far along the ridge; tracing stops here.
+DIRECTION_STEPS_PX = 10
+TRACE_STEPS_PX = 24
+#: False-minutia rules, as multiples of the local ridge period.
+BORDER_PERIODS = 1.2
+SHORT_RIDGE_PERIODS = 1.8
+SPUR_PERIODS = 1.5
+BRIDGE_PERIODS = 1.5
+BROKEN_RIDGE_PERIODS = 1.6
+MIN_SEPARATION_PERIODS = 0.5
+#: Coherence above which ridge flow counts as clear (image quality).
+GOOD_COHERENCE = 0.45
+#: Foreground area regarded as a full print for image quality: 0.5 x 0.6 in.
+FULL_PRINT_AREA_PX = int(0.30 * WORKING_PPI**2)
+#: Upper bound on minutiae kept (best quality first).
+MAX_MINUTIAE_KEPT = 200
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """A template with the intermediate images it came from (500 ppi working frame).
+
+    Attributes
+    ----------
+    template : Template
+        The result, minutiae in the original pixel frame.
+    image : FingerImage
+        The input as read.
+    scale : float
+        Working-to-original factor: ``x_orig = (x_work + 0.5) * scale - 0.5``.
+    mask : ndarray of bool, shape (h, w)
+        Foreground.
+    orientation : ndarray of float32, shape (h, w)
+        Ridge orientation in radians, image frame (x right, y down), in [0, pi).
+    coherence : ndarray of float32, shape (h, w)
+        Orientation coherence, 0 (isotropic) to 1 (perfectly oriented).
+    period : ndarray of float32, shape (h, w)
+        Ridge period in pixels.
+    enhanced : ndarray of float32, shape (h, w)
+        Gabor-enhanced image, ridges positive.
+    skeleton : ndarray of uint8, shape (h, w)
+        One-pixel ridge skeleton (1 = ridge).
+    """
+
+    template: Template
+    image: FingerImage
+    scale: float
+    mask: np.ndarray
+    orientation: np.ndarray
+    coherence: np.ndarray
+    period: np.ndarray
+    enhanced: np.ndarray
+    skeleton: np.ndarray
+
+    @property
+    def frequency(self) -> np.ndarray:
+        """Ridge frequency in cycles per pixel, ndarray of float32, shape (h, w)."""
+        return (1.0 / self.period).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------
+def extract_detailed(image, ppi: float | None = None, position: int = 0) -> Extraction:
+    """Extract minutiae and keep every intermediate stage.
+
+    Parameters
+    ----------
+    image : str, os.PathLike, bytes, ndarray of uint8 (h, w) or FingerImage
+        The finger image (ridges dark).
+    ppi : float, optional
+        Resolution when the image states none (see :func:`biomatch.io.read_image`).
+    position : int
+        Finger position, ANSI/NIST-ITL FGP code 0-10.
+
+    Returns
+    -------
+    Extraction
+
+    Raises
+    ------
+    ImageError
+        Unreadable input, no foreground, or a foreground too small to hold a print.
+    """
+    finger = image if isinstance(image, FingerImage) else read_image(image, ppi=ppi)
+    pixels, scale = to_working_resolution(finger)
+    gray = 255.0 - pixels.astype(np.float32)  # ridges bright from here on
+
+    normalized, local_std = normalize(gray)
+    mask = segment(local_std, finger.name)
+    orientation, coherence = orientation_field(normalized)
+    period, period_ok = ridge_period(normalized, mask)
+    enhanced = enhance(normalized, mask, orientation, period)
+    ridges = binarize(enhanced, mask)
+    skeleton = thin(ridges)
+    raw = detect(skeleton, mask, orientation)
+    minutiae = remove_false(raw, skeleton, mask, period)
+    minutiae_quality = minutia_quality(minutiae, coherence, mask, period)
+    image_quality = print_quality(mask, coherence, period_ok)
+
+    template = _to_template(minutiae, minutiae_quality, finger, scale, position, image_quality)
+    return Extraction(template, finger, scale, mask, orientation, coherence, period, enhanced, skeleton)
+
+
+def extract(image, ppi: float | None = None, position: int = 0) -> Template:
+    """Extract a minutiae template from a finger image.
+
+    Parameters
+    ----------
+    image : str, os.PathLike, bytes, ndarray of uint8 (h, w) or FingerImage
+        The finger image (ridges dark).
+    ppi : float, optional
+        Resolution when the image states none.
+    position : int
+        Finger position, ANSI/NIST-ITL FGP code 0-10.
+
+    Returns
+    -------
+    Template
+        Minutiae in the original pixel frame; ``quality`` is the image quality
+        0-100 (see :func:`print_quality`).
+    """
+    return extract_detailed(image, ppi=ppi, position=position).template
+
+
+# ---------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------
+def normalize(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local contrast normalisation.
+
+    Parameters
+    ----------
+    gray : ndarray of float32, shape (h, w)
+        Ridges bright.
+
+    Returns
+    -------
+    normalized : ndarray of float32, shape (h, w)
+        ``(gray - local mean) / local std``.
+    local_std : ndarray of float32, shape (h, w)
+        Local gray-level standard deviation.
+    """
+    mean = ndi.gaussian_filter(gray, NORMALIZE_SIGMA_PX, truncate=2.5)
+    centered = gray - mean
+    var = ndi.gaussian_filter(centered * centered, NORMALIZE_SIGMA_PX, truncate=2.5)
+    local_std = np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+    normalized = (centered / np.maximum(local_std, 1.0)).astype(np.float32)
+    return normalized, local_std
+
+
+def segment(local_std: np.ndarray, name: str = "image") -> np.ndarray:
+    """Foreground mask from block-wise gray-level variance.
+
+    Parameters
+    ----------
+    local_std : ndarray of float32, shape (h, w)
+    name : str
+        Input name for error messages.
+
+    Returns
+    -------
+    ndarray of bool, shape (h, w)
+
+    Raises
+    ------
+    ImageError
+        No foreground, or less than :data:`MIN_FOREGROUND_AREA_PX`.
+    """
+    h, w = local_std.shape
+    b = SEGMENT_BLOCK_PX
+    bh, bw = h // b, w // b
+    if bh < 3 or bw < 3:
+        raise ImageError(f"{name}: image {w}x{h} px at 500 ppi is too small to hold a print")
+    blocks = local_std[: bh * b, : bw * b].reshape(bh, b, bw, b).mean(axis=(1, 3))
+    threshold = max(SEGMENT_REL_STD * float(np.percentile(blocks, 95)), SEGMENT_MIN_STD_GRAY)
+    fg = blocks > threshold
+    r = SEGMENT_CLOSE_BLOCKS
+    disk = _disk(r)
+    fg = np.pad(fg, r + 1)
+    fg = ndi.binary_closing(fg, disk)
+    fg = ndi.binary_opening(fg, disk)[r + 1 : -r - 1, r + 1 : -r - 1]
+    labels, n = ndi.label(fg)
+    if n == 0:
+        raise ImageError(f"{name}: no fingerprint foreground found (no ridge texture above the background)")
+    sizes = np.bincount(labels.ravel())[1:]
+    fg = ndi.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    mask = np.zeros((h, w), dtype=bool)
+    mask[: bh * b, : bw * b] = np.repeat(np.repeat(fg, b, axis=0), b, axis=1)
+    # Smooth the block staircase: erode a little so the mask edge lies inside the print.
+    mask = ndi.binary_erosion(mask, iterations=2)
+    area = int(mask.sum())
+    if area < MIN_FOREGROUND_AREA_PX:
+        raise ImageError(
+            f"{name}: fingerprint foreground of {area} px at 500 ppi is too small "
+            f"(at least {MIN_FOREGROUND_AREA_PX} px = 0.04 sq in needed)"
+        )
+    return mask
+
+
+def orientation_field(normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge orientation and coherence from the smoothed gradient structure tensor.
+
+    Returns
+    -------
+    orientation : ndarray of float32, shape (h, w)
+        Ridge direction in radians in [0, pi), image frame (x right, y down).
+    coherence : ndarray of float32, shape (h, w)
+        ``sqrt((gxx - gyy)^2 + 4 gxy^2) / (gxx + gyy)``, 0-1.
+    """
+    gx = ndi.gaussian_filter(normalized, GRADIENT_SIGMA_PX, order=(0, 1), truncate=3.0)
+    gy = ndi.gaussian_filter(normalized, GRADIENT_SIGMA_PX, order=(1, 0), truncate=3.0)
+    s = ORIENTATION_SIGMA_PX
+    gxx = ndi.gaussian_filter(gx * gx, s, truncate=2.5)
+    gyy = ndi.gaussian_filter(gy * gy, s, truncate=2.5)
+    gxy = ndi.gaussian_filter(gx * gy, s, truncate=2.5)
+    diff = gxx - gyy
+    gradient_angle = 0.5 * np.arctan2(2.0 * gxy, diff)
+    orientation = np.mod(gradient_angle + np.pi / 2, np.pi).astype(np.float32)
+    coherence = (np.hypot(diff, 2.0 * gxy) / np.maximum(gxx + gyy, 1e-6)).astype(np.float32)
+    return orientation, coherence
+
+
+def ridge_period(normalized: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge period per pixel from the spectra of overlapping tiles.
+
+    Each tile of :data:`FREQ_TILE_PX` (Hann-windowed, zero-padded to
+    :data:`FREQ_FFT_PX`) gives the radius of its spectral peak within the band
+    of plausible ridge periods; tiles outside the mask or without a dominant
+    peak are filled with the median of the valid ones.
+
+    Returns
+    -------
+    period : ndarray of float32, shape (h, w)
+        Ridge period in pixels.
+    tile_ok : ndarray of bool, shape (th, tw)
+        Tiles inside the print whose spectrum gave a valid, dominant peak.
+    """
+    h, w = normalized.shape
+    t, st, n = FREQ_TILE_PX, FREQ_STRIDE_PX, FREQ_FFT_PX
+    tiles = np.lib.stride_tricks.sliding_window_view(normalized, (t, t))[::st, ::st]
+    mtiles = np.lib.stride_tricks.sliding_window_view(mask, (t, t))[::st, ::st]
+    th, tw = tiles.shape[:2]
+    window = np.outer(np.hanning(t), np.hanning(t)).astype(np.float32)
+    spec = np.abs(np.fft.rfft2(tiles * window, s=(n, n))) ** 2
+    fy = np.fft.fftfreq(n)[:, None]
+    fx = np.fft.rfftfreq(n)[None, :]
+    radius = np.hypot(fy, fx)
+    band = (radius >= 1.0 / MAX_PERIOD_PX) & (radius <= 1.0 / MIN_PERIOD_PX)
+    inband = spec * band
+    flat = inband.reshape(th, tw, -1)
+    peak_idx = flat.argmax(axis=-1)
+    peak_power = np.take_along_axis(flat, peak_idx[..., None], axis=-1)[..., 0]
+    # Sub-bin radius: power-weighted radius over the band, weights sharpened (P^4).
+    wts = (flat / np.maximum(peak_power[..., None], 1e-12)) ** 4
+    r = (wts * radius.ravel()).sum(axis=-1) / np.maximum(wts.sum(axis=-1), 1e-12)
+    total = spec.reshape(th, tw, -1)[..., 1:].sum(axis=-1)
+    dominance = flat.sum(axis=-1) / np.maximum(total, 1e-12)
+    inside = mtiles.mean(axis=(2, 3)) > 0.5
+    tile_ok = inside & (dominance > 0.5) & (r > 0)
+    periods = np.where(tile_ok, 1.0 / np.maximum(r, 1e-6), np.nan)
+    fill = float(np.nanmedian(periods)) if tile_ok.any() else DEFAULT_PERIOD_PX
+    periods = np.where(tile_ok, periods, fill)
+    periods = ndi.gaussian_filter(periods, 1.0, mode="nearest")
+    # Tile (i, j) is centred on pixel (i*st + t/2, j*st + t/2); interpolate to pixels.
+    yy = (np.arange(h, dtype=np.float32) - (t / 2 - 0.5)) / st
+    xx = (np.arange(w, dtype=np.float32) - (t / 2 - 0.5)) / st
+    yy = np.clip(yy, 0, th - 1)
+    xx = np.clip(xx, 0, tw - 1)
+    period = _bilinear_grid(periods, yy, xx)
+    return np.clip(period, MIN_PERIOD_PX, MAX_PERIOD_PX).astype(np.float32), tile_ok
+
+
+def enhance(normalized: np.ndarray, mask: np.ndarray, orientation: np.ndarray, period: np.ndarray) -> np.ndarray:
+    """Oriented Gabor filtering with per-pixel orientation and period.
+
+    Returns
+    -------
+    ndarray of float32, shape (h, w)
+        Ridges positive, valleys negative, 0 outside the mask.
+    """
+    from . import _native
+
+    return _native.oriented_filter(
+        np.ascontiguousarray(normalized, dtype=np.float32),
+        np.ascontiguousarray(mask, dtype=np.uint8),
+        np.ascontiguousarray(orientation, dtype=np.float32),
+        np.ascontiguousarray(period, dtype=np.float32),
+        GABOR_ACROSS_SIGMA_PERIODS,
+        GABOR_ALONG_SIGMA_PX,
+    )
+
+
+def binarize(enhanced: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Ridge pixels: enhanced > 0 inside the mask, specks and small holes removed.
+
+    Returns
+    -------
+    ndarray of uint8, shape (h, w), values 0/1
+    """
+    ridges = (enhanced > 0) & mask
+    ridges = _remove_small(ridges, MIN_BLOB_AREA_PX)
+    holes = _remove_small(~ridges & mask, MIN_BLOB_AREA_PX)
+    ridges = mask & ~holes
+    return ridges.astype(np.uint8)
+
+
+def thin(ridges: np.ndarray) -> np.ndarray:
+    """Thin a 0/1 ridge image to an 8-connected skeleton one pixel wide.
+
+    Parameters
+    ----------
+    ridges : ndarray of uint8 or bool, shape (h, w)
+
+    Returns
+    -------
+    ndarray of uint8, shape (h, w), values 0/1
+    """
+    from . import _native
+
+    return _native.thin(np.ascontiguousarray(ridges, dtype=np.uint8))
+
+
+def detect(skeleton: np.ndarray, mask: np.ndarray, orientation: np.ndarray) -> dict:
+    """Minutiae candidates by crossing number, with directions and ridge traces.
+
+    Returns
+    -------
+    dict of arrays, one row per candidate
+        ``y``, ``x`` (int32, working frame), ``type`` (uint8, 1 ending, 2
+        bifurcation), ``angle`` (float64, radians, y up), ``branches``
+        (int32, shape (n, 3, 6), see ``_native.trace_branches``).
+    """
+    from . import _native
+
+    skel = np.ascontiguousarray(skeleton, dtype=np.uint8)
+    m8 = np.ascontiguousarray(mask, dtype=np.uint8)
+    rows = _native.detect_minutiae(skel, m8)
+    branches = _native.trace_branches(skel, m8, rows, DIRECTION_STEPS_PX, TRACE_STEPS_PX)
+    y, x, kind = rows[:, 0], rows[:, 1], rows[:, 2].astype(np.uint8)
+    # Direction of each branch in the y-up frame.
+    vy = -(branches[:, :, 0] - y[:, None]).astype(np.float64)
+    vx = (branches[:, :, 1] - x[:, None]).astype(np.float64)
+    valid = branches[:, :, 5] > 0
+    branch_angle = np.arctan2(vy, vx)
+    angle = branch_angle[:, 0].copy()
+    bif = np.flatnonzero(kind == 2)
+    if bif.size:
+        a = branch_angle[bif]
+        ok = valid[bif]
+        # the two arms are the pair of branches with the smallest angle between them
+        best = np.full(bif.size, np.inf)
+        bis = np.zeros(bif.size)
+        for i, j in ((0, 1), (0, 2), (1, 2)):
+            gap = np.abs(np.angle(np.exp(1j * (a[:, i] - a[:, j]))))
+            gap = np.where(ok[:, i] & ok[:, j], gap, np.inf)
+            better = gap < best
+            mid = np.angle(np.exp(1j * a[:, i]) + np.exp(1j * a[:, j]))
+            best = np.where(better, gap, best)
+            bis = np.where(better, mid, bis)
+        angle[bif] = bis
+    # Refine by the orientation field: the ridge line through the minutia, in
+    # the sense given by the trace.
+    theta = -orientation[y, x].astype(np.float64)  # image y down -> y up
+    use_flipped = np.cos(angle - theta) < 0
+    refined = np.where(use_flipped, theta + np.pi, theta)
+    return {"y": y, "x": x, "type": kind, "angle": np.mod(refined, 2 * np.pi), "branches": branches}
+
+
+def remove_false(raw: dict, skeleton: np.ndarray, mask: np.ndarray, period: np.ndarray) -> dict:
+    """Drop false minutiae: border, short ridges, spurs, bridges/holes, broken ridges, clusters.
+
+    All distances scale with the local ridge period.
+    """
+    y, x, kind, br = raw["y"], raw["x"], raw["type"], raw["branches"]
+    n = y.size
+    keep = np.ones(n, dtype=bool)
+    if n == 0:
+        return {k: v[keep] for k, v in raw.items()}
+    h, w = mask.shape
+    p = period[y, x].astype(np.float64)
+    index = np.full((h, w), -1, dtype=np.int64)
+    index[y, x] = np.arange(n)
+
+    # border: too close to the mask edge
+    border_dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    keep &= border_dist[y, x] > BORDER_PERIODS * p
+
+    steps = br[:, :, 4]
+    reason = br[:, :, 5]
+    stop = index[br[:, :, 2].clip(0, h - 1), br[:, :, 3].clip(0, w - 1)]
+    is_end = kind == 1
+    # short ridge: an ending whose ridge ends again soon (both ends go)
+    short = is_end & (reason[:, 0] == 2) & (steps[:, 0] < SHORT_RIDGE_PERIODS * p)
+    # spur: an ending whose ridge reaches a junction soon (both go)
+    spur = is_end & (reason[:, 0] == 3) & (steps[:, 0] < SPUR_PERIODS * p)
+    # bridge / hole: a bifurcation linked to another junction by a short branch
+    bridge = (~is_end)[:, None] & (reason == 3) & (steps < BRIDGE_PERIODS * p[:, None])
+    bif_spur = (~is_end)[:, None] & (reason == 2) & (steps < SPUR_PERIODS * p[:, None])
+    drop = short | spur | bridge.any(axis=1) | bif_spur.any(axis=1)
+    partners = np.concatenate(
+        [stop[short | spur, 0], stop[bridge], stop[bif_spur]]
+    )
+    keep &= ~drop
+    partners = partners[partners >= 0]
+    keep[partners] = False
+
+    # broken ridge: two endings facing each other across a short gap
+    ends = np.flatnonzero(keep & is_end)
+    if ends.size > 1:
+        pts = np.stack([x[ends], -y[ends]], axis=1).astype(np.float64)
+        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+        ang = raw["angle"][ends]
+        opposite = np.cos(ang[:, None] - ang[None, :]) < -0.5
+        # each ending's ridge points away from the other one
+        vx = pts[None, :, 0] - pts[:, None, 0]
+        vy = pts[None, :, 1] - pts[:, None, 1]
+        away = (np.cos(ang)[:, None] * vx + np.sin(ang)[:, None] * vy) < 0
+        close = d < BROKEN_RIDGE_PERIODS * p[ends][:, None]
+        pair = close & opposite & away & away.T
+        np.fill_diagonal(pair, False)
+        keep[ends[pair.any(axis=1)]] = False
+
+    # clusters: minutiae closer than half a ridge period
+    live = np.flatnonzero(keep)
+    if live.size > 1:
+        pts = np.stack([x[live], y[live]], axis=1).astype(np.float64)
+        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+        np.fill_diagonal(d, np.inf)
+        crowded = (d < MIN_SEPARATION_PERIODS * p[live][:, None]).any(axis=1)
+        keep[live[crowded]] = False
+    return {k: v[keep] for k, v in raw.items()}
+
+
+def minutia_quality(minutiae: dict, coherence: np.ndarray, mask: np.ndarray, period: np.ndarray) -> np.ndarray:
+    """Per-minutia quality 0-100: local coherence, reduced near the mask border.
+
+    Returns
+    -------
+    ndarray of uint8, shape (n,)
+    """
+    y, x = minutiae["y"], minutiae["x"]
+    if y.size == 0:
+        return np.zeros(0, dtype=np.uint8)
+    border_dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    reach = np.clip(border_dist[y, x] / (3.0 * period[y, x]), 0.0, 1.0)
+    q = 100.0 * np.clip(coherence[y, x], 0.0, 1.0) * (0.5 + 0.5 * reach)
+    return np.clip(np.rint(q), 1, 100).astype(np.uint8)
+
+
+def print_quality(mask: np.ndarray, coherence: np.ndarray, tile_ok: np.ndarray) -> int:
+    """Image quality 0-100 for retake decisions.
+
+    The share of a full print's area (:data:`FULL_PRINT_AREA_PX`, or the
+    foreground when larger) that shows clear ridge flow: foreground pixels whose
+    orientation coherence is at least :data:`GOOD_COHERENCE`, weighted by the
+    share of foreground tiles with a dominant spectral peak in the ridge-period
+    band (a consistent ridge frequency). Small prints, smudged or noisy areas
+    and ridge-less foreground all lower it.
+    """
+    area = float(mask.sum())
+    if area == 0:
+        return 0
+    clear = float((mask & (coherence >= GOOD_COHERENCE)).sum())
+    score = 100.0 * clear / max(area, FULL_PRINT_AREA_PX) * _freq_consistency(tile_ok, mask)
+    return int(np.clip(np.rint(score), 0, 100))
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+def _freq_consistency(tile_ok: np.ndarray, mask: np.ndarray) -> float:
+    t, st = FREQ_TILE_PX, FREQ_STRIDE_PX
+    inside = np.lib.stride_tricks.sliding_window_view(mask, (t, t))[::st, ::st].mean(axis=(2, 3)) > 0.5
+    if not inside.any():
+        return 0.0
+    return float(tile_ok[inside].mean())
+
+
+def _to_template(minutiae, quality, finger: FingerImage, scale: float, position: int, image_quality: int) -> Template:
+    order = np.argsort(-quality.astype(np.int64), kind="stable")[:MAX_MINUTIAE_KEPT]
+    x = (minutiae["x"][order] + 0.5) * scale - 0.5
+    y = (minutiae["y"][order] + 0.5) * scale - 0.5
+    x = np.clip(x, 0, finger.width - 1)
+    y = np.clip(y, 0, finger.height - 1)
+    kind = np.where(minutiae["type"][order] == 1, int(MinutiaType.ENDING), int(MinutiaType.BIFURCATION))
+    records = make_minutiae(x, y, minutiae["angle"][order], kind, quality[order])
+    return Template(records, finger.width, finger.height, finger.ppi, position, image_quality)
+
+
+def _remove_small(binary: np.ndarray, min_area: int) -> np.ndarray:
+    labels, n = ndi.label(binary)
+    if n == 0:
+        return binary
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_area
+    small[0] = False
+    return binary & ~small[labels]
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+
+
+def _bilinear_grid(grid: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Separable bilinear interpolation of a small grid at row coords yy and column coords xx."""
+    y0 = np.minimum(np.floor(yy).astype(np.int64), grid.shape[0] - 1)
+    x0 = np.minimum(np.floor(xx).astype(np.int64), grid.shape[1] - 1)
+    y1 = np.minimum(y0 + 1, grid.shape[0] - 1)
+    x1 = np.minimum(x0 + 1, grid.shape[1] - 1)
+    fy = (yy - y0)[:, None]
+    fx = (xx - x0)[None, :]
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x1] * fx
+    bottom = grid[y1][:, x0] * (1 - fx) + grid[y1][:, x1] * fx
+    return top * (1 - fy) + bottom * fy
