@@ -17,6 +17,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -145,32 +146,40 @@ f32arr oriented_filter(const f32arr& image, const u8arr& mask, const f32arr& ori
         for (int t = -r_along; t <= r_along; ++t) s += g_along[t + r_along] = std::exp(-0.5 * t * t / (sigma_along_px * sigma_along_px));
         for (auto& v : g_along) v = static_cast<float>(v / s);
     }
-    std::vector<float> wts;
+    // Across-ridge weights tabulated per period in steps of PERIOD_STEP px.
+    constexpr float PERIOD_STEP = 0.1f;
+    float pmin = 1e9f, pmax = 0.f;
+    for (ptrdiff_t i = 0; i < static_cast<ptrdiff_t>(h) * w; ++i)
+        if (m[i]) { pmin = std::min(pmin, per[i]); pmax = std::max(pmax, per[i]); }
+    if (pmax < pmin) pmin = pmax = 8.f;
+    const int nq = static_cast<int>((pmax - pmin) / PERIOD_STEP) + 1;
+    std::vector<std::vector<float>> table(nq);
+    for (int q = 0; q < nq; ++q) {
+        const float p = pmin + q * PERIOD_STEP;
+        const float sig = static_cast<float>(across_sigma_periods) * p;
+        const int r = static_cast<int>(std::ceil(2.5f * sig));
+        auto& wts = table[q];
+        wts.resize(2 * r + 1);
+        float wsum = 0, wabs = 0;
+        for (int t = -r; t <= r; ++t) wsum += wts[t + r] = std::exp(-0.5f * t * t / (sig * sig)) * std::cos(6.2831853f * t / p);
+        for (auto& v : wts) v -= wsum / (2 * r + 1);
+        for (auto v : wts) wabs += std::fabs(v);
+        for (auto& v : wts) v /= (wabs > 0 ? wabs : 1.f);
+    }
     {
         py::gil_scoped_release release;
         for (int y = 0; y < h; ++y) {
             for (int x = 0; x < w; ++x) {
                 const ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
                 if (!m[i]) continue;
-                const float p = per[i];
-                const float sig = static_cast<float>(across_sigma_periods) * p;
-                const int r = static_cast<int>(std::ceil(2.5f * sig));
+                int q = static_cast<int>((per[i] - pmin) / PERIOD_STEP + 0.5f);
+                q = q < 0 ? 0 : (q >= nq ? nq - 1 : q);
+                const auto& wts = table[q];
+                const int r = static_cast<int>(wts.size() / 2);
                 const float ny = std::cos(th[i]), nx = -std::sin(th[i]);  // unit normal to the ridge
-                wts.resize(2 * r + 1);
-                float wsum = 0, wabs = 0;
-                for (int t = -r; t <= r; ++t) {
-                    float v = std::exp(-0.5f * t * t / (sig * sig)) * std::cos(6.2831853f * t / p);
-                    wts[t + r] = v;
-                    wsum += v;
-                }
-                const float mean = wsum / (2 * r + 1);
-                for (auto& v : wts) {
-                    v -= mean;
-                    wabs += std::fabs(v);
-                }
                 float acc = 0;
                 for (int t = -r; t <= r; ++t) acc += wts[t + r] * bilinear(img, h, w, y + t * ny, x + t * nx);
-                across[i] = acc / (wabs > 0 ? wabs : 1.f);
+                across[i] = acc;
             }
         }
         for (int y = 0; y < h; ++y) {
