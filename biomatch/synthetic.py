@@ -1,0 +1,625 @@
+"""Synthetic fingerprints: images (SFinGe-like) and minutiae templates at scale.
+
+Two levels, both deterministic for a seed (finger ``i`` is the same whatever
+the number of fingers asked for):
+
+**Images** (:func:`make_finger`, :func:`generate_images`), in the spirit of
+SFinGe (Cappelli, Maio, Maltoni, "Synthetic fingerprint-image generation",
+ICPR 2000; Handbook of Fingerprint Recognition, ch. 6):
+
+1. fingerprint area: a rectangle closed by four elliptical caps;
+2. class drawn in natural proportions (arch 3.7 %, tented arch 2.9 %, left
+   loop 33.8 %, right loop 31.7 %, whorl 27.9 %; Wilson, Candela, Watson,
+   "Neural network fingerprint classification", J. Artificial Neural
+   Networks 1994, the figures SFinGe uses);
+3. orientation field from the singular points by the Sherlock-Monro zero-pole
+   model, each singularity's argument bent by a random piecewise-linear
+   function (Vizcaya-Gerhardt); arches from an analytic arch flow;
+4. ridge-period map (about 9 px at 500 ppi, wider above the core);
+5. master ridge pattern grown from random seeds by iterative contextual
+   filtering with oriented Gabor kernels (a precomputed bank indexed by
+   orientation and period bin), saturated at each step;
+6. master minutiae: crossing number on the thinned binary master;
+7. impressions: displacement, rotation, Cappelli's plastic distortion
+   (undistorted close-contact region, braked rigid shift outside it),
+   pressure/dryness (ridge thickness), partial contact, noise, background;
+   8-bit gray, ridges dark, 300x400 pixels at 500 ppi. The master minutiae
+   mapped into each impression that fall in its contact area are its ground
+   truth.
+
+**Templates** (:func:`template_batch`, :func:`generate_templates`): master
+minutiae sets (jittered lattice for a minimum spacing, directions from the
+same orientation model, ending/bifurcation mix) and mated impressions
+(rigid motion, plastic distortion, crop and partial contact, missing and
+spurious minutiae, position/angle jitter, type errors, quality), vectorised
+over blocks of fingers.
+
+Files follow the FVC layout: ``FINGER_IMPRESSION.png`` (FINGER and
+IMPRESSION from 1) or ``FINGER_IMPRESSION.bmt`` (:meth:`Template.to_bytes`),
+ground truth in ``truth/``, and a ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .errors import BiomatchError
+from .template import MINUTIA_DTYPE, Template
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "FINGER_CLASSES",
+    "CLASS_PROBABILITIES",
+    "MasterFinger",
+    "Impression",
+    "make_finger",
+    "make_impression",
+    "generate_images",
+    "TemplateBlock",
+    "template_batch",
+    "generate_templates",
+    "read_manifest",
+]
+
+GENERATOR_VERSION = "1.0"
+
+# ---------------------------------------------------------------------------
+# tuned constants (units in the names)
+# ---------------------------------------------------------------------------
+IMAGE_WIDTH_PX = 300
+IMAGE_HEIGHT_PX = 400
+PPI = 500.0
+
+FINGER_CLASSES = ("arch", "tented_arch", "left_loop", "right_loop", "whorl")
+#: Natural class frequencies (Wilson, Candela, Watson 1994), in FINGER_CLASSES order.
+CLASS_PROBABILITIES = (0.037, 0.029, 0.338, 0.317, 0.279)
+
+# fingerprint area (SFinGe shape: rectangle + 4 elliptical caps)
+AREA_HALF_WIDTH_PX = (108.0, 130.0)
+AREA_TOP_CAP_PX = (100.0, 130.0)
+AREA_BOTTOM_CAP_PX = (60.0, 90.0)
+AREA_RECT_HALF_PX = (55.0, 85.0)
+
+# ridge period
+RIDGE_PERIOD_PX = (8.0, 10.0)  # per-finger base period at 500 ppi
+PERIOD_ABOVE_CORE_PX = 0.8  # widening of the period above the core
+PERIOD_MIN_PX, PERIOD_MAX_PX, PERIOD_STEP_PX = 6.0, 13.0, 0.5
+
+# Gabor growth
+N_ORIENT_BINS = 32
+GABOR_SIZE_PX = 17
+GABOR_SIGMA_ACROSS = 0.45  # x period
+GABOR_SIGMA_ALONG = 0.55  # x period
+GROWTH_ITERATIONS = 9
+GROWTH_GAIN = 2.5
+SEED_SPACING_PX = 26.0  # mean spacing of the initial random seeds
+
+# master minutiae
+MINUTIA_BORDER_PX = 12  # master minutiae closer than this to the area edge are dropped
+MINUTIA_MIN_DISTANCE_PX = 5.0  # clusters closer than this are dropped (thinning artefacts)
+TRACE_STEPS_PX = 8
+
+# impressions
+ROTATION_SD_DEG, ROTATION_MAX_DEG = 8.0, 20.0
+TRANSLATION_SD_PX, TRANSLATION_MAX_PX = 14.0, 35.0
+CONTACT_RADIUS_PX = (45.0, 85.0)  # Cappelli close-contact region
+DISTORTION_SHIFT_SD_PX = 5.0
+DISTORTION_ROT_SD_DEG = 2.5
+DISTORTION_BRAKE_PX = 60.0
+TRUTH_CONTACT_MIN = 0.5
+
+DEG = np.pi / 180.0
+
+
+# ---------------------------------------------------------------------------
+# seeds
+# ---------------------------------------------------------------------------
+_IMAGE_STREAM = 1
+_TEMPLATE_STREAM = 2
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key))))
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise BiomatchError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_count(value, name: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise BiomatchError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if not 1 <= value <= maximum:
+        raise BiomatchError(f"{name} must be 1..{maximum}, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# orientation model
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Singularities:
+    cls: str
+    cores: np.ndarray  # (n, 2) x, y image frame
+    deltas: np.ndarray  # (m, 2)
+    bends: np.ndarray  # (n + m, 9) Vizcaya-Gerhardt offsets (rad) at 9 knots
+    arch: tuple = ()  # (xc, y_top, amplitude_px, width_px) for arches
+
+
+def _draw_class(rng) -> str:
+    return FINGER_CLASSES[int(rng.choice(len(FINGER_CLASSES), p=CLASS_PROBABILITIES))]
+
+
+def _draw_singularities(rng, cls: str, cx: float, cy: float, top: float) -> _Singularities:
+    core_y = cy - rng.uniform(10.0, 45.0)
+    core_x = cx + rng.normal(0.0, 12.0)
+    cores: list = []
+    deltas: list = []
+    arch: tuple = ()
+    if cls in ("left_loop", "right_loop"):
+        side = 1.0 if cls == "left_loop" else -1.0  # left loop: delta right of the core (image)
+        cores = [(core_x - side * rng.uniform(0, 25), core_y)]
+        deltas = [(core_x + side * rng.uniform(60.0, 100.0), core_y + rng.uniform(85.0, 125.0))]
+    elif cls == "whorl":
+        a = rng.normal(0.0, 0.35)
+        d = rng.uniform(12.0, 38.0)
+        cores = [(core_x - 0.5 * d * np.sin(a), core_y - 0.5 * d * np.cos(a)),
+                 (core_x + 0.5 * d * np.sin(a), core_y + 0.5 * d * np.cos(a))]
+        dy = rng.uniform(80.0, 120.0)
+        deltas = [(core_x - rng.uniform(65.0, 105.0), core_y + dy + rng.normal(0, 10)),
+                  (core_x + rng.uniform(65.0, 105.0), core_y + dy + rng.normal(0, 10))]
+    elif cls == "tented_arch":
+        cores = [(core_x, core_y)]
+        deltas = [(core_x + rng.normal(0.0, 4.0), core_y + rng.uniform(30.0, 55.0))]
+    else:
+        arch = (core_x, top, rng.uniform(1.0, 1.8), rng.uniform(55.0, 80.0))
+    n = len(cores) + len(deltas)
+    bends = rng.normal(0.0, 0.12, size=(n, 9))
+    bends[:, 8] = bends[:, 0]
+    return _Singularities(cls, np.array(cores, float).reshape(-1, 2), np.array(deltas, float).reshape(-1, 2), bends, arch)
+
+
+_KNOTS = np.linspace(-np.pi, np.pi, 9)
+
+
+def _bent_arg(dx, dy, bend):
+    """Vizcaya-Gerhardt: the argument of z - s (y up) through a piecewise-linear bend."""
+    a = np.arctan2(-dy, dx)
+    return a + np.interp(a, _KNOTS, bend)
+
+
+def _orientation(sing: _Singularities, x, y):
+    """Ridge orientation (radians, y up, mod pi) at points x, y (image frame)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if sing.cls == "arch":
+        xc, top, amp, width = sing.arch
+        # ridges y_up = c + amp * depth * exp(-u^2/2): slope of that family
+        depth = np.clip(1.0 - (y - top) / 330.0, 0.05, 1.0) * width
+        u = (x - xc) / width
+        slope = -amp * depth * u * np.exp(-0.5 * u * u) / width
+        return np.mod(np.arctan(slope), np.pi)
+    theta = np.zeros(np.broadcast(x, y).shape)
+    k = 0
+    for cxy in sing.cores:
+        theta += 0.5 * _bent_arg(x - cxy[0], y - cxy[1], sing.bends[k])
+        k += 1
+    for dxy in sing.deltas:
+        theta -= 0.5 * _bent_arg(x - dxy[0], y - dxy[1], sing.bends[k])
+        k += 1
+    return np.mod(theta, np.pi)
+
+
+# ---------------------------------------------------------------------------
+# fingerprint area
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Area:
+    cx: float
+    cy: float
+    half_width: float
+    top_cap: float
+    bottom_cap: float
+    rect_half: float
+
+    @property
+    def top(self) -> float:
+        return self.cy - self.rect_half - self.top_cap
+
+    def inside(self, x, y):
+        """Signed inside-ness: > 0 inside (in pixels, approximately distance to the edge)."""
+        dx = np.abs(x - self.cx)
+        dy = y - self.cy
+        up = dy < -self.rect_half
+        down = dy > self.rect_half
+        ey = np.where(up, (-dy - self.rect_half) / self.top_cap, np.where(down, (dy - self.rect_half) / self.bottom_cap, 0.0))
+        ex = dx / self.half_width
+        r = np.sqrt(ex * ex + ey * ey)
+        scale = np.where(up, min(self.half_width, self.top_cap), np.where(down, min(self.half_width, self.bottom_cap), self.half_width))
+        return (1.0 - r) * scale
+
+
+def _draw_area(rng, width: int, height: int) -> _Area:
+    return _Area(
+        cx=width / 2 + rng.normal(0, 5),
+        cy=height / 2 + rng.normal(0, 8) - 10,
+        half_width=rng.uniform(*AREA_HALF_WIDTH_PX),
+        top_cap=rng.uniform(*AREA_TOP_CAP_PX),
+        bottom_cap=rng.uniform(*AREA_BOTTOM_CAP_PX),
+        rect_half=rng.uniform(*AREA_RECT_HALF_PX),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Gabor bank and growth
+# ---------------------------------------------------------------------------
+_BANK_CACHE: dict = {}
+
+
+def _period_bins() -> np.ndarray:
+    return np.arange(PERIOD_MIN_PX, PERIOD_MAX_PX + 1e-9, PERIOD_STEP_PX)
+
+
+def _gabor_bank() -> np.ndarray:
+    """float32 (N_ORIENT_BINS, n_periods, K, K): unit response to the matching ridge wave."""
+    bank = _BANK_CACHE.get("bank")
+    if bank is not None:
+        return bank
+    periods = _period_bins()
+    r = GABOR_SIZE_PX // 2
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
+    bank = np.zeros((N_ORIENT_BINS, periods.size, GABOR_SIZE_PX, GABOR_SIZE_PX), np.float32)
+    for i in range(N_ORIENT_BINS):
+        t = (i + 0.5) * np.pi / N_ORIENT_BINS  # ridge direction, y up
+        ux, uy = np.cos(t), -np.sin(t)  # along the ridge, image frame
+        along = xx * ux + yy * uy
+        across = -xx * uy + yy * ux
+        for j, p in enumerate(periods):
+            env = np.exp(-0.5 * ((across / (GABOR_SIGMA_ACROSS * p)) ** 2 + (along / (GABOR_SIGMA_ALONG * p)) ** 2))
+            wave = np.cos(2 * np.pi * across / p)
+            k = env * wave
+            k -= env * (k.sum() / env.sum())  # zero DC
+            k /= np.sum(k * wave)  # unit gain on the matching wave
+            bank[i, j] = k
+    _BANK_CACHE["bank"] = bank
+    return bank
+
+
+def _grow_master(rng, theta, period, inside):
+    """Grow the master ridge pattern (float32 in [-1, 1], > 0 on ridges)."""
+    from ._synthetic_kernels import gabor_step
+
+    h, w = theta.shape
+    bank = _gabor_bank()
+    obin = (np.floor(theta / (np.pi / N_ORIENT_BINS)).astype(np.int16)) % N_ORIENT_BINS
+    pbin = np.clip(np.rint((period - PERIOD_MIN_PX) / PERIOD_STEP_PX), 0, bank.shape[1] - 1).astype(np.int16)
+    active = (inside > -GABOR_SIZE_PX).astype(np.uint8)
+    n_seeds = max(4, int(active.sum() / SEED_SPACING_PX**2))
+    src = np.zeros((h, w), np.float32)
+    ys, xs = np.nonzero(inside > 4)
+    pick = rng.choice(ys.size, size=n_seeds, replace=False)
+    src[ys[pick], xs[pick]] = rng.choice(np.array([-1.0, 1.0], np.float32), size=n_seeds) * 30.0
+    dst = np.zeros_like(src)
+    for _ in range(GROWTH_ITERATIONS):
+        gabor_step(src, dst, bank, obin, pbin, active)
+        np.clip(dst * GROWTH_GAIN, -1.0, 1.0, out=src)
+    return src
+
+
+def _period_map(rng, sing: _Singularities, area: _Area, xx, yy):
+    """Ridge period (px) per pixel: base period, wider above the core, smooth random wobble."""
+    base = rng.uniform(*RIDGE_PERIOD_PX)
+    if sing.cores.size:
+        core_y = float(sing.cores[:, 1].min())
+    else:
+        core_y = area.cy - 30.0
+    above = 1.0 / (1.0 + np.exp((yy - (core_y - 25.0)) / 18.0))
+    # smooth wobble: a few random low-frequency cosines
+    wobble = np.zeros_like(xx)
+    for _ in range(3):
+        kx, ky = rng.normal(0, 1.0 / 150.0, size=2)
+        wobble += np.cos(2 * np.pi * (kx * xx + ky * yy) + rng.uniform(0, 2 * np.pi))
+    period = base + PERIOD_ABOVE_CORE_PX * above + 0.25 * wobble
+    return np.clip(period, PERIOD_MIN_PX, PERIOD_MAX_PX)
+
+
+# ---------------------------------------------------------------------------
+# master minutiae (crossing number on the thinned master)
+# ---------------------------------------------------------------------------
+_NB = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def _master_minutiae(pattern, inside, theta):
+    """Minutiae of the binary master: structured MINUTIA_DTYPE array (quality 100)."""
+    from ._synthetic_kernels import thin_zhang_suen, trace_direction
+
+    h, w = pattern.shape
+    ridge = ((pattern > 0) & (inside > 0)).astype(np.uint8)
+    skel = thin_zhang_suen(ridge.copy())
+    p = np.pad(skel, 1)
+    nbs = [p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.int16) for dy, dx in _NB]
+    cn = sum(np.abs(nbs[i] - nbs[(i + 1) % 8]) for i in range(8)) // 2
+    cand = (skel == 1) & ((cn == 1) | (cn == 3)) & (inside > MINUTIA_BORDER_PX)
+    ys, xs = np.nonzero(cand)
+    kinds = np.where(cn[ys, xs] == 1, 1, 2).astype(np.uint8)
+    # drop clusters (two minutiae closer than MINUTIA_MIN_DISTANCE_PX): thinning artefacts
+    if ys.size > 1:
+        d2 = (ys[:, None] - ys[None, :]) ** 2 + (xs[:, None] - xs[None, :]) ** 2
+        np.fill_diagonal(d2, 1 << 30)
+        keep = d2.min(axis=1) >= MINUTIA_MIN_DISTANCE_PX**2
+        ys, xs, kinds = ys[keep], xs[keep], kinds[keep]
+    angles = np.empty(ys.size)
+    for i, (y, x) in enumerate(zip(ys, xs)):
+        vx = vy = 0.0
+        for dy, dx in _NB:
+            yy, xx = y + dy, x + dx
+            if 0 <= yy < h and 0 <= xx < w and skel[yy, xx]:
+                ty, tx = trace_direction(skel, y, x, yy, xx, TRACE_STEPS_PX)
+                n = np.hypot(tx, ty)
+                if n > 0:
+                    vx += tx / n
+                    vy += ty / n
+        # ending: along the ridge away from the end; bifurcation: towards the fork opening
+        t = float(theta[y, x])
+        ux, uy = np.cos(t), -np.sin(t)  # image frame
+        angles[i] = t if ux * vx + uy * vy >= 0 else t + np.pi
+    from .template import make_minutiae
+
+    return make_minutiae(xs.astype(float), ys.astype(float), angles, kinds, np.full(ys.size, 100))
+
+
+@dataclass(frozen=True)
+class MasterFinger:
+    """A synthetic finger: its master ridge pattern and what generated it.
+
+    Attributes
+    ----------
+    index : int
+        Finger number (0-based) under ``seed``.
+    seed : int
+    finger_class : str
+        One of :data:`FINGER_CLASSES`.
+    pattern : ndarray of float32, shape (H, W)
+        Master ridge pattern in [-1, 1], > 0 on ridges, 0 outside the area.
+    inside : ndarray of float32, shape (H, W)
+        Approximate signed distance (px) to the fingerprint area edge, > 0 inside.
+    orientation : ndarray of float32, shape (H, W)
+        Ridge orientation, radians mod pi, counter-clockwise with y up.
+    period : ndarray of float32, shape (H, W)
+        Ridge period in pixels.
+    minutiae : ndarray of MINUTIA_DTYPE, shape (n,)
+        Master minutiae in the master frame.
+    singularities : dict
+        ``{"cores": [[x, y], ...], "deltas": [...]}`` in the master frame.
+    """
+
+    index: int
+    seed: int
+    finger_class: str
+    pattern: np.ndarray
+    inside: np.ndarray
+    orientation: np.ndarray
+    period: np.ndarray
+    minutiae: np.ndarray
+    singularities: dict
+
+    def template(self) -> Template:
+        """The master minutiae as a Template (master frame)."""
+        h, w = self.pattern.shape
+        return Template(self.minutiae, w, h, PPI, 0, 100)
+
+
+def make_finger(index: int, seed: int = 0, *, width: int = IMAGE_WIDTH_PX, height: int = IMAGE_HEIGHT_PX, finger_class: str | None = None) -> MasterFinger:
+    """Generate master finger ``index`` (0-based) for ``seed``.
+
+    The finger depends only on (seed, index), never on how many fingers are made.
+    """
+    seed = _check_seed(seed)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or int(index) < 0:
+        raise BiomatchError(f"finger index must be a non-negative integer, got {index!r}")
+    width = _check_count(width, "width", 2000)
+    height = _check_count(height, "height", 2000)
+    if width < 160 or height < 160:
+        raise BiomatchError(f"image size {width}x{height} too small for a finger (at least 160x160 px)")
+    if finger_class is not None and finger_class not in FINGER_CLASSES:
+        raise BiomatchError(f"finger_class must be one of {', '.join(FINGER_CLASSES)}, got {finger_class!r}")
+    rng = _rng(seed, _IMAGE_STREAM, int(index), 0)
+    area = _draw_area(rng, width, height)
+    cls = _draw_class(rng)
+    if finger_class is not None:
+        cls = finger_class
+    sing = _draw_singularities(rng, cls, area.cx, area.cy, area.top)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    inside = area.inside(xx, yy)
+    theta = _orientation(sing, xx, yy)
+    period = _period_map(rng, sing, area, xx, yy)
+    pattern = _grow_master(rng, theta, period, inside)
+    pattern[inside <= 0] = 0.0
+    minutiae = _master_minutiae(pattern, inside, theta)
+    return MasterFinger(
+        index=int(index),
+        seed=seed,
+        finger_class=cls,
+        pattern=pattern,
+        inside=inside.astype(np.float32),
+        orientation=theta.astype(np.float32),
+        period=period.astype(np.float32),
+        minutiae=minutiae,
+        singularities={"cores": sing.cores.round(1).tolist(), "deltas": sing.deltas.round(1).tolist()},
+    )
+
+
+# ---------------------------------------------------------------------------
+# impressions
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Impression:
+    """One synthetic impression of a :class:`MasterFinger`.
+
+    Attributes
+    ----------
+    pixels : ndarray of uint8, shape (H, W)
+        Gray image at 500 ppi, ridges dark.
+    truth : Template
+        Master minutiae mapped into this image that fall in its contact area.
+    finger, impression : int
+        0-based finger index and 0-based impression index.
+    params : dict
+        The drawn acquisition parameters (for the manifest).
+    """
+
+    pixels: np.ndarray
+    truth: Template
+    finger: int
+    impression: int
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Motion:
+    """Rigid motion + Cappelli plastic distortion, as a map master -> impression."""
+
+    cx: float
+    cy: float
+    rot: float
+    tx: float
+    ty: float
+    dc_x: float  # close-contact centre (master frame)
+    dc_y: float
+    dc_r: float  # close-contact radius
+    d_rot: float  # rigid skin shift applied outside the contact region
+    d_tx: float
+    d_ty: float
+    brake: float
+
+    def _distort(self, x, y, sign=1.0):
+        # Cappelli et al. 2001: v + (T(v) - v) * brake(distance outside the close-contact region)
+        d = np.maximum(np.hypot(x - self.dc_x, y - self.dc_y) - self.dc_r, 0.0)
+        b = sign * (1.0 - np.exp(-((d / self.brake) ** 2)))
+        c, s = np.cos(self.d_rot), np.sin(self.d_rot)
+        rx, ry = x - self.dc_x, y - self.dc_y
+        tx = self.dc_x + c * rx - s * ry + self.d_tx
+        ty = self.dc_y + s * rx + c * ry + self.d_ty
+        return x + (tx - x) * b, y + (ty - y) * b
+
+    def backward(self, qx, qy):
+        """Impression pixel -> master point (the map used to render)."""
+        c, s = np.cos(self.rot), np.sin(self.rot)
+        ux, uy = qx - self.cx - self.tx, qy - self.cy - self.ty
+        px = self.cx + c * ux + s * uy
+        py = self.cy - s * ux + c * uy
+        return self._distort(px, py, -1.0)
+
+    def forward(self, mx, my, iterations: int = 12):
+        """Master point -> impression pixel, inverting :meth:`backward` by fixed-point iteration."""
+        c, s = np.cos(self.rot), np.sin(self.rot)
+
+        def rigid(px, py):
+            ux, uy = px - self.cx, py - self.cy
+            return self.cx + c * ux - s * uy + self.tx, self.cy + s * ux + c * uy + self.ty
+
+        qx, qy = rigid(mx, my)
+        for _ in range(iterations):
+            bx, by = self.backward(qx, qy)
+            ex, ey = mx - bx, my - by
+            gx, gy = rigid(self.cx + ex, self.cy + ey)
+            qx, qy = qx + gx - self.cx - self.tx, qy + gy - self.cy - self.ty
+        return qx, qy
+
+
+def _smooth_noise(rng, shape, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    n = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
+    return n / (n.std() + 1e-6)
+
+
+def make_impression(master: MasterFinger, impression: int) -> Impression:
+    """Impression ``impression`` (0-based) of ``master``; depends only on (seed, finger, impression)."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    if isinstance(impression, bool) or not isinstance(impression, (int, np.integer)) or int(impression) < 0:
+        raise BiomatchError(f"impression index must be a non-negative integer, got {impression!r}")
+    rng = _rng(master.seed, _IMAGE_STREAM, master.index, int(impression) + 1)
+    h, w = master.pattern.shape
+    inside_idx = np.argwhere(master.inside > 0)
+    cy, cx = inside_idx.mean(axis=0)
+    motion = _Motion(
+        cx=float(cx),
+        cy=float(cy),
+        rot=float(np.clip(rng.normal(0, ROTATION_SD_DEG), -ROTATION_MAX_DEG, ROTATION_MAX_DEG) * DEG),
+        tx=float(np.clip(rng.normal(0, TRANSLATION_SD_PX), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)),
+        ty=float(np.clip(rng.normal(0, TRANSLATION_SD_PX), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)),
+        dc_x=float(cx + rng.normal(0, 25)),
+        dc_y=float(cy + rng.normal(0, 30)),
+        dc_r=float(rng.uniform(*CONTACT_RADIUS_PX)),
+        d_rot=float(rng.normal(0, DISTORTION_ROT_SD_DEG) * DEG),
+        d_tx=float(rng.normal(0, DISTORTION_SHIFT_SD_PX)),
+        d_ty=float(rng.normal(0, DISTORTION_SHIFT_SD_PX)),
+        brake=DISTORTION_BRAKE_PX,
+    )
+    qy, qx = np.mgrid[0:h, 0:w].astype(np.float64)
+    mx, my = motion.backward(qx, qy)
+    coords = np.array([my, mx])
+    ridge = map_coordinates(master.pattern, coords, order=1, mode="constant", cval=0.0).astype(np.float32)
+    inside = map_coordinates(master.inside, coords, order=1, mode="constant", cval=-50.0).astype(np.float32)
+
+    # contact: the pressed area is an ellipse inside the finger area, soft at its edge
+    pressure = float(rng.uniform(0.0, 1.0))  # 0 light / dry .. 1 heavy / wet
+    ex = motion.cx + motion.tx + rng.normal(0, 20)
+    ey = motion.cy + motion.ty + rng.normal(0, 25)
+    ax = rng.uniform(0.85, 1.2) * (w * 0.42)
+    ay = rng.uniform(0.80, 1.15) * (h * 0.42)
+    rr = np.sqrt(((qx - ex) / ax) ** 2 + ((qy - ey) / ay) ** 2)
+    contact = np.clip((1.0 - rr) * 8.0, 0.0, 1.0) * np.clip(inside / 6.0, 0.0, 1.0)
+    contact *= np.clip(1.1 + 0.3 * _smooth_noise(rng, (h, w), 20.0), 0.0, 1.0)
+    contact = contact.astype(np.float32)
+
+    # ridge thickness: threshold moves with pressure (dry: thin broken ridges; wet: thick, merged)
+    thr = 0.45 * (0.5 - pressure) + 0.12 * _smooth_noise(rng, (h, w), 12.0)
+    ink = 1.0 / (1.0 + np.exp(-(ridge - thr) * 7.0))
+    dryness = max(0.0, 0.5 - pressure) * 2.0
+    if dryness > 0:  # white specks on the ridges of dry fingers
+        specks = _smooth_noise(rng, (h, w), 1.2) > (2.2 - 1.2 * dryness)
+        ink = np.where(specks, ink * 0.25, ink)
+    ink = ink * contact
+
+    background = rng.uniform(185.0, 245.0) + 8.0 * _smooth_noise(rng, (h, w), 40.0)
+    contrast = rng.uniform(140.0, 210.0) * (0.8 + 0.3 * pressure)
+    gray = background - contrast * ink
+    gray = gaussian_filter(gray.astype(np.float32), rng.uniform(0.6, 1.1))
+    gray += rng.uniform(3.0, 10.0) * rng.standard_normal((h, w)).astype(np.float32)
+    pixels = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+    # ground truth: master minutiae mapped forward, kept where contact is solid
+    m = master.minutiae
+    fx, fy = motion.forward(m["x"].astype(np.float64), m["y"].astype(np.float64))
+    step = 3.0
+    gx, gy = motion.forward(m["x"] + step * np.cos(m["angle"]), m["y"] - step * np.sin(m["angle"]))
+    ang = np.arctan2(-(gy - fy), gx - fx)
+    ok = (fx >= 0) & (fx <= w - 1) & (fy >= 0) & (fy <= h - 1)
+    ix = np.clip(np.rint(fx).astype(int), 0, w - 1)
+    iy = np.clip(np.rint(fy).astype(int), 0, h - 1)
+    ok &= contact[iy, ix] >= TRUTH_CONTACT_MIN
+    from .template import make_minutiae
+
+    truth_m = make_minutiae(fx[ok], fy[ok], ang[ok], m["type"][ok], np.full(int(ok.sum()), 100))
+    truth = Template(truth_m, w, h, PPI, 0, 100)
+    params = {
+        "rotation_deg": round(motion.rot / DEG, 3),
+        "translation_px": [round(motion.tx, 2), round(motion.ty, 2)],
+        "distortion": {"centre": [round(motion.dc_x, 1), round(motion.dc_y, 1)], "radius_px": round(motion.dc_r, 1),
+                       "rotation_deg": round(motion.d_rot / DEG, 3), "shift_px": [round(motion.d_tx, 2), round(motion.d_ty, 2)]},
+        "pressure": round(pressure, 3),
+    }
+    return Impression(pixels=pixels, truth=truth, finger=master.index, impression=int(impression), params=params)
