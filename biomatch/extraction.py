@@ -58,6 +58,8 @@ SEGMENT_BLOCK_PX = 8
 SEGMENT_REL_STD = 0.30
 #: ... and this absolute std (gray levels).
 SEGMENT_MIN_STD_GRAY = 6.0
+#: ... and ridge flow: mean orientation coherence above this (white noise gives ~0.1).
+SEGMENT_MIN_COHERENCE = 0.2
 #: Morphological clean-up radius of the block mask, in blocks.
 SEGMENT_CLOSE_BLOCKS = 2
 #: Smallest foreground accepted: 0.04 sq in (a 0.2 x 0.2 in patch).
@@ -169,8 +171,8 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0) -> Extr
     gray = 255.0 - pixels.astype(np.float32)  # ridges bright from here on
 
     normalized, local_std = normalize(gray)
-    mask = segment(local_std, finger.name)
     orientation, coherence = orientation_field(normalized)
+    mask = segment(local_std, coherence, finger.name)
     period, period_ok = ridge_period(normalized, mask)
     enhanced = enhance(normalized, mask, orientation, period)
     ridges = binarize(enhanced, mask)
@@ -233,12 +235,19 @@ def normalize(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return normalized, local_std
 
 
-def segment(local_std: np.ndarray, name: str = "image") -> np.ndarray:
-    """Foreground mask from block-wise gray-level variance.
+def segment(local_std: np.ndarray, coherence: np.ndarray, name: str = "image") -> np.ndarray:
+    """Foreground mask from block-wise gray-level variance and ridge-flow coherence.
+
+    A block is foreground when it has contrast (std above a share of the
+    image's high percentile and an absolute floor) and oriented texture
+    (coherence above :data:`SEGMENT_MIN_COHERENCE`: noise and smudges have
+    contrast but no ridge flow). Closing, opening and hole filling restore
+    low-coherence areas inside the print (cores, deltas).
 
     Parameters
     ----------
     local_std : ndarray of float32, shape (h, w)
+    coherence : ndarray of float32, shape (h, w)
     name : str
         Input name for error messages.
 
@@ -257,8 +266,9 @@ def segment(local_std: np.ndarray, name: str = "image") -> np.ndarray:
     if bh < 3 or bw < 3:
         raise ImageError(f"{name}: image {w}x{h} px at 500 ppi is too small to hold a print")
     blocks = local_std[: bh * b, : bw * b].reshape(bh, b, bw, b).mean(axis=(1, 3))
+    coh = coherence[: bh * b, : bw * b].reshape(bh, b, bw, b).mean(axis=(1, 3))
     threshold = max(SEGMENT_REL_STD * float(np.percentile(blocks, 95)), SEGMENT_MIN_STD_GRAY)
-    fg = blocks > threshold
+    fg = (blocks > threshold) & (coh > SEGMENT_MIN_COHERENCE)
     r = SEGMENT_CLOSE_BLOCKS
     disk = _disk(r)
     fg = np.pad(fg, r + 1)
