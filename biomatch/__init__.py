@@ -35,6 +35,9 @@ _LAZY = {
     "read_templates": "formats",
     "write_iso": "formats",
     "write_ansi": "formats",
+    "read_transaction": "formats",
+    "write_transaction": "formats",
+    "Transaction": "formats",
 }
 
 __all__ = [

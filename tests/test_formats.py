@@ -5,18 +5,29 @@ from __future__ import annotations
 import math
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import biomatch as bm
 from biomatch.errors import FormatError
-from biomatch.formats import FormatWarning, read_record, write_record
+from biomatch.formats import (
+    FormatWarning,
+    read_record,
+    read_templates,
+    read_transaction,
+    write_record,
+    write_transaction,
+)
+from biomatch.template import Template, make_minutiae
 
+ANSI_EXAMPLE = "biomdi_sampledata_fingerminutia/ANSI-INCITS-378_2004/Appendix-B2_Example.raw"
+ISO_EXAMPLE = "biomdi_sampledata_fingerminutia/ISO-19794-2_2005/Appendix-C2_Example.raw"
 MINUTIAE_FILES = [
-    "biomdi_sampledata_fingerminutia/ANSI-INCITS-378_2004/Appendix-B2_Example.raw",
-    "biomdi_sampledata_fingerminutia/ISO-19794-2_2005/Appendix-C2_Example.raw",
+    ANSI_EXAMPLE,
+    ISO_EXAMPLE,
     "libbiomeval_test_data/fmr.ansi2004",
     "libbiomeval_test_data/fmr.ansi2007",
     "libbiomeval_test_data/fmr.iso2005",
@@ -25,27 +36,101 @@ EXPECTED_FORMAT = {
     "Appendix-B2_Example.raw": "ansi2004",
     "Appendix-C2_Example.raw": "iso2005",
     "fmr.ansi2004": "ansi2004",
-    "fmr.ansi2007": "ansi2009",
+    "fmr.ansi2007": "ansi2009",  # libbiomeval's name for the "030" INCITS 378 layout
     "fmr.iso2005": "iso2005",
+}
+# (images, Type-9 templates) per transaction; records without finger data are ignored.
+TRANSACTIONS = {
+    "libbiomeval_test_data/type3.an2k": (0, 0),
+    "libbiomeval_test_data/type4-slaps.an2k": (4, 0),
+    "libbiomeval_test_data/type9-13.an2k": (0, 1),
+    "libbiomeval_test_data/type9-15.an2k": (0, 1),
+    "libbiomeval_test_data/type9-efs.an2k": (0, 8),
+    "libbiomeval_test_data/type9.an2k": (0, 1),
+    "nbis_an2kconvert_testdata/face_jpb_DOM_GMT_DCS.an2": (0, 0),
+    "nbis_an2kconvert_testdata/sign_raw.an2": (0, 0),
+    "nbis_an2kconvert_testdata/sign_vec.an2": (0, 0),
+    "nbis_an2kconvert_testdata/type_3_wvu.an2": (0, 0),
+    "nbis_an2kconvert_testdata/type_5_wvu.an2": (0, 0),
+    "nbis_an2kconvert_testdata/type_6_wvu.an2": (0, 0),
+    "nbis_an2kconvert_testdata/valid1.1.an2": (1, 0),
+    "nbis_an2kconvert_testdata/valid1.10.an2": (0, 0),
+    "nbis_an2kconvert_testdata/valid1.11.an2": (2, 0),
+    "nbis_an2kconvert_testdata/valid1.13.an2": (0, 0),
+    "nbis_an2kconvert_testdata/valid1.14.an2": (1, 1),
+    "nbis_an2kconvert_testdata/valid1.15.an2": (0, 0),  # its Type-9 is for FGP 28, not a finger
+    "nbis_an2kconvert_testdata/valid1.16.an2": (2, 0),
+    "nbis_an2kconvert_testdata/valid1.2.an2": (1, 0),
+    "nbis_an2kconvert_testdata/valid1.3.an2": (0, 0),
+    "nbis_an2kconvert_testdata/valid1.4.an2": (0, 0),
+    "nbis_an2kconvert_testdata/valid1.5.an2": (0, 0),
+    "nbis_an2kconvert_testdata/valid1.6.an2": (0, 0),
+    "nbis_an2kconvert_testdata/valid1.7.an2": (1, 0),
+    "nbis_an2kconvert_testdata/valid1.8.an2": (3, 0),
+    "nbis_an2kconvert_testdata/valid1.9.an2": (2, 0),
 }
 
 
-def _read_quiet(source, **kw):
+def quiet(fn, *args, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FormatWarning)
-        return read_record(source, **kw)
+        return fn(*args, **kw)
+
+
+def degrees(t: Template) -> np.ndarray:
+    return np.degrees(t.minutiae["angle"].astype(np.float64))
+
+
+# ----------------------------------------------------------------------------
+# sample files
+# ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("rel", MINUTIAE_FILES)
 def test_sample_minutiae_records_parse_and_round_trip(formats_data, rel):
     path = formats_data / rel
-    record = _read_quiet(path)
+    record = quiet(read_record, path)
     assert record.format == EXPECTED_FORMAT[path.name]
-    assert len(record.views) >= 1
+    assert len(record.views) >= 2
     again = write_record(record, record.format)
-    if path.name != "Appendix-C2_Example.raw":  # its record length field is off by one
+    if path.name != "Appendix-C2_Example.raw":  # its record length field is off by one (340 for 341 bytes)
         assert again == path.read_bytes()
-    assert _read_quiet(again) == record
+    assert quiet(read_record, again) == record
+    assert quiet(read_templates, path) == record.templates
+
+
+def test_nist_worked_examples_decode_to_their_values(formats_data):
+    """ANSI 378-2004 Annex B.2 and ISO 19794-2:2005 Annex C.2 encode the same two views."""
+    ansi = read_record(formats_data / ANSI_EXAMPLE)
+    with pytest.warns(FormatWarning, match="declares 340 bytes"):
+        iso = read_record(formats_data / ISO_EXAMPLE)
+    assert ansi.header["product_owner"] == 0x42 and ansi.header["product_type"] == 0x11
+    for rec in (ansi, iso):
+        assert rec.header["device_id"] == 0xB5 and rec.header["equipment_certification"] == 0
+        v1, v2 = rec.views
+        assert [(v.position_code, v.view, v.impression, v.template.quality, len(v.template)) for v in rec.views] == [
+            (7, 0, 0, 90, 27),  # left index, 27 minutiae, quality 90
+            (2, 0, 0, 70, 22),  # right index, 22 minutiae, quality 70
+        ]
+        for v in rec.views:
+            assert (v.template.width, v.template.height) == (512, 512)
+            assert v.template.ppi == pytest.approx(197 * 2.54)  # 197 px/cm
+        assert v1.extended == ()
+        assert v2.extended == ((1, bytes([1, 1, 20, 12, 5, 7, 5])),)  # ridge counts, 4-neighbour method
+        m = v1.template.minutiae
+        assert (m["x"][0], m["y"][0], m["type"][0], m["quality"][0]) == (100, 14, 1, 90)
+        assert (m["x"][2], m["y"][2], m["type"][2]) == (55, 18, 2)
+        m = v2.template.minutiae
+        assert (m["x"][-1], m["y"][-1], m["type"][-1], m["quality"][-1]) == (125, 73, 2, 40)
+    # angles: ANSI in 2-degree units, ISO in 360/256 units
+    assert degrees(ansi.views[0].template)[:3] == pytest.approx([112.0, 86.0, 22.0], abs=1e-3)
+    assert degrees(iso.views[0].template)[:3] == pytest.approx([112.5, 84.375, 22.5], abs=1e-3)
+    for va, vi in zip(ansi.views, iso.views):
+        ma, mi = va.template.minutiae, vi.template.minutiae
+        for name in ("x", "y", "type", "quality"):
+            assert np.array_equal(ma[name], mi[name])
+        diff = (degrees(va.template) - degrees(vi.template) + 180) % 360 - 180
+        assert np.abs(diff).max() < 2.0  # within one unit of each encoding
 
 
 def test_fvc2002_vendor_templates_load_in_record_frame(fvc2002):
@@ -59,3 +144,320 @@ def test_fvc2002_vendor_templates_load_in_record_frame(fvc2002):
         assert t.minutiae["x"].max() < 300 and t.minutiae["y"].max() < 400
         assert bm.load_template(t.to_iso()) == t
         assert write_record(read_record(f), "iso2005") == f.read_bytes()
+
+
+@pytest.mark.parametrize("rel", sorted(TRANSACTIONS))
+def test_every_sample_transaction_parses(formats_data, rel):
+    tr = quiet(read_transaction, formats_data / rel)
+    n_images, n_templates = TRANSACTIONS[rel]
+    assert len(tr.images) == n_images
+    assert len(tr.template_records) == n_templates
+    assert tr.records and tr.version
+    for img in tr.images:
+        assert img.pixels.dtype == np.uint8 and img.pixels.shape == (img.height, img.width)
+        assert 250 <= img.ppi <= 2000
+        assert img.pixels.std() > 1
+    for tt in tr.template_records:
+        assert tt.template.position == tt.position
+        assert len(tt.template) > 0
+
+
+def test_transaction_header_and_images(formats_data):
+    tr = read_transaction(formats_data / "libbiomeval_test_data/type4-slaps.an2k")
+    assert (tr.tot, tr.ori, tr.tcn) == ("AMN", "MDNISTIMG", "jck t4 slaps")
+    assert [(i.position, i.impression, i.compression, i.width, i.height) for i in tr.images] == [
+        (14, 2, "WSQ20", 1608, 1000),
+        (12, 2, "WSQ20", 412, 1000),
+        (11, 2, "WSQ20", 392, 1000),
+        (13, 2, "WSQ20", 1572, 1000),
+    ]
+    assert tr.images[0].ppi == pytest.approx(500, abs=0.5)
+    assert tr.image(12) is tr.images[1] and tr.image(3) is None
+    lazy = read_transaction(formats_data / "libbiomeval_test_data/type4-slaps.an2k", decode_images=False)
+    assert all(i.pixels is None for i in lazy.images)
+    jpeg = quiet(read_transaction, formats_data / "nbis_an2kconvert_testdata/valid1.7.an2")
+    assert jpeg.images[0].compression == "JPEGB" and jpeg.images[0].position == 19
+
+
+def test_legacy_type9_matches_the_incits_record_it_came_from(formats_data):
+    """type9.an2k carries view 3 of fmr.ansi2004 in the legacy 9.012 encoding.
+
+    x must agree to one 0.01 mm unit and the direction exactly (at 19.69 px/mm, direction
+    flipped by 180 degrees); y is measured from the bottom of an image whose
+    height the transaction does not give, so y + y' is constant.
+    """
+    with pytest.warns(FormatWarning, match="no image record"):
+        tr = read_transaction(formats_data / "libbiomeval_test_data/type9.an2k")
+    legacy = tr.templates[0]
+    view = quiet(read_record, formats_data / "libbiomeval_test_data/fmr.ansi2004").views[2].template
+    a, b = legacy.minutiae, view.minutiae
+    assert len(a) == len(b) == 28
+    assert np.abs(a["x"] - b["x"]).max() < 0.2  # one 0.01 mm unit
+    assert np.array_equal(a["type"], b["type"])
+    assert np.abs((degrees(legacy) - degrees(view) + 180) % 360 - 180).max() < 1e-3
+    ysum = (legacy.height - a["y"]) + b["y"]
+    assert ysum.std() < 0.2
+
+
+def test_efs_minutiae(formats_data):
+    tr = quiet(read_transaction, formats_data / "libbiomeval_test_data/type9-efs.an2k")
+    assert sorted(tr.templates) == [2, 3, 4, 5, 7, 8, 9, 10]
+    first = tr.template_records[0]
+    assert first.block == "efs" and first.position == 8 and len(first.template) == 60
+    m = first.template.minutiae
+    # 9.331 first minutia: 1908,41 (0.01 mm from the ROI corner) theta 186, ridge ending;
+    # 9.300 places the ROI 3661 (0.01 mm) right of the image's left edge, 0 below its top
+    px = 500 / 25.4 / 100
+    assert m["x"][0] == pytest.approx((3661 + 1908) * px, abs=1e-3) and m["y"][0] == pytest.approx(41 * px, abs=1e-3)
+    assert degrees(first.template)[0] == pytest.approx(186, abs=1e-3) and m["type"][0] == 1
+
+
+# ----------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------
+
+
+@st.composite
+def quantized_templates(draw, angle_units=256, position=None):
+    w = draw(st.integers(50, 800))
+    h = draw(st.integers(50, 800))
+    n = draw(st.integers(0, 60))
+    x = draw(st.lists(st.integers(0, w - 1), min_size=n, max_size=n))
+    y = draw(st.lists(st.integers(0, h - 1), min_size=n, max_size=n))
+    codes = draw(st.lists(st.integers(0, angle_units - 1), min_size=n, max_size=n))
+    types = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    qual = draw(st.lists(st.integers(0, 100), min_size=n, max_size=n))
+    ppcm = draw(st.sampled_from([99, 118, 197, 394]))
+    pos = draw(st.integers(0, 10)) if position is None else position
+    angle = np.asarray(codes, dtype=np.float64) * (2 * math.pi / angle_units)
+    return Template(make_minutiae(x, y, angle, types, qual), w, h, ppcm * 2.54, pos, draw(st.integers(0, 100)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quantized_templates(256), st.sampled_from(["2005", "2011"]))
+def test_iso_round_trip(t, version):
+    data = bm.write_iso(t, version=version)
+    assert bm.load_template(data) == t
+    assert read_record(data).format == "iso" + version
+    assert write_record(read_record(data), "iso" + version) == data
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quantized_templates(180), st.sampled_from(["2004", "2009"]))
+def test_ansi_round_trip(t, version):
+    data = t.to_ansi(version)
+    assert bm.load_template(data) == t
+    assert read_record(data).format == "ansi" + version
+    assert write_record(read_record(data), "ansi" + version) == data
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(quantized_templates(180), min_size=1, max_size=4))
+def test_transaction_round_trip(templates):
+    by_pos = {i + 1: Template(t.minutiae.copy(), t.width, t.height, t.ppi, i + 1, t.quality) for i, t in enumerate(templates)}
+    data = write_transaction(by_pos, ori="WV0000000", tcn="T-1", tcr="REQ-9", date="20261122")
+    tr = read_transaction(data)
+    assert (tr.tot, tr.ori, tr.tcn) == ("RES", "WV0000000", "T-1")
+    assert tr.templates == by_pos
+    assert all(tt.block == "incits378" for tt in tr.template_records)
+    assert read_transaction(write_transaction(tr.templates, ori="WV0000000", tcn="T-1", tcr="REQ-9", date="20261122")).templates == by_pos
+
+
+def test_multi_view_write_and_select():
+    a = Template(make_minutiae([10, 20], [30, 40], [0.0, math.pi / 2], [1, 2], [50, 60]), 100, 120, 500, 2, 80)
+    b = Template(make_minutiae([5], [6], [math.pi], [1], [0]), 100, 120, 500, 2, 40)
+    data = bm.write_iso([a, b])
+    rec = read_record(data)
+    assert [(v.position_code, v.view) for v in rec.views] == [(2, 0), (2, 1)]  # second view of finger 2
+    assert bm.load_template(data, view=1) == quiet(bm.load_template, b.to_iso())
+    with pytest.raises(FormatError, match="view 2 requested but the record holds 2 view"):
+        bm.load_template(data, view=2)
+    c = Template(make_minutiae([5], [6], [0.0]), 200, 120, 500, 3)
+    with pytest.raises(FormatError, match="one image size per record"):
+        bm.write_iso([a, c])
+    assert len(read_templates(bm.write_iso([a, c], version="2011"))) == 2  # 2011 has per-view sizes
+
+
+def test_cross_format_conversion_keeps_minutiae():
+    t = quiet(bm.load_template, Template(make_minutiae([1, 299], [2, 399], [0.1, 6.2], [1, 2], [7, 99]), 300, 400, 500, 7).to_ansi())
+    for version in ("2005", "2011"):
+        u = bm.load_template(t.to_iso(version))
+        assert np.array_equal(u.minutiae[["x", "y", "type", "quality"]], t.minutiae[["x", "y", "type", "quality"]])
+        diff = (degrees(u) - degrees(t) + 180) % 360 - 180
+        assert np.abs(diff).max() <= 360 / 256 / 2 + 1e-4
+
+
+def test_biomatch_bytes_load():
+    t = Template(make_minutiae([10.25], [20.5], [1.0], [1], [3]), 64, 64, 500, 4)
+    assert bm.load_template(t.to_bytes()) == Template.from_bytes(t.to_bytes())
+    assert bm.load_template(t.to_bytes()).minutiae["x"][0] == 10.25
+    with pytest.raises(FormatError, match="checksum"):
+        bm.load_template(t.to_bytes()[:-1] + b"\x00")
+
+
+# ----------------------------------------------------------------------------
+# bad input
+# ----------------------------------------------------------------------------
+
+
+def _iso_one_view(minutia: bytes = b"\x40\x0a\x00\x14\x20\x32", count: int = 1, ext: bytes = b"\x00\x00") -> bytes:
+    body = struct.pack(">BBBB", 1, 0, 60, count) + minutia + ext
+    header = struct.pack(">HHHHHBB", 0, 100, 120, 197, 197, 1, 0)
+    return b"FMR\x00 20\x00" + struct.pack(">I", 12 + len(header) + len(body)) + header + body
+
+
+def test_malformed_extended_data():
+    bad_ext = b"\x00\x10\x00\x01\x00\x20" + bytes(12)  # area length 32 > block length 16
+    # last view, record length consistent: skipped with a warning, kept verbatim for rewriting
+    data = _iso_one_view(ext=bad_ext)
+    with pytest.warns(FormatWarning, match="extended data block is malformed"):
+        rec = read_record(data)
+    assert rec.views[0].extras["extended_raw"] == bad_ext
+    assert write_record(rec, "iso2005") == data
+    # any other view: its end cannot be known, so the record is refused
+    two = bytearray(data)
+    two[22] = 2  # number of finger views (byte 22 of the ISO 2005 header)
+    view = data[24:]
+    two = bytes(two[:24]) + view + view
+    two = two[:8] + struct.pack(">I", len(two)) + two[12:]
+    with pytest.raises(FormatError, match="view 0: field 'extended data area 0 length': 32 bytes does not fit"):
+        quiet(read_record, two)
+
+
+def test_handmade_iso_record_is_valid():
+    t = bm.load_template(_iso_one_view())
+    assert (len(t), t.position, t.quality, t.minutiae["x"][0], t.minutiae["y"][0]) == (1, 1, 60, 10, 20)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "is empty"),
+        (b"GIF89a....", "not a finger minutiae record"),
+        (b"FMR\x00 99\x00" + bytes(20), "field 'version'"),
+        (_iso_one_view()[:-3], "truncated|fields end"),
+        (_iso_one_view() + b"\x00", "fields end after"),
+        (_iso_one_view(count=200), "truncated"),
+        (_iso_one_view(b"\x40\xc8\x00\x14\x20\x32"), "minutia 0: field 'x/y': \\(200, 20\\) lies outside the 100x120 image"),
+        (_iso_one_view(b"\xc0\x0a\x00\x14\x20\x32"), "field 'type': code 3 is reserved"),
+        (_iso_one_view(b"\x40\x0a\x00\x14\x20\xc8"), "field 'quality': 200 outside 0-100"),
+    ],
+)
+def test_bad_minutiae_records_raise_format_error(data, message):
+    with pytest.raises(FormatError, match=message):
+        quiet(bm.load_template, data)
+
+
+def test_bad_record_messages_name_file_and_field(tmp_path):
+    path = tmp_path / "probe.iso"
+    path.write_bytes(_iso_one_view(b"\x40\xc8\x00\x14\x20\x32"))
+    with pytest.raises(FormatError) as err:
+        bm.load_template(path)
+    text = str(err.value)
+    assert str(path) in text and "ISO/IEC 19794-2:2005" in text and "view 0" in text and "x/y" in text
+    with pytest.raises(FormatError, match="file not found"):
+        bm.load_template(tmp_path / "absent.iso")
+    with pytest.raises(FormatError, match="is a directory"):
+        bm.load_template(tmp_path)
+    with pytest.raises(FormatError, match="must be a path or bytes"):
+        bm.load_template(12345)
+
+
+def test_ansi_angle_out_of_range_and_bad_versions():
+    t = Template(make_minutiae([1], [2], [0.0], [1], [0]), 10, 10, 500, 1)
+    data = bytearray(t.to_ansi())
+    data[26 + 4 + 4] = 180  # first minutia's angle byte: 180 x 2 degrees is out of range
+    with pytest.raises(FormatError, match="'angle': 180 exceeds 179"):
+        bm.load_template(bytes(data), name="probe")
+    with pytest.raises(FormatError, match="version"):
+        bm.write_iso(t, version="2020")
+    with pytest.raises(FormatError, match="version"):
+        bm.write_ansi(t, version="2007")
+
+
+def test_iso2011_bad_minutia_size():
+    data = bytearray(bm.write_iso(Template(make_minutiae([1], [2], [0.0], [1], [5]), 10, 10, 500, 1), version="2011"))
+    flags_at = data.index(bytes([0x60]))  # minutia field length 6, ending type 0
+    data[flags_at] = 0x70
+    with pytest.raises(FormatError, match="must be 5 or 6"):
+        bm.load_template(bytes(data))
+
+
+def _transaction(type9_fields: str, cnt="1\x1f1\x1e9\x1f01") -> bytes:
+    def record(rtype, text):
+        # LEN counts the whole record, itself and the trailing separator included
+        for guess in range(len(text) + 8, len(text) + 20):
+            rec = f"{rtype}.001:{guess}\x1d{text}\x1c"
+            if len(rec.encode("latin-1")) == guess:
+                return rec.encode("latin-1")
+        raise AssertionError
+
+    t1 = record(1, f"1.002:0500\x1d1.003:{cnt}\x1d1.004:CAR\x1d1.008:ORI1\x1d1.009:TCN1")
+    t9 = record(9, "9.002:01\x1d9.003:0\x1d9.004:S\x1d" + type9_fields)
+    return t1 + t9
+
+
+GOOD_T9 = "9.006:02\x1d9.010:1\x1d9.012:001\x1f01000200090\x1f0\x1fA"
+
+
+def test_handmade_transaction_is_valid():
+    tr = quiet(read_transaction, _transaction(GOOD_T9))
+    t = tr.templates[2]
+    assert len(t) == 1 and t.minutiae["type"][0] == 1
+    assert degrees(t)[0] == pytest.approx(270.0, abs=1e-3)  # 90 away from the ridge -> 270 along it
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x00\x00\x00\x10hello", "not an ANSI/NIST-ITL transaction"),
+        (_transaction(GOOD_T9)[:-5], "9.001 LEN"),
+        (_transaction(GOOD_T9) + b"junk", "bytes follow the last record"),
+        (_transaction(GOOD_T9, cnt="1\x1f2\x1e9\x1f01"), "says 2 records follow but lists 1"),
+        (_transaction(GOOD_T9, cnt="1\x1f2\x1e9\x1f01\x1e4\x1f02"), "Type-4\\): missing"),
+        (_transaction(GOOD_T9, cnt="1\x1f999999\x1e" + "\x1e".join(["9\x1f01"] * 5)), "says 999999 records"),
+        (_transaction(GOOD_T9.replace("9.010:1", "9.010:2")), "9.012 MRC: holds 1 minutiae but 9.010 MIN says 2"),
+        (_transaction(GOOD_T9.replace("01000200090", "0100020090")), "is not XXXXYYYYTTT"),
+        (_transaction(GOOD_T9.replace("00090", "00390")), "theta: 390 outside"),
+        (_transaction(GOOD_T9.replace("9.010:1", "9.010:x")), "9.010 MIN: 'x' is not a number"),
+    ],
+)
+def test_bad_transactions_raise_format_error(data, message):
+    with pytest.raises(FormatError, match=message):
+        quiet(read_transaction, data)
+
+
+def test_unsupported_and_bad_images_name_the_record():
+    t4 = bytes([0, 1, 255, 255, 255, 255, 255, 0]) + struct.pack(">HH", 200, 200)
+
+    def with_type4(gca: int, image: bytes) -> bytes:
+        body = t4 + bytes([gca]) + image
+        rec4 = struct.pack(">IB", 5 + len(body), 1) + body
+        head = "1.002:0400\x1d1.003:1\x1f1\x1e4\x1f01\x1d1.004:CAR\x1d1.008:O\x1d1.009:T"
+        for guess in range(len(head) + 8, len(head) + 20):
+            r1 = f"1.001:{guess}\x1d{head}\x1c".encode()
+            if len(r1) == guess:
+                return r1 + rec4
+        raise AssertionError
+
+    with pytest.raises(FormatError, match=r"record 1 \(Type-4\): field CGA: compression JPEGL"):
+        read_transaction(with_type4(3, b"\xff\xd8"))
+    with pytest.raises(FormatError, match="GCA: compression code 9"):
+        read_transaction(with_type4(9, b""))
+    with pytest.raises(FormatError, match="needs 40000 bytes, found 5"):
+        read_transaction(with_type4(0, b"12345"))
+    with pytest.raises(FormatError, match="WSQ marker"):
+        read_transaction(with_type4(1, b"not wsq"))
+    raw = np.tile(np.arange(200, dtype=np.uint8), (200, 1))
+    img = read_transaction(with_type4(0, raw.tobytes())).images[0]
+    assert np.array_equal(img.pixels, raw) and img.position == 1
+
+
+def test_write_transaction_rejects_bad_values():
+    t = Template(make_minutiae([1], [2], [0.0]), 10, 10, 500, 1)
+    with pytest.raises(FormatError, match="ORI"):
+        write_transaction({1: t}, ori="bad\x1dsep", tcn="1")
+    with pytest.raises(FormatError, match="FGP code 0-10"):
+        write_transaction({13: t}, ori="O", tcn="1")
+    with pytest.raises(FormatError, match="expected a Template"):
+        write_transaction({1: "x"}, ori="O", tcn="1")

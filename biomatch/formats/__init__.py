@@ -11,11 +11,23 @@ read_record(path_or_bytes) -> MinutiaeRecord
     The record with view numbers, impression types, extended data.
 write_iso(templates, version="2005"), write_ansi(templates, version="2004") -> bytes
 write_record(record_or_templates, format) -> bytes
+read_transaction(path_or_bytes) -> Transaction
+    ANSI/NIST-ITL traditional encoding: .tot/.ori/.tcn, .images (Type-4/14
+    finger images, decoded), .templates (position -> Template from Type-9).
+write_transaction(templates, ori=..., tcn=...) -> bytes
+    A response transaction with Type-1 and Type-9 (INCITS 378 block) records.
 
 Every problem with the input raises :class:`~biomatch.errors.FormatError`
 naming the file, the record and the field.
 """
 
+from ._an2k import (
+    Transaction,
+    TransactionImage,
+    TransactionTemplate,
+    read_transaction,
+    write_transaction,
+)
 from ._common import FormatWarning
 from ._minutiae import (
     FORMATS,
@@ -31,6 +43,11 @@ from ._minutiae import (
 )
 
 __all__ = [
+    "Transaction",
+    "TransactionImage",
+    "TransactionTemplate",
+    "read_transaction",
+    "write_transaction",
     "FORMATS",
     "FormatWarning",
     "FingerView",
