@@ -623,3 +623,478 @@ def make_impression(master: MasterFinger, impression: int) -> Impression:
         "pressure": round(pressure, 3),
     }
     return Impression(pixels=pixels, truth=truth, finger=master.index, impression=int(impression), params=params)
+
+
+# ---------------------------------------------------------------------------
+# writing image sets
+# ---------------------------------------------------------------------------
+MAX_FINGERS = 10_000_000
+MAX_IMPRESSIONS = 100
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG", dpi=(PPI, PPI), optimize=False, compress_level=9)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _prepare_out(out) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "truth").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise BiomatchError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise BiomatchError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def generate_images(out, n_fingers: int, n_impressions: int, seed: int = 0, *, first_finger: int = 0,
+                    progress: Callable[[int], None] | None = None) -> dict:
+    """Write ``n_fingers`` x ``n_impressions`` synthetic finger images into ``out``.
+
+    Files: ``F_I.png`` (8-bit gray, 500 dpi in pHYs; F from ``first_finger + 1``,
+    I from 1), ``truth/F_I.bmt`` (ground-truth minutiae of that image),
+    ``truth/F_master.bmt`` (master minutiae) and ``manifest.json``.
+
+    Parameters
+    ----------
+    progress : callable(int), optional
+        Called with the number of images just written.
+
+    Returns
+    -------
+    dict
+        The manifest that was written.
+    """
+    seed = _check_seed(seed)
+    n_fingers = _check_count(n_fingers, "fingers", MAX_FINGERS)
+    n_impressions = _check_count(n_impressions, "impressions", MAX_IMPRESSIONS)
+    if isinstance(first_finger, bool) or not isinstance(first_finger, (int, np.integer)) or first_finger < 0:
+        raise BiomatchError(f"first_finger must be a non-negative integer, got {first_finger!r}")
+    out = _prepare_out(out)
+    files: dict = {}
+    fingers: dict = {}
+    for f in range(int(first_finger), int(first_finger) + n_fingers):
+        master = make_finger(f, seed)
+        name_f = str(f + 1)
+        data = master.template().to_bytes()
+        _write(out / "truth" / f"{name_f}_master.bmt", data)
+        files[f"truth/{name_f}_master.bmt"] = {"sha256": _sha256(data)}
+        fingers[name_f] = {
+            "class": master.finger_class,
+            "master_minutiae": int(master.minutiae.size),
+            "singularities": master.singularities,
+        }
+        for j in range(n_impressions):
+            imp = make_impression(master, j)
+            stem = f"{name_f}_{j + 1}"
+            png = _png_bytes(imp.pixels)
+            _write(out / f"{stem}.png", png)
+            truth = imp.truth.to_bytes()
+            _write(out / "truth" / f"{stem}.bmt", truth)
+            files[f"{stem}.png"] = {
+                "sha256": _sha256(png),
+                "pixels_sha256": _sha256(imp.pixels.tobytes()),
+                "truth_minutiae": len(imp.truth),
+                "params": imp.params,
+            }
+            files[f"truth/{stem}.bmt"] = {"sha256": _sha256(truth)}
+            if progress is not None:
+                progress(1)
+    manifest = {
+        "generator": "biomatch.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "kind": "images",
+        "seed": seed,
+        "parameters": {
+            "fingers": n_fingers,
+            "first_finger": int(first_finger),
+            "impressions": n_impressions,
+            "width_px": IMAGE_WIDTH_PX,
+            "height_px": IMAGE_HEIGHT_PX,
+            "ppi": PPI,
+            "class_probabilities": dict(zip(FINGER_CLASSES, CLASS_PROBABILITIES)),
+        },
+        "fingers": fingers,
+        "files": files,
+    }
+    _write(out / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return manifest
+
+
+def read_manifest(folder) -> dict:
+    """Read ``manifest.json`` of a synthetic set."""
+    path = Path(folder) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise BiomatchError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise BiomatchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+# ---------------------------------------------------------------------------
+# template level: vectorised over blocks of fingers
+# ---------------------------------------------------------------------------
+#: Fingers are generated in fixed blocks (finger i depends only on seed and i).
+TEMPLATE_BLOCK_FINGERS = 1024
+MASTER_MINUTIAE_RANGE = (30, 60)  # inclusive, per finger
+LATTICE_CELLS = (10, 14)  # jittered lattice over the area box: min spacing >= 0.4 cell (~9 px)
+LATTICE_JITTER = 0.6  # fraction of the cell the minutia may move in
+ENDING_FRACTION = 0.55
+TEMPLATE_AREA_HALF_HEIGHT_PX = (150.0, 178.0)
+IMPRESSION_QUALITY_MEAN, IMPRESSION_QUALITY_SD = 62.0, 18.0
+MISSING_BASE, MISSING_PER_BAD = 0.06, 0.30  # P(missing) = base + per_bad * (1 - q/100)
+SPURIOUS_BASE, SPURIOUS_PER_BAD, SPURIOUS_MAX = 1.0, 10.0, 20  # Poisson mean of spurious minutiae
+JITTER_POS_PX = (1.0, 2.5)  # sd = a + b * (1 - q/100)
+JITTER_ANGLE_DEG = (4.0, 10.0)
+TYPE_FLIP = 0.10
+CONTACT_SEMI_AXES_PX = ((95.0, 135.0), (120.0, 175.0))
+
+
+@dataclass(frozen=True)
+class TemplateBlock:
+    """Many templates in flat arrays (what :func:`template_batch` yields).
+
+    Attributes
+    ----------
+    finger : ndarray of int64, shape (n,)
+        0-based finger index of each template (file name uses ``finger + 1``).
+    impression : ndarray of int16, shape (n,)
+        0-based impression index.
+    offsets : ndarray of int64, shape (n + 1,)
+        Template k's minutiae are ``minutiae[offsets[k]:offsets[k + 1]]``.
+    minutiae : ndarray of MINUTIA_DTYPE, shape (offsets[-1],)
+    quality : ndarray of uint8, shape (n,)
+        Image quality 0-100 of each impression.
+    finger_class : ndarray of uint8, shape (n_fingers_in_block,)
+        Index into :data:`FINGER_CLASSES` for fingers ``first .. first + n_fingers_in_block - 1``.
+    master_counts : ndarray of int16, shape (n_fingers_in_block,)
+    first : int
+        First finger index of this block.
+    width, height : int
+    """
+
+    finger: np.ndarray
+    impression: np.ndarray
+    offsets: np.ndarray
+    minutiae: np.ndarray
+    quality: np.ndarray
+    finger_class: np.ndarray
+    master_counts: np.ndarray
+    first: int
+    width: int = IMAGE_WIDTH_PX
+    height: int = IMAGE_HEIGHT_PX
+
+    def __len__(self) -> int:
+        return int(self.finger.size)
+
+    def template(self, k: int) -> Template:
+        """Template k of this block."""
+        m = self.minutiae[self.offsets[k] : self.offsets[k + 1]]
+        return Template(m, self.width, self.height, PPI, 0, int(self.quality[k]))
+
+    def templates(self) -> list:
+        """All templates of this block as :class:`Template` objects."""
+        return [self.template(k) for k in range(len(self))]
+
+
+def _sm_orientation_batch(x, y, cores, core_ok, deltas, delta_ok):
+    """Sherlock-Monro orientation at points (B, M) for per-finger singularities (B, 2, 2)."""
+    theta = np.zeros_like(x)
+    for k in range(cores.shape[1]):
+        a = np.arctan2(-(y - cores[:, k, 1:2]), x - cores[:, k, 0:1])
+        theta += np.where(core_ok[:, k : k + 1], 0.5 * a, 0.0)
+    for k in range(deltas.shape[1]):
+        a = np.arctan2(-(y - deltas[:, k, 1:2]), x - deltas[:, k, 0:1])
+        theta -= np.where(delta_ok[:, k : k + 1], 0.5 * a, 0.0)
+    return theta
+
+
+def _template_masters(seed: int, block: int):
+    """Master minutiae of one block: dict of (B, M) arrays."""
+    B = TEMPLATE_BLOCK_FINGERS
+    rng = _rng(seed, _TEMPLATE_STREAM, block, 0)
+    W, H = IMAGE_WIDTH_PX, IMAGE_HEIGHT_PX
+    cls = rng.choice(len(FINGER_CLASSES), size=B, p=CLASS_PROBABILITIES).astype(np.uint8)
+    cx = W / 2 + rng.normal(0, 5, B)
+    cy = H / 2 - 10 + rng.normal(0, 8, B)
+    hw = rng.uniform(*AREA_HALF_WIDTH_PX, B)
+    hh = rng.uniform(*TEMPLATE_AREA_HALF_HEIGHT_PX, B)
+    # singularities (same model as the image level, without the bends)
+    core = np.stack([cx + rng.normal(0, 12, B), cy - rng.uniform(10, 45, B)], axis=1)
+    side = np.where(cls == 2, 1.0, -1.0)
+    u = rng.uniform(0, 1, (B, 8))
+    cores = np.zeros((B, 2, 2))
+    deltas = np.zeros((B, 2, 2))
+    core_ok = np.zeros((B, 2), bool)
+    delta_ok = np.zeros((B, 2), bool)
+    loop = (cls == 2) | (cls == 3)
+    whorl = cls == 4
+    tented = cls == 1
+    arch = cls == 0
+    # loops
+    cores[:, 0] = core
+    cores[loop, 0, 0] -= side[loop] * 25 * u[loop, 0]
+    deltas[loop, 0, 0] = core[loop, 0] + side[loop] * (60 + 40 * u[loop, 1])
+    deltas[loop, 0, 1] = core[loop, 1] + 85 + 40 * u[loop, 2]
+    # whorls: two cores and two deltas
+    d = 12 + 26 * u[:, 3]
+    cores[whorl, 0, 1] = core[whorl, 1] - 0.5 * d[whorl]
+    cores[whorl, 1, 0] = core[whorl, 0]
+    cores[whorl, 1, 1] = core[whorl, 1] + 0.5 * d[whorl]
+    dy = 80 + 40 * u[:, 4]
+    deltas[whorl, 0] = np.stack([core[whorl, 0] - 65 - 40 * u[whorl, 5], core[whorl, 1] + dy[whorl]], axis=1)
+    deltas[whorl, 1] = np.stack([core[whorl, 0] + 65 + 40 * u[whorl, 6], core[whorl, 1] + dy[whorl]], axis=1)
+    # tented arches: delta right below the core
+    deltas[tented, 0] = np.stack([core[tented, 0], core[tented, 1] + 30 + 25 * u[tented, 7]], axis=1)
+    core_ok[:, 0] = ~arch
+    core_ok[:, 1] = whorl
+    delta_ok[:, 0] = ~arch
+    delta_ok[:, 1] = whorl
+
+    # jittered lattice over the area box, keep cells inside the elliptical area
+    gx, gy = LATTICE_CELLS
+    G = gx * gy
+    ix = np.tile(np.arange(gx), gy)
+    iy = np.repeat(np.arange(gy), gx)
+    jit = rng.uniform(0.5 - LATTICE_JITTER / 2, 0.5 + LATTICE_JITTER / 2, (B, G, 2))
+    px = cx[:, None] - hw[:, None] + (ix[None, :] + jit[..., 0]) * (2 * hw[:, None] / gx)
+    py = cy[:, None] - hh[:, None] + (iy[None, :] + jit[..., 1]) * (2 * hh[:, None] / gy)
+    inside = ((px - cx[:, None]) / hw[:, None]) ** 2 + ((py - cy[:, None]) / hh[:, None]) ** 2 < 0.92
+    n = rng.integers(MASTER_MINUTIAE_RANGE[0], MASTER_MINUTIAE_RANGE[1] + 1, B)
+    keys = rng.random((B, G))
+    keys[~inside] = 2.0
+    M = MASTER_MINUTIAE_RANGE[1]
+    pick = np.argsort(keys, axis=1)[:, :M]
+    rows = np.arange(B)[:, None]
+    x = px[rows, pick]
+    y = py[rows, pick]
+    valid = (np.arange(M)[None, :] < n[:, None]) & inside[rows, pick]
+
+    theta = _sm_orientation_batch(x, y, cores, core_ok, deltas, delta_ok)
+    # arches: analytic arch flow (as at the image level)
+    amp = rng.uniform(1.0, 1.8, B)[:, None]
+    width = rng.uniform(55.0, 80.0, B)[:, None]
+    top = (cy - hh)[:, None]
+    depth = np.clip(1.0 - (y - top) / 330.0, 0.05, 1.0) * width
+    uu = (x - core[:, 0:1]) / width
+    theta_arch = np.arctan(-amp * depth * uu * np.exp(-0.5 * uu * uu) / width)
+    theta = np.where(arch[:, None], theta_arch, theta)
+    angle = theta + np.pi * (rng.random((B, M)) < 0.5) + rng.normal(0, 3 * DEG, (B, M))
+    mtype = np.where(rng.random((B, M)) < ENDING_FRACTION, 1, 2).astype(np.uint8)
+    return {
+        "cls": cls, "x": x, "y": y, "angle": angle, "type": mtype, "valid": valid,
+        "count": valid.sum(axis=1).astype(np.int16), "cx": cx, "cy": cy, "hw": hw, "hh": hh,
+    }
+
+
+def _template_impressions(seed: int, block: int, j: int, ms: dict):
+    """Impression j of every finger of a block: padded (B, S) arrays and a validity mask."""
+    B = TEMPLATE_BLOCK_FINGERS
+    rng = _rng(seed, _TEMPLATE_STREAM, block, j + 1)
+    W, H = IMAGE_WIDTH_PX, IMAGE_HEIGHT_PX
+    x, y, a = ms["x"], ms["y"], ms["angle"]
+    cx, cy = ms["cx"][:, None], ms["cy"][:, None]
+    rot = np.clip(rng.normal(0, ROTATION_SD_DEG, B), -ROTATION_MAX_DEG, ROTATION_MAX_DEG)[:, None] * DEG
+    tx = np.clip(rng.normal(0, TRANSLATION_SD_PX, B), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)[:, None]
+    ty = np.clip(rng.normal(0, TRANSLATION_SD_PX, B), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)[:, None]
+    dcx = cx + rng.normal(0, 25, (B, 1))
+    dcy = cy + rng.normal(0, 30, (B, 1))
+    dcr = rng.uniform(*CONTACT_RADIUS_PX, (B, 1))
+    drot = rng.normal(0, DISTORTION_ROT_SD_DEG, (B, 1)) * DEG
+    dtx = rng.normal(0, DISTORTION_SHIFT_SD_PX, (B, 1))
+    dty = rng.normal(0, DISTORTION_SHIFT_SD_PX, (B, 1))
+    q = np.clip(rng.normal(IMPRESSION_QUALITY_MEAN, IMPRESSION_QUALITY_SD, (B, 1)), 5, 100)
+    bad = 1.0 - q / 100.0
+
+    def fwd(px, py):
+        # Cappelli plastic distortion then rigid motion, master -> impression
+        d = np.maximum(np.hypot(px - dcx, py - dcy) - dcr, 0.0)
+        b = 1.0 - np.exp(-((d / DISTORTION_BRAKE_PX) ** 2))
+        c, s = np.cos(drot), np.sin(drot)
+        rx, ry = px - dcx, py - dcy
+        px = px + (dcx + c * rx - s * ry + dtx - px) * b
+        py = py + (dcy + s * rx + c * ry + dty - py) * b
+        c, s = np.cos(rot), np.sin(rot)
+        ux, uy = px - cx, py - cy
+        return cx + c * ux - s * uy + tx, cy + s * ux + c * uy + ty
+
+    fx, fy = fwd(x, y)
+    gx, gy = fwd(x + 3.0 * np.cos(a), y - 3.0 * np.sin(a))
+    fa = np.arctan2(-(gy - fy), gx - fx)
+    # contact ellipse in the impression frame
+    ex = cx + tx + rng.normal(0, 20, (B, 1))
+    ey = cy + ty + rng.normal(0, 25, (B, 1))
+    ax = rng.uniform(*CONTACT_SEMI_AXES_PX[0], (B, 1))
+    ay = rng.uniform(*CONTACT_SEMI_AXES_PX[1], (B, 1))
+
+    def in_contact(px, py):
+        return (((px - ex) / ax) ** 2 + ((py - ey) / ay) ** 2 < 1.0) & (px >= 0) & (px < W) & (py >= 0) & (py < H)
+
+    M = x.shape[1]
+    keep = ms["valid"] & in_contact(fx, fy)
+    keep &= rng.random((B, M)) >= MISSING_BASE + MISSING_PER_BAD * bad
+    fx = fx + rng.normal(0, 1, (B, M)) * (JITTER_POS_PX[0] + JITTER_POS_PX[1] * bad)
+    fy = fy + rng.normal(0, 1, (B, M)) * (JITTER_POS_PX[0] + JITTER_POS_PX[1] * bad)
+    fa = fa + rng.normal(0, 1, (B, M)) * (JITTER_ANGLE_DEG[0] + JITTER_ANGLE_DEG[1] * bad) * DEG
+    ftype = np.where(rng.random((B, M)) < TYPE_FLIP, 3 - ms["type"], ms["type"]).astype(np.uint8)
+    fq = np.clip(q + rng.normal(0, 12, (B, M)), 1, 100)
+    # spurious minutiae, uniform in the contact ellipse
+    S = SPURIOUS_MAX
+    ns = np.minimum(rng.poisson(SPURIOUS_BASE + SPURIOUS_PER_BAD * bad[:, 0]), S)
+    r = np.sqrt(rng.random((B, S)))
+    phi = rng.uniform(0, 2 * np.pi, (B, S))
+    sx = ex + ax * r * np.cos(phi)
+    sy = ey + ay * r * np.sin(phi)
+    skeep = (np.arange(S)[None, :] < ns[:, None]) & in_contact(sx, sy)
+    sa = rng.uniform(0, 2 * np.pi, (B, S))
+    stype = rng.integers(1, 3, (B, S)).astype(np.uint8)
+    sq = np.clip(0.6 * q + rng.normal(0, 12, (B, S)), 1, 100)
+    X = np.concatenate([fx, sx], axis=1)
+    Y = np.concatenate([fy, sy], axis=1)
+    A = np.concatenate([fa, sa], axis=1)
+    T = np.concatenate([ftype, stype], axis=1)
+    Q = np.concatenate([fq, sq], axis=1)
+    K = np.concatenate([keep, skeep], axis=1)
+    K &= (X >= 0) & (X < W) & (Y >= 0) & (Y < H)
+    # shuffle each row so that the master order does not show
+    order = np.argsort(np.where(K, rng.random(K.shape), 2.0), axis=1)
+    rows = np.arange(B)[:, None]
+    return (X[rows, order], Y[rows, order], A[rows, order], T[rows, order], Q[rows, order], K[rows, order],
+            np.rint(q[:, 0]).astype(np.uint8))
+
+
+def _template_block(seed: int, block: int, n_impressions: int) -> TemplateBlock:
+    B = TEMPLATE_BLOCK_FINGERS
+    ms = _template_masters(seed, block)
+    parts = [_template_impressions(seed, block, j, ms) for j in range(n_impressions)]
+    # finger-major order: (finger, impression)
+    X = np.stack([p[0] for p in parts], axis=1).reshape(B * n_impressions, -1)
+    Y = np.stack([p[1] for p in parts], axis=1).reshape(B * n_impressions, -1)
+    A = np.stack([p[2] for p in parts], axis=1).reshape(B * n_impressions, -1)
+    T = np.stack([p[3] for p in parts], axis=1).reshape(B * n_impressions, -1)
+    Q = np.stack([p[4] for p in parts], axis=1).reshape(B * n_impressions, -1)
+    K = np.stack([p[5] for p in parts], axis=1).reshape(B * n_impressions, -1)
+    qual = np.stack([p[6] for p in parts], axis=1).reshape(-1)
+    counts = K.sum(axis=1)
+    offsets = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    flat = np.zeros(int(offsets[-1]), MINUTIA_DTYPE)
+    flat["x"] = X[K]
+    flat["y"] = Y[K]
+    flat["angle"] = np.mod(A[K], 2 * np.pi)
+    flat["type"] = T[K]
+    flat["quality"] = np.rint(Q[K]).astype(np.uint8)
+    first = block * B
+    return TemplateBlock(
+        finger=np.repeat(np.arange(first, first + B, dtype=np.int64), n_impressions),
+        impression=np.tile(np.arange(n_impressions, dtype=np.int16), B),
+        offsets=offsets,
+        minutiae=flat,
+        quality=qual,
+        finger_class=ms["cls"],
+        master_counts=ms["count"],
+        first=first,
+    )
+
+
+def _slice_block(tb: TemplateBlock, lo: int, hi: int, n_impressions: int) -> TemplateBlock:
+    """Fingers [lo, hi) (absolute indices) of a block."""
+    a = (lo - tb.first) * n_impressions
+    b = (hi - tb.first) * n_impressions
+    off = tb.offsets[a : b + 1]
+    return TemplateBlock(
+        finger=tb.finger[a:b],
+        impression=tb.impression[a:b],
+        offsets=off - off[0],
+        minutiae=tb.minutiae[off[0] : off[-1]],
+        quality=tb.quality[a:b],
+        finger_class=tb.finger_class[lo - tb.first : hi - tb.first],
+        master_counts=tb.master_counts[lo - tb.first : hi - tb.first],
+        first=lo,
+    )
+
+
+def template_batch(n_fingers: int, n_impressions: int = 2, seed: int = 0, *, first_finger: int = 0) -> Iterator[TemplateBlock]:
+    """Yield synthetic mated templates for fingers ``first_finger .. first_finger + n_fingers - 1``.
+
+    Fingers are generated in blocks of :data:`TEMPLATE_BLOCK_FINGERS`; finger
+    ``i`` (and its impression ``j``) depends only on ``seed``, ``i`` and ``j``.
+    Each yielded :class:`TemplateBlock` holds up to that many fingers, all
+    their impressions in finger-major order, as flat arrays (no per-template
+    objects: enrol from ``offsets``/``minutiae`` or call ``.templates()``).
+
+    Parameters
+    ----------
+    n_fingers : int
+        1 .. 10,000,000.
+    n_impressions : int
+        Impressions per finger, 1 .. 100.
+    seed : int
+    first_finger : int
+        0-based index of the first finger (to generate a range in parallel).
+    """
+    seed = _check_seed(seed)
+    n_fingers = _check_count(n_fingers, "fingers", MAX_FINGERS)
+    n_impressions = _check_count(n_impressions, "impressions", MAX_IMPRESSIONS)
+    if isinstance(first_finger, bool) or not isinstance(first_finger, (int, np.integer)) or first_finger < 0:
+        raise BiomatchError(f"first_finger must be a non-negative integer, got {first_finger!r}")
+    lo, hi = int(first_finger), int(first_finger) + n_fingers
+    B = TEMPLATE_BLOCK_FINGERS
+    for block in range(lo // B, (hi - 1) // B + 1):
+        tb = _template_block(seed, block, n_impressions)
+        a, b = max(lo, block * B), min(hi, (block + 1) * B)
+        yield tb if (a, b) == (block * B, (block + 1) * B) else _slice_block(tb, a, b, n_impressions)
+
+
+def generate_templates(out, n_fingers: int, n_impressions: int, seed: int = 0, *, first_finger: int = 0,
+                       progress: Callable[[int], None] | None = None) -> dict:
+    """Write synthetic templates ``F_I.bmt`` (F, I from 1) and ``manifest.json`` into ``out``.
+
+    Returns the manifest (per-file sha256, class and master minutiae count of each finger).
+    """
+    seed = _check_seed(seed)
+    n_fingers = _check_count(n_fingers, "fingers", MAX_FINGERS)
+    n_impressions = _check_count(n_impressions, "impressions", MAX_IMPRESSIONS)
+    out = _prepare_out(out)
+    files: dict = {}
+    fingers: dict = {}
+    for tb in template_batch(n_fingers, n_impressions, seed, first_finger=first_finger):
+        for k in range(len(tb)):
+            data = tb.template(k).to_bytes()
+            name = f"{int(tb.finger[k]) + 1}_{int(tb.impression[k]) + 1}.bmt"
+            _write(out / name, data)
+            files[name] = {"sha256": _sha256(data), "minutiae": int(tb.offsets[k + 1] - tb.offsets[k])}
+        for i in range(tb.finger_class.size):
+            fingers[str(tb.first + i + 1)] = {"class": FINGER_CLASSES[int(tb.finger_class[i])],
+                                               "master_minutiae": int(tb.master_counts[i])}
+        if progress is not None:
+            progress(len(tb))
+    manifest = {
+        "generator": "biomatch.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "kind": "templates",
+        "seed": seed,
+        "parameters": {"fingers": n_fingers, "first_finger": int(first_finger), "impressions": n_impressions,
+                       "width_px": IMAGE_WIDTH_PX, "height_px": IMAGE_HEIGHT_PX, "ppi": PPI,
+                       "block_fingers": TEMPLATE_BLOCK_FINGERS,
+                       "class_probabilities": dict(zip(FINGER_CLASSES, CLASS_PROBABILITIES))},
+        "fingers": fingers,
+        "files": files,
+    }
+    _write(out / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return manifest
