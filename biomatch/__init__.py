@@ -38,6 +38,9 @@ _LAZY = {
     "read_transaction": "formats",
     "write_transaction": "formats",
     "Transaction": "formats",
+    "verify": "scoring",
+    "compare_many": "scoring",
+    "Match": "scoring",
 }
 
 __all__ = [

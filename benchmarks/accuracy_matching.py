@@ -1,0 +1,181 @@
+"""Accuracy of the matcher on the FVC "B" sets, all-pairs protocol.
+
+Per database: genuine = every pair of impressions of one finger (10 x C(8,2)
+= 280), impostor = every pair of impressions of different fingers
+(C(80,2) - 280 = 2,880). Reports EER, FMR100 and FMR1000 (FNMR at FMR 1% /
+0.1%) for the vendor ISO templates beside the FVC2002 images (mapped to the
+image frame) and for biomatch.extract output.
+
+    python -m benchmarks.accuracy_matching                       # vendor + extract, FVC2002 DB1-4_B
+    python -m benchmarks.accuracy_matching --source vendor
+    python -m benchmarks.accuracy_matching --competition fvc2000_b --source extract
+    python -m benchmarks.accuracy_matching --dump-impostors scores.npy   # impostor scores for calibration
+
+Extracted templates are cached (biomatch binary form) under
+$BIOMATCH_BENCH_CACHE (default /tmp/biomatch-bench-cache), keyed by a hash
+of the extraction sources, so re-runs only rescore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.datasets import REAL_DBS, fvc_db, image_size, vendor_template
+
+ALL_DBS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
+
+
+def error_rates(genuine: np.ndarray, impostor: np.ndarray) -> dict:
+    """EER, FMR100, FMR1000 (FNMR at FMR <= 1% / 0.1%), ZeroFMR; accept when score >= t."""
+    genuine = np.sort(np.asarray(genuine, dtype=np.float64))
+    impostor = np.sort(np.asarray(impostor, dtype=np.float64))
+    thresholds = np.unique(np.concatenate([genuine, impostor, [np.inf]]))
+    fmr = 1.0 - np.searchsorted(impostor, thresholds, side="left") / impostor.size
+    fnmr = np.searchsorted(genuine, thresholds, side="left") / genuine.size
+    # EER: where FMR - FNMR changes sign (FMR falls, FNMR rises with t)
+    k = int(np.argmax(fmr <= fnmr))
+    if k == 0:
+        eer = (fmr[0] + fnmr[0]) / 2
+    else:
+        a0, b0, a1, b1 = fmr[k - 1], fnmr[k - 1], fmr[k], fnmr[k]
+        # linear interpolation of both curves to where they cross
+        d0, d1 = a0 - b0, a1 - b1
+        w = d0 / (d0 - d1) if d0 != d1 else 0.5
+        eer = (a0 + w * (a1 - a0) + b0 + w * (b1 - b0)) / 2
+
+    def fnmr_at(target):
+        ok = fmr <= target
+        return float(fnmr[ok].min()) if ok.any() else 1.0
+
+    return {
+        "eer": float(eer),
+        "fmr100": fnmr_at(0.01),
+        "fmr1000": fnmr_at(0.001),
+        "zero_fmr": fnmr_at(0.0),
+        "n_genuine": int(genuine.size),
+        "n_impostor": int(impostor.size),
+    }
+
+
+def _extraction_key() -> str:
+    import biomatch
+
+    root = Path(biomatch.__file__).parent
+    h = hashlib.sha1()
+    for p in sorted(list(root.glob("extraction*.py")) + list(root.glob("_extraction*.py")) + list(root.glob("_native*"))):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def load_templates(competition: str, db: str, source: str):
+    """Templates of one DB and their finger labels."""
+    from biomatch.template import Template
+
+    samples = fvc_db(competition, db)
+    templates = []
+    if source == "vendor":
+        for s in samples:
+            w, h = image_size(s.path)
+            templates.append(vendor_template(s, w, h))
+    else:
+        import os
+
+        from biomatch import extract
+
+        cache = Path(os.environ.get("BIOMATCH_BENCH_CACHE", "/tmp/biomatch-bench-cache")) / _extraction_key() / competition / db
+        cache.mkdir(parents=True, exist_ok=True)
+        for s in samples:
+            f = cache / (s.path.stem + ".bmt")
+            if f.exists():
+                templates.append(Template.from_bytes(f.read_bytes()))
+                continue
+            try:
+                t = extract(s.path, ppi=s.ppi)
+            except Exception as exc:  # failure to enrol: an empty template scores 0
+                print(f"  {s.path.name}: extraction failed ({exc}); empty template")
+                w, h = image_size(s.path)
+                t = Template(np.zeros(0, dtype=__import__('biomatch').MINUTIA_DTYPE), w, h, s.ppi)
+            f.write_bytes(t.to_bytes())
+            templates.append(t)
+    labels = np.array([s.finger for s in samples])
+    return templates, labels
+
+
+def all_pairs_scores(templates, labels):
+    """Scores of every unordered pair (i < j); returns (genuine, impostor, seconds, comparisons)."""
+    from biomatch.descriptors import encode
+    from biomatch.scoring import pack, score_packed
+
+    feats = [encode(t) for t in templates]
+    packed = pack(feats)
+    gen, imp = [], []
+    t0 = time.perf_counter()
+    n = len(templates)
+    for i in range(n - 1):
+        subset = np.arange(i + 1, n)
+        s = score_packed(feats[i], packed, subset)
+        same = labels[subset] == labels[i]
+        gen.append(s[same])
+        imp.append(s[~same])
+    dt = time.perf_counter() - t0
+    return np.concatenate(gen), np.concatenate(imp), dt, n * (n - 1) // 2
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--competition", default="fvc2002_b")
+    ap.add_argument("--source", choices=["vendor", "extract", "both"], default="both")
+    ap.add_argument("--dbs", nargs="*", default=list(ALL_DBS))
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--dump-impostors", type=Path, default=None, help="save all impostor scores (.npy)")
+    args = ap.parse_args(argv)
+    sources = ["vendor", "extract"] if args.source == "both" else [args.source]
+    if args.competition != "fvc2002_b":
+        sources = [s for s in sources if s == "extract"]  # vendor templates exist for FVC2002 only
+    from biomatch.scoring import MATCHER_VERSION
+
+    report = {"matcher_version": MATCHER_VERSION, "competition": args.competition, "results": {}}
+    all_imp = []
+    for source in sources:
+        rows = {}
+        for db in args.dbs:
+            templates, labels = load_templates(args.competition, db, source)
+            gen, imp, dt, ncomp = all_pairs_scores(templates, labels)
+            all_imp.append(imp)
+            r = error_rates(gen, imp)
+            r["comparisons_per_s"] = ncomp / dt
+            r["mean_minutiae"] = float(np.mean([len(t) for t in templates]))
+            rows[db] = r
+            if not args.json:
+                print(
+                    f"{source:8s} {db}: EER {100 * r['eer']:5.2f}%  FMR100 {100 * r['fmr100']:5.2f}%  "
+                    f"FMR1000 {100 * r['fmr1000']:5.2f}%  ZeroFMR {100 * r['zero_fmr']:5.2f}%  "
+                    f"(gen {r['n_genuine']}, imp {r['n_impostor']}, {r['mean_minutiae']:.0f} minutiae, "
+                    f"{r['comparisons_per_s']:.0f} cmp/s)",
+                    flush=True,
+                )
+        real = [rows[d] for d in REAL_DBS if d in rows]
+        if real:
+            mean = {k: float(np.mean([r[k] for r in real])) for k in ("eer", "fmr100", "fmr1000")}
+            rows["mean_real"] = mean
+            if not args.json:
+                print(
+                    f"{source:8s} mean DB1-3: EER {100 * mean['eer']:5.2f}%  FMR100 {100 * mean['fmr100']:5.2f}%  "
+                    f"FMR1000 {100 * mean['fmr1000']:5.2f}%"
+                )
+        report["results"][source] = rows
+    if args.dump_impostors is not None:
+        np.save(args.dump_impostors, np.concatenate(all_imp))
+    if args.json:
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""1:1 comparison of templates: MCC local similarities consolidated by LSS-R.
+
+The score
+---------
+:func:`verify` and :func:`compare_many` return a *raw similarity* in [0, 1]:
+higher means more likely the same finger; a template compared with itself
+scores the maximum 1 (when it has at least two valid cylinders); templates
+with fewer than two usable minutiae score 0. It is computed as in Cappelli,
+Ferrara, Maltoni (IEEE TPAMI 2010), "LSS-R":
+
+1. local similarity of every matchable pair of cylinders (bit-based MCC
+   similarity over the cells valid in both; directions within pi/2);
+2. the min(nA, nB) most similar pairs go through :data:`N_RELAX_ITER`
+   rounds of relaxation, each pair's similarity being reinforced by the pairs
+   geometrically compatible with it (distances, relative directions and radial
+   angles agree): a global-consistency check that tolerates distortion;
+3. the score is the mean relaxed similarity of the nP pairs whose similarity
+   survived relaxation best, nP growing from 4 to 12 with the template size.
+
+The raw score is not a probability. :attr:`Match.fmr` turns it into the
+estimated false match rate (the fraction of impostor comparisons expected to
+score at least as high) from the calibration shipped with biomatch
+(:func:`biomatch.calibration.default_calibration`).
+
+Gallery-facing API
+------------------
+``features = descriptors.encode(template)`` once per template, then
+``packed = pack([features, ...])`` once per gallery (contiguous arrays of the
+valid cylinders) and ``score_packed(probe_features, packed, subset=None)`` to
+score a probe against all templates or a subset (int indices into the packed
+list), with no Python in the loop. :func:`compare_many` is built on these.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import descriptors as _desc
+from .errors import BiomatchError, TemplateError
+from .template import Template
+
+__all__ = [
+    "Match",
+    "verify",
+    "compare_many",
+    "PackedTemplates",
+    "pack",
+    "score_packed",
+    "MATCHER_VERSION",
+]
+
+# ---------------------------------------------------------------------------
+# Parameters (MCC paper, LSS-R; lengths at 500 ppi)
+# ---------------------------------------------------------------------------
+#: Version of the score definition (descriptor version + consolidation).
+MATCHER_VERSION = f"{_desc.DESCRIPTOR_VERSION}+lssr-1"
+#: Two cylinders are comparable when they share this fraction of base cells (min_ME).
+MIN_COMMON_CELL_FRACTION = 0.60
+#: Relaxation rounds (n_rel) and weight of a pair's own previous value (w_R).
+N_RELAX_ITER = 5
+RELAX_WEIGHT = 0.5
+#: Compatibility sigmoids: distance difference (px), direction difference and
+#: radial-angle difference (radians): (mu, tau) each.
+RHO_DISTANCE_PX = (5.0, -8.0 / 5.0)
+RHO_DIRECTION_RAD = (math.pi / 12.0, -30.0)
+RHO_RADIAL_RAD = (math.pi / 12.0, -30.0)
+#: Pairs averaged into the score: from MIN_PAIRS to MAX_PAIRS along a sigmoid
+#: (mu, tau) of min(nA, nB).
+MIN_PAIRS = 4
+MAX_PAIRS = 12
+PAIRS_SIGMOID = (20.0, 2.0 / 5.0)
+
+_MIN_COMMON_CELLS = int(math.ceil(MIN_COMMON_CELL_FRACTION * _desc.N_CELLS))
+_PARAMS = np.array(
+    [
+        N_RELAX_ITER,
+        RELAX_WEIGHT,
+        *RHO_DISTANCE_PX,
+        *RHO_DIRECTION_RAD,
+        *RHO_RADIAL_RAD,
+        MIN_PAIRS,
+        MAX_PAIRS,
+        *PAIRS_SIGMOID,
+    ],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Result of :func:`verify`.
+
+    Attributes
+    ----------
+    score : float
+        Raw similarity in [0, 1]; higher = more likely the same finger
+        (see the module docstring). Not a probability.
+    fmr : float
+        Estimated false match rate at this score: the fraction of comparisons
+        of different fingers expected to score at least ``score``, from the
+        default calibration. NaN when no calibration is available.
+    pairs : ndarray of int64, shape (k, 2)
+        Minutiae paired by the matcher: column 0 indexes ``a.minutiae``,
+        column 1 ``b.minutiae``; the pairs that make up the score.
+    """
+
+    score: float
+    fmr: float
+    pairs: np.ndarray
+
+    @property
+    def n_pairs(self) -> int:
+        """Number of paired minutiae."""
+        return int(self.pairs.shape[0])
+
+    def to_dict(self) -> dict:
+        return {
+            "score": round(float(self.score), 6),
+            "fmr": None if math.isnan(self.fmr) else float(self.fmr),
+            "n_pairs": self.n_pairs,
+            "pairs": self.pairs.tolist(),
+            "matcher_version": MATCHER_VERSION,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class PackedTemplates:
+    """Valid cylinders of many templates in contiguous arrays (see :func:`pack`).
+
+    Attributes
+    ----------
+    bits : ndarray of uint64, shape (N, DESCRIPTOR_BYTES // 8)
+    mask : ndarray of uint64, shape (N, MASK_BYTES // 8)
+    geo : ndarray of float64, shape (N, 4)
+        x, y (500 ppi, y up), cos(angle), sin(angle).
+    theta : ndarray of float64, shape (N,)
+    offsets : ndarray of int64, shape (T + 1,)
+        Template t owns rows ``offsets[t]:offsets[t+1]``.
+    index : ndarray of int32, shape (N,)
+        Row -> minutia index inside its template.
+    """
+
+    bits: np.ndarray
+    mask: np.ndarray
+    geo: np.ndarray
+    theta: np.ndarray
+    offsets: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets.size - 1)
+
+
+def _as_features(obj, name: str) -> "_desc.Features":
+    if isinstance(obj, _desc.Features):
+        return obj
+    if isinstance(obj, Template):
+        return _desc.encode(obj)
+    raise TemplateError(f"{name}: expected a Template or descriptors.Features, got {type(obj).__name__}")
+
+
+def pack(features_list: Sequence) -> PackedTemplates:
+    """Pack the valid cylinders of many templates once, for :func:`score_packed`.
+
+    Parameters
+    ----------
+    features_list : sequence of Features or Template
+        Templates are encoded (and their features cached) on the way.
+
+    Returns
+    -------
+    PackedTemplates
+    """
+    feats = [_as_features(f, f"templates[{i}]") for i, f in enumerate(features_list)]
+    counts = np.array([f.n_valid for f in feats], dtype=np.int64)
+    offsets = np.zeros(len(feats) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    words = _desc.DESCRIPTOR_BYTES // 8
+    mwords = _desc.MASK_BYTES // 8
+    bits = np.zeros((total, words), dtype=np.uint64)
+    mask = np.zeros((total, mwords), dtype=np.uint64)
+    geo = np.zeros((total, 4), dtype=np.float64)
+    theta = np.zeros(total, dtype=np.float64)
+    index = np.zeros(total, dtype=np.int32)
+    for f, lo, hi in zip(feats, offsets[:-1], offsets[1:]):
+        rows = _rows(f)
+        bits[lo:hi] = rows[0]
+        mask[lo:hi] = rows[1]
+        geo[lo:hi] = rows[2]
+        theta[lo:hi] = rows[3]
+        index[lo:hi] = rows[4]
+    return PackedTemplates(bits, mask, geo, theta, offsets, index)
+
+
+def _rows(f: "_desc.Features"):
+    sel = np.flatnonzero(f.valid)
+    bits = np.ascontiguousarray(f.bits[sel]).view(np.uint64)
+    mask = np.ascontiguousarray(f.mask[sel]).view(np.uint64)
+    theta = f.angle[sel].astype(np.float64)
+    geo = np.empty((sel.size, 4), dtype=np.float64)
+    geo[:, :2] = f.xy[sel]
+    geo[:, 2] = np.cos(theta)
+    geo[:, 3] = np.sin(theta)
+    return bits, mask, geo, theta, sel.astype(np.int32)
+
+
+def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
+    """Raw scores of ``probe`` against the templates of ``packed``.
+
+    Parameters
+    ----------
+    probe : Features or Template
+    packed : PackedTemplates
+    subset : array_like of int, shape (m,), optional
+        Indices of the templates to score (default: all, in order).
+
+    Returns
+    -------
+    ndarray of float64, shape (m,) or (len(packed),)
+        Raw similarities in [0, 1] (see the module docstring).
+    """
+    from ._scoring_kernels import score_batch
+
+    if not isinstance(packed, PackedTemplates):
+        raise BiomatchError(f"packed: expected PackedTemplates from scoring.pack, got {type(packed).__name__}")
+    f = _as_features(probe, "probe")
+    n = len(packed)
+    if subset is None:
+        idx = np.arange(n, dtype=np.int64)
+    else:
+        idx = np.asarray(subset)
+        if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+            raise BiomatchError("subset: expected a 1-D array of template indices")
+        idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise BiomatchError(f"subset: indices must lie in 0..{n - 1}")
+    out = np.zeros(idx.size, dtype=np.float64)
+    if idx.size == 0:
+        return out
+    a_bits, a_mask, a_geo, a_theta, _ = _rows(f)
+    score_batch(
+        a_bits,
+        a_mask,
+        a_geo,
+        a_theta,
+        packed.bits,
+        packed.mask,
+        packed.geo,
+        packed.theta,
+        packed.offsets,
+        idx,
+        _desc.N_DIRECTIONAL,
+        _desc.PLANE_WORDS,
+        _MIN_COMMON_CELLS,
+        _PARAMS,
+        out,
+    )
+    return out
+
+
+def compare_many(probe: Template, templates: Sequence[Template]) -> np.ndarray:
+    """Raw scores of one probe against many templates (the fast path).
+
+    Parameters
+    ----------
+    probe : Template
+    templates : sequence of Template
+
+    Returns
+    -------
+    ndarray of float64, shape (len(templates),)
+        Raw similarities in [0, 1], as :attr:`Match.score` of :func:`verify`.
+    """
+    if not isinstance(probe, Template):
+        raise TemplateError(f"probe: expected a Template, got {type(probe).__name__}")
+    templates = list(templates)
+    for i, t in enumerate(templates):
+        if not isinstance(t, Template):
+            raise TemplateError(f"templates[{i}]: expected a Template, got {type(t).__name__}")
+    return score_packed(probe, pack(templates))
+
+
+def _raw_verify(a: Template, b: Template):
+    from ._scoring_kernels import score_one
+
+    fa, fb = _desc.encode(a), _desc.encode(b)
+    ra, rb = _rows(fa), _rows(fb)
+    pairs = np.zeros((MAX_PAIRS + 1, 2), dtype=np.int32)
+    if ra[0].shape[0] < 2 or rb[0].shape[0] < 2:
+        return 0.0, np.zeros((0, 2), dtype=np.int64)
+    score, k = score_one(
+        ra[0], ra[1], ra[2], ra[3], rb[0], rb[1], rb[2], rb[3],
+        _desc.N_DIRECTIONAL, _desc.PLANE_WORDS, _MIN_COMMON_CELLS, _PARAMS, pairs,
+    )
+    out = np.stack([ra[4][pairs[:k, 0]], rb[4][pairs[:k, 1]]], axis=1).astype(np.int64)
+    return float(score), out
+
+
+def verify(a: Template, b: Template) -> Match:
+    """Compare two templates.
+
+    Parameters
+    ----------
+    a, b : Template
+
+    Returns
+    -------
+    Match
+        ``score`` raw similarity in [0, 1] (1 for a template with itself, 0
+        when either template has fewer than two usable minutiae), ``fmr`` its
+        estimated false match rate, ``pairs`` the paired minutiae a -> b.
+    """
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, Template):
+            raise TemplateError(f"{name}: expected a Template, got {type(t).__name__}")
+    score, pairs = _raw_verify(a, b)
+    pairs.setflags(write=False)
+    return Match(score=score, fmr=estimated_fmr(score), pairs=pairs)
+
+
+def estimated_fmr(score: float) -> float:
+    """Estimated false match rate of a raw score from the default calibration (NaN if none)."""
+    try:
+        from .calibration import default_calibration
+    except ImportError:
+        return float("nan")
+    try:
+        cal = default_calibration()
+    except (BiomatchError, OSError):
+        return float("nan")
+    return float(np.asarray(cal.fmr(np.asarray([score], dtype=np.float64))).ravel()[0])
