@@ -616,6 +616,7 @@ def make_impression(master: MasterFinger, impression: int) -> Impression:
     truth_m = make_minutiae(fx[ok], fy[ok], ang[ok], m["type"][ok], np.full(int(ok.sum()), 100))
     truth = Template(truth_m, w, h, PPI, 0, 100)
     params = {
+        "centre_px": [round(motion.cx, 3), round(motion.cy, 3)],
         "rotation_deg": round(motion.rot / DEG, 3),
         "translation_px": [round(motion.tx, 2), round(motion.ty, 2)],
         "distortion": {"centre": [round(motion.dc_x, 1), round(motion.dc_y, 1)], "radius_px": round(motion.dc_r, 1),
