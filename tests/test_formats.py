@@ -461,3 +461,79 @@ def test_write_transaction_rejects_bad_values():
         write_transaction({13: t}, ori="O", tcn="1")
     with pytest.raises(FormatError, match="expected a Template"):
         write_transaction({1: "x"}, ori="O", tcn="1")
+
+
+def _type14_transaction(compression: str, image: bytes, width: int, height: int, *, slc="1", thps="500", fgp="3") -> bytes:
+    import nistitl
+
+    msg = nistitl.Message()
+    msg.TOT = "CAR"
+    msg[0].ORI = "WV0000000"
+    msg[0].TCN = "TCN-14"
+    r14 = nistitl.AsciiRecord(14)
+    r14.IDC = 1
+    for tag, value in {3: "1", 4: "SRC", 5: "20261122", 6: str(width), 7: str(height), 8: slc, 9: thps, 10: thps,
+                       11: compression, 12: "8", 13: fgp}.items():
+        r14 += nistitl.Field(14, tag, value)
+    r14.DATA = image
+    msg += r14
+    return msg.NIST
+
+
+def _ridges(width=240, height=260) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    return (np.sin(xx / 3.0 + yy / 7.0) * 90 + 128).astype(np.uint8)
+
+
+@pytest.mark.parametrize("compression, fmt", [("PNG", "PNG"), ("JP2L", "JPEG2000"), ("NONE", None)])
+def test_type14_compressions(compression, fmt):
+    import io
+
+    from PIL import Image
+
+    pixels = _ridges()
+    if fmt is None:
+        data = pixels.tobytes()
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, fmt, **({"irreversible": False} if fmt == "JPEG2000" else {}))
+        data = buf.getvalue()
+    tr = read_transaction(_type14_transaction(compression, data, 240, 260, slc="2", thps="394"))
+    img = tr.images[0]
+    assert (img.record_type, img.position, img.impression, img.compression) == (14, 3, 1, compression)
+    assert img.ppi == pytest.approx(394 * 2.54)
+    assert np.array_equal(img.pixels, pixels)  # all three are lossless
+    assert (tr.tot, tr.ori, tr.tcn) == ("CAR", "WV0000000", "TCN-14")
+
+
+def test_type14_bad_fields():
+    with pytest.raises(FormatError, match="14.011 CGA: compression 'GIF' is not supported"):
+        read_transaction(_type14_transaction("GIF", b"GIF89a", 240, 260))
+    # a size bomb is refused from the header, before any decoding
+    with pytest.raises(FormatError, match="image size 99999x99999 exceeds the limit"):
+        read_transaction(_type14_transaction("PNG", b"\x89PNG", 99999, 99999))
+    with pytest.raises(FormatError, match="14.013 FGP: 'x' is not a finger position code"):
+        read_transaction(_type14_transaction("NONE", _ridges().tobytes(), 240, 260, fgp="x"))
+    with pytest.raises(FormatError, match=r"image data \(PNG\)"):
+        read_transaction(_type14_transaction("PNG", b"\x89PNG\r\n\x1a\n" + bytes(40), 240, 260))
+
+
+def test_xml_encoding_is_named(formats_data):
+    with pytest.raises(FormatError, match="XML \\(NIEM\\) encoding"):
+        read_transaction(formats_data / "nbis_an2kconvert_testdata/All-Supported-Records-test-comp.xml")
+
+
+def test_finger_positions_and_resolution_defaults():
+    base = bytearray(_iso_one_view())
+    base[24] = 13  # four-finger slap code
+    with pytest.raises(FormatError, match="code 13 \\(plain right four fingers\\) is not a single finger"):
+        bm.load_template(bytes(base))
+    base[24] = 200
+    with pytest.raises(FormatError, match="code 200 is not a finger position code"):
+        bm.load_template(bytes(base))
+    base[24] = 12  # plain left thumb reads as the left thumb, and is written back as 12
+    rec = read_record(bytes(base))
+    assert rec.views[0].template.position == 6 and write_record(rec, "iso2005") == bytes(base)
+    base[18:22] = bytes(4)  # resolution 0 px/cm
+    with pytest.warns(FormatWarning, match="assuming 500 ppi"):
+        assert bm.load_template(bytes(base)).ppi == 500

@@ -295,6 +295,8 @@ def _parse_binary_record(data: bytes, start: int, rtype: int, index: int, name: 
 
 def _split(data: bytes, name: str) -> list:
     m = _LEN_TAG.match(data, 0)
+    if not m and data.lstrip()[:1] == b"<":
+        raise FormatError(f"{name}: looks like the XML (NIEM) encoding of ANSI/NIST-ITL; only the traditional encoding is supported")
     if not m or m.group(1) != b"1":
         raise FormatError(f"{name}: not an ANSI/NIST-ITL transaction (it must start with field 1.001, found {data[:8]!r})")
     type1, pos = _parse_text_record(data, 0, 1, 0, name, None)
