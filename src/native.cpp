@@ -111,18 +111,61 @@ const Tables& tables() {
     return t;
 }
 
-inline float bilinear(const float* img, int h, int w, float y, float x) {
-    if (y < 0.f) y = 0.f;
-    if (x < 0.f) x = 0.f;
-    if (y > h - 1.001f) y = h - 1.001f;
-    if (x > w - 1.001f) x = w - 1.001f;
-    int y0 = static_cast<int>(y), x0 = static_cast<int>(x);
-    float fy = y - y0, fx = x - x0;
+inline float bilinear(const float* __restrict img, int h, int w, float y, float x) {
+    // branchless clamp to the image (the last row/column is reached with weight ~1)
+    y = std::min(std::max(y, 0.f), h - 1.001f);
+    x = std::min(std::max(x, 0.f), w - 1.001f);
+    const int y0 = static_cast<int>(y), x0 = static_cast<int>(x);
+    const float fy = y - y0, fx = x - x0;
     const float* p = img + static_cast<ptrdiff_t>(y0) * w + x0;
-    return (1 - fy) * ((1 - fx) * p[0] + fx * p[1]) + fy * ((1 - fx) * p[w] + fx * p[w + 1]);
+    const float top = p[0] + fx * (p[1] - p[0]);
+    const float bottom = p[w] + fx * (p[w + 1] - p[w]);
+    return top + fy * (bottom - top);
 }
 
 }  // namespace
+
+// The two sampling passes of oriented_filter. Compiled for AVX-512 and AVX2+FMA as well as
+// the baseline (GCC/Clang function multi-versioning picks one at load time),
+// so a portable build still uses the wide units of the machine it runs on.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define BIOMATCH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BIOMATCH_CLONES
+#endif
+BIOMATCH_CLONES
+static void oriented_filter_loops(const float* img, const uint8_t* m, const float* th, const float* per, int h, int w,
+                                  const float* table, const int* radius, int nq, int rmax, float pmin, float period_step,
+                                  const float* g_along, int r_along, float* across, float* o) {
+    const int stride = 2 * rmax + 1;
+    for (int y = 0; y < h; ++y) {
+        for (int x = 0; x < w; ++x) {
+            const ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
+            if (!m[i]) continue;
+            int q = static_cast<int>((per[i] - pmin) / period_step + 0.5f);
+            q = q < 0 ? 0 : (q >= nq ? nq - 1 : q);
+            const float* wts = table + static_cast<ptrdiff_t>(q) * stride + rmax;
+            const int r = radius[q];
+            const float ny = std::cos(th[i]), nx = -std::sin(th[i]);  // unit normal to the ridge
+            float acc = 0;
+            for (int t = -r; t <= r; ++t) acc += wts[t] * bilinear(img, h, w, y + t * ny, x + t * nx);
+            across[i] = acc;
+        }
+    }
+    for (int y = 0; y < h; ++y) {
+        for (int x = 0; x < w; ++x) {
+            const ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
+            if (!m[i]) {
+                o[i] = 0.f;
+                continue;
+            }
+            const float uy = std::sin(th[i]), ux = std::cos(th[i]);
+            float acc = 0;
+            for (int t = -r_along; t <= r_along; ++t) acc += g_along[t + r_along] * bilinear(across, h, w, y + t * uy, x + t * ux);
+            o[i] = acc;
+        }
+    }
+}
 
 // Oriented Gabor filter in its separable local form: at each masked pixel a
 // 1-D Gabor across the ridge (period from `period`, Gaussian envelope
@@ -166,36 +209,20 @@ f32arr oriented_filter(const f32arr& image, const u8arr& mask, const f32arr& ori
         for (auto v : wts) wabs += std::fabs(v);
         for (auto& v : wts) v /= (wabs > 0 ? wabs : 1.f);
     }
+    // flat table: row q holds 2 * rmax + 1 weights centred on rmax (zeros beyond its radius)
+    int rmax = 0;
+    for (const auto& t : table) rmax = std::max(rmax, static_cast<int>(t.size() / 2));
+    std::vector<float> flat(static_cast<size_t>(nq) * (2 * rmax + 1), 0.f);
+    std::vector<int> radius(nq);
+    for (int q = 0; q < nq; ++q) {
+        const int r = static_cast<int>(table[q].size() / 2);
+        radius[q] = r;
+        std::copy(table[q].begin(), table[q].end(), flat.begin() + static_cast<ptrdiff_t>(q) * (2 * rmax + 1) + rmax - r);
+    }
     {
         py::gil_scoped_release release;
-        for (int y = 0; y < h; ++y) {
-            for (int x = 0; x < w; ++x) {
-                const ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
-                if (!m[i]) continue;
-                int q = static_cast<int>((per[i] - pmin) / PERIOD_STEP + 0.5f);
-                q = q < 0 ? 0 : (q >= nq ? nq - 1 : q);
-                const auto& wts = table[q];
-                const int r = static_cast<int>(wts.size() / 2);
-                const float ny = std::cos(th[i]), nx = -std::sin(th[i]);  // unit normal to the ridge
-                float acc = 0;
-                for (int t = -r; t <= r; ++t) acc += wts[t + r] * bilinear(img, h, w, y + t * ny, x + t * nx);
-                across[i] = acc;
-            }
-        }
-        for (int y = 0; y < h; ++y) {
-            for (int x = 0; x < w; ++x) {
-                const ptrdiff_t i = static_cast<ptrdiff_t>(y) * w + x;
-                if (!m[i]) {
-                    o[i] = 0.f;
-                    continue;
-                }
-                const float uy = std::sin(th[i]), ux = std::cos(th[i]);
-                float acc = 0;
-                for (int t = -r_along; t <= r_along; ++t)
-                    acc += g_along[t + r_along] * bilinear(across.data(), h, w, y + t * uy, x + t * ux);
-                o[i] = acc;
-            }
-        }
+        oriented_filter_loops(img, m, th, per, h, w, flat.data(), radius.data(), nq, rmax, pmin, PERIOD_STEP, g_along.data(),
+                              r_along, across.data(), o);
     }
     return out;
 }
