@@ -263,6 +263,27 @@ def test_transaction_round_trip(templates):
     assert read_transaction(write_transaction(tr.templates, ori="WV0000000", tcn="T-1", tcr="REQ-9", date="20261122")).templates == by_pos
 
 
+def test_written_legacy_block_matches_the_incits_block():
+    import nistitl
+
+    t = Template(make_minutiae([10, 200, 399], [5, 150, 299], [0.0, math.pi / 3, 6.0], [1, 2, 0], [9, 50, 0]), 400, 300, 500, 4)
+    data = write_transaction({4: t}, ori="O", tcn="T", date="20261122")
+    msg = nistitl.Message()
+    msg.parse(data)
+    r9 = msg[1]
+    assert r9._4 == "S" and r9._10 == "3"
+    for tag in range(126, 138):  # keep only the legacy block
+        del r9[tag]
+    legacy = quiet(read_transaction, msg.NIST)
+    assert legacy.template_records[0].block == "legacy"
+    u = legacy.templates[4]
+    px = 500 / 25.4 / 100  # one 0.01 mm unit in pixels
+    assert np.abs(u.minutiae["x"] - t.minutiae["x"]).max() <= px
+    assert np.abs((u.height - u.minutiae["y"]) - (t.height - t.minutiae["y"])).max() <= px
+    assert np.abs((degrees(u) - degrees(t) + 180) % 360 - 180).max() <= 0.5
+    assert np.array_equal(u.minutiae["type"], t.minutiae["type"])
+
+
 def test_multi_view_write_and_select():
     a = Template(make_minutiae([10, 20], [30, 40], [0.0, math.pi / 2], [1, 2], [50, 60]), 100, 120, 500, 2, 80)
     b = Template(make_minutiae([5], [6], [math.pi], [1], [0]), 100, 120, 500, 2, 40)

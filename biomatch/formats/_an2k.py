@@ -590,7 +590,7 @@ def _incits_block(rec: _Record) -> tuple[Template, int, int]:
         quality = _int_item(rec, "9.135 FQD", fqd[0][0], 0, 255)
         quality = 0 if quality > 100 else quality
     count = rec.number(136, "NOM", lo=0, hi=MAX_MINUTIAE_PER_RECORD)
-    rows = rec.items(137) if count else []
+    rows = rec.items(137) if 137 in rec.fields else []
     if len(rows) != count:
         rec.fail("9.137 FMD", f"holds {len(rows)} minutiae but 9.136 NOM says {count}")
     x = np.zeros(count)
@@ -645,7 +645,7 @@ def _efs_block(rec: _Record, ppi: float) -> Template:
 
 def _legacy_block(rec: _Record, ppi: float, size: tuple | None) -> Template:
     count = rec.number(10, "MIN", lo=0, hi=MAX_MINUTIAE_PER_RECORD)
-    rows = rec.items(12) if count else []
+    rows = rec.items(12) if 12 in rec.fields else []
     if len(rows) != count:
         rec.fail("9.012 MRC", f"holds {len(rows)} minutiae but 9.010 MIN says {count}")
     px_per_unit = ppi / MM_PER_INCH / 100.0
@@ -795,6 +795,33 @@ def read_transaction(source, *, decode_images: bool = True, name: str | None = N
     )
 
 
+def _legacy_fields(t: Template, pos: int) -> dict:
+    """Fields 9.005-9.012 for readers that know only the legacy block (empty if it cannot hold the template).
+
+    Positions in 0.01 mm from the lower-left corner, direction in degrees
+    pointing away from the ridge ending (INCITS 378 direction + 180).
+    """
+    m = t.minutiae
+    units_per_px = 100.0 * MM_PER_INCH / t.ppi
+    x = np.rint(m["x"].astype(np.float64) * units_per_px).astype(np.int64)
+    y = np.rint((t.height - m["y"].astype(np.float64)) * units_per_px).astype(np.int64)
+    theta = np.rint(np.degrees(m["angle"].astype(np.float64)) + 180.0).astype(np.int64) % 360
+    if len(t) and (x.max() > 9999 or y.max() > 9999 or x.min() < 0 or y.min() < 0):
+        return {}
+    kind = {0: "D", 1: "A", 2: "B"}
+    fields = {
+        5: [["biomatch", "A"]],  # originating system, automatic encoding
+        6: str(pos),
+        7: [["T", "UN"]],  # pattern class: standard table, unknown
+        10: str(len(t)),
+        11: "0",  # no ridge counts
+    }
+    if len(t):
+        fields[12] = [[f"{i + 1:03d}", f"{x[i]:04d}{y[i]:04d}{theta[i]:03d}", "0", kind[int(m["type"][i])]]
+                      for i in range(len(t))]
+    return fields
+
+
 _SAFE_TEXT = re.compile(r"^[\x20-\x7e]*$")
 
 
@@ -827,8 +854,10 @@ def write_transaction(templates, *, tot: str = "RES", ori: str, tcn: str, dai: s
         ANSI/NIST-ITL 1-2011 (1.002 VER 0500) traditional encoding. Each
         Type-9 carries the INCITS 378 block (9.126-9.137: pixels, top-left
         origin, 2-degree angles, quality), which :func:`read_transaction` reads
-        back as the same template; coordinates are rounded to whole pixels and
-        angles to 2 degrees.
+        back as the same template (coordinates rounded to whole pixels, angles
+        to 2 degrees), and, for readers that know only it, the legacy block
+        9.005-9.012 (0.01 mm from the lower-left corner; omitted, with 9.004
+        FMT "U", when a coordinate exceeds its 4 digits).
     """
     import nistitl
 
@@ -881,6 +910,7 @@ def write_transaction(templates, *, tot: str = "RES", ori: str, tcn: str, dai: s
         fields = {
             3: str(int(impression)),
             4: "S",
+            **_legacy_fields(t, pos),
             126: [["27", "513", "0"]],  # CBEFF format owner (INCITS M1), format type, product id
             127: [["0", "0"]],
             128: str(t.width),
@@ -896,7 +926,9 @@ def write_transaction(templates, *, tot: str = "RES", ori: str, tcn: str, dai: s
         if len(t):
             fields[137] = [[str(i + 1), str(x[i]), str(y[i]), str(ang[i]), str(int(m["type"][i])), str(int(m["quality"][i]))]
                            for i in range(len(t))]
-        for tag, value in fields.items():
+        if 12 not in fields:
+            fields[4] = "U"  # coordinates beyond the legacy 4-digit range: INCITS 378 block only
+        for tag, value in sorted(fields.items()):
             r9 += nistitl.Field(9, tag, value)
         msg += r9
     return msg.NIST
