@@ -71,7 +71,7 @@ GRADIENT_SIGMA_PX = 1.0
 ORIENTATION_SIGMA_PX = 7.0
 #: Spectral ridge-period estimation: tile size, stride, FFT size, valid band.
 FREQ_TILE_PX = 32
-FREQ_STRIDE_PX = 16
+FREQ_STRIDE_PX = 24
 FREQ_FFT_PX = 64
 MIN_PERIOD_PX = 5.0
 MAX_PERIOD_PX = 15.0

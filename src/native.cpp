@@ -126,9 +126,9 @@ inline float bilinear(const float* __restrict img, int h, int w, float y, float 
 }  // namespace
 
 // The two sampling passes of oriented_filter. Compiled for AVX-512 and AVX2+FMA as well as
-// the baseline (GCC/Clang function multi-versioning picks one at load time),
+// the baseline (GCC function multi-versioning on Linux picks one at load time),
 // so a portable build still uses the wide units of the machine it runs on.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define BIOMATCH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define BIOMATCH_CLONES
