@@ -263,6 +263,13 @@ def test_transaction_round_trip(templates):
     assert read_transaction(write_transaction(tr.templates, ori="WV0000000", tcn="T-1", tcr="REQ-9", date="20261122")).templates == by_pos
 
 
+def test_transaction_keeps_whole_ppi():
+    t = Template(make_minutiae([10], [20], [1.0], [1], [0]), 100, 100, 500, 2)
+    assert read_transaction(write_transaction({2: t}, ori="O", tcn="T")).templates[2].ppi == 500
+    u = Template(t.minutiae.copy(), 100, 100, 197 * 2.54, 2)
+    assert read_transaction(write_transaction({2: u}, ori="O", tcn="T")).templates[2].ppi == pytest.approx(197 * 2.54)
+
+
 def test_written_legacy_block_matches_the_incits_block():
     import nistitl
 

@@ -795,6 +795,14 @@ def read_transaction(source, *, decode_images: bool = True, name: str | None = N
     )
 
 
+def _scale_fields(ppi: float) -> dict:
+    """9.130 SLC / 9.131 THPS / 9.132 TVPS in whichever unit states ``ppi`` exactly (px/cm as in INCITS 378 if both do)."""
+    ppcm = ppi / 2.54
+    if abs(ppcm - round(ppcm)) < 1e-6 or abs(ppi - round(ppi)) > 1e-6:
+        return {130: "2", 131: str(int(round(ppcm))), 132: str(int(round(ppcm)))}
+    return {130: "1", 131: str(int(round(ppi))), 132: str(int(round(ppi)))}
+
+
 def _legacy_fields(t: Template, pos: int) -> dict:
     """Fields 9.005-9.012 for readers that know only the legacy block (empty if it cannot hold the template).
 
@@ -915,9 +923,7 @@ def write_transaction(templates, *, tot: str = "RES", ori: str, tcn: str, dai: s
             127: [["0", "0"]],
             128: str(t.width),
             129: str(t.height),
-            130: "2",  # px/cm, as INCITS 378
-            131: str(int(round(t.ppi / 2.54))),
-            132: str(int(round(t.ppi / 2.54))),
+            **_scale_fields(t.ppi),
             133: "0",
             134: str(pos),
             135: [[str(t.quality), "0", "0"]],
@@ -926,7 +932,7 @@ def write_transaction(templates, *, tot: str = "RES", ori: str, tcn: str, dai: s
         if len(t):
             fields[137] = [[str(i + 1), str(x[i]), str(y[i]), str(ang[i]), str(int(m["type"][i])), str(int(m["quality"][i]))]
                            for i in range(len(t))]
-        if 12 not in fields:
+        if 10 not in fields:
             fields[4] = "U"  # coordinates beyond the legacy 4-digit range: INCITS 378 block only
         for tag, value in sorted(fields.items()):
             r9 += nistitl.Field(9, tag, value)
