@@ -113,35 +113,51 @@ def _sigmoid(v, mu, tau):
 
 
 @njit(cache=True, nogil=True)
-def _top_k(sim, n, k, hist, sel):
-    """Indices of the k largest of sim[:n] (ties broken by position) into sel; returns how many."""
+def _select_pairs(sim, cand_i, cand_j, n, k, one_to_one, hist, order, sel, used_a, used_b):
+    """Up to k candidate pairs by decreasing similarity into sel; returns how many.
+
+    Counting sort on similarity quantised to ``hist.shape[0]`` levels, then an
+    insertion sort on the exact values (ties keep candidate order). With ``one_to_one`` a pair is skipped when one of
+    its minutiae is already taken (greedy assignment)."""
     nbins = hist.shape[0]
     for b in range(nbins):
         hist[b] = 0
     for t in range(n):
-        q = int(sim[t] * (nbins - 1))
-        hist[q] += 1
-    if k >= n:
-        for t in range(n):
-            sel[t] = t
-        return n
-    # threshold bin: everything above it is taken, part of it fills up to k
+        hist[nbins - 1 - int(sim[t] * (nbins - 1))] += 1
     acc = 0
-    thr = nbins - 1
-    while thr > 0 and acc + hist[thr] < k:
-        acc += hist[thr]
-        thr -= 1
+    for b in range(nbins):
+        c = hist[b]
+        hist[b] = acc
+        acc += c
+    for t in range(n):
+        b = nbins - 1 - int(sim[t] * (nbins - 1))
+        order[hist[b]] = t
+        hist[b] += 1
+    # insertion sort finishes the (nearly sorted) order on exact values
+    for q in range(1, n):
+        t = order[q]
+        v = sim[t]
+        r = q - 1
+        while r >= 0 and sim[order[r]] < v:
+            order[r + 1] = order[r]
+            r -= 1
+        order[r + 1] = t
     m = 0
-    for t in range(n):
-        if int(sim[t] * (nbins - 1)) > thr:
-            sel[m] = t
-            m += 1
-    for t in range(n):
+    if one_to_one:
+        for t in range(n):
+            used_a[cand_i[t]] = False
+            used_b[cand_j[t]] = False
+    for q in range(n):
         if m >= k:
             break
-        if int(sim[t] * (nbins - 1)) == thr:
-            sel[m] = t
-            m += 1
+        t = order[q]
+        if one_to_one:
+            if used_a[cand_i[t]] or used_b[cand_j[t]]:
+                continue
+            used_a[cand_i[t]] = True
+            used_b[cand_j[t]] = True
+        sel[m] = t
+        m += 1
     return m
 
 
@@ -159,7 +175,10 @@ def lssr_score(
     nb,
     params,
     hist,
+    order,
     sel,
+    used_a,
+    used_b,
     rho,
     lam,
     lam_new,
@@ -167,7 +186,8 @@ def lssr_score(
 ):
     """LSS-R consolidation: relaxation over the top min(na, nb) pairs, score over the nP most efficient.
 
-    ``params``: float64 [n_rel, w_r, mu1, tau1, mu2, tau2, mu3, tau3, min_np, max_np, mu_p, tau_p].
+    ``params``: float64 [n_rel, w_r, mu1, tau1, mu2, tau2, mu3, tau3, min_np, max_np, mu_p, tau_p,
+    one_to_one].
     Writes the nP selected pairs (row indices into a and b) to out_pairs and
     returns (score, number of pairs written).
     """
@@ -182,8 +202,10 @@ def lssr_score(
     min_np = params[8]
     max_np = params[9]
     n_min = min(na, nb)
+    # compatibilities are normalised so that a perfectly consistent pair gives 1
+    rho_norm = 1.0 / (_sigmoid(0.0, mu1, tau1) * _sigmoid(0.0, mu2, tau2) * _sigmoid(0.0, mu3, tau3))
     n_p = int(min_np + round(_sigmoid(n_min, params[10], params[11]) * (max_np - min_np)))
-    n_r = _top_k(cand_sim, n_cand, n_min, hist, sel)
+    n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[12] > 0.0, hist, order, sel, used_a, used_b)
     if n_r < 2 or n_p < 1:
         return 0.0, 0
     # pair compatibility rho (symmetric, zero diagonal)
@@ -211,7 +233,7 @@ def lssr_score(
                         ra = _wrap_pi(a_theta[ir_] - math.atan2(dya, dxa))
                         rb = _wrap_pi(b_theta[jr] - math.atan2(dyb, dxb))
                         d3 = abs(_wrap_pi(ra - rb))
-                        v = z1 * z2 * _sigmoid(d3, mu3, tau3)
+                        v = z1 * z2 * _sigmoid(d3, mu3, tau3) * rho_norm
             rho[r, k] = v
             rho[k, r] = v
     for r in range(n_r):
@@ -241,7 +263,89 @@ def lssr_score(
         total += lam[bi]
         out_pairs[t, 0] = cand_i[sel[bi]]
         out_pairs[t, 1] = cand_j[sel[bi]]
-    return total / n_p, take
+    score = total / n_p
+    if params[13] > 0.0 and take >= 2:
+        g = _alignment_score(a_geo, a_theta, b_geo, b_theta, out_pairs, take, lam, params, used_a, used_b)
+        w = params[13]
+        score = (1.0 - w) * score + w * g
+    return score, take
+
+
+@njit(cache=True, nogil=True)
+def _alignment_score(a_geo, a_theta, b_geo, b_theta, pairs, n_pairs, lam, params, used_a, used_b):
+    """Global consistency: align b onto a by the rigid transform of the selected
+    pairs, pair minutiae within tolerance and score m^2 / (overlap_a * overlap_b),
+    overlap counting the minutiae near the other template's minutiae."""
+    na = a_geo.shape[0]
+    nb = b_geo.shape[0]
+    sc = 0.0
+    ss = 0.0
+    for t in range(n_pairs):
+        d = a_theta[pairs[t, 0]] - b_theta[pairs[t, 1]]
+        sc += math.cos(d)
+        ss += math.sin(d)
+    rot = math.atan2(ss, sc)
+    c = math.cos(rot)
+    s = math.sin(rot)
+    ax = 0.0
+    ay = 0.0
+    bx = 0.0
+    by = 0.0
+    for t in range(n_pairs):
+        ax += a_geo[pairs[t, 0], 0]
+        ay += a_geo[pairs[t, 0], 1]
+        bx += b_geo[pairs[t, 1], 0]
+        by += b_geo[pairs[t, 1], 1]
+    ax /= n_pairs
+    ay /= n_pairs
+    bx /= n_pairs
+    by /= n_pairs
+    tol_d = params[14]
+    tol_d2 = tol_d * tol_d
+    tol_a = params[15]
+    ov_r2 = params[16] * params[16]
+    for i in range(na):
+        used_a[i] = False
+    n_match = 0
+    n_ov_b = 0
+    for j in range(nb):
+        x = b_geo[j, 0] - bx
+        y = b_geo[j, 1] - by
+        xt = ax + c * x - s * y
+        yt = ay + s * x + c * y
+        tt = b_theta[j] + rot
+        best = tol_d2
+        bi = -1
+        near = False
+        for i in range(na):
+            dx = a_geo[i, 0] - xt
+            dy = a_geo[i, 1] - yt
+            d2 = dx * dx + dy * dy
+            if d2 <= ov_r2:
+                near = True
+                if d2 <= best and not used_a[i] and abs(_wrap_pi(a_theta[i] - tt)) <= tol_a:
+                    best = d2
+                    bi = i
+        if near:
+            n_ov_b += 1
+        if bi >= 0:
+            used_a[bi] = True
+            n_match += 1
+    n_ov_a = 0
+    for i in range(na):
+        near = False
+        for j in range(nb):
+            x = b_geo[j, 0] - bx
+            y = b_geo[j, 1] - by
+            dx = a_geo[i, 0] - (ax + c * x - s * y)
+            dy = a_geo[i, 1] - (ay + s * x + c * y)
+            if dx * dx + dy * dy <= ov_r2:
+                near = True
+                break
+        if near:
+            n_ov_a += 1
+    floor = params[17]
+    return n_match * n_match / (max(n_ov_a, floor) * max(n_ov_b, floor))
 
 
 @njit(cache=True, nogil=True)
@@ -258,6 +362,9 @@ def score_one(
     n_max = max(min(na, nb), 1)
     hist = np.empty(1024, dtype=np.int32)
     sel = np.empty(cap, dtype=np.int32)
+    order = np.empty(cap, dtype=np.int32)
+    used_a = np.zeros(na, dtype=np.bool_)
+    used_b = np.zeros(nb, dtype=np.bool_)
     rho = np.empty((n_max, n_max))
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
@@ -265,7 +372,7 @@ def score_one(
         a_bits, a_mask, a_geo, b_bits, b_mask, b_geo, n_dir, plane_words, min_common_cells, cand_sim, cand_i, cand_j
     )
     return lssr_score(
-        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, hist, sel, rho, lam, lam_new, out_pairs
+        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, hist, order, sel, used_a, used_b, rho, lam, lam_new, out_pairs
     )
 
 
@@ -300,6 +407,9 @@ def score_batch(
     n_max = max(min(na, n_max_b), 1)
     hist = np.empty(1024, dtype=np.int32)
     sel = np.empty(cap, dtype=np.int32)
+    order = np.empty(cap, dtype=np.int32)
+    used_a = np.zeros(na, dtype=np.bool_)
+    used_b = np.zeros(n_max_b, dtype=np.bool_)
     rho = np.empty((n_max, n_max))
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
@@ -317,7 +427,7 @@ def score_batch(
             cand_sim, cand_i, cand_j,
         )
         sc, _ = lssr_score(
-            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, hist, sel, rho,
+            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, hist, order, sel, used_a, used_b, rho,
             lam, lam_new, pairs,
         )
         out[t] = sc

@@ -73,6 +73,17 @@ RHO_RADIAL_RAD = (math.pi / 12.0, -30.0)
 MIN_PAIRS = 4
 MAX_PAIRS = 12
 PAIRS_SIGMOID = (20.0, 2.0 / 5.0)
+#: Relaxation candidates are chosen greedily one-to-one (a minutia in one pair only).
+ONE_TO_ONE = True
+#: Weight of the alignment score in the final score (0 = plain LSS-R).
+ALIGN_WEIGHT = 0.0
+#: Alignment pairing tolerances: position (px) and direction (radians).
+ALIGN_DISTANCE_PX = 15.0
+ALIGN_ANGLE_RAD = math.pi / 6.0
+#: A minutia is in the common area when this close to one of the other template's.
+OVERLAP_RADIUS_PX = 40.0
+#: Overlap counts below this are raised to it (few minutiae in common never score high by chance).
+MIN_OVERLAP_MINUTIAE = 8
 
 _MIN_COMMON_CELLS = int(math.ceil(MIN_COMMON_CELL_FRACTION * _desc.N_CELLS))
 _PARAMS = np.array(
@@ -85,6 +96,12 @@ _PARAMS = np.array(
         MIN_PAIRS,
         MAX_PAIRS,
         *PAIRS_SIGMOID,
+        float(ONE_TO_ONE),
+        ALIGN_WEIGHT,
+        ALIGN_DISTANCE_PX,
+        ALIGN_ANGLE_RAD,
+        OVERLAP_RADIUS_PX,
+        MIN_OVERLAP_MINUTIAE,
     ],
     dtype=np.float64,
 )
