@@ -8,24 +8,27 @@ original pixel frame.
 
 Stages
 ------
-1. ``segment``: foreground mask from local gray-level variance (blocks of
-   :data:`SEGMENT_BLOCK_PX`), cleaned morphologically, largest region kept.
+1. ``normalize``: local contrast normalisation (box window of about two
+   ridge periods).
 2. ``orientation_field``: ridge orientation from the smoothed gradient
    structure tensor; coherence = (l1 - l2) / (l1 + l2) of its eigenvalues.
-3. ``ridge_period``: per-tile ridge period from the peak of the windowed
+3. ``segment``: foreground mask from local gray-level variance and coherence
+   (blocks of :data:`SEGMENT_BLOCK_PX`), cleaned morphologically, largest
+   region kept.
+4. ``ridge_period``: per-tile ridge period from the peak of the windowed
    power spectrum of overlapping tiles (one batched FFT, no Python loop),
    filled and smoothed, interpolated per pixel.
-4. ``enhance``: contextual filtering by an oriented Gabor filter, applied in
+5. ``enhance``: contextual filtering by an oriented Gabor filter, applied in
    its separable local form (band-pass across the ridge, Gaussian along it)
    with per-pixel orientation and period (C++ kernel).
-5. ``binarize``: sign of the enhanced image inside the mask; specks and small
+6. ``binarize``: sign of the enhanced image inside the mask; specks and small
    holes (pores, "lakes") removed.
-6. ``thin``: Guo-Hall thinning to an 8-connected one-pixel skeleton (C++).
-7. ``detect``: crossing number 1 = ridge ending, 3 = bifurcation (C++),
+7. ``thin``: Guo-Hall thinning to an 8-connected one-pixel skeleton (C++).
+8. ``detect``: crossing number 1 = ridge ending, 3 = bifurcation (C++),
    direction from tracing the ridge (C++), refined by the orientation field.
-8. ``remove_false``: border, short ridges, spurs, bridges/holes, broken
+9. ``remove_false``: border, short ridges, spurs, bridges/holes, broken
    ridges and clusters.
-9. ``quality``: per-minutia and image quality 0-100.
+10. ``quality``: per-minutia and image quality 0-100.
 
 Angles follow :mod:`biomatch.template`: radians counter-clockwise from the
 image x axis with y pointing up. The angle of a ridge ending points along its

@@ -14,6 +14,14 @@
 //                     recording a direction point and what ends the walk.
 // They are hand-written because no library offers per-pixel-orientation
 // filtering or skeleton tracing, and skeletonize-style loops in Python are slow.
+//
+// C++ or numba: numba ports of two kernels were timed on FVC2002 images (same
+// run, paired, medians): thinning C++ 1.3 ms vs numba 1.9 ms (numba without the
+// staircase pass); oriented filter C++ about 8% slower than numba (fastmath,
+// host-CPU code). The filter stays here, multi-versioned for AVX2/AVX-512,
+// because the difference (< 1 ms per image) is smaller than what numba costs a
+// one-shot `biomatch extract` (import and cache load, about half a second) and
+// one implementation per kernel keeps one toolchain for extraction.
 #include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
 
