@@ -38,6 +38,8 @@ _LAZY = {
     "read_transaction": "formats",
     "write_transaction": "formats",
     "Transaction": "formats",
+    "read_record": "formats",
+    "FormatWarning": "formats",
     "tune": "evaluation",
     "Threshold": "evaluation",
     "Calibration": "calibration",

@@ -362,6 +362,7 @@ def test_handmade_iso_record_is_valid():
     [
         (b"", "is empty"),
         (b"GIF89a....", "not a finger minutiae record"),
+        (b"1.001:20\x1d1.002:0400\x1c", "read it with read_transaction"),
         (b"FMR\x00 99\x00" + bytes(20), "field 'version'"),
         (_iso_one_view()[:-3], "truncated|fields end"),
         (_iso_one_view() + b"\x00", "fields end after"),

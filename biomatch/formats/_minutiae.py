@@ -538,6 +538,8 @@ def _read_record_bytes(data: bytes, name: str, format: str | None = None) -> Min
         elif kind == "fmr?":
             raise FormatError(f"{name}: field 'version': {bytes(data[4:8])!r} is not a known finger minutiae record "
                               "version (' 20' for ISO 2005/ANSI 2004, '030' for ISO 2011/ANSI 2009)")
+        elif kind == "an2k":
+            raise FormatError(f"{name}: is an ANSI/NIST-ITL transaction, not a minutiae record; read it with read_transaction")
         else:
             raise FormatError(f"{name}: not a finger minutiae record (format identifier {bytes(data[:4])!r}, expected b'FMR\\x00')")
     if format is not None and bytes(data[:4]) != _MAGIC:
