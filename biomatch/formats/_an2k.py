@@ -248,8 +248,9 @@ def _parse_text_record(data: bytes, start: int, rtype: int, index: int, name: st
         if tag == _DATA_TAG and trec == rtype:
             # Some files carry short text fields tagged x.999 before the real data field
             # (NBIS test data does); those are followed by another x.999 tag.
-            if not (0 <= gs - vstart <= 64 and data[vstart:gs].isascii() and _TAG.match(data, gs + 1)
-                    and data[gs + 1 : _TAG.match(data, gs + 1).end()].rstrip(b":").split(b".")[1].lstrip(b"0") == b"999"):
+            following = _TAG.match(data, gs + 1) if 0 <= gs - vstart <= 64 else None
+            if not (following and data[vstart:gs].isascii() and int(following.group(1)) == rtype
+                    and int(following.group(2)) == _DATA_TAG):
                 rec.data = data[vstart:body_end]
                 pos = body_end
                 break
@@ -372,6 +373,8 @@ def _decode(rec: _Record, compression: str, data: bytes, width: int, height: int
                 pixels = read_image(source, ppi=ppi, name=label).pixels
         except ImageError as exc:
             raise FormatError(str(exc)) from None
+        except Exception as exc:  # a third-party decoder failing in a way biomatch.io does not map
+            raise FormatError(f"{label}: cannot decode ({type(exc).__name__}: {exc})") from None
     if pixels.shape != (height, width):
         warnings.warn(f"{rec.where}: fields HLL/VLL declare {width}x{height} but the {compression} data holds "
                       f"{pixels.shape[1]}x{pixels.shape[0]}; the decoded size is used", FormatWarning, stacklevel=4)
@@ -429,7 +432,10 @@ def _decode_wsq_isolated(rec: "_Record", data: bytes, ppi: float, label: str) ->
             raise FormatError(str(exc)) from None
     receiver, sender = ctx.Pipe(duplex=False)
     worker = ctx.Process(target=_wsq_worker, args=(data, ppi, label, sender), daemon=True)
-    worker.start()
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about fork() in threaded processes; the child only runs the decoder
+        warnings.simplefilter("ignore", DeprecationWarning)
+        worker.start()
     sender.close()
     try:
         if not receiver.poll(WSQ_DECODE_TIMEOUT_S):
