@@ -535,6 +535,14 @@ def test_type14_compressions(compression, fmt):
     assert (tr.tot, tr.ori, tr.tcn) == ("CAR", "WV0000000", "TCN-14")
 
 
+def test_jpeg2000_without_decoder_is_named(monkeypatch):
+    from biomatch.formats import _an2k
+
+    monkeypatch.setattr(_an2k, "_pillow_has_jpeg2000", lambda: False)
+    with pytest.raises(FormatError, match="14.011 CGA|field CGA: compression JP2 is not supported"):
+        read_transaction(_type14_transaction("JP2", b"\x00\x00\x00\x0cjP  ", 240, 260))
+
+
 def test_type14_bad_fields():
     with pytest.raises(FormatError, match="14.011 CGA: compression 'GIF' is not supported"):
         read_transaction(_type14_transaction("GIF", b"GIF89a", 240, 260))

@@ -348,6 +348,12 @@ def _check_image_size(rec: _Record, width: int, height: int):
         rec.fail("HLL/VLL", f"image size {width}x{height} exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
 
 
+def _pillow_has_jpeg2000() -> bool:
+    from PIL import features
+
+    return bool(features.check("jpg_2000"))
+
+
 def _decode(rec: _Record, compression: str, data: bytes, width: int, height: int, ppi: float, bpx: int = 8) -> np.ndarray:
     from ..io import read_image
 
@@ -360,6 +366,8 @@ def _decode(rec: _Record, compression: str, data: bytes, width: int, height: int
         source = np.frombuffer(data, dtype=np.uint8).reshape(height, width)
     elif compression == "JPEGL":
         rec.fail("CGA", "compression JPEGL (lossless JPEG) is not supported: no installed decoder reads it")
+    elif compression in ("JP2", "JP2L") and not _pillow_has_jpeg2000():
+        rec.fail("CGA", f"compression {compression} is not supported: this Pillow build lacks JPEG 2000 (OpenJPEG)")
     else:
         if compression == "WSQ20" and data[:2] != b"\xff\xa0":
             rec.fail("DATA", "declared WSQ but the data does not start with a WSQ marker")
