@@ -172,7 +172,14 @@ def _fvc_eer(templates: dict, compare_many) -> tuple[float, int, int]:
     firsts = [templates[min(k for k in templates if k[0] == f)] for f in fingers]
     for a, b in combinations(range(len(firsts)), 2):
         imp.append(float(compare_many(firsts[a], [firsts[b]])[0]))
-    return eer(gen, imp), len(gen), len(imp)
+    # all cross-finger pairs (every impression of a finger against every impression of the others)
+    keys = sorted(templates)
+    cross = []
+    for a in keys:
+        others = [templates[b] for b in keys if b[0] > a[0]]
+        if others:
+            cross.extend(np.asarray(compare_many(templates[a], others), float).tolist())
+    return eer(gen, imp), len(gen), len(imp), eer(gen, cross), len(cross), gen, cross
 
 
 def bench_eer(syn_templates, real_templates):
@@ -184,11 +191,13 @@ def bench_eer(syn_templates, real_templates):
     except AttributeError:
         print("biomatch.compare_many not available: EER skipped")
         return
-    e, ng, ni = _fvc_eer(syn_templates, compare_many)
-    print(f"{'synthetic':10s} EER {100 * e:5.2f} %  ({ng} genuine, {ni} impostor)")
-    for db, ts in real_templates.items():
-        e, ng, ni = _fvc_eer(ts, compare_many)
-        print(f"{db:10s} EER {100 * e:5.2f} %  ({ng} genuine, {ni} impostor)")
+    rows = [("synthetic", syn_templates)] + list(real_templates.items())
+    for name, ts in rows:
+        e, ng, ni, e2, nc, gen, cross = _fvc_eer(ts, compare_many)
+        g = np.asarray(gen)
+        c = np.asarray(cross)
+        print(f"{name:10s} EER {100 * e:5.2f} % ({ng} gen, {ni} imp) | all-cross EER {100 * e2:5.2f} % ({nc} imp) | "
+              f"genuine median {np.median(g):.3f} p10 {np.percentile(g, 10):.3f} | impostor median {np.median(c):.3f} p99 {np.percentile(c, 99):.3f}")
 
 
 def main(argv=None) -> int:

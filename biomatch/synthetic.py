@@ -108,10 +108,24 @@ TRACE_STEPS_PX = 8
 
 # impressions
 ROTATION_SD_DEG, ROTATION_MAX_DEG = 8.0, 20.0
-TRANSLATION_SD_PX, TRANSLATION_MAX_PX = 14.0, 35.0
-CONTACT_RADIUS_PX = (45.0, 85.0)  # Cappelli close-contact region
-DISTORTION_SHIFT_SD_PX = 5.0
-DISTORTION_ROT_SD_DEG = 2.5
+TRANSLATION_SD_PX, TRANSLATION_MAX_PX = 20.0, 50.0
+#: FVC2002 acquisition protocol (Maio et al., ICPR 2002), repeated every 8
+#: impressions: 1-2 plain, 3-4 exaggerated displacement, 5-6 exaggerated
+#: rotation, 7 dry, 8 wet. Per impression (index mod 8): translation and
+#: rotation scale, pressure range.
+IMPRESSION_PROTOCOL = (
+    (1.0, 1.0, (0.0, 1.0)),
+    (1.0, 1.0, (0.0, 1.0)),
+    (2.2, 1.0, (0.0, 1.0)),
+    (2.2, 1.0, (0.0, 1.0)),
+    (1.0, 2.2, (0.0, 1.0)),
+    (1.0, 2.2, (0.0, 1.0)),
+    (1.0, 1.0, (0.0, 0.3)),
+    (1.0, 1.0, (0.7, 1.0)),
+)
+CONTACT_RADIUS_PX = (35.0, 75.0)  # Cappelli close-contact region
+DISTORTION_SHIFT_SD_PX = 12.0
+DISTORTION_ROT_SD_DEG = 5.0
 DISTORTION_BRAKE_PX = 60.0
 TRUTH_CONTACT_MIN = 0.5
 
@@ -551,15 +565,16 @@ def make_impression(master: MasterFinger, impression: int) -> Impression:
     if isinstance(impression, bool) or not isinstance(impression, (int, np.integer)) or int(impression) < 0:
         raise BiomatchError(f"impression index must be a non-negative integer, got {impression!r}")
     rng = _rng(master.seed, _IMAGE_STREAM, master.index, int(impression) + 1)
+    kt, ks, pressure_range = IMPRESSION_PROTOCOL[int(impression) % len(IMPRESSION_PROTOCOL)]
     h, w = master.pattern.shape
     inside_idx = np.argwhere(master.inside > 0)
     cy, cx = inside_idx.mean(axis=0)
     motion = _Motion(
         cx=float(cx),
         cy=float(cy),
-        rot=float(np.clip(rng.normal(0, ROTATION_SD_DEG), -ROTATION_MAX_DEG, ROTATION_MAX_DEG) * DEG),
-        tx=float(np.clip(rng.normal(0, TRANSLATION_SD_PX), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)),
-        ty=float(np.clip(rng.normal(0, TRANSLATION_SD_PX), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)),
+        rot=float(np.clip(rng.normal(0, ROTATION_SD_DEG * ks), -ROTATION_MAX_DEG * ks, ROTATION_MAX_DEG * ks) * DEG),
+        tx=float(np.clip(rng.normal(0, TRANSLATION_SD_PX * kt), -TRANSLATION_MAX_PX * kt, TRANSLATION_MAX_PX * kt)),
+        ty=float(np.clip(rng.normal(0, TRANSLATION_SD_PX * kt), -TRANSLATION_MAX_PX * kt, TRANSLATION_MAX_PX * kt)),
         dc_x=float(cx + rng.normal(0, 25)),
         dc_y=float(cy + rng.normal(0, 30)),
         dc_r=float(rng.uniform(*CONTACT_RADIUS_PX)),
@@ -575,30 +590,35 @@ def make_impression(master: MasterFinger, impression: int) -> Impression:
     inside = map_coordinates(master.inside, coords, order=1, mode="constant", cval=-50.0).astype(np.float32)
 
     # contact: the pressed area is an ellipse inside the finger area, soft at its edge
-    pressure = float(rng.uniform(0.0, 1.0))  # 0 light / dry .. 1 heavy / wet
+    pressure = float(rng.uniform(*pressure_range))  # 0 light / dry .. 1 heavy / wet
     ex = motion.cx + motion.tx + rng.normal(0, 20)
     ey = motion.cy + motion.ty + rng.normal(0, 25)
-    ax = rng.uniform(0.85, 1.2) * (w * 0.42)
-    ay = rng.uniform(0.80, 1.15) * (h * 0.42)
+    ax = (0.65 + 0.35 * pressure + rng.uniform(0.0, 0.25)) * (w * 0.42)
+    ay = (0.60 + 0.35 * pressure + rng.uniform(0.0, 0.25)) * (h * 0.42)
     rr = np.sqrt(((qx - ex) / ax) ** 2 + ((qy - ey) / ay) ** 2)
     contact = np.clip((1.0 - rr) * 8.0, 0.0, 1.0) * np.clip(inside / 6.0, 0.0, 1.0)
-    contact *= np.clip(1.1 + 0.3 * _smooth_noise(rng, (h, w), 20.0), 0.0, 1.0)
+    contact *= np.clip(1.0 + rng.uniform(0.2, 0.5) * _smooth_noise(rng, (h, w), 20.0), 0.0, 1.0)
     contact = contact.astype(np.float32)
 
     # ridge thickness: threshold moves with pressure (dry: thin broken ridges; wet: thick, merged)
-    thr = 0.45 * (0.5 - pressure) + 0.12 * _smooth_noise(rng, (h, w), 12.0)
+    thr = 0.6 * (0.5 - pressure) + 0.35 * _smooth_noise(rng, (h, w), 6.0)
     ink = 1.0 / (1.0 + np.exp(-(ridge - thr) * 7.0))
-    dryness = max(0.0, 0.5 - pressure) * 2.0
-    if dryness > 0:  # white specks on the ridges of dry fingers
-        specks = _smooth_noise(rng, (h, w), 1.2) > (2.2 - 1.2 * dryness)
-        ink = np.where(specks, ink * 0.25, ink)
+    # skin condition: dry skin leaves white specks and breaks on the ridges, wet
+    # skin smudges valleys shut in patches
+    dryness = float(rng.uniform(0.0, 1.0) ** 1.5) if pressure_range[1] > 0.5 else float(rng.uniform(0.5, 1.0))
+    specks = _smooth_noise(rng, (h, w), 1.0) > (2.6 - 1.7 * dryness)
+    ink = np.where(specks, ink * 0.2, ink)
+    wet = max(0.0, pressure - 0.5) * 2.0
+    if wet > 0:
+        smudge = np.clip((_smooth_noise(rng, (h, w), 8.0) - (2.0 - 1.2 * wet)) * 2.0, 0.0, 0.85)
+        ink = np.maximum(ink, smudge)
     ink = ink * contact
 
     background = rng.uniform(185.0, 245.0) + 8.0 * _smooth_noise(rng, (h, w), 40.0)
     contrast = rng.uniform(140.0, 210.0) * (0.8 + 0.3 * pressure)
     gray = background - contrast * ink
     gray = gaussian_filter(gray.astype(np.float32), rng.uniform(0.6, 1.1))
-    gray += rng.uniform(3.0, 10.0) * rng.standard_normal((h, w)).astype(np.float32)
+    gray += (3.0 + 15.0 * rng.uniform() ** 2) * rng.standard_normal((h, w)).astype(np.float32)
     pixels = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
 
     # ground truth: master minutiae mapped forward, kept where contact is solid
@@ -622,6 +642,7 @@ def make_impression(master: MasterFinger, impression: int) -> Impression:
         "distortion": {"centre": [round(motion.dc_x, 1), round(motion.dc_y, 1)], "radius_px": round(motion.dc_r, 1),
                        "rotation_deg": round(motion.d_rot / DEG, 3), "shift_px": [round(motion.d_tx, 2), round(motion.d_ty, 2)]},
         "pressure": round(pressure, 3),
+        "dryness": round(dryness, 3),
     }
     return Impression(pixels=pixels, truth=truth, finger=master.index, impression=int(impression), params=params)
 
@@ -758,11 +779,19 @@ LATTICE_JITTER = 0.6  # fraction of the cell the minutia may move in
 ENDING_FRACTION = 0.55
 TEMPLATE_AREA_HALF_HEIGHT_PX = (150.0, 178.0)
 IMPRESSION_QUALITY_MEAN, IMPRESSION_QUALITY_SD = 62.0, 18.0
-MISSING_BASE, MISSING_PER_BAD = 0.06, 0.30  # P(missing) = base + per_bad * (1 - q/100)
-SPURIOUS_BASE, SPURIOUS_PER_BAD, SPURIOUS_MAX = 1.0, 10.0, 20  # Poisson mean of spurious minutiae
-JITTER_POS_PX = (1.0, 2.5)  # sd = a + b * (1 - q/100)
-JITTER_ANGLE_DEG = (4.0, 10.0)
-TYPE_FLIP = 0.10
+# Extraction error model, measured with biomatch.extract on synthetic images against their
+# ground truth (benchmarks/bench_synthetic.py): recall ~0.71, ~4 spurious per image,
+# position error ~2 px per axis, angle error ~3 deg rms, ~12 % type swaps.
+MISSING_BASE, MISSING_PER_BAD = 0.12, 0.35  # P(missing) = base + per_bad * (1 - q/100)
+# Part of the error repeats on every impression of a finger (the same hard minutia missed,
+# the same crease read as a minutia, the same offset), part is new each time.
+MISSING_SPREAD = 3.0  # P(missing) of a master minutia = P * h, h = 3 u^2 (mean 1), u ~ U(0, 1) per minutia
+SPURIOUS_BASE, SPURIOUS_PER_BAD, SPURIOUS_MAX = 0.5, 3.0, 20  # new spurious per impression (Poisson mean)
+PERSISTENT_SPURIOUS_MEAN, PERSISTENT_SPURIOUS_MAX, PERSISTENT_SPURIOUS_SHOW = 3.0, 8, 0.6
+BIAS_POS_PX, BIAS_ANGLE_DEG = 1.5, 2.5  # persistent per-minutia error (sd)
+JITTER_POS_PX = (0.5, 0.8)  # per-impression sd = a + b * (1 - q/100)
+JITTER_ANGLE_DEG = (1.5, 2.0)
+TYPE_FLIP, TYPE_FLIP_IMPRESSION = 0.10, 0.03
 CONTACT_SEMI_AXES_PX = ((95.0, 135.0), (120.0, 175.0))
 
 
@@ -897,9 +926,31 @@ def _template_masters(seed: int, block: int):
     theta = np.where(arch[:, None], theta_arch, theta)
     angle = theta + np.pi * (rng.random((B, M)) < 0.5) + rng.normal(0, 3 * DEG, (B, M))
     mtype = np.where(rng.random((B, M)) < ENDING_FRACTION, 1, 2).astype(np.uint8)
+    count = valid.sum(axis=1).astype(np.int16)
+    # persistent extraction errors: type read wrong, hard-to-see minutiae, offsets
+    obs_type = np.where(rng.random((B, M)) < TYPE_FLIP, 3 - mtype, mtype).astype(np.uint8)
+    hard = MISSING_SPREAD * rng.random((B, M)) ** 2
+    # persistent spurious minutiae (creases, scars, pores read as minutiae), inside the area
+    P = PERSISTENT_SPURIOUS_MAX
+    nps = np.minimum(rng.poisson(PERSISTENT_SPURIOUS_MEAN, B), P)
+    r = np.sqrt(rng.random((B, P)))
+    phi = rng.uniform(0, 2 * np.pi, (B, P))
+    psx = cx[:, None] + 0.85 * hw[:, None] * r * np.cos(phi)
+    psy = cy[:, None] + 0.85 * hh[:, None] * r * np.sin(phi)
+    spur = np.zeros((B, M + P), bool)
+    spur[:, M:] = True
+    bias = rng.normal(0, 1, (B, M + P, 3)) * np.array([BIAS_POS_PX, BIAS_POS_PX, BIAS_ANGLE_DEG * DEG])
     return {
-        "cls": cls, "x": x, "y": y, "angle": angle, "type": mtype, "valid": valid,
-        "count": valid.sum(axis=1).astype(np.int16), "cx": cx, "cy": cy, "hw": hw, "hh": hh,
+        "cls": cls,
+        "x": np.concatenate([x, psx], axis=1),
+        "y": np.concatenate([y, psy], axis=1),
+        "angle": np.concatenate([angle, rng.uniform(0, 2 * np.pi, (B, P))], axis=1),
+        "type": np.concatenate([obs_type, rng.integers(1, 3, (B, P)).astype(np.uint8)], axis=1),
+        "valid": np.concatenate([valid, np.arange(P)[None, :] < nps[:, None]], axis=1),
+        "hard": np.concatenate([hard, np.zeros((B, P))], axis=1),
+        "spur": spur,
+        "bias": bias,
+        "count": count, "cx": cx, "cy": cy, "hw": hw, "hh": hh,
     }
 
 
@@ -910,9 +961,10 @@ def _template_impressions(seed: int, block: int, j: int, ms: dict):
     W, H = IMAGE_WIDTH_PX, IMAGE_HEIGHT_PX
     x, y, a = ms["x"], ms["y"], ms["angle"]
     cx, cy = ms["cx"][:, None], ms["cy"][:, None]
-    rot = np.clip(rng.normal(0, ROTATION_SD_DEG, B), -ROTATION_MAX_DEG, ROTATION_MAX_DEG)[:, None] * DEG
-    tx = np.clip(rng.normal(0, TRANSLATION_SD_PX, B), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)[:, None]
-    ty = np.clip(rng.normal(0, TRANSLATION_SD_PX, B), -TRANSLATION_MAX_PX, TRANSLATION_MAX_PX)[:, None]
+    kt, ks, _ = IMPRESSION_PROTOCOL[j % len(IMPRESSION_PROTOCOL)]
+    rot = np.clip(rng.normal(0, ROTATION_SD_DEG * ks, B), -ROTATION_MAX_DEG * ks, ROTATION_MAX_DEG * ks)[:, None] * DEG
+    tx = np.clip(rng.normal(0, TRANSLATION_SD_PX * kt, B), -TRANSLATION_MAX_PX * kt, TRANSLATION_MAX_PX * kt)[:, None]
+    ty = np.clip(rng.normal(0, TRANSLATION_SD_PX * kt, B), -TRANSLATION_MAX_PX * kt, TRANSLATION_MAX_PX * kt)[:, None]
     dcx = cx + rng.normal(0, 25, (B, 1))
     dcy = cy + rng.normal(0, 30, (B, 1))
     dcr = rng.uniform(*CONTACT_RADIUS_PX, (B, 1))
@@ -948,11 +1000,13 @@ def _template_impressions(seed: int, block: int, j: int, ms: dict):
 
     M = x.shape[1]
     keep = ms["valid"] & in_contact(fx, fy)
-    keep &= rng.random((B, M)) >= MISSING_BASE + MISSING_PER_BAD * bad
-    fx = fx + rng.normal(0, 1, (B, M)) * (JITTER_POS_PX[0] + JITTER_POS_PX[1] * bad)
-    fy = fy + rng.normal(0, 1, (B, M)) * (JITTER_POS_PX[0] + JITTER_POS_PX[1] * bad)
-    fa = fa + rng.normal(0, 1, (B, M)) * (JITTER_ANGLE_DEG[0] + JITTER_ANGLE_DEG[1] * bad) * DEG
-    ftype = np.where(rng.random((B, M)) < TYPE_FLIP, 3 - ms["type"], ms["type"]).astype(np.uint8)
+    p_miss = np.where(ms["spur"], 1.0 - PERSISTENT_SPURIOUS_SHOW, (MISSING_BASE + MISSING_PER_BAD * bad) * ms["hard"])
+    keep &= rng.random((B, M)) >= p_miss
+    bias = ms["bias"]
+    fx = fx + bias[..., 0] + rng.normal(0, 1, (B, M)) * (JITTER_POS_PX[0] + JITTER_POS_PX[1] * bad)
+    fy = fy + bias[..., 1] + rng.normal(0, 1, (B, M)) * (JITTER_POS_PX[0] + JITTER_POS_PX[1] * bad)
+    fa = fa + bias[..., 2] + rng.normal(0, 1, (B, M)) * (JITTER_ANGLE_DEG[0] + JITTER_ANGLE_DEG[1] * bad) * DEG
+    ftype = np.where(rng.random((B, M)) < TYPE_FLIP_IMPRESSION, 3 - ms["type"], ms["type"]).astype(np.uint8)
     fq = np.clip(q + rng.normal(0, 12, (B, M)), 1, 100)
     # spurious minutiae, uniform in the contact ellipse
     S = SPURIOUS_MAX
