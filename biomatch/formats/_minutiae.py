@@ -39,7 +39,6 @@ import math
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
