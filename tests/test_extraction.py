@@ -457,3 +457,38 @@ def test_trace_branches_on_a_line():
     assert tuple(br[0, 0, 2:4]) == (10, 29) and br[0, 0, 5] == 2 and br[0, 0, 4] == 24
     assert tuple(br[1, 0, :2]) == (10, 19)
     assert np.all(br[:, 1:, 5] == 0)  # an ending has a single branch
+
+
+# ---------------------------------------------------------------------------
+# Real images (skipped when the reference data is absent)
+# ---------------------------------------------------------------------------
+
+FVC2002_PPI = {"DB1_B": 500, "DB2_B": 569, "DB3_B": 500}
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("db", sorted(FVC2002_PPI))
+def test_real_images_enrol(fvc2002, db):
+    """First impression of every finger gives a template with a usable number of minutiae."""
+    for path in sorted((fvc2002 / db).glob("*_1.tif")):
+        t = biomatch.extract(path, ppi=FVC2002_PPI[db])
+        assert len(t) >= 8, path.name
+        assert 0 <= t.quality <= 100
+        m = t.minutiae
+        assert np.all((m["x"] >= 0) & (m["x"] < t.width) & (m["y"] >= 0) & (m["y"] < t.height))
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", ["DB1_B/101_1.tif", "DB3_B/103_2.tif"])
+def test_real_image_quarter_turn(fvc2002, name):
+    from biomatch.io import read_image
+
+    pixels = read_image(fvc2002 / name, ppi=500).pixels
+    w = pixels.shape[1]
+    m = biomatch.extract(pixels, ppi=500).minutiae
+    rotated = biomatch.extract(np.ascontiguousarray(np.rot90(pixels)), ppi=500).minutiae
+    expected = m.copy()
+    expected["x"], expected["y"] = m["y"], (w - 1) - m["x"]
+    expected["angle"] = np.mod(m["angle"] + np.pi / 2, 2 * np.pi)
+    assert matched_fraction(expected, rotated) >= 0.8
+    assert matched_fraction(rotated, expected) >= 0.8
