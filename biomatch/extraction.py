@@ -45,9 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import ImageError
+from .errors import ImageError, TemplateError
 from .io import FingerImage, WORKING_PPI, read_image, to_working_resolution
-from .template import MinutiaType, Template, make_minutiae
+from .template import FINGER_POSITIONS, MinutiaType, Template, make_minutiae
 
 __all__ = ["extract", "extract_detailed", "Extraction"]
 
@@ -168,7 +168,11 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0) -> Extr
     ------
     ImageError
         Unreadable input, no foreground, or a foreground too small to hold a print.
+    TemplateError
+        ``position`` is not a finger position code.
     """
+    if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or int(position) not in FINGER_POSITIONS:
+        raise TemplateError(f"finger position {position!r} is not an ANSI/NIST-ITL FGP code 0-10")
     finger = image if isinstance(image, FingerImage) else read_image(image, ppi=ppi)
     pixels, scale = to_working_resolution(finger)
     gray = 255.0 - pixels.astype(np.float32)  # ridges bright from here on

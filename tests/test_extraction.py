@@ -327,6 +327,14 @@ def test_error_names_the_input(tmp_path):
         biomatch.extract(path, ppi=500)
 
 
+@pytest.mark.parametrize("position", [-1, 11, 2.5, "3", True])
+def test_bad_finger_position_raises(position):
+    from biomatch.errors import TemplateError
+
+    with pytest.raises(TemplateError, match="finger position"):
+        biomatch.extract(grating(), ppi=500, position=position)
+
+
 def test_not_an_image_raises(tmp_path):
     path = tmp_path / "x.png"
     path.write_bytes(b"not an image")
