@@ -36,7 +36,7 @@ EXPECTED_FORMAT = {
     "Appendix-B2_Example.raw": "ansi2004",
     "Appendix-C2_Example.raw": "iso2005",
     "fmr.ansi2004": "ansi2004",
-    "fmr.ansi2007": "ansi2009",  # libbiomeval's name for the "030" INCITS 378 layout
+    "fmr.ansi2007": "ansi2007",  # the 2007-draft layout of INCITS 378's revision (20-byte header)
     "fmr.iso2005": "iso2005",
 }
 # (images, Type-9 templates) per transaction; records without finger data are ignored.
@@ -243,7 +243,7 @@ def test_iso_round_trip(t, version):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(quantized_templates(180), st.sampled_from(["2004", "2009"]))
+@given(quantized_templates(180), st.sampled_from(["2004", "2009", "2007"]))
 def test_ansi_round_trip(t, version):
     data = t.to_ansi(version)
     assert bm.load_template(data) == t
@@ -304,6 +304,18 @@ def test_multi_view_write_and_select():
     with pytest.raises(FormatError, match="one image size per record"):
         bm.write_iso([a, c])
     assert len(read_templates(bm.write_iso([a, c], version="2011"))) == 2  # 2011 has per-view sizes
+
+
+def test_ansi2009_layouts():
+    t = Template(make_minutiae([3, 40], [4, 50], [0.0, math.pi], [1, 2], [10, 20]), 64, 80, 500, 9, 77)
+    final = t.to_ansi("2009")
+    draft = t.to_ansi("2007")
+    assert len(final) == len(draft) + 1  # 21- vs 20-byte header, same views
+    assert final[20:] == draft[19:] and read_record(final).format == "ansi2009" and read_record(draft).format == "ansi2007"
+    amended = final[:4] + b"035\x00" + final[8:]  # INCITS 378-2009/AM1 version number
+    rec = read_record(amended)
+    assert rec.format == "ansi2009" and rec.templates == read_record(final).templates
+    assert write_record(rec, "ansi2009") == amended
 
 
 def test_cross_format_conversion_keeps_minutiae():
@@ -401,7 +413,7 @@ def test_ansi_angle_out_of_range_and_bad_versions():
     with pytest.raises(FormatError, match="version"):
         bm.write_iso(t, version="2020")
     with pytest.raises(FormatError, match="version"):
-        bm.write_ansi(t, version="2007")
+        bm.write_ansi(t, version="2011")
 
 
 def test_iso2011_bad_minutia_size():

@@ -16,10 +16,15 @@ Layouts follow the standards:
 * ANSI INCITS 378-2004 (``FMR\\0`` `` 20\\0``): 26-byte header with a 2-byte
   record length (0 then a 4-byte length for records over 65535 bytes) and a
   CBEFF product id; views as in ISO 2005; angle unit 2 degrees (0-179).
-* ANSI INCITS 378-2009 (``FMR\\0`` ``030\\0``): 20-byte header (4-byte length,
-  product id, equipment, view count, reserved); each view carries its own
-  image size, resolution, a full-byte view number and impression, and the
-  finger-quality algorithm owner/id; angle unit 2 degrees.
+* ANSI INCITS 378-2009 (``FMR\\0`` ``030\\0``, or ``035\\0`` after
+  Amendment 1): 21-byte header (4-byte length, CBEFF product id, device
+  certification byte, 2-byte device id, view count, reserved); each view
+  carries its own image size, resolution, a full-byte view number and
+  impression, and the finger-quality algorithm owner/id; angle unit 2 degrees.
+  NIST libbiomeval also reads a 2007 draft of this revision ("ANSI 2007",
+  its ``fmr.ansi2007`` sample): the same views behind a 20-byte header whose
+  equipment field is ISO 2005's (4-bit certification, 12-bit device id);
+  biomatch reads and writes it as ``"ansi2007"``.
 * ISO/IEC 19794-2:2011 (``FMR\\0`` ``030\\0``): 15-byte general header
   (4-byte length, 2-byte representation count, certification flag); each
   representation has its own length, capture date-time, device ids, quality
@@ -66,6 +71,7 @@ FORMATS = {
     "iso2011": "ISO/IEC 19794-2:2011",
     "ansi2004": "ANSI INCITS 378-2004",
     "ansi2009": "ANSI INCITS 378-2009",
+    "ansi2007": "ANSI INCITS 378 2007-draft",
 }
 
 CM_PER_INCH = 2.54
@@ -74,6 +80,7 @@ DEFAULT_PPI = 500.0
 _MAGIC = b"FMR\x00"
 _V20 = b" 20\x00"
 _V30 = b"030\x00"
+_V35 = b"035\x00"  # INCITS 378-2009/AM1-2010: the 2009 layout under its own version number
 _MAX_14BIT = 0x3FFF
 _QUALITY_NOT_REPORTED = 254  # 2009/2011 special values: 254 not reported, 255 failed
 _ISO_ANGLE_UNITS = 256  # per full turn
@@ -140,7 +147,8 @@ class MinutiaeRecord:
     Attributes
     ----------
     format : str
-        One of ``"iso2005"``, ``"iso2011"``, ``"ansi2004"``, ``"ansi2009"``.
+        One of ``"iso2005"``, ``"iso2011"``, ``"ansi2004"``, ``"ansi2009"``,
+        ``"ansi2007"`` (the 2007 draft layout NIST libbiomeval reads).
     views : tuple of FingerView
     header : dict
         Record-level fields kept for rewriting (CBEFF product id, capture
@@ -183,6 +191,8 @@ def detect_format(data: bytes) -> str | None:
             return "fmr20"
         if version == _V30:
             return "fmr30"
+        if version == _V35:
+            return "fmr35"
         return "fmr?"
     if head.startswith(b"1.001:") or head.startswith(b"1.01:"):
         return "an2k"
@@ -371,15 +381,22 @@ def _parse_fmr20(data: bytes, name: str, ansi: bool) -> tuple[MinutiaeRecord, in
     return MinutiaeRecord(fmt, tuple(views), header), declared, r.pos
 
 
-def _parse_ansi2009(data: bytes, name: str) -> tuple[MinutiaeRecord, int, int]:
-    label = f"{name}: {FORMATS['ansi2009']} record"
+def _parse_ansi2009(data: bytes, name: str, draft: bool = False) -> tuple[MinutiaeRecord, int, int]:
+    fmt = "ansi2007" if draft else "ansi2009"
+    label = f"{name}: {FORMATS[fmt]} record"
     r = ByteReader(data, label)
     r.take(8, "format identifier")
     declared = r.u32("record length")
     header = {"product_owner": r.u16("CBEFF product owner"), "product_type": r.u16("CBEFF product type")}
-    equipment = r.u16("capture equipment")
-    header["equipment_certification"] = equipment >> 12
-    header["device_id"] = equipment & 0x0FFF
+    if draft:
+        equipment = r.u16("capture equipment")
+        header["equipment_certification"] = equipment >> 12
+        header["device_id"] = equipment & 0x0FFF
+    else:
+        cert = r.u8("device certification")
+        header["certification_byte"] = cert
+        header["equipment_certification"] = 1 if cert & 0x80 else 0
+        header["device_id"] = r.u16("capture device id")
     nviews = r.u8("number of finger views")
     r.u8("reserved")
     views = []
@@ -407,7 +424,9 @@ def _parse_ansi2009(data: bytes, name: str) -> tuple[MinutiaeRecord, int, int]:
                                 impression=impression, extended=extended,
                                 extras={"quality_owner": qvendor, "quality_algorithm": qalgo,
                                         "finger_quality_raw": quality_raw, "extended_raw": raw}))
-    return MinutiaeRecord("ansi2009", tuple(views), header), declared, r.pos
+    if not draft:
+        header["version"] = bytes(data[4:8])
+    return MinutiaeRecord(fmt, tuple(views), header), declared, r.pos
 
 
 def _parse_iso2011(data: bytes, name: str) -> tuple[MinutiaeRecord, int, int]:
@@ -481,6 +500,7 @@ _PARSERS = {
     "ansi2004": lambda d, n: _parse_fmr20(d, n, ansi=True),
     "iso2011": _parse_iso2011,
     "ansi2009": _parse_ansi2009,
+    "ansi2007": lambda d, n: _parse_ansi2009(d, n, draft=True),
 }
 
 
@@ -506,7 +526,7 @@ def read_record(source, *, format: str | None = None, name: str | None = None) -
     Parameters
     ----------
     source : str, os.PathLike or bytes
-    format : {"iso2005", "iso2011", "ansi2004", "ansi2009"}, optional
+    format : {"iso2005", "iso2011", "ansi2004", "ansi2009", "ansi2007"}, optional
         Force a format; by default it is detected from the bytes (the version
         string, then which layout accounts for every byte).
     name : str, optional
@@ -533,10 +553,12 @@ def _read_record_bytes(data: bytes, name: str, format: str | None = None) -> Min
         if kind == "fmr20":
             candidates = ["iso2005", "ansi2004"]
         elif kind == "fmr30":
-            candidates = ["iso2011", "ansi2009"]
+            candidates = ["iso2011", "ansi2009", "ansi2007"]
+        elif kind == "fmr35":
+            candidates = ["ansi2009"]
         elif kind == "fmr?":
             raise FormatError(f"{name}: field 'version': {bytes(data[4:8])!r} is not a known finger minutiae record "
-                              "version (' 20' for ISO 2005/ANSI 2004, '030' for ISO 2011/ANSI 2009)")
+                              "version (' 20' for ISO 2005/ANSI 2004, '030' for ISO 2011/ANSI 2009, '035' for ANSI 2009/AM1)")
         elif kind == "an2k":
             raise FormatError(f"{name}: is an ANSI/NIST-ITL transaction, not a minutiae record; read it with read_transaction")
         else:
@@ -688,8 +710,8 @@ def _check_writable(view: FingerView, index: int, fmt: str) -> str:
         raise FormatError(f"{where}: {len(t)} minutiae, the format holds at most 255 per view")
     if not 0 <= view.position_code <= 255:
         raise FormatError(f"{where}: finger position code {view.position_code} does not fit a byte")
-    limit = 255 if fmt in ("ansi2009", "iso2011") else 15
-    if not 0 <= view.view <= limit or not 0 <= view.impression <= (255 if fmt in ("ansi2009", "iso2011") else 15):
+    limit = 255 if fmt in ("ansi2009", "ansi2007", "iso2011") else 15
+    if not 0 <= view.view <= limit or not 0 <= view.impression <= limit:
         raise FormatError(f"{where}: view number {view.view} or impression {view.impression} out of range for this format")
     return where
 
@@ -700,7 +722,7 @@ def write_record(source, format: str) -> bytes:
     Parameters
     ----------
     source : Template, FingerView, MinutiaeRecord or sequence of Template/FingerView
-    format : {"iso2005", "iso2011", "ansi2004", "ansi2009"}
+    format : {"iso2005", "iso2011", "ansi2004", "ansi2009", "ansi2007"}
 
     Returns
     -------
@@ -714,6 +736,8 @@ def write_record(source, format: str) -> bytes:
     views, header = _views_from(source, format)
     if isinstance(source, MinutiaeRecord) and source.format != format:
         header = {k: v for k, v in header.items() if k in ("product_owner", "product_type", "device_id", "equipment_certification")}
+        if format in ("iso2005", "ansi2004", "ansi2007"):
+            header["device_id"] = int(header.get("device_id", 0)) & 0x0FFF
     if len(views) > 255 and format != "iso2011":
         raise FormatError(f"{FORMATS[format]}: {len(views)} views, at most 255")
     equipment = ((int(header.get("equipment_certification", 0)) & 0xF) << 12) | (int(header.get("device_id", 0)) & 0x0FFF)
@@ -748,7 +772,7 @@ def write_record(source, format: str) -> bytes:
             return _MAGIC + _V20 + struct.pack(">H", total) + product + tail + body
         total += 4
         return _MAGIC + _V20 + struct.pack(">HI", 0, total) + product + tail + body
-    if format == "ansi2009":
+    if format in ("ansi2009", "ansi2007"):
         for i, v in enumerate(views):
             _check_writable(v, i, format)
             t = v.template
@@ -761,8 +785,16 @@ def write_record(source, format: str) -> bytes:
             parts.append(_encode_minutiae(t, format))
             parts.append(_encode_extended(v, f"{FORMATS[format]} view {i}"))
         body = b"".join(parts)
-        total = 20 + len(body)
-        return _MAGIC + _V30 + struct.pack(">I", total) + product + struct.pack(">HBB", equipment, len(views), 0) + body
+        if format == "ansi2007":
+            total = 20 + len(body)
+            return _MAGIC + _V30 + struct.pack(">I", total) + product + struct.pack(">HBB", equipment, len(views), 0) + body
+        cert = header.get("certification_byte")
+        if cert is None:
+            cert = 0x80 if header.get("equipment_certification") else 0
+        version = header.get("version") if header.get("version") in (_V30, _V35) else _V30
+        total = 21 + len(body)
+        return (_MAGIC + version + struct.pack(">I", total) + product
+                + struct.pack(">BHBB", int(cert) & 0xFF, int(header.get("device_id", 0)) & 0xFFFF, len(views), 0) + body)
     # iso2011
     if len(views) > 0xFFFF:
         raise FormatError(f"{FORMATS[format]}: {len(views)} representations, at most 65535")
@@ -808,8 +840,11 @@ def write_iso(source, version: str = "2005") -> bytes:
 
 
 def write_ansi(source, version: str = "2004") -> bytes:
-    """Write Template(s) (or a record) as an ANSI INCITS 378 record, ``version`` "2004" or "2009"."""
+    """Write Template(s) (or a record) as an ANSI INCITS 378 record, ``version`` "2004" or "2009".
+
+    "2007" writes the 2007-draft layout that NIST libbiomeval reads as "ANSI 2007".
+    """
     version = str(version)
-    if version not in ("2004", "2009"):
-        raise FormatError(f"ANSI INCITS 378 version {version!r} is not supported (2004 or 2009)")
+    if version not in ("2004", "2009", "2007"):
+        raise FormatError(f"ANSI INCITS 378 version {version!r} is not supported (2004, 2009, or the 2007 draft)")
     return write_record(source, "ansi" + version)
