@@ -200,23 +200,43 @@ def bench_eer(syn_templates, real_templates):
               f"genuine median {np.median(g):.3f} p10 {np.percentile(g, 10):.3f} | impostor median {np.median(c):.3f} p99 {np.percentile(c, 99):.3f}")
 
 
+def bench_template_scores(n_fingers: int, seed: int):
+    """Template level: genuine/impostor scores of compare_many on synthetic mated templates."""
+    import biomatch as bm
+    from biomatch import synthetic as S
+
+    try:
+        compare_many = bm.compare_many
+    except AttributeError:
+        return
+    tb = next(S.template_batch(n_fingers, 8, seed))
+    ts = {(int(tb.finger[k]), int(tb.impression[k])): tb.template(k) for k in range(len(tb))}
+    e, ng, ni, e2, nc, gen, cross = _fvc_eer(ts, compare_many)
+    g, c = np.asarray(gen), np.asarray(cross)
+    print(f"{'templates':10s} EER {100 * e:5.2f} % ({ng} gen, {ni} imp) | all-cross EER {100 * e2:5.2f} % ({nc} imp) | "
+          f"genuine median {np.median(g):.3f} p10 {np.percentile(g, 10):.3f} | impostor median {np.median(c):.3f} p99 {np.percentile(c, 99):.3f}"
+          f"  (template level, {n_fingers} fingers x 8, no images)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fingers", type=int, default=10)
+    ap.add_argument("--fingers", type=int, default=20)
+    ap.add_argument("--score-fingers", type=int, default=60, help="template-level fingers (x 8) for the score comparison")
     ap.add_argument("--impressions", type=int, default=8)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--template-fingers", type=int, default=100_000)
     ap.add_argument("--max-real", type=int, default=80, help="images per FVC DB (80 = all)")
-    ap.add_argument("--quick", action="store_true", help="5 fingers x 4, 20k template fingers, 20 real per DB")
+    ap.add_argument("--quick", action="store_true", help="5 fingers x 4, 20k template fingers, 20 real per DB, 10 score fingers")
     ap.add_argument("--no-extract", action="store_true", help="speed only")
     args = ap.parse_args(argv)
     if args.quick:
-        args.fingers, args.impressions, args.template_fingers, args.max_real = 5, 4, 20_000, 20
+        args.fingers, args.impressions, args.template_fingers, args.max_real, args.score_fingers = 5, 4, 20_000, 20, 10
     images = bench_images(args.fingers, args.impressions, args.seed)
     bench_templates(args.template_fingers, args.seed)
     if not args.no_extract:
         syn, real = bench_realism(images, args.max_real)
         bench_eer(syn, real)
+        bench_template_scores(args.score_fingers, args.seed)
     return 0
 
 

@@ -22,17 +22,23 @@ ICPR 2000; Handbook of Fingerprint Recognition, ch. 6):
 6. master minutiae: crossing number on the thinned binary master;
 7. impressions: displacement, rotation, Cappelli's plastic distortion
    (undistorted close-contact region, braked rigid shift outside it),
-   pressure/dryness (ridge thickness), partial contact, noise, background;
-   8-bit gray, ridges dark, 300x400 pixels at 500 ppi. The master minutiae
-   mapped into each impression that fall in its contact area are its ground
-   truth.
+   pressure (ridge thickness, contact size), dry-skin specks and wet
+   smudges, partial contact, noise, background; 8-bit gray, ridges dark,
+   300x400 pixels at 500 ppi. Impression ``j`` follows the FVC2002
+   acquisition protocol for ``j mod 8`` (plain, exaggerated displacement,
+   exaggerated rotation, dry, wet). The master minutiae mapped into each
+   impression that fall in its contact area are its ground truth.
 
 **Templates** (:func:`template_batch`, :func:`generate_templates`): master
 minutiae sets (jittered lattice for a minimum spacing, directions from the
 same orientation model, ending/bifurcation mix) and mated impressions
 (rigid motion, plastic distortion, crop and partial contact, missing and
 spurious minutiae, position/angle jitter, type errors, quality), vectorised
-over blocks of fingers.
+over blocks of fingers. The extraction error model (missed and spurious
+minutiae, position/angle/type errors) has a part that repeats on every
+impression of a finger and a part drawn anew per impression; its sizes are
+those measured with ``biomatch.extract`` on the synthetic images against
+their ground truth (``benchmarks/bench_synthetic.py``).
 
 Files follow the FVC layout: ``FINGER_IMPRESSION.png`` (FINGER and
 IMPRESSION from 1) or ``FINGER_IMPRESSION.bmt`` (:meth:`Template.to_bytes`),
