@@ -208,7 +208,7 @@ def lssr_score(
     n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[12] > 0.0, hist, order, sel, used_a, used_b)
     if n_r < 2 or n_p < 1:
         return 0.0, 0
-    # pair compatibility rho (symmetric, zero diagonal)
+    # pair compatibility rho(r, k) (zero diagonal; the radial-angle term is seen from r)
     for r in range(n_r):
         rho[r, r] = 0.0
         ir_ = cand_i[sel[r]]
@@ -217,6 +217,7 @@ def lssr_score(
             ik = cand_i[sel[k]]
             jk = cand_j[sel[k]]
             v = 0.0
+            v2 = 0.0
             if ik != ir_ and jk != jr:
                 dxa = a_geo[ir_, 0] - a_geo[ik, 0]
                 dya = a_geo[ir_, 1] - a_geo[ik, 1]
@@ -230,12 +231,16 @@ def lssr_score(
                     )
                     z2 = _sigmoid(d2, mu2, tau2)
                     if z2 > 1e-6:
-                        ra = _wrap_pi(a_theta[ir_] - math.atan2(dya, dxa))
-                        rb = _wrap_pi(b_theta[jr] - math.atan2(dyb, dxb))
-                        d3 = abs(_wrap_pi(ra - rb))
+                        # radial angle of the other minutia seen from each end
+                        # (the segment's direction from k to r, and from r to k)
+                        pa = math.atan2(dya, dxa)
+                        pb = math.atan2(dyb, dxb)
+                        d3 = abs(_wrap_pi((a_theta[ir_] - pa) - (b_theta[jr] - pb)))
+                        d3k = abs(_wrap_pi((a_theta[ik] - pa) - (b_theta[jk] - pb)))
                         v = z1 * z2 * _sigmoid(d3, mu3, tau3) * rho_norm
+                        v2 = z1 * z2 * _sigmoid(d3k, mu3, tau3) * rho_norm
             rho[r, k] = v
-            rho[k, r] = v
+            rho[k, r] = v2
     for r in range(n_r):
         lam[r] = cand_sim[sel[r]]
     inv = (1.0 - w_r) / (n_r - 1)

@@ -1,0 +1,282 @@
+"""Tests of biomatch.scoring: MCC local similarity, LSS-R, verify / compare_many."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import biomatch as bm
+from biomatch import descriptors as d
+from biomatch import scoring as sc
+from biomatch.errors import BiomatchError, TemplateError
+from biomatch.template import Template, make_minutiae
+
+from test_descriptors import _rigid, random_template, unpack  # noqa: E402 (tests dir is on sys.path)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def impression(master: Template, rng, *, keep=0.8, spurious=0.1, jitter_px=3.0, jitter_deg=6.0, size=600):
+    """A mated impression of ``master``: rigid motion, jitter, missing and spurious minutiae."""
+    m = master.minutiae
+    n = len(m)
+    sel = rng.random(n) < keep
+    x, y, a = m["x"][sel].astype(float), m["y"][sel].astype(float), m["angle"][sel].astype(float)
+    x = x + rng.normal(0, jitter_px, x.size)
+    y = y + rng.normal(0, jitter_px, y.size)
+    a = a + np.radians(rng.normal(0, jitter_deg, a.size))
+    k = int(round(spurious * n))
+    x = np.concatenate([x, rng.uniform(20, master.width - 20, k)])
+    y = np.concatenate([y, rng.uniform(20, master.height - 20, k)])
+    a = np.concatenate([a, rng.uniform(0, 2 * np.pi, k)])
+    t = Template(make_minutiae(np.clip(x, 0, master.width), np.clip(y, 0, master.height), a), master.width, master.height)
+    return _rigid(t, rng.uniform(-0.5, 0.5), rng.uniform(-60, 60), rng.uniform(-60, 60), size=size)
+
+
+# ---------------------------------------------------------------------------
+# slow NumPy reference of the whole score
+# ---------------------------------------------------------------------------
+def _sig(v, mu, tau):
+    return 1.0 / (1.0 + np.exp(-tau * (v - mu)))
+
+
+def _wrap(a):
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+def reference_local(fa, fb):
+    """Local similarity matrix over valid cylinders (0 where not matchable)."""
+    va, vb = np.flatnonzero(fa.valid), np.flatnonzero(fb.valid)
+    ba, ma = unpack(fa)
+    bb, mb = unpack(fb)
+    out = np.zeros((va.size, vb.size))
+    for r, i in enumerate(va):
+        for c, j in enumerate(vb):
+            if math.cos(fa.angle[i] - fb.angle[j]) < 0:
+                continue
+            m = ma[i] & mb[j]
+            if m.sum() < sc._MIN_COMMON_CELLS:
+                continue
+            x = ((ba[i] ^ bb[j]) & m).sum()
+            pa, pb = (ba[i] & m).sum(), (bb[j] & m).sum()
+            den = math.sqrt(pa) + math.sqrt(pb)
+            if den > 0:
+                out[r, c] = max(0.0, 1 - math.sqrt(x) / den)
+    return out
+
+
+def reference_score(a: Template, b: Template) -> float:
+    fa, fb = d.encode(a), d.encode(b)
+    va, vb = np.flatnonzero(fa.valid), np.flatnonzero(fb.valid)
+    na, nb = va.size, vb.size
+    if na < 2 or nb < 2:
+        return 0.0
+    gam = reference_local(fa, fb)
+    ii, jj = np.nonzero(gam > 0)
+    sims = gam[ii, jj]
+    order = np.argsort(-sims, kind="stable")
+    n_min = min(na, nb)
+    chosen, used_a, used_b = [], set(), set()
+    for t in order:
+        if len(chosen) >= n_min:
+            break
+        if ii[t] in used_a or jj[t] in used_b:
+            continue
+        used_a.add(ii[t])
+        used_b.add(jj[t])
+        chosen.append(t)
+    n_r = len(chosen)
+    if n_r < 2:
+        return 0.0
+    pi, pj = ii[chosen], jj[chosen]
+    lam0 = sims[chosen]
+    xa, ta = fa.xy[va][pi].astype(float), fa.angle[va][pi].astype(float)
+    xb, tb = fb.xy[vb][pj].astype(float), fb.angle[vb][pj].astype(float)
+    da = xa[:, None] - xa[None]
+    db = xb[:, None] - xb[None]
+    d1 = np.abs(np.hypot(da[..., 0], da[..., 1]) - np.hypot(db[..., 0], db[..., 1]))
+    d2 = np.abs(_wrap(_wrap(ta[:, None] - ta[None]) - _wrap(tb[:, None] - tb[None])))
+    ra = _wrap(ta[:, None] - np.arctan2(da[..., 1], da[..., 0]))
+    rb = _wrap(tb[:, None] - np.arctan2(db[..., 1], db[..., 0]))
+    d3 = np.abs(_wrap(ra - rb))
+    (m1, t1), (m2, t2), (m3, t3) = sc.RHO_DISTANCE_PX, sc.RHO_DIRECTION_RAD, sc.RHO_RADIAL_RAD
+    # the kernel skips (sets to 0) compatibilities whose first factors are already below 1e-6
+    z1 = _sig(d1, m1, t1)
+    z2 = _sig(d2, m2, t2)
+    z1z2 = np.where((z1 > 1e-6) & (z2 > 1e-6), z1 * z2, 0.0)
+    rho = z1z2 * _sig(d3, m3, t3) / (_sig(0, m1, t1) * _sig(0, m2, t2) * _sig(0, m3, t3))
+    np.fill_diagonal(rho, 0.0)
+    lam = lam0.copy()
+    for _ in range(sc.N_RELAX_ITER):
+        lam = sc.RELAX_WEIGHT * lam + (1 - sc.RELAX_WEIGHT) * rho @ lam / (n_r - 1)
+    mu_p, tau_p = sc.PAIRS_SIGMOID
+    n_p = int(sc.MIN_PAIRS + round(_sig(n_min, mu_p, tau_p) * (sc.MAX_PAIRS - sc.MIN_PAIRS)))
+    best = np.argsort(-(lam / lam0), kind="stable")[: min(n_p, n_r)]
+    return float(lam[best].sum() / n_p)
+
+
+# ---------------------------------------------------------------------------
+# kernels against the reference
+# ---------------------------------------------------------------------------
+def test_local_similarity_kernel_matches_reference():
+    from biomatch._scoring_kernels import local_similarities
+
+    rng = np.random.default_rng(10)
+    a = random_template(rng, n=20)
+    b = impression(a, rng)
+    fa, fb = d.encode(a), d.encode(b)
+    ra, rb = sc._rows(fa), sc._rows(fb)
+    cap = len(ra[0]) * len(rb[0])
+    sim, ci, cj = np.zeros(cap), np.zeros(cap, np.int32), np.zeros(cap, np.int32)
+    n = local_similarities(ra[0], ra[1], ra[2], rb[0], rb[1], rb[2], d.N_DIRECTIONAL, d.PLANE_WORDS,
+                           sc._MIN_COMMON_CELLS, sim, ci, cj)
+    got = np.zeros((len(ra[0]), len(rb[0])))
+    got[ci[:n], cj[:n]] = sim[:n]
+    ref = reference_local(fa, fb)
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert n > 0
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_score_kernel_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    a = random_template(rng, n=22)
+    b = impression(a, rng) if seed != 13 else random_template(rng, n=25)
+    assert bm.verify(a, b).score == pytest.approx(reference_score(a, b), abs=1e-9)
+
+
+# ---------------------------------------------------------------------------
+# behaviour
+# ---------------------------------------------------------------------------
+def test_self_match_is_maximal_and_scores_in_unit_interval():
+    rng = np.random.default_rng(20)
+    a = random_template(rng)
+    others = [impression(a, rng) for _ in range(3)] + [random_template(rng) for _ in range(3)]
+    self_score = bm.verify(a, a).score
+    assert self_score == pytest.approx(1.0)
+    scores = bm.compare_many(a, others)
+    assert np.all((scores >= 0) & (scores <= self_score))
+
+
+def test_golden_genuine_and_impostor_pairs():
+    """Mated impressions (rigid motion, jitter, 20% missing, 10% spurious) beat every impostor."""
+    rng = np.random.default_rng(21)
+    masters = [random_template(rng, n=35) for _ in range(6)]
+    gen = [bm.verify(impression(m, rng), impression(m, rng)).score for m in masters]
+    imp = [bm.verify(impression(m1, rng), impression(m2, rng)).score for i, m1 in enumerate(masters) for m2 in masters[i + 1 :]]
+    # raw LSS-R scores are small (relaxation averages over all candidate pairs):
+    # real impostors stay below ~0.03, genuine pairs mostly above 0.05
+    assert max(imp) < 0.03
+    assert min(gen) > 2 * max(imp)
+
+
+def test_golden_pairs_from_the_synthetic_sample():
+    """Images of data/synthetic (made by biomatch.synthetic) through extract and verify."""
+    folder = REPO / "data" / "synthetic"
+    if not (folder / "1_1.png").exists():
+        pytest.skip("data/synthetic sample not present")
+    t = {(f, i): bm.extract(folder / f"{f}_{i}.png") for f in (1, 2, 3) for i in (1, 2)}
+    gen = [bm.verify(t[f, 1], t[f, 2]).score for f in (1, 2, 3)]
+    imp = [bm.verify(t[f, i], t[g, j]).score for f in (1, 2, 3) for g in (1, 2, 3) if f < g for i in (1, 2) for j in (1, 2)]
+    assert min(gen) > max(imp)
+
+
+def test_symmetric_within_tolerance():
+    rng = np.random.default_rng(22)
+    for _ in range(4):
+        a = random_template(rng)
+        b = impression(a, rng)
+        assert bm.verify(a, b).score == pytest.approx(bm.verify(b, a).score, abs=0.02)
+
+
+@settings(max_examples=8, deadline=None)
+@given(angle=st.floats(-math.pi / 6, math.pi / 6), dx=st.floats(-150, 150), dy=st.floats(-150, 150))
+def test_rigid_motion_leaves_score_unchanged(angle, dx, dy):
+    # MCC only pairs minutiae whose directions differ by at most pi/2, so the
+    # invariance holds while the total rotation between the prints (here up to
+    # 0.5 rad from impression() plus this one) stays well inside that gate
+    rng = np.random.default_rng(23)
+    a = random_template(rng)
+    b = impression(a, rng)
+    s0 = bm.verify(a, b).score
+    s1 = bm.verify(a, _rigid(b, angle, dx, dy, size=1200)).score
+    assert s1 == pytest.approx(s0, abs=0.03)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), keep=st.floats(0.2, 1.0))
+def test_removing_minutiae_never_beats_the_self_score(seed, keep):
+    rng = np.random.default_rng(seed)
+    a = random_template(rng, n=25)
+    sel = rng.random(len(a)) < keep
+    sub = a.replace(minutiae=a.minutiae[sel])  # boolean indexing copies
+    assert bm.verify(sub, a).score <= bm.verify(a, a).score + 1e-12
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_empty_and_one_minutia_templates_score_zero(n):
+    rng = np.random.default_rng(24)
+    full = random_template(rng)
+    tiny = full.replace(minutiae=full.minutiae[:n].copy())  # a read-only slice trips Template (template.py)
+    for a, b in ((tiny, full), (full, tiny), (tiny, tiny)):
+        m = bm.verify(a, b)
+        assert m.score == 0.0 and m.pairs.shape == (0, 2)
+    np.testing.assert_array_equal(bm.compare_many(tiny, [full, tiny]), [0.0, 0.0])
+    np.testing.assert_array_equal(bm.compare_many(full, [tiny]), [0.0])
+
+
+def test_match_result_object():
+    rng = np.random.default_rng(25)
+    a = random_template(rng)
+    b = impression(a, rng)
+    m = bm.verify(a, b)
+    assert isinstance(m, bm.Match)
+    assert m.pairs.dtype == np.int64 and m.pairs.ndim == 2 and m.pairs.shape[1] == 2
+    assert m.n_pairs == len(m.pairs) > 0
+    assert np.all(m.pairs[:, 0] < len(a)) and np.all(m.pairs[:, 1] < len(b))
+    assert 0.0 <= m.fmr <= 1.0
+    with pytest.raises(Exception):
+        m.score = 0.5  # frozen
+    doc = m.to_dict()
+    assert doc["matcher_version"] == sc.MATCHER_VERSION and doc["n_pairs"] == m.n_pairs
+
+
+def test_fmr_decreases_with_score():
+    lo, hi = sc.estimated_fmr(0.02), sc.estimated_fmr(0.5)
+    assert 0 <= hi <= lo <= 1
+
+
+def test_compare_many_equals_verify_and_packed_subsets():
+    rng = np.random.default_rng(26)
+    a = random_template(rng)
+    gallery = [impression(a, rng) for _ in range(3)] + [random_template(rng) for _ in range(4)]
+    many = bm.compare_many(a, gallery)
+    one = np.array([bm.verify(a, t).score for t in gallery])
+    np.testing.assert_allclose(many, one, atol=1e-12)
+    packed = sc.pack([d.encode(t) for t in gallery])
+    assert len(packed) == len(gallery)
+    np.testing.assert_allclose(sc.score_packed(a, packed, subset=[5, 0, 2]), many[[5, 0, 2]], atol=1e-12)
+    assert sc.score_packed(d.encode(a), packed, subset=np.array([], dtype=int)).shape == (0,)
+
+
+def test_bad_inputs_raise_named_errors():
+    rng = np.random.default_rng(27)
+    a = random_template(rng)
+    with pytest.raises(TemplateError, match="^b:"):
+        bm.verify(a, "b.iso")
+    with pytest.raises(TemplateError, match="probe"):
+        bm.compare_many(None, [a])
+    with pytest.raises(TemplateError, match=r"templates\[1\]"):
+        bm.compare_many(a, [a, 3])
+    packed = sc.pack([a])
+    with pytest.raises(BiomatchError, match="subset"):
+        sc.score_packed(a, packed, subset=[1])
+    with pytest.raises(BiomatchError, match="subset"):
+        sc.score_packed(a, packed, subset=[[0]])
+    with pytest.raises(BiomatchError, match="packed"):
+        sc.score_packed(a, [a])
