@@ -168,6 +168,243 @@ def synth_templates(
     _synth_run("templates", fingers, impressions, seed, out, first, as_json)
 
 
+# ---------------------------------------------------------------------------
+# tune, calibrate, bench (biomatch.evaluation, biomatch.calibration, biomatch.bench)
+# ---------------------------------------------------------------------------
+def _scores_with_progress(source: Path, protocol: str, ppi: Optional[float]):
+    from . import bench
+
+    if source.is_dir() and progress_enabled():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        n = len(bench.list_dataset(source, ppi))
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task("extract", total=n)
+            return bench.load_scores_source(source, protocol=protocol, ppi=ppi,
+                                            progress=lambda k: bar.advance(task, k))
+    return bench.load_scores_source(source, protocol=protocol, ppi=ppi)
+
+
+def _fmt_rate(x) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+@app.command()
+def tune(
+    source: Path = typer.Argument(..., help="Scores file (CSV/JSON: probe, reference, score, mated) or FVC-style dataset folder."),
+    target_fmr: Optional[float] = typer.Option(None, "--target-fmr", help="Choose the threshold for this per-comparison FMR."),
+    target_fpir: Optional[float] = typer.Option(None, "--target-fpir", help="1:N: choose for this FPIR (needs --gallery-size)."),
+    gallery_size: Optional[int] = typer.Option(None, "--gallery-size", help="1:N gallery size N."),
+    protocol: str = typer.Option("all", help="Impostor protocol for a dataset folder: all | fvc."),
+    ppi: Optional[float] = typer.Option(None, help="Resolution of the dataset images (default: known FVC value or 500)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Write the chosen threshold into this JSON config file."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Write the chosen threshold into this gallery store (audited)."),
+    gallery: str = typer.Option("default", "--gallery", help="Gallery whose threshold --store sets."),
+    operator: str = typer.Option("cli", "--operator", help="Operator recorded in the audit trail."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table and the chosen threshold as JSON."),
+):
+    """Operating point table (threshold, FMR with CI, FNMR per FMR target) and the chosen threshold."""
+    from . import bench
+
+    scores, _ = _scores_with_progress(source, protocol, ppi)
+    table = bench.operating_table(scores, seed=seed)
+    chosen = None
+    if target_fmr is not None or target_fpir is not None:
+        chosen = bench.tune_scores(scores, target_fmr=target_fmr, target_fpir=target_fpir,
+                                   gallery_size=gallery_size, seed=seed)
+    elif gallery_size is not None or config is not None or store is not None:
+        fail("--target-fmr or --target-fpir is required to choose a threshold")
+    written = []
+    if chosen is not None and config is not None:
+        written.append(str(bench.write_threshold_config(chosen, config, source=str(source))))
+    if chosen is not None and store is not None:
+        written.append(_store_threshold(chosen, store, gallery, operator, str(source)))
+    if as_json:
+        emit_json({"source": str(source), "n_mated": int(scores.mated.sum()), "n_nonmated": int((~scores.mated).sum()),
+                   "table": table, "threshold": None if chosen is None else chosen.to_dict(), "written": written})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    tab = Table(title=f"Operating points: {source} ({int(scores.mated.sum())} mated, "
+                      f"{int((~scores.mated).sum())} non-mated; accept when score >= threshold)")
+    for col in ("target FMR", "threshold", "FMR (k/n)", "FMR 95% CI", "FNMR", "FNMR 95% CI"):
+        tab.add_column(col, justify="right")
+    for r in table:
+        if r["supported"]:
+            tab.add_row(f"{r['target_fmr']:g}", f"{r['value']:.6g}",
+                        f"{_fmt_rate(r['fmr'])} ({r['false_matches']}/{r['n_nonmated']})",
+                        f"[{_fmt_rate(r['fmr_ci'][0])}, {_fmt_rate(r['fmr_ci'][1])}]",
+                        f"{_fmt_rate(r['fnmr'])}", f"[{_fmt_rate(r['fnmr_ci'][0])}, {_fmt_rate(r['fnmr_ci'][1])}]")
+        else:
+            tab.add_row(f"{r['target_fmr']:g}", "-", f"needs >= {r['min_nonmated']} non-mated", "", "", "")
+    console = Console()
+    console.print(tab)
+    if chosen is not None:
+        line = (f"chosen threshold {chosen.value:.6g} for target FMR {chosen.target_fmr:.3g}: FMR {chosen.fmr:.4g} "
+                f"({chosen.false_matches}/{chosen.n_nonmated}, {chosen.ci_method} CI [{chosen.fmr_ci[0]:.3g}, "
+                f"{chosen.fmr_ci[1]:.3g}]), FNMR {chosen.fnmr:.4g} ({chosen.false_non_matches}/{chosen.n_mated})")
+        if chosen.gallery_size is not None:
+            line += f", FPIR {chosen.fpir:.4g} on N={chosen.gallery_size}"
+        console.print(line)
+        for w in written:
+            console.print(f"written to {w}")
+
+
+def _store_threshold(threshold, store: Path, gallery: str, operator: str, source: str) -> str:
+    """Record the threshold in a gallery store through the gallery's audited setter."""
+    try:
+        from .gallery import Gallery
+    except ImportError:
+        raise BiomatchError(f"--store {store}: this biomatch has no gallery store; use --config") from None
+    with Gallery.open(str(store)) as g:
+        setter = getattr(g, "set_threshold", None)
+        if setter is None:
+            raise BiomatchError(f"--store {store}: the gallery store has no audited threshold setter; use --config")
+        setter(threshold, gallery=gallery, operator=operator, reason=f"biomatch tune {source}")
+    return f"{store} (gallery {gallery})"
+
+
+@app.command()
+def calibrate(
+    source: Path = typer.Argument(..., help="Non-mated scores (scores file; mated rows are ignored) or FVC-style dataset folder."),
+    out: Path = typer.Option(Path("calibration.json"), "--out", "-o", help="Calibration JSON to write."),
+    source_name: Optional[str] = typer.Option(None, "--source", help="Provenance recorded in the fit (default: SOURCE path)."),
+    matcher_version: Optional[str] = typer.Option(None, "--matcher-version", help="Matcher version of the scores (default: this biomatch's)."),
+    protocol: str = typer.Option("all", help="Impostor protocol for a dataset folder: all | fvc."),
+    ppi: Optional[float] = typer.Option(None, help="Resolution of the dataset images."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit summary as JSON."),
+):
+    """Refit the score -> FMR calibration from a site's own non-mated scores."""
+    from .calibration import Calibration
+
+    scores, _ = _scores_with_progress(source, protocol, ppi)
+    if matcher_version is None:
+        from .bench import _matcher_version
+
+        matcher_version = _matcher_version() or "unknown"
+    cal = Calibration.fit(scores.score[~scores.mated], source=source_name or str(source), matcher_version=matcher_version)
+    cal.save(out)
+    points = {f"{f:g}": cal.threshold_for(f) for f in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)}
+    if as_json:
+        emit_json({"out": str(out), "matcher_version": cal.matcher_version, "fit": cal.metadata,
+                   "tail": {"threshold": cal.tail_threshold, "probability": cal.tail_probability,
+                            "shape": cal.tail_shape, "scale": cal.tail_scale},
+                   "threshold_for_fmr": points})
+    else:
+        typer.echo(f"{out}: calibration from {cal.metadata['n_scores']} non-mated scores "
+                   f"(tail above {cal.tail_threshold:.4g}, shape {cal.tail_shape:.3g}, scale {cal.tail_scale:.3g}); "
+                   + ", ".join(f"FMR {k} at score {v:.4g}" for k, v in points.items()))
+
+
+bench_app = typer.Typer(help="Benchmark suites: accuracy (1:1), identification (1:N), speed.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    source: Path = typer.Argument(..., help="FVC-style dataset folder (or its parent with DB sub-folders), or a scores file."),
+    protocol: str = typer.Option("all", help="Impostor protocol: fvc (first impressions, C(F,2)) | all (every cross-finger pair once)."),
+    ppi: Optional[float] = typer.Option(None, help="Resolution of the images (default: known FVC value or 500)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json, report.csv, scores.csv, det.png, histogram.png."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Earlier report.json to compare with."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """1:1 accuracy: EER (FVC), FMR100/1000/10000, ZeroFMR, FTE, comparison counts, timings."""
+    from . import bench
+
+    scores, info = _scores_with_progress(source, protocol, ppi)
+    report = bench.accuracy_report(scores, info, protocol=protocol if source.is_dir() else "scores file",
+                                   dataset=str(source))
+    if baseline is not None:
+        report["baseline"] = {"report": str(baseline), "changes": bench.compare_reports(report, bench.load_report(baseline))}
+    if out is not None:
+        report["outputs"] = {k: str(v) for k, v in bench.write_accuracy_outputs(report, scores, out).items()}
+    if as_json:
+        emit_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    tab = Table(title=f"Accuracy: {source} ({report['protocol']})")
+    for col in ("scope", "mated", "non-mated", "EER [low, high]", "FMR100", "FMR1000", "FMR10000", "ZeroFMR"):
+        tab.add_column(col, justify="right")
+    for scope, m in [("all", report)] + list(report.get("databases", {}).items()):
+        tab.add_row(scope, str(m["n_mated"]), str(m["n_nonmated"]),
+                    f"{m['eer']:.4f} [{m['eer_low']:.4f}, {m['eer_high']:.4f}]",
+                    _fmt_rate(m["fmr100"]), _fmt_rate(m["fmr1000"]), _fmt_rate(m["fmr10000"]), _fmt_rate(m["zero_fmr"]))
+    console = Console()
+    console.print(tab)
+    if "eer_ci" in report:
+        console.print(f"EER 95% CI (subject bootstrap): [{report['eer_ci'][0]:.4f}, {report['eer_ci'][1]:.4f}]")
+    if "failure_to_enrol" in report:
+        t = report["timings"]
+        console.print(f"failure to enrol {report['failure_to_enrol']['count']}/{report['n_images']}; "
+                      f"extraction median {_fmt_rate(t['extract_median_ms'])} ms/image, "
+                      f"comparison median {_fmt_rate(t['compare_median_us'])} us/pair")
+    if baseline is not None:
+        btab = Table(title=f"Change against {baseline}")
+        for col in ("metric", "baseline", "current", "change"):
+            btab.add_column(col, justify="right")
+        for r in report["baseline"]["changes"]:
+            colour = "green" if r["better"] else ("red" if r["change"] else "white")
+            btab.add_row(r["metric"], f"{r['baseline']:.4g}", f"{r['current']:.4g}", f"[{colour}]{r['change']:+.4g}[/]")
+        console.print(btab)
+    if out is not None:
+        console.print(f"written: {', '.join(report['outputs'].values())}")
+
+
+@bench_app.command("identification")
+def bench_identification(
+    source: Path = typer.Argument(..., help="FVC-style dataset folder (gallery: first impressions; probes: the others)."),
+    ppi: Optional[float] = typer.Option(None, help="Resolution of the images."),
+    max_rank: int = typer.Option(10, "--max-rank", help="Longest CMC rank."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for identification.json and cmc.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """1:N identification: CMC, FNIR at FPIR for the gallery size."""
+    from . import bench
+
+    report = bench.identification_report(source, ppi=ppi, max_rank=max_rank)
+    if out is not None:
+        from .plots import plot_cmc
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "identification.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        plot_cmc(report["cmc"], out / "cmc.png", title=f"CMC, gallery of {report['gallery_size']}")
+    if as_json:
+        emit_json(report)
+        return
+    typer.echo(f"{source}: gallery {report['gallery_size']}, {report['n_mated_searches']} mated / "
+               f"{report['n_nonmated_searches']} non-mated searches; CMC "
+               + " ".join(f"r{k + 1}={v:.3f}" for k, v in enumerate(report["cmc"][:5])))
+    for r in report["fnir_at_fpir"]:
+        if r["measurable"]:
+            typer.echo(f"  FPIR <= {r['target_fpir']:g}: threshold {r['threshold']:.4g}, FPIR {r['fpir']:.4g}, FNIR {r['fnir']:.4g}")
+        else:
+            typer.echo(f"  FPIR <= {r['target_fpir']:g}: needs >= {r['min_nonmated_searches']} non-mated searches")
+
+
+@bench_app.command("speed")
+def bench_speed(
+    source: Path = typer.Argument(..., help="FVC-style dataset folder."),
+    ppi: Optional[float] = typer.Option(None, help="Resolution of the images."),
+    images: int = typer.Option(20, "--images", help="Images to extract and compare."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Median extraction time per image and comparison time per pair."""
+    from . import bench
+
+    report = bench.speed_report(source, ppi=ppi, n_images=images)
+    if as_json:
+        emit_json(report)
+        return
+    typer.echo(f"{source}: extraction {report['extract_median_ms']:.1f} ms/image (median of {report['n_images']}), "
+               f"comparison {report['compare_median_us']:.1f} us/pair ({report['comparisons_per_s']:.0f}/s)")
+
+
 def main(argv=None) -> int:
     """Entry point: run the app, turning library errors into one stderr line."""
     warnings.simplefilter("default")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["plot_extraction"]
+__all__ = ["plot_extraction", "plot_det", "plot_score_histogram", "plot_cmc"]
 
 
 def _pyplot():
@@ -71,6 +71,102 @@ def plot_extraction(result, path, *, tick_px: float = 12.0) -> Path:
         ax.set_title(f"{Path(image.name).name}: {len(template)} minutiae, quality {template.quality}", fontsize=9)
         ax.legend(loc="lower right", fontsize=7, framealpha=0.7)
         ax.set_axis_off()
+        out = Path(path)
+        fig.savefig(out, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation plots
+#: Probit-axis ticks of DET plots (error rates).
+DET_TICKS = (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
+
+
+def plot_det(curves, path, *, title: str = "DET") -> Path:
+    """DET curves (FNMR against FMR) on normal-deviate (probit) axes.
+
+    Parameters
+    ----------
+    curves : dict of str -> (mated, nonmated)
+        Label -> the two 1-D float score arrays (accept when score >= threshold).
+    path : str or os.PathLike
+        PNG to write.
+    """
+    import numpy as np
+    from scipy.stats import norm
+
+    from .evaluation import det_points
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5.0), dpi=100)
+    try:
+        lo = 0.5 * min(DET_TICKS)
+        for label, (mated, nonmated) in curves.items():
+            fmr, fnmr = det_points(mated, nonmated)
+            # zero rates sit at the edge of the plot (probit of 0 is -inf)
+            x = norm.ppf(np.clip(fmr, lo, 1 - 1e-9))
+            y = norm.ppf(np.clip(fnmr, lo, 1 - 1e-9))
+            ax.step(x, y, where="post", label=f"{label} ({len(mated)} mated, {len(nonmated)} non-mated)")
+        ticks = norm.ppf(DET_TICKS)
+        labels = [f"{t:g}" for t in DET_TICKS]
+        ax.set_xticks(ticks, labels)
+        ax.set_yticks(ticks, labels)
+        ax.set_xlim(norm.ppf(lo), norm.ppf(0.5))
+        ax.set_ylim(norm.ppf(lo), norm.ppf(0.5))
+        ax.plot([norm.ppf(lo), norm.ppf(0.5)], [norm.ppf(lo), norm.ppf(0.5)], ":", color="gray", lw=0.8)
+        ax.set_xlabel("FMR (probit scale)")
+        ax.set_ylabel("FNMR (probit scale)")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+        out = Path(path)
+        fig.savefig(out, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_score_histogram(mated, nonmated, path, *, bins: int = 50, title: str = "Score distributions") -> Path:
+    """Mated and non-mated score histograms (densities, log count axis)."""
+    import numpy as np
+
+    plt = _pyplot()
+    mated = np.asarray(mated, dtype=float)
+    nonmated = np.asarray(nonmated, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    try:
+        lo = min(mated.min(), nonmated.min())
+        hi = max(mated.max(), nonmated.max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+        ax.hist(nonmated, edges, alpha=0.6, label=f"non-mated ({nonmated.size})", color="tab:red")
+        ax.hist(mated, edges, alpha=0.6, label=f"mated ({mated.size})", color="tab:blue")
+        ax.set_yscale("log")
+        ax.set_xlabel("raw score")
+        ax.set_ylabel("comparisons")
+        ax.set_title(title)
+        ax.legend()
+        out = Path(path)
+        fig.savefig(out, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_cmc(cmc, path, *, title: str = "CMC") -> Path:
+    """Cumulative match characteristic: rank-k hit rate against k (1-based)."""
+    import numpy as np
+
+    plt = _pyplot()
+    y = np.asarray(cmc, dtype=float)
+    fig, ax = plt.subplots(figsize=(5.0, 4.0), dpi=100)
+    try:
+        ax.plot(np.arange(1, y.size + 1), y, marker="o")
+        ax.set_xlabel("rank")
+        ax.set_ylabel("identification rate")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
         out = Path(path)
         fig.savefig(out, format="png", bbox_inches="tight")
     finally:
