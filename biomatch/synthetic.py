@@ -788,16 +788,22 @@ IMPRESSION_QUALITY_MEAN, IMPRESSION_QUALITY_SD = 62.0, 18.0
 # Extraction error model, measured with biomatch.extract on synthetic images against their
 # ground truth (benchmarks/bench_synthetic.py): recall ~0.71, ~4 spurious per image,
 # position error ~2 px per axis, angle error ~3 deg rms, ~12 % type swaps.
-MISSING_BASE, MISSING_PER_BAD = 0.12, 0.35  # P(missing) = base + per_bad * (1 - q/100)
+MISSING_BASE, MISSING_PER_BAD = 0.08, 0.30  # P(missing) = base + per_bad * (1 - q/100)
 # Part of the error repeats on every impression of a finger (the same hard minutia missed,
 # the same crease read as a minutia, the same offset), part is new each time.
-MISSING_SPREAD = 3.0  # P(missing) of a master minutia = P * h, h = 3 u^2 (mean 1), u ~ U(0, 1) per minutia
+MISSING_HARD_SHARE = 0.35  # master minutiae an extractor tends to miss: P(missing) = P / share for them, 0 for the rest
 SPURIOUS_BASE, SPURIOUS_PER_BAD, SPURIOUS_MAX = 0.5, 3.0, 20  # new spurious per impression (Poisson mean)
 PERSISTENT_SPURIOUS_MEAN, PERSISTENT_SPURIOUS_MAX, PERSISTENT_SPURIOUS_SHOW = 3.0, 8, 0.6
 BIAS_POS_PX, BIAS_ANGLE_DEG = 1.5, 2.5  # persistent per-minutia error (sd)
 JITTER_POS_PX = (0.5, 0.8)  # per-impression sd = a + b * (1 - q/100)
-JITTER_ANGLE_DEG = (1.5, 2.0)
+JITTER_ANGLE_DEG = (1.0, 1.0)
 TYPE_FLIP, TYPE_FLIP_IMPRESSION = 0.10, 0.03
+BAD_REGIONS_BASE, BAD_REGIONS_PER_BAD, BAD_REGIONS_MAX = 0.5, 2.0, 4  # Poisson mean of bad patches
+BAD_REGION_RADIUS_PX = (25.0, 60.0)
+BAD_REGION_MISSING = 0.8  # P(missing) inside a bad patch
+BAD_REGION_SHARE = 0.4  # share of the missing rate that the patches account for
+BORDER_BAND_PX, BORDER_MISSING = 12.0, 0.8
+SPURIOUS_EDGE_SHARE = 0.6
 CONTACT_SEMI_AXES_PX = ((95.0, 135.0), (120.0, 175.0))
 
 
@@ -935,7 +941,7 @@ def _template_masters(seed: int, block: int):
     count = valid.sum(axis=1).astype(np.int16)
     # persistent extraction errors: type read wrong, hard-to-see minutiae, offsets
     obs_type = np.where(rng.random((B, M)) < TYPE_FLIP, 3 - mtype, mtype).astype(np.uint8)
-    hard = MISSING_SPREAD * rng.random((B, M)) ** 2
+    hard = np.where(rng.random((B, M)) < MISSING_HARD_SHARE, 1.0 / MISSING_HARD_SHARE, 0.0)
     # persistent spurious minutiae (creases, scars, pores read as minutiae), inside the area
     P = PERSISTENT_SPURIOUS_MAX
     nps = np.minimum(rng.poisson(PERSISTENT_SPURIOUS_MEAN, B), P)
@@ -1006,7 +1012,23 @@ def _template_impressions(seed: int, block: int, j: int, ms: dict):
 
     M = x.shape[1]
     keep = ms["valid"] & in_contact(fx, fy)
-    p_miss = np.where(ms["spur"], 1.0 - PERSISTENT_SPURIOUS_SHOW, (MISSING_BASE + MISSING_PER_BAD * bad) * ms["hard"])
+    p_miss = (MISSING_BASE + MISSING_PER_BAD * bad) * ms["hard"] * (1.0 - BAD_REGION_SHARE)
+    # extraction fails in patches (smudge, dry area, low contrast), not minutia by minutia
+    R = BAD_REGIONS_MAX
+    n_bad = np.minimum(rng.poisson(BAD_REGIONS_BASE + BAD_REGIONS_PER_BAD * bad[:, 0]), R)
+    rb = np.sqrt(rng.random((B, R)))
+    pb = rng.uniform(0, 2 * np.pi, (B, R))
+    bx = (ex + ax * rb * np.cos(pb))[:, :, None]
+    by = (ey + ay * rb * np.sin(pb))[:, :, None]
+    brad = rng.uniform(*BAD_REGION_RADIUS_PX, (B, R))[:, :, None]
+    in_bad = (((fx[:, None, :] - bx) ** 2 + (fy[:, None, :] - by) ** 2 < brad**2)
+              & (np.arange(R)[None, :, None] < n_bad[:, None, None])).any(axis=1)
+    p_miss = np.where(in_bad, BAD_REGION_MISSING, p_miss)
+    # extractors trim the border of the print: minutiae near the contact edge are mostly lost
+    rr = np.sqrt(((fx - ex) / ax) ** 2 + ((fy - ey) / ay) ** 2)
+    edge = np.minimum((1.0 - rr) * np.minimum(ax, ay), np.minimum(np.minimum(fx, W - 1 - fx), np.minimum(fy, H - 1 - fy)))
+    p_miss = np.where(edge < BORDER_BAND_PX, BORDER_MISSING, p_miss)
+    p_miss = np.where(ms["spur"], 1.0 - PERSISTENT_SPURIOUS_SHOW, p_miss)
     keep &= rng.random((B, M)) >= p_miss
     bias = ms["bias"]
     fx = fx + bias[..., 0] + rng.normal(0, 1, (B, M)) * (JITTER_POS_PX[0] + JITTER_POS_PX[1] * bad)
@@ -1017,7 +1039,9 @@ def _template_impressions(seed: int, block: int, j: int, ms: dict):
     # spurious minutiae, uniform in the contact ellipse
     S = SPURIOUS_MAX
     ns = np.minimum(rng.poisson(SPURIOUS_BASE + SPURIOUS_PER_BAD * bad[:, 0]), S)
-    r = np.sqrt(rng.random((B, S)))
+    # new spurious minutiae: most near the edge of the contact area, the rest anywhere in it
+    near_edge = rng.random((B, S)) < SPURIOUS_EDGE_SHARE
+    r = np.sqrt(np.where(near_edge, rng.uniform(0.8**2, 1.0, (B, S)), rng.random((B, S))))
     phi = rng.uniform(0, 2 * np.pi, (B, S))
     sx = ex + ax * r * np.cos(phi)
     sy = ey + ay * r * np.sin(phi)
