@@ -131,7 +131,7 @@ def _synth_run(kind: str, fingers: int, impressions: int, seed: int, out: Path, 
                       TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task(f"synth {kind}", total=total)
             manifest = generate(out, fingers, impressions, seed, first_finger=first,
-                                progress=lambda n: bar.advance(task, n * (1 if kind == "images" else impressions)))
+                                progress=lambda n: bar.advance(task, n))
     else:
         manifest = generate(out, fingers, impressions, seed, first_finger=first)
     if as_json:

@@ -1151,6 +1151,7 @@ def generate_templates(out, n_fingers: int, n_impressions: int, seed: int = 0, *
     """Write synthetic templates ``F_I.bmt`` (F, I from 1) and ``manifest.json`` into ``out``.
 
     Returns the manifest (per-file sha256, class and master minutiae count of each finger).
+    ``progress``, if given, is called with the number of templates just written.
     """
     seed = _check_seed(seed)
     n_fingers = _check_count(n_fingers, "fingers", MAX_FINGERS)
