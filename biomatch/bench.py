@@ -14,9 +14,11 @@ Protocols (per database, F fingers x I impressions)
   impression of every other finger, ``C(F, 2)`` (FVC: 45).
 * impostor ``all``: every cross-finger pair of impressions, each unordered
   pair counted once (the matcher's score is taken with the lower
-  (finger, impression) as probe): ``C(F*I, 2) - F*C(I, 2)`` (FVC: 2,800).
-  Counting symmetric pairs once keeps the comparisons independent-ish and the
-  counts as the data README states them.
+  (finger, impression) as probe): ``C(F*I, 2) - F*C(I, 2)``; for an FVC
+  database ``C(80, 2) - 280 = 80 * 72 / 2 = 2,880`` (the data README's "2,800"
+  undercounts: each impression has 72, not 70, impressions of other fingers).
+  Symmetric pairs are counted once: the two directions of a pair are not
+  independent evidence, so counting both would halve the apparent uncertainty.
 
 Failure to enrol: an image whose extraction raises a biomatch error counts
 toward ``failure_to_enrol`` and is compared as an empty template (score 0 with
