@@ -1,0 +1,211 @@
+"""biomatch.calibration: fit, monotonicity, tail continuation, inverse, JSON round trip and validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import biomatch as bm
+from biomatch import calibration as calmod
+from biomatch.calibration import Calibration, fmr_from_fpir, fpir_from_fmr
+from biomatch.errors import CalibrationError
+
+
+@pytest.fixture(scope="module")
+def gamma_cal():
+    rng = np.random.default_rng(0)
+    scores = rng.gamma(2.0, 5.0, 5000)
+    return scores, Calibration.fit(scores, source="synthetic gamma(2, 5)", matcher_version="test-1",
+                                   date="2026-01-01T00:00:00+00:00")
+
+
+def test_fit_metadata(gamma_cal):
+    scores, cal = gamma_cal
+    assert cal.matcher_version == "test-1"
+    assert cal.metadata["n_scores"] == 5000 and cal.metadata["source"] == "synthetic gamma(2, 5)"
+    assert cal.metadata["date"] == "2026-01-01T00:00:00+00:00"
+    assert cal.tail_probability == pytest.approx(0.05, abs=1e-3)
+    assert bm.Calibration is Calibration
+
+
+def test_fmr_follows_empirical_survival_in_body(gamma_cal):
+    scores, cal = gamma_cal
+    for q in (0.9, 0.5, 0.2, 0.1):
+        t = np.quantile(scores, 1 - q)
+        assert cal.fmr(t) == pytest.approx(np.mean(scores >= t), abs=2e-3)
+
+
+def test_tail_continues_below_one_over_n(gamma_cal):
+    scores, cal = gamma_cal
+    top = scores.max()
+    assert 0 < cal.fmr(top) < 10 / scores.size
+    assert 0 < cal.fmr(top * 2) < cal.fmr(top)
+    # gamma(2, 5) survival at large t: compare the tail estimate with the truth within a factor 5
+    from scipy import stats
+
+    for t in (45.0, 60.0):
+        truth = stats.gamma(2.0, scale=5.0).sf(t)
+        assert truth / 5 < cal.fmr(t) < truth * 5
+
+
+def test_monotone_continuous_vectorised(gamma_cal):
+    scores, cal = gamma_cal
+    x = np.linspace(scores.min() - 5, scores.max() * 3, 20001)
+    f = cal.fmr(x)
+    assert f.shape == x.shape and f.dtype == np.float64
+    assert np.all(np.diff(f) <= 0) and f[0] == 1.0 and np.all(f > 0)
+    u = cal.tail_threshold
+    assert cal.fmr(u) == pytest.approx(cal.fmr(np.nextafter(u, np.inf)), rel=1e-9)
+    assert isinstance(cal.fmr(3.0), float)
+    assert np.isnan(cal.fmr(np.array([np.nan]))[0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(1e-7, 0.99))
+def test_threshold_for_inverts_fmr(target):
+    cal = _cached_cal()
+    t = cal.threshold_for(target)
+    assert cal.fmr(t) <= target * (1 + 1e-9)
+    # smallest such score: slightly below it the FMR is above the target (or flat at the target)
+    assert cal.fmr(t - 1e-6 * max(1.0, abs(t))) >= target * (1 - 1e-6)
+
+
+_CAL = []
+
+
+def _cached_cal():
+    if not _CAL:
+        rng = np.random.default_rng(2)
+        _CAL.append(Calibration.fit(rng.normal(0, 1, 3000), source="normal", matcher_version="t"))
+    return _CAL[0]
+
+
+def test_heavy_tail_shape_fitted():
+    rng = np.random.default_rng(3)
+    cal = Calibration.fit(rng.pareto(3.0, 20000), source="pareto", matcher_version="t")
+    assert 0.15 < cal.tail_shape < 0.6  # true shape 1/3
+
+
+def test_bounded_tail_clipped_to_exponential():
+    rng = np.random.default_rng(4)
+    cal = Calibration.fit(rng.uniform(0, 1, 5000), source="uniform", matcher_version="t")
+    assert cal.tail_shape == 0.0 and cal.fmr(1.5) > 0  # never claims FMR 0
+
+
+def test_json_round_trip_and_file(tmp_path, gamma_cal):
+    _, cal = gamma_cal
+    again = Calibration.from_json(cal.to_json())
+    assert again == cal
+    x = np.linspace(0, 80, 500)
+    np.testing.assert_array_equal(again.fmr(x), cal.fmr(x))
+    path = cal.save(tmp_path / "cal.json")
+    assert Calibration.load(path) == cal
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "biomatch-calibration" and doc["format_version"] == 1
+
+
+def _broken(doc, path, value):
+    doc = json.loads(json.dumps(doc))
+    obj = doc
+    for key in path[:-1]:
+        obj = obj[key]
+    if value is KeyError:
+        del obj[path[-1]]
+    else:
+        obj[path[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    "path,value,match",
+    [
+        (("format",), "other", "format"),
+        (("format_version",), 99, "format_version"),
+        (("matcher_version",), "", "matcher_version"),
+        (("fit", "n_scores"), KeyError, "fit.n_scores"),
+        (("fit", "date"), 5, "fit.date"),
+        (("body", "scores"), "x", "body.scores"),
+        (("body", "fmr"), [0.5], "equal length"),
+        (("tail", "scale"), -1.0, "tail.scale"),
+        (("tail", "shape"), -0.2, "tail.shape"),
+        (("tail", "probability"), 2.0, "tail.probability"),
+        (("tail", "threshold"), float("nan"), "tail.threshold"),
+        (("tail",), KeyError, "tail"),
+    ],
+)
+def test_from_dict_validation(gamma_cal, path, value, match):
+    _, cal = gamma_cal
+    with pytest.raises(CalibrationError, match=match):
+        Calibration.from_dict(_broken(cal.to_dict(), path, value))
+
+
+def test_validation_of_order(gamma_cal):
+    _, cal = gamma_cal
+    doc = cal.to_dict()
+    doc["body"]["scores"] = doc["body"]["scores"][::-1]
+    with pytest.raises(CalibrationError, match="strictly increasing"):
+        Calibration.from_dict(doc)
+    doc = cal.to_dict()
+    doc["body"]["fmr"][0], doc["body"]["fmr"][1] = 0.5, 1.0
+    with pytest.raises(CalibrationError, match="non-increasing"):
+        Calibration.from_dict(doc)
+    with pytest.raises(CalibrationError, match="not valid JSON"):
+        Calibration.from_json("{nope")
+    with pytest.raises(CalibrationError, match="cannot read"):
+        Calibration.load("/nonexistent/cal.json")
+
+
+@pytest.mark.parametrize(
+    "scores,kw,match",
+    [
+        (np.arange(50.0), {}, "at least 100"),
+        (np.r_[np.arange(200.0), np.nan], {}, "NaN"),
+        (np.r_[np.zeros(990), np.ones(10)], {}, "tail"),
+        (np.arange(200.0), {"source": ""}, "source"),
+        (np.arange(200.0), {"matcher_version": ""}, "matcher_version"),
+    ],
+)
+def test_fit_refuses_bad_input(scores, kw, match):
+    args = {"source": "s", "matcher_version": "m", **kw}
+    with pytest.raises(CalibrationError, match=match):
+        Calibration.fit(scores, **args)
+
+
+def test_threshold_for_bad_input(gamma_cal):
+    _, cal = gamma_cal
+    for bad in (0.0, -1.0, 1.5, "x", float("nan")):
+        with pytest.raises(CalibrationError, match="fmr"):
+            cal.threshold_for(bad)
+
+
+def test_fpir_conversion():
+    assert fpir_from_fmr(1e-6, 1000) == pytest.approx(1 - (1 - 1e-6) ** 1000, rel=1e-12)
+    assert fmr_from_fpir(fpir_from_fmr(1e-5, 5000), 5000) == pytest.approx(1e-5, rel=1e-9)
+    np.testing.assert_allclose(fpir_from_fmr(np.array([0.0, 1.0]), 10), [0.0, 1.0])
+    with pytest.raises(CalibrationError, match="gallery_size"):
+        fpir_from_fmr(0.1, 0)
+    cal = _cached_cal()
+    t = cal.threshold_for_fpir(0.01, 100)
+    assert cal.fpir(t, 100) == pytest.approx(0.01, rel=1e-6)
+
+
+def test_default_calibration_absent_or_present(tmp_path, monkeypatch):
+    monkeypatch.setattr(calmod, "DEFAULT_CALIBRATION_PATH", tmp_path / "missing.json")
+    with pytest.raises(CalibrationError, match="no default calibration"):
+        calmod.default_calibration()
+    cal = _cached_cal()
+    cal.save(tmp_path / "default.json")
+    monkeypatch.setattr(calmod, "DEFAULT_CALIBRATION_PATH", tmp_path / "default.json")
+    assert calmod.default_calibration() == cal
+
+
+def test_shipped_default_calibration_is_valid():
+    if not calmod.DEFAULT_CALIBRATION_PATH.exists():
+        pytest.skip("biomatch/data/calibration_default.json not shipped yet")
+    cal = calmod.default_calibration()
+    x = np.linspace(cal.body_scores[0], cal.tail_threshold * 3 + 1, 1000)
+    assert np.all(np.diff(cal.fmr(x)) <= 0)
