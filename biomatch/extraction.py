@@ -75,7 +75,7 @@ ORIENTATION_SIGMA_PX = 7.0
 #: Spectral ridge-period estimation: tile size, stride, FFT size, valid band.
 FREQ_TILE_PX = 32
 FREQ_STRIDE_PX = 24
-FREQ_FFT_PX = 64
+FREQ_FFT_PX = 48
 MIN_PERIOD_PX = 5.0
 MAX_PERIOD_PX = 15.0
 #: Typical ridge period at 500 ppi (used when no tile gives a valid peak).
