@@ -1,0 +1,1430 @@
+"""Galleries: the SQLite store, enrolment, 1:N search with fusion, audit.
+
+``Gallery.open(path)`` opens (or creates, file mode 0600) one SQLite store in
+WAL mode with foreign keys on, holding any number of named galleries, their
+subjects, up to eleven fingers per subject (ANSI/NIST-ITL FGP 0-10) as
+compact templates (:meth:`biomatch.Template.to_bytes`), optional originals
+(image or transaction bytes), the calibration, thresholds and the
+hash-chained audit log (:mod:`biomatch.audit`). The store is the source of
+truth; each gallery's FAISS index (:mod:`biomatch.index`) is derived data in
+``<store>.<gallery>.faiss`` beside it.
+
+Search
+------
+For every probe finger the index shortlists :data:`SHORTLIST_FINGERS`
+gallery fingers by descriptor votes; the subjects owning them (at most
+:data:`SHORTLIST_SUBJECTS`, by summed votes) are rescored exhaustively by
+:mod:`biomatch.scoring`: each probe finger against the subject's finger of the
+same position when both positions are known, against all of the subject's
+fingers (best of) when either is unknown (0).
+
+Fusion rule (documented, principled): each per-finger raw score ``s_i`` is
+turned into its estimated false match rate ``p_i`` by the calibration; the
+subject's FMR is Fisher's combination of the ``k`` per-finger FMRs,
+``FMR = P(chi2_2k >= -2 * sum(ln p_i))``, the probability that ``k``
+independent non-mated comparisons are jointly at least this extreme. For one
+finger it is that finger's FMR exactly. Candidates are ranked by it (ties by
+the summed raw score); :attr:`Candidate.score` is the sum of the per-finger
+raw scores. The false positive identification rate for the ``N`` subjects
+searched is ``FPIR = 1 - (1 - FMR)^N``. A threshold (a raw single-finger
+score, or a :class:`biomatch.calibration` threshold) is applied in the FMR
+domain: a candidate is a hit when its FMR is at most the FMR of the
+threshold score, which for one finger is exactly ``score >= threshold``.
+
+Concurrency and crash safety
+----------------------------
+Any number of threads may search at once (each thread uses its own SQLite
+connection; FAISS searches share a readers-writer lock). Writes take a
+process-wide lock and ``BEGIN IMMEDIATE``, which also serialises writers of
+other processes; every change and its audit record commit in one transaction
+(``synchronous=FULL``), so a kill at any point loses at most the enrolment in
+flight. Each gallery has a *generation* counter bumped by every change and a
+``changes`` table of (generation, finger id, add/delete); an index file whose
+generation is behind the store is caught up from it, one from another
+version, gallery or a newer generation is rebuilt from the templates.
+"""
+
+from __future__ import annotations
+
+import collections
+import getpass
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from . import audit as _audit
+from .errors import BiomatchError, CalibrationError, GalleryError, TemplateError
+from .template import FINGER_POSITIONS, Template
+
+__all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SCHEMA_VERSION"]
+
+# ---------------------------------------------------------------------------
+# Tuned constants
+# ---------------------------------------------------------------------------
+#: Version of the SQL schema written into the ``meta`` table.
+SCHEMA_VERSION = 1
+#: Gallery fingers shortlisted per probe finger by descriptor votes.
+SHORTLIST_FINGERS = 100
+#: Subjects rescored per search (by summed votes over probe fingers).
+SHORTLIST_SUBJECTS = 100
+#: Galleries up to this many fingers are rescored exhaustively (no shortlist).
+EXHAUSTIVE_MAX_FINGERS = 200
+#: Decoded templates with their descriptors kept for rescoring (LRU).
+FEATURE_CACHE_FINGERS = 50_000
+#: Largest candidate list a search may ask for.
+MAX_CANDIDATES = 1000
+#: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
+BULK_BATCH = 500
+#: Seconds a writer waits for another process's write lock.
+BUSY_TIMEOUT_S = 60.0
+#: Smallest FMR used in logarithms (Fisher fusion).
+FMR_FLOOR = 1e-300
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MAX_SUBJECT_LEN = 128
+_TEMPLATE_SUFFIXES = {".bmt", ".iso", ".ist", ".ansi", ".378", ".fmr"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS galleries(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    generation INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subjects(
+    id INTEGER PRIMARY KEY,
+    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    subject TEXT NOT NULL,
+    metadata TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    UNIQUE(gallery_id, subject)
+);
+CREATE TABLE IF NOT EXISTS fingers(
+    id INTEGER PRIMARY KEY,
+    subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL CHECK(position BETWEEN 0 AND 10),
+    template BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    n_minutiae INTEGER NOT NULL,
+    quality INTEGER NOT NULL,
+    UNIQUE(subject_id, position)
+);
+CREATE INDEX IF NOT EXISTS fingers_subject ON fingers(subject_id);
+CREATE TABLE IF NOT EXISTS originals(
+    id INTEGER PRIMARY KEY,
+    subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+    position INTEGER,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS originals_subject ON originals(subject_id);
+CREATE TABLE IF NOT EXISTS changes(
+    gallery_id INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    op TEXT NOT NULL CHECK(op IN ('add', 'del')),
+    finger_id INTEGER NOT NULL,
+    position INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_generation ON changes(gallery_id, generation);
+CREATE TABLE IF NOT EXISTS calibration(
+    id INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS thresholds(
+    gallery TEXT PRIMARY KEY,
+    value REAL NOT NULL,
+    set_at TEXT NOT NULL,
+    operator TEXT NOT NULL
+);
+"""
+
+
+# ---------------------------------------------------------------------------
+# Result objects
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FingerScore:
+    """One probe finger compared with one enrolled finger of a candidate.
+
+    Attributes
+    ----------
+    probe_position, position : int
+        FGP codes of the probe finger and of the enrolled finger it matched.
+    score : float
+        Raw similarity in [0, 1] (:mod:`biomatch.scoring`).
+    fmr : float
+        Estimated false match rate of ``score`` (NaN without calibration).
+    pairs : tuple of (int, int)
+        Paired minutiae: (index in the probe's minutiae, index in the enrolled template's).
+    """
+
+    probe_position: int
+    position: int
+    score: float
+    fmr: float
+    pairs: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "probe_position": self.probe_position,
+            "position": self.position,
+            "score": round(self.score, 6),
+            "fmr": _json_float(self.fmr),
+            "n_pairs": len(self.pairs),
+            "pairs": [list(p) for p in self.pairs],
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One entry of a candidate list.
+
+    Attributes
+    ----------
+    rank : int
+        1-based.
+    subject, gallery : str
+    score : float
+        Fused raw score: sum of the per-finger raw scores.
+    fmr : float
+        Estimated false match rate of the fused evidence (Fisher combination
+        of the per-finger FMRs; see the module docstring). NaN without calibration.
+    fpir : float
+        Estimated false positive identification rate at this FMR for the
+        number of subjects searched.
+    fingers : tuple of FingerScore
+    """
+
+    rank: int
+    subject: str
+    gallery: str
+    score: float
+    fmr: float
+    fpir: float
+    fingers: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "subject": self.subject,
+            "gallery": self.gallery,
+            "score": round(self.score, 6),
+            "fmr": _json_float(self.fmr),
+            "fpir": _json_float(self.fpir),
+            "fingers": [f.to_dict() for f in self.fingers],
+        }
+
+
+@dataclass(frozen=True)
+class SubjectRecord:
+    """What :meth:`Gallery.get` returns."""
+
+    subject: str
+    gallery: str
+    fingers: Mapping[int, Template]
+    metadata: dict | None
+    created: str
+    updated: str
+    originals: tuple = ()  # (position or None, kind, size in bytes)
+
+
+def _json_float(v: float):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------
+def _check_gallery_name(name, field_name: str = "gallery") -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise GalleryError(
+            f"{field_name}: {name!r} is not a valid gallery name (1-64 characters: letters, digits, '.', '_', '-', "
+            "starting with a letter or digit)"
+        )
+    return name
+
+
+def _check_subject(subject_id) -> str:
+    if not isinstance(subject_id, str) or not subject_id.strip() or len(subject_id) > _MAX_SUBJECT_LEN:
+        raise GalleryError(f"subject_id: expected a non-empty string of at most {_MAX_SUBJECT_LEN} characters, got {subject_id!r}")
+    if not subject_id.isprintable():
+        raise GalleryError(f"subject_id: {subject_id!r} holds non-printable characters")
+    return subject_id
+
+
+def _check_position(pos, field_name: str) -> int:
+    if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)) or int(pos) not in FINGER_POSITIONS:
+        raise GalleryError(f"{field_name}: finger position {pos!r} is not an ANSI/NIST-ITL FGP code 0-10")
+    return int(pos)
+
+
+def _operator(operator) -> str:
+    if operator is None:
+        try:
+            return getpass.getuser()
+        except Exception:  # no login name available (containers)
+            return "unknown"
+    if not isinstance(operator, str) or not operator.strip() or len(operator) > 256:
+        raise GalleryError(f"operator: expected a non-empty string, got {operator!r}")
+    return operator
+
+
+def _transaction_id(tid):
+    if tid is not None and (not isinstance(tid, str) or len(tid) > 256):
+        raise GalleryError(f"transaction_id: expected a string of at most 256 characters, got {tid!r}")
+    return tid
+
+
+def _as_template(value, position: int, name: str) -> tuple[Template, bytes | None]:
+    """A Template at ``position`` from a Template, template file/bytes, image file or array; plus original bytes."""
+    original = None
+    if isinstance(value, Template):
+        t = value
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        from .formats import load_template
+
+        t = load_template(bytes(value), name=name)
+    elif isinstance(value, (str, os.PathLike)):
+        path = Path(value)
+        if path.suffix.lower() in _TEMPLATE_SUFFIXES:
+            from .formats import load_template
+
+            t = load_template(path, name=f"{name} ({path})")
+        else:
+            from .extraction import extract
+
+            try:
+                original = path.read_bytes()
+            except OSError as exc:
+                raise GalleryError(f"{name}: cannot read {path} ({exc.strerror or exc})") from None
+            t = extract(path, position=position)
+    elif isinstance(value, np.ndarray):
+        from .extraction import extract
+
+        t = extract(value, position=position)
+    else:
+        raise GalleryError(f"{name}: expected a Template, template bytes, a file path or an image array, got {type(value).__name__}")
+    if t.position not in (0, position):
+        raise GalleryError(f"{name}: the template says finger position {t.position}, the key says {position}")
+    if t.position != position:
+        t = Template(np.array(t.minutiae), t.width, t.height, t.ppi, position, t.quality)
+    if len(t) < 2:
+        raise TemplateError(f"{name}: template has {len(t)} minutiae; at least 2 are needed to match")
+    return t, original
+
+
+def _check_fingers(fingers, field_name: str = "fingers") -> dict[int, tuple[Template, bytes | None]]:
+    if not isinstance(fingers, Mapping):
+        raise GalleryError(f"{field_name}: expected a dict of finger position -> template/image, got {type(fingers).__name__}")
+    if not fingers:
+        raise GalleryError(f"{field_name}: no fingers given")
+    out = {}
+    for pos, value in fingers.items():
+        p = _check_position(pos, f"{field_name}[{pos!r}]")
+        out[p] = _as_template(value, p, f"{field_name}[{p}]")
+    return out
+
+
+def _template_hash(t: Template) -> str:
+    return hashlib.sha256(t.to_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Gallery
+# ---------------------------------------------------------------------------
+class Gallery:
+    """A store of galleries with FAISS-indexed search (see the module docstring).
+
+    Open with :meth:`open` (a context manager); the object is thread-safe.
+    """
+
+    def __init__(self, path, *, _token=None):
+        if _token is not _OPEN_TOKEN:
+            raise GalleryError("use Gallery.open(path) to open a gallery store")
+        self.path = Path(path)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._index_lock = threading.RLock()
+        self._indexes: dict = {}
+        self._dirty: set[str] = set()
+        self._features = _LRU(FEATURE_CACHE_FINGERS)
+        self._closed = False
+        self._init_store()
+
+    # -- opening / closing -----------------------------------------------
+    @classmethod
+    def open(cls, path) -> "Gallery":
+        """Open (or create) the store at ``path``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            SQLite file; created with mode 0600 with its folder when absent.
+
+        Returns
+        -------
+        Gallery
+            Use as a context manager (``with Gallery.open(p) as g:``) or call :meth:`close`.
+        """
+        if isinstance(path, str) and path.startswith("ray://"):
+            raise GalleryError(f"{path}: sharded (Ray) galleries are not available in this build")
+        if not isinstance(path, (str, os.PathLike)):
+            raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
+        return cls(path, _token=_OPEN_TOKEN)
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Gallery({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Save indexes changed by this process and close every connection."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            with self._conns_lock:
+                for con in self._conns:
+                    try:
+                        con.close()
+                    except sqlite3.Error:
+                        pass
+                self._conns.clear()
+
+    def flush(self) -> None:
+        """Write the indexes that changed since they were last saved (atomically)."""
+        with self._index_lock:
+            for name in sorted(self._dirty):
+                idx = self._indexes.get(name)
+                if idx is not None:
+                    idx.save(self._index_path(name), name)
+            self._dirty.clear()
+
+    def _init_store(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise GalleryError(f"{self.path}: cannot create the store ({exc.strerror or exc})") from None
+        con = self._con()
+        try:
+            with self._write_lock:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in _split_sql(_SCHEMA + _audit.SCHEMA):
+                        con.execute(stmt)
+                    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                    if row is None:
+                        con.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                        con.execute("INSERT INTO meta(key, value) VALUES ('created', ?)", (_audit.utc_now(),))
+                    elif int(row[0]) != SCHEMA_VERSION:
+                        raise GalleryError(
+                            f"{self.path}: store schema version {row[0]}, this build reads {SCHEMA_VERSION}"
+                        )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
+
+    def _con(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 objects must stay in their thread)."""
+        if self._closed:
+            raise GalleryError(f"{self.path}: the gallery is closed")
+        con = getattr(self._local, "con", None)
+        if con is None:
+            try:
+                con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")
+                con.execute("PRAGMA foreign_keys=ON")
+                con.execute("PRAGMA secure_delete=ON")
+            except sqlite3.DatabaseError as exc:
+                raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
+            self._local.con = con
+            with self._conns_lock:
+                self._conns.append(con)
+        return con
+
+    @contextmanager
+    def _write(self):
+        """One write transaction: process lock + BEGIN IMMEDIATE (serialises other processes too)."""
+        with self._write_lock:
+            con = self._con()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise GalleryError(f"{self.path}: cannot take the write lock ({exc})") from None
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            else:
+                con.execute("COMMIT")
+
+    def _index_path(self, gallery: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{gallery}.faiss")
+
+    # -- galleries ---------------------------------------------------------
+    def galleries(self) -> list[str]:
+        """Names of the galleries in the store."""
+        return [r[0] for r in self._con().execute("SELECT name FROM galleries ORDER BY name")]
+
+    def _gallery_row(self, con, name: str, *, create: bool = False):
+        row = con.execute("SELECT id, generation FROM galleries WHERE name = ?", (name,)).fetchone()
+        if row is None and create:
+            cur = con.execute("INSERT INTO galleries(name, created) VALUES (?, ?)", (name, _audit.utc_now()))
+            return cur.lastrowid, 0
+        return row
+
+    def _require_gallery(self, con, name: str):
+        _check_gallery_name(name)
+        row = self._gallery_row(con, name)
+        if row is None:
+            raise GalleryError(f"gallery: no gallery named {name!r} in {self.path}")
+        return row
+
+    # -- enrolment ------------------------------------------------------------
+    def enroll(
+        self,
+        subject_id: str,
+        fingers: Mapping,
+        *,
+        gallery: str = "default",
+        operator: str | None = None,
+        metadata: dict | None = None,
+        transaction_id: str | None = None,
+        originals: Mapping | None = None,
+        keep_originals: bool = True,
+    ) -> int:
+        """Enrol a new subject.
+
+        Parameters
+        ----------
+        subject_id : str
+        fingers : dict of int -> Template, template bytes/path, image path or 2-D uint8 array
+            Keyed by FGP position 0-10. Images are extracted.
+        gallery : str
+            Created on first enrolment.
+        operator : str, optional
+            Who enrols (default: the login name).
+        metadata : dict, optional
+            JSON-ready data kept with the subject.
+        transaction_id : str, optional
+            Caller's transaction id (e.g. the ANSI/NIST TCN) for the audit.
+        originals : dict of (int or None) -> bytes, optional
+            Original images or transactions to keep (key: position, None for a whole transaction).
+        keep_originals : bool
+            Keep the bytes of image files given in ``fingers``.
+
+        Returns
+        -------
+        int
+            The audit record's sequence number.
+
+        Raises
+        ------
+        GalleryError, TemplateError
+            Nothing is stored when any input is bad or the subject exists.
+        """
+        subject_id = _check_subject(subject_id)
+        _check_gallery_name(gallery)
+        operator = _operator(operator)
+        transaction_id = _transaction_id(transaction_id)
+        meta_text = _check_metadata(metadata)
+        checked = _check_fingers(fingers)
+        extra = _check_originals(originals)
+        prepared = self._prepare(checked)
+        with self._write() as con:
+            gid, gen = self._gallery_row(con, gallery, create=True)
+            if con.execute("SELECT 1 FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone():
+                raise GalleryError(f"subject_id: {subject_id!r} is already enrolled in gallery {gallery!r} (use update)")
+            now = _audit.utc_now()
+            sid = con.execute(
+                "INSERT INTO subjects(gallery_id, subject, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
+                (gid, subject_id, meta_text, now, now),
+            ).lastrowid
+            added = self._insert_fingers(con, sid, prepared, gid, gen + 1)
+            self._insert_originals(con, sid, checked if keep_originals else {}, extra)
+            con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
+            rec = _audit.append(
+                con,
+                "enroll",
+                operator,
+                {
+                    "transaction_id": transaction_id,
+                    "gallery": gallery,
+                    "subject": subject_id,
+                    "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
+                },
+            )
+        self._index_added(gallery, gen, added)
+        return rec["seq"]
+
+    def enroll_many(
+        self,
+        subjects: Iterable,
+        *,
+        gallery: str = "default",
+        operator: str | None = None,
+        transaction_id: str | None = None,
+        progress=None,
+    ) -> int:
+        """Enrol many subjects, :data:`BULK_BATCH` fingers per transaction (one audit record each).
+
+        Parameters
+        ----------
+        subjects : iterable of (subject_id, fingers) or (subject_id, fingers, metadata)
+        progress : callable(int), optional
+            Called with the number of subjects committed after each batch.
+
+        Returns
+        -------
+        int
+            Subjects enrolled. A bad subject raises before its batch is committed;
+            earlier batches stay enrolled.
+        """
+        _check_gallery_name(gallery)
+        operator = _operator(operator)
+        transaction_id = _transaction_id(transaction_id)
+        total = 0
+        batch: list = []
+        n_fingers = 0
+        for item in subjects:
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                raise GalleryError("subjects: each item must be (subject_id, fingers) or (subject_id, fingers, metadata)")
+            sid = _check_subject(item[0])
+            checked = _check_fingers(item[1], f"fingers of {sid!r}")
+            meta_text = _check_metadata(item[2] if len(item) == 3 else None)
+            batch.append((sid, checked, meta_text, self._prepare(checked)))
+            n_fingers += len(checked)
+            if n_fingers >= BULK_BATCH:
+                total += self._commit_batch(batch, gallery, operator, transaction_id)
+                if progress is not None:
+                    progress(len(batch))
+                batch, n_fingers = [], 0
+        if batch:
+            total += self._commit_batch(batch, gallery, operator, transaction_id)
+            if progress is not None:
+                progress(len(batch))
+        return total
+
+    def _commit_batch(self, batch, gallery, operator, transaction_id) -> int:
+        with self._write() as con:
+            gid, gen = self._gallery_row(con, gallery, create=True)
+            now = _audit.utc_now()
+            added = []
+            seen = set()
+            for sid, checked, meta_text, prepared in batch:
+                if sid in seen or con.execute(
+                    "SELECT 1 FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, sid)
+                ).fetchone():
+                    raise GalleryError(f"subject_id: {sid!r} is already enrolled in gallery {gallery!r}")
+                seen.add(sid)
+                rowid = con.execute(
+                    "INSERT INTO subjects(gallery_id, subject, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
+                    (gid, sid, meta_text, now, now),
+                ).lastrowid
+                added += self._insert_fingers(con, rowid, prepared, gid, gen + 1)
+                self._insert_originals(con, rowid, checked, {})
+                _audit.append(
+                    con,
+                    "enroll",
+                    operator,
+                    {
+                        "transaction_id": transaction_id,
+                        "gallery": gallery,
+                        "subject": sid,
+                        "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
+                    },
+                )
+            con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
+        self._index_added(gallery, gen, added)
+        return len(batch)
+
+    def _prepare(self, checked) -> dict:
+        """Template bytes, hash and index codes of validated fingers (outside any transaction)."""
+        from .descriptors import encode
+        from .index import finger_codes
+
+        out = {}
+        for pos, (t, _) in checked.items():
+            data = t.to_bytes()
+            out[pos] = {
+                "template": t,
+                "bytes": data,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "codes": finger_codes(encode(t)),
+            }
+        return out
+
+    def _insert_fingers(self, con, sid: int, prepared: dict, gid: int, generation: int) -> list:
+        added = []
+        for pos in sorted(prepared):
+            p = prepared[pos]
+            t = p["template"]
+            fid = con.execute(
+                "INSERT INTO fingers(subject_id, position, template, sha256, n_minutiae, quality) VALUES (?, ?, ?, ?, ?, ?)",
+                (sid, pos, p["bytes"], p["sha256"], len(t), t.quality),
+            ).lastrowid
+            con.execute(
+                "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'add', ?, ?)",
+                (gid, generation, fid, pos),
+            )
+            added.append((fid, pos, p["codes"], t))
+        return added
+
+    @staticmethod
+    def _insert_originals(con, sid: int, checked: dict, extra: dict) -> None:
+        for pos, (_, original) in checked.items():
+            if original is not None:
+                con.execute("INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, 'image', ?)", (sid, pos, original))
+        for pos, data in extra.items():
+            kind = "transaction" if pos is None else "image"
+            con.execute("INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, ?, ?)", (sid, pos, kind, data))
+
+    # -- update / delete -------------------------------------------------------
+    def update(
+        self,
+        subject_id: str,
+        fingers: Mapping | None = None,
+        *,
+        gallery: str = "default",
+        operator: str | None = None,
+        metadata: dict | None = None,
+        remove_positions: Iterable[int] = (),
+        transaction_id: str | None = None,
+    ) -> int:
+        """Replace or add fingers of an enrolled subject, remove some, or replace its metadata.
+
+        Returns the audit record's sequence number. Raises GalleryError for an
+        unknown subject or gallery; nothing changes on bad input.
+        """
+        subject_id = _check_subject(subject_id)
+        _check_gallery_name(gallery)
+        operator = _operator(operator)
+        transaction_id = _transaction_id(transaction_id)
+        checked = _check_fingers(fingers) if fingers is not None else {}
+        removing = sorted({_check_position(p, "remove_positions") for p in remove_positions})
+        if not checked and not removing and metadata is None:
+            raise GalleryError("update: nothing to change (give fingers, remove_positions or metadata)")
+        if set(checked) & set(removing):
+            raise GalleryError(f"remove_positions: {sorted(set(checked) & set(removing))} are also given in fingers")
+        meta_text = _check_metadata(metadata)
+        prepared = self._prepare(checked)
+        with self._write() as con:
+            gid, gen = self._require_gallery(con, gallery)
+            row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
+            if row is None:
+                raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
+            sid = row[0]
+            existing = dict(con.execute("SELECT position, id FROM fingers WHERE subject_id = ?", (sid,)).fetchall())
+            missing = [p for p in removing if p not in existing]
+            if missing:
+                raise GalleryError(f"remove_positions: subject {subject_id!r} has no finger at {missing}")
+            if len(set(existing) - set(removing) | set(checked)) == 0:
+                raise GalleryError(f"remove_positions: would leave subject {subject_id!r} without fingers (use delete)")
+            removed = []
+            for pos in sorted(set(removing) | (set(checked) & set(existing))):
+                fid = existing[pos]
+                con.execute("DELETE FROM fingers WHERE id = ?", (fid,))
+                con.execute("DELETE FROM originals WHERE subject_id = ? AND position = ?", (sid, pos))
+                con.execute(
+                    "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
+                    (gid, gen + 1, fid, pos),
+                )
+                removed.append(fid)
+            added = self._insert_fingers(con, sid, prepared, gid, gen + 1)
+            self._insert_originals(con, sid, checked, {})
+            if metadata is not None:
+                con.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (meta_text, sid))
+            con.execute("UPDATE subjects SET updated = ? WHERE id = ?", (_audit.utc_now(), sid))
+            con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
+            rec = _audit.append(
+                con,
+                "update",
+                operator,
+                {
+                    "transaction_id": transaction_id,
+                    "gallery": gallery,
+                    "subject": subject_id,
+                    "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
+                    "removed_positions": removing,
+                    "metadata_replaced": metadata is not None,
+                },
+            )
+        self._forget(removed)
+        self._index_changed(gallery, gen, added, removed)
+        return rec["seq"]
+
+    def delete(self, subject_id: str, *, gallery: str = "default", operator: str | None = None,
+               transaction_id: str | None = None) -> int:
+        """Delete a subject for good: its rows, originals and index entries.
+
+        The audit keeps only that the deletion happened (subject id, gallery,
+        operator, time). SQLite runs with ``secure_delete`` (freed pages are
+        zeroed) and the WAL is checkpointed; the gallery's index file is
+        rewritten at once. Returns the audit record's sequence number.
+        """
+        subject_id = _check_subject(subject_id)
+        _check_gallery_name(gallery)
+        operator = _operator(operator)
+        transaction_id = _transaction_id(transaction_id)
+        with self._write() as con:
+            gid, gen = self._require_gallery(con, gallery)
+            row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
+            if row is None:
+                raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
+            sid = row[0]
+            fingers = con.execute("SELECT id, position FROM fingers WHERE subject_id = ?", (sid,)).fetchall()
+            for fid, pos in fingers:
+                con.execute(
+                    "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
+                    (gid, gen + 1, fid, pos),
+                )
+            con.execute("DELETE FROM subjects WHERE id = ?", (sid,))  # cascades to fingers, originals
+            con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
+            rec = _audit.append(
+                con, "delete", operator, {"transaction_id": transaction_id, "gallery": gallery, "subject": subject_id}
+            )
+        removed = [f for f, _ in fingers]
+        self._forget(removed)
+        self._index_changed(gallery, gen, [], removed, save=True)
+        try:
+            self._con().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:  # readers in other processes; pages are zeroed at the next checkpoint
+            pass
+        return rec["seq"]
+
+    def _forget(self, finger_ids) -> None:
+        for fid in finger_ids:
+            self._features.pop(fid)
+
+    # -- reading ------------------------------------------------------------------
+    def get(self, subject_id: str, *, gallery: str = "default") -> SubjectRecord:
+        """The enrolled fingers and metadata of one subject (GalleryError when unknown)."""
+        subject_id = _check_subject(subject_id)
+        con = self._con()
+        gid, _ = self._require_gallery(con, gallery)
+        row = con.execute(
+            "SELECT id, metadata, created, updated FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)
+        ).fetchone()
+        if row is None:
+            raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
+        sid, meta, created, updated = row
+        fingers = {
+            pos: Template.from_bytes(blob, name=f"store finger {fid}")
+            for fid, pos, blob in con.execute("SELECT id, position, template FROM fingers WHERE subject_id = ? ORDER BY position", (sid,))
+        }
+        originals = tuple(
+            con.execute("SELECT position, kind, length(data) FROM originals WHERE subject_id = ? ORDER BY id", (sid,)).fetchall()
+        )
+        return SubjectRecord(subject_id, gallery, fingers, json.loads(meta) if meta else None, created, updated, originals)
+
+    def subjects(self, *, gallery: str = "default") -> list[str]:
+        """Subject ids of a gallery, sorted."""
+        con = self._con()
+        gid, _ = self._require_gallery(con, gallery)
+        return [r[0] for r in con.execute("SELECT subject FROM subjects WHERE gallery_id = ? ORDER BY subject", (gid,))]
+
+    def stats(self) -> dict:
+        """Counts per gallery, store size, index state and audit length."""
+        con = self._con()
+        out = {"store": str(self.path), "schema_version": SCHEMA_VERSION, "galleries": {}}
+        for gid, name, gen in con.execute("SELECT id, name, generation FROM galleries ORDER BY name").fetchall():
+            n_sub = con.execute("SELECT count(*) FROM subjects WHERE gallery_id = ?", (gid,)).fetchone()[0]
+            n_fing, n_bytes = con.execute(
+                "SELECT count(*), coalesce(sum(length(template)), 0) FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
+                "WHERE gallery_id = ?",
+                (gid,),
+            ).fetchone()
+            path = self._index_path(name)
+            manifest = None
+            if path.exists():
+                from .index import GalleryIndex
+
+                manifest = GalleryIndex.read_manifest(path)
+            idx = self._indexes.get(name)
+            out["galleries"][name] = {
+                "subjects": n_sub,
+                "fingers": n_fing,
+                "template_bytes": n_bytes,
+                "generation": gen,
+                "index_file": str(path) if path.exists() else None,
+                "index_file_generation": manifest.get("generation") if manifest else None,
+                "index_loaded": idx.describe() if idx is not None else None,
+            }
+        out["audit_records"] = _audit.head(con)[0]
+        out["store_bytes"] = sum(
+            q.stat().st_size for q in (self.path, Path(f"{self.path}-wal")) if q.exists()
+        )
+        cal = self._calibration_doc(con)
+        out["calibration"] = cal[1] if cal else None
+        return out
+
+    # -- index maintenance -------------------------------------------------------------
+    def _index_added(self, gallery: str, gen_before: int, added: list) -> None:
+        self._index_changed(gallery, gen_before, added, [])
+
+    def _index_changed(self, gallery: str, gen_before: int, added: list, removed: list, save: bool = False) -> None:
+        """Apply this process's own committed change to a loaded index that was current before it."""
+        with self._index_lock:
+            idx = self._indexes.get(gallery)
+            if idx is not None and idx.generation == gen_before:
+                if removed:
+                    idx.remove(removed)
+                idx.add([(fid, pos, codes) for fid, pos, codes, _ in added], generation=gen_before + 1)
+                for fid, _, _, t in added:
+                    self._features.put(fid, t)
+                self._dirty.add(gallery)
+            if save:
+                if idx is None and self._index_path(gallery).exists():
+                    idx = self.index(gallery)  # load, catch up (drops the deleted fingers)
+                if idx is not None:
+                    idx.save(self._index_path(gallery), gallery)
+                    self._dirty.discard(gallery)
+
+    def index(self, gallery: str = "default"):
+        """The gallery's :class:`biomatch.index.GalleryIndex`, loaded, caught up or rebuilt as needed."""
+        from .index import GalleryIndex
+
+        con = self._con()
+        gid, gen = self._require_gallery(con, gallery)
+        with self._index_lock:
+            idx = self._indexes.get(gallery)
+            if idx is None:
+                idx = GalleryIndex.load(self._index_path(gallery), gallery)
+                if idx is not None and idx.generation > gen:
+                    idx = None  # written against another state of the store
+                if idx is None:
+                    idx = self._rebuild(con, gid, gen)
+                    idx.save(self._index_path(gallery), gallery)
+                self._indexes[gallery] = idx
+            if idx.generation < gen:
+                n = self._catch_up(con, gid, idx)
+                self._dirty.add(gallery)
+                if n:
+                    idx.generation = max(idx.generation, gen)
+            return idx
+
+    def rebuild_index(self, gallery: str = "default"):
+        """Rebuild a gallery's index from the store and save it."""
+        con = self._con()
+        gid, gen = self._require_gallery(con, gallery)
+        with self._index_lock:
+            idx = self._rebuild(con, gid, gen)
+            idx.save(self._index_path(gallery), gallery)
+            self._indexes[gallery] = idx
+            self._dirty.discard(gallery)
+            return idx
+
+    def _rebuild(self, con, gid: int, gen: int):
+        from .index import GalleryIndex
+
+        idx = GalleryIndex(gen)
+        # one consistent snapshot: generation and fingers read in one transaction
+        con.execute("BEGIN")
+        try:
+            gen = con.execute("SELECT generation FROM galleries WHERE id = ?", (gid,)).fetchone()[0]
+            idx.generation = gen
+            rows = con.execute(
+                "SELECT fingers.id, position, template FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
+                "WHERE gallery_id = ? ORDER BY fingers.id",
+                (gid,),
+            )
+            self._add_rows(idx, rows)
+        finally:
+            con.execute("COMMIT")
+        return idx
+
+    def _add_rows(self, idx, rows, chunk: int = 2000) -> int:
+        from .descriptors import encode
+        from .index import finger_codes
+
+        n = 0
+        buf = []
+        for fid, pos, blob in rows:
+            t = Template.from_bytes(blob, name=f"store finger {fid}")
+            buf.append((fid, pos, finger_codes(encode(t))))
+            self._features.put(fid, t)
+            if len(buf) >= chunk:
+                idx.add(buf)
+                n += len(buf)
+                buf = []
+        if buf:
+            idx.add(buf)
+            n += len(buf)
+        return n
+
+    def _catch_up(self, con, gid: int, idx) -> int:
+        """Apply the store's changes after ``idx.generation``; returns the number applied."""
+        con.execute("BEGIN")
+        try:
+            gen = con.execute("SELECT generation FROM galleries WHERE id = ?", (gid,)).fetchone()[0]
+            changes = con.execute(
+                "SELECT op, finger_id FROM changes WHERE gallery_id = ? AND generation > ? AND generation <= ? "
+                "ORDER BY generation, rowid",
+                (gid, idx.generation, gen),
+            ).fetchall()
+            dels = sorted({f for op, f in changes if op == "del"})
+            adds = sorted({f for op, f in changes if op == "add"} - set(dels))
+            if dels:
+                idx.remove(dels)
+                self._forget(dels)
+            rows = []
+            for i in range(0, len(adds), 500):
+                part = adds[i : i + 500]
+                q = ",".join("?" * len(part))
+                rows += con.execute(f"SELECT id, position, template FROM fingers WHERE id IN ({q})", part).fetchall()
+            self._add_rows(idx, rows)
+            idx.generation = gen
+        finally:
+            con.execute("COMMIT")
+        return len(changes) or 1
+
+    # -- calibration and thresholds ----------------------------------------------------------
+    def set_calibration(self, calibration, *, operator: str | None = None, transaction_id: str | None = None) -> int:
+        """Store a :class:`biomatch.calibration.Calibration` (audited); later searches use it."""
+        from .calibration import Calibration
+
+        if not isinstance(calibration, Calibration):
+            raise CalibrationError(f"calibration: expected a biomatch Calibration, got {type(calibration).__name__}")
+        operator = _operator(operator)
+        doc = calibration.to_json()
+        with self._write() as con:
+            con.execute("INSERT INTO calibration(doc, created) VALUES (?, ?)", (doc, _audit.utc_now()))
+            rec = _audit.append(
+                con,
+                "calibration",
+                operator,
+                {"transaction_id": _transaction_id(transaction_id), "sha256": hashlib.sha256(doc.encode()).hexdigest()},
+            )
+        self._cal_cache = None
+        return rec["seq"]
+
+    def _calibration_doc(self, con):
+        row = con.execute("SELECT id, doc FROM calibration ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        try:
+            doc = json.loads(row[1])
+        except ValueError:
+            doc = {}
+        return row[0], {k: doc.get(k) for k in ("matcher_version", "source", "date", "n_scores") if k in doc}
+
+    def calibration(self):
+        """The calibration searches use: the store's latest, else biomatch's default, else None."""
+        con = self._con()
+        row = con.execute("SELECT id, doc FROM calibration ORDER BY id DESC LIMIT 1").fetchone()
+        cache = getattr(self, "_cal_cache", None)
+        key = row[0] if row else None
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        from . import calibration as _cal
+
+        cal = None
+        if row is not None:
+            cal = _cal.Calibration.from_json(row[1])
+        else:
+            try:
+                cal = _cal.default_calibration()
+            except (BiomatchError, OSError):
+                cal = None
+        self._cal_cache = (key, cal)
+        return cal
+
+    def set_threshold(self, value: float, *, gallery: str | None = None, operator: str | None = None,
+                      transaction_id: str | None = None) -> int:
+        """Set the decision threshold (a raw single-finger score; hit when score >= value), audited.
+
+        Parameters
+        ----------
+        value : float or Threshold
+            Raw score in [0, 1], or a :class:`~biomatch.calibration` ``Threshold`` (its ``.value``).
+        gallery : str, optional
+            The gallery it applies to; None sets the store-wide default.
+        """
+        value = _threshold_value(value)
+        name = "*" if gallery is None else _check_gallery_name(gallery)
+        operator = _operator(operator)
+        with self._write() as con:
+            old = con.execute("SELECT value FROM thresholds WHERE gallery = ?", (name,)).fetchone()
+            con.execute(
+                "INSERT INTO thresholds(gallery, value, set_at, operator) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(gallery) DO UPDATE SET value = excluded.value, set_at = excluded.set_at, operator = excluded.operator",
+                (name, value, _audit.utc_now(), operator),
+            )
+            rec = _audit.append(
+                con,
+                "threshold",
+                operator,
+                {"transaction_id": _transaction_id(transaction_id), "gallery": gallery, "threshold": value,
+                 "previous": old[0] if old else None},
+            )
+        return rec["seq"]
+
+    def threshold(self, gallery: str | None = None) -> float | None:
+        """The configured threshold of a gallery (else the store-wide one), or None."""
+        con = self._con()
+        for name in ([gallery] if gallery else []) + ["*"]:
+            row = con.execute("SELECT value FROM thresholds WHERE gallery = ?", (name,)).fetchone()
+            if row:
+                return float(row[0])
+        return None
+
+    # -- search -------------------------------------------------------------------------------
+    def search(
+        self,
+        probe_fingers: Mapping,
+        *,
+        galleries: Iterable[str] | None = None,
+        max_candidates: int = 10,
+        threshold=None,
+        operator: str | None = None,
+        transaction_id: str | None = None,
+    ) -> list[Candidate]:
+        """Search probe fingers against one or more galleries.
+
+        Parameters
+        ----------
+        probe_fingers : dict of int -> Template, template bytes/path, image path or array
+            Keyed by FGP position (0 when unknown).
+        galleries : list of str, optional
+            Default: every gallery of the store.
+        max_candidates : int
+            Candidate list length L (1..1000).
+        threshold : float or Threshold, optional
+            Raw single-finger score; default the configured threshold (:meth:`set_threshold`).
+            With a threshold only hits are returned (see the module docstring for multi-finger probes).
+        operator, transaction_id : str, optional
+            Recorded in the audit.
+
+        Returns
+        -------
+        list of Candidate
+            Best first.
+        """
+        probes = {p: t for p, (t, _) in _check_fingers(probe_fingers, "probe_fingers").items()}
+        operator = _operator(operator)
+        transaction_id = _transaction_id(transaction_id)
+        if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or not 1 <= max_candidates <= MAX_CANDIDATES:
+            raise GalleryError(f"max_candidates: expected an integer 1..{MAX_CANDIDATES}, got {max_candidates!r}")
+        con = self._con()
+        if galleries is None:
+            names = self.galleries()
+        else:
+            if isinstance(galleries, str):
+                galleries = [galleries]
+            names = list(dict.fromkeys(_check_gallery_name(g, "galleries") for g in galleries))
+            if not names:
+                raise GalleryError("galleries: empty list")
+            for g in names:
+                self._require_gallery(con, g)
+        if threshold is None and names:
+            configured = {self.threshold(g) for g in names}
+            threshold = min(v for v in configured if v is not None) if configured - {None} else None
+        thr = None if threshold is None else _threshold_value(threshold)
+        cal = self.calibration()
+        if thr is not None and cal is None:
+            raise CalibrationError("threshold: no calibration in the store and no default calibration installed")
+
+        from .calibration import fpir_from_fmr
+
+        raw: list = []
+        n_subjects = 0
+        for g in names:
+            gid, _ = self._require_gallery(con, g)
+            n_subjects += con.execute("SELECT count(*) FROM subjects WHERE gallery_id = ?", (gid,)).fetchone()[0]
+            raw += self._search_gallery(con, g, gid, probes)
+
+        def fmr_of(scores):
+            if cal is None:
+                return np.full(len(scores), np.nan)
+            return np.asarray(cal.fmr(np.asarray(scores, dtype=np.float64)), dtype=np.float64).ravel()
+
+        rows = []
+        for gname, subject, per in raw:  # per: list of (probe_pos, pos, score, fid)
+            scores = [s for _, _, s, _ in per]
+            fmrs = fmr_of(scores)
+            fused = _fisher(fmrs)
+            rows.append((fused, -sum(scores), gname, subject, per, fmrs))
+        rows.sort(key=lambda r: (r[0] if not math.isnan(r[0]) else 2.0, r[1], r[2], r[3]))
+        thr_fmr = float(fmr_of([thr])[0]) if thr is not None else None
+        if thr_fmr is not None:
+            rows = [r for r in rows if r[0] <= thr_fmr]
+        rows = rows[:max_candidates]
+        candidates = []
+        for rank, (fused, neg, gname, subject, per, fmrs) in enumerate(rows, start=1):
+            fingers = tuple(
+                FingerScore(pp, pos, float(s), float(f), self._pairs(probes[pp], fid))
+                for (pp, pos, s, fid), f in zip(per, fmrs)
+            )
+            fpir = float(fpir_from_fmr(fused, max(n_subjects, 1))) if not math.isnan(fused) else float("nan")
+            candidates.append(Candidate(rank, subject, gname, float(-neg), float(fused), fpir, fingers))
+        decision = "candidates" if thr is None else ("hit" if candidates else "no-hit")
+        with self._write() as wcon:
+            _audit.append(
+                wcon,
+                "search",
+                operator,
+                {
+                    "transaction_id": transaction_id,
+                    "probe": {str(p): _template_hash(t) for p, t in sorted(probes.items())},
+                    "galleries": names,
+                    "gallery_subjects": n_subjects,
+                    "max_candidates": int(max_candidates),
+                    "threshold": thr,
+                    "decision": decision,
+                    "candidates": [
+                        {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6),
+                         "fmr": _json_float(c.fmr)}
+                        for c in candidates
+                    ],
+                },
+            )
+        return candidates
+
+    def _search_gallery(self, con, gallery: str, gid: int, probes: dict) -> list:
+        """Rescored subjects of one gallery: list of (gallery, subject, [(probe_pos, pos, score, finger_id)])."""
+        from .descriptors import encode
+        from .index import probe_codes
+
+        n_fingers = con.execute(
+            "SELECT count(*) FROM fingers JOIN subjects ON subjects.id = fingers.subject_id WHERE gallery_id = ?", (gid,)
+        ).fetchone()[0]
+        if n_fingers == 0:
+            return []
+        if n_fingers <= EXHAUSTIVE_MAX_FINGERS:
+            subject_ids = [r[0] for r in con.execute("SELECT id FROM subjects WHERE gallery_id = ?", (gid,))]
+        else:
+            idx = self.index(gallery)
+            votes: dict[int, float] = collections.defaultdict(float)
+            best_by_finger: dict[int, float] = {}
+            for pos, t in probes.items():
+                for v in idx.shortlist(probe_codes(encode(t)), pos, SHORTLIST_FINGERS):
+                    best_by_finger[v.finger_id] = max(best_by_finger.get(v.finger_id, 0.0), v.votes)
+            if not best_by_finger:
+                return []
+            owners = self._finger_owners(con, list(best_by_finger))
+            for fid, vt in best_by_finger.items():
+                if fid in owners:
+                    votes[owners[fid]] += vt
+            subject_ids = sorted(votes, key=lambda s: (-votes[s], s))[:SHORTLIST_SUBJECTS]
+        if not subject_ids:
+            return []
+        # fingers of the shortlisted subjects
+        fingers_of: dict[int, list] = collections.defaultdict(list)
+        names: dict[int, str] = {}
+        for i in range(0, len(subject_ids), 500):
+            part = subject_ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            for sid, subject in con.execute(f"SELECT id, subject FROM subjects WHERE id IN ({q})", part):
+                names[sid] = subject
+            for fid, sid, pos in con.execute(f"SELECT id, subject_id, position FROM fingers WHERE subject_id IN ({q})", part):
+                fingers_of[sid].append((fid, pos))
+        # per probe finger: the compatible enrolled fingers to rescore
+        from .scoring import pack, score_packed
+
+        results = {sid: [] for sid in subject_ids if sid in names}
+        for ppos, t in probes.items():
+            targets = []
+            for sid in results:
+                for fid, pos in fingers_of.get(sid, ()):
+                    if ppos == 0 or pos == 0 or pos == ppos:
+                        targets.append((sid, fid, pos))
+            if not targets:
+                continue
+            feats = self._features_for(con, [fid for _, fid, _ in targets])
+            scores = score_packed(encode(t), pack([feats[fid] for _, fid, _ in targets]))
+            best: dict[int, tuple] = {}
+            for (sid, fid, pos), s in zip(targets, scores):
+                if sid not in best or s > best[sid][2]:
+                    best[sid] = (ppos, pos, float(s), fid)
+            for sid, b in best.items():
+                results[sid].append(b)
+        return [(gallery, names[sid], per) for sid, per in results.items() if per]
+
+    def _finger_owners(self, con, finger_ids: list) -> dict:
+        out = {}
+        for i in range(0, len(finger_ids), 500):
+            part = finger_ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            out.update(con.execute(f"SELECT id, subject_id FROM fingers WHERE id IN ({q})", part).fetchall())
+        return out
+
+    def _features_for(self, con, finger_ids: list) -> dict:
+        """Descriptors of enrolled fingers (LRU cache; misses decoded from the store and encoded)."""
+        from .descriptors import encode
+
+        out = {}
+        missing = []
+        for fid in finger_ids:
+            t = self._features.get(fid)
+            if t is None:
+                missing.append(fid)
+            else:
+                out[fid] = t
+        for i in range(0, len(missing), 500):
+            part = missing[i : i + 500]
+            q = ",".join("?" * len(part))
+            for fid, blob in con.execute(f"SELECT id, template FROM fingers WHERE id IN ({q})", part):
+                t = Template.from_bytes(blob, name=f"store finger {fid}")
+                self._features.put(fid, t)
+                out[fid] = t
+        return {fid: encode(t) for fid, t in out.items()}
+
+    def _pairs(self, probe: Template, finger_id: int) -> tuple:
+        from .scoring import verify
+
+        t = self._features.get(finger_id)
+        if t is None:
+            row = self._con().execute("SELECT template FROM fingers WHERE id = ?", (finger_id,)).fetchone()
+            if row is None:
+                return ()
+            t = Template.from_bytes(row[0], name=f"store finger {finger_id}")
+        m = verify(probe, t)
+        return tuple((int(a), int(b)) for a, b in m.pairs)
+
+    # -- audit ------------------------------------------------------------------------------
+    def verify_audit(self) -> int:
+        """Re-check the audit chain; returns the number of records verified (AuditError at the first bad one)."""
+        con = self._con()
+        con.execute("BEGIN")
+        try:
+            return _audit.verify(con)
+        finally:
+            con.execute("COMMIT")
+
+    def audit_records(self, *, since: int = 1, limit: int | None = None) -> list[dict]:
+        """Audit records in order (each with its ``hash``), unverified."""
+        return list(_audit.records(self._con(), since=since, limit=limit))
+
+    def export_audit(self, out) -> int:
+        """Write the audit log as JSON lines (one record with its hash per line) to a path or text file; returns the count."""
+        recs = _audit.records(self._con())
+        if isinstance(out, (str, os.PathLike)):
+            with open(out, "w", encoding="utf-8") as fh:
+                return _write_lines(recs, fh)
+        return _write_lines(recs, out)
+
+
+def _write_lines(recs, fh) -> int:
+    n = 0
+    for r in recs:
+        fh.write(_audit.canonical_json(r) + "\n")
+        n += 1
+    return n
+
+
+def _fisher(fmrs: np.ndarray) -> float:
+    """Fisher's combination of k independent FMRs: P(chi2_2k >= -2 sum ln p)."""
+    if len(fmrs) == 0 or np.any(np.isnan(fmrs)):
+        return float("nan")
+    p = np.clip(np.asarray(fmrs, dtype=np.float64), FMR_FLOOR, 1.0)
+    if p.size == 1:
+        return float(p[0])
+    # chi2 survival with 2k degrees of freedom in closed form: e^{-x/2} sum_{j<k} (x/2)^j / j!
+    half = -np.sum(np.log(p))
+    k = p.size
+    term = 1.0
+    total = 1.0
+    for j in range(1, k):
+        term *= half / j
+        total += term
+    return float(min(1.0, math.exp(-half) * total))
+
+
+def _threshold_value(value) -> float:
+    v = getattr(value, "value", value)
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(float(v)):
+        raise GalleryError(f"threshold: expected a raw score (number) or a Threshold, got {value!r}")
+    v = float(v)
+    if not 0.0 <= v <= 1.0:
+        raise GalleryError(f"threshold: raw scores lie in [0, 1], got {v}")
+    return v
+
+
+def _check_metadata(metadata):
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise GalleryError(f"metadata: expected a dict, got {type(metadata).__name__}")
+    try:
+        return json.dumps(metadata, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise GalleryError(f"metadata: not JSON-serialisable ({exc})") from None
+
+
+def _check_originals(originals) -> dict:
+    if originals is None:
+        return {}
+    if not isinstance(originals, Mapping):
+        raise GalleryError(f"originals: expected a dict of position -> bytes, got {type(originals).__name__}")
+    out = {}
+    for pos, data in originals.items():
+        p = None if pos is None else _check_position(pos, f"originals[{pos!r}]")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise GalleryError(f"originals[{pos!r}]: expected bytes, got {type(data).__name__}")
+        out[p] = bytes(data)
+    return out
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class _LRU:
+    """A small thread-safe LRU map."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._d: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.capacity:
+                self._d.popitem(last=False)
+
+    def pop(self, key) -> None:
+        with self._lock:
+            self._d.pop(key, None)
+
+
+_OPEN_TOKEN = object()

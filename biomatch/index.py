@@ -1,0 +1,510 @@
+"""FAISS binary index over local minutia descriptors: the shortlist stage.
+
+A gallery's index is *derived data*: the store (:mod:`biomatch.gallery`) is
+the source of truth and the index is rebuilt from it when missing, stale or
+written by another version.
+
+How a search shortlists
+-----------------------
+Every valid MCC cylinder of an enrolled finger (:func:`biomatch.descriptors.encode`)
+is reduced to a :data:`CODE_BITS`-bit code. Cylinder bits are sparse (about
+5 % set), and Hamming distance between sparse vectors mostly measures how
+many bits are set, not which: nearest neighbours would be the emptiest
+cylinders. Each code bit is therefore the OR of :data:`GROUP_BITS` cylinder
+bits chosen at random (fixed seed) - a Bloom-filter projection of the set of
+occupied cells, which brings the codes near half density so that Hamming
+distance reflects set overlap. Only cells within :data:`INNER_RADIUS_FRACTION`
+of the cylinder radius are used: they are valid in both cylinders of a mated
+pair far more often than border cells (partial overlap), and the code has no
+room for the validity mask. At most :data:`MAX_INDEXED_PER_FINGER` cylinders of a
+finger are indexed (those with the most set bits, i.e. the most neighbouring
+evidence), which bounds memory at ``MAX_INDEXED_PER_FINGER * (CODE_BYTES + 8)``
+bytes per finger (codes plus 64-bit ids).
+
+A probe's cylinders each look up their :data:`K_NEIGHBOURS` nearest gallery
+codes; each neighbour votes for the finger it belongs to with weight
+``1 - d / VOTE_ZERO_DISTANCE`` (``d`` the Hamming distance), one vote per probe cylinder and finger. The
+fingers with the largest vote totals form the shortlist that
+:mod:`biomatch.scoring` then rescores exhaustively.
+
+Fingers are partitioned by finger position (ANSI/NIST-ITL FGP): a probe of a
+known position searches its position's partition and the unknown-position
+partition (0); a probe of unknown position searches all of them. A partition
+is an exhaustive ``IndexBinaryFlat`` up to :data:`FLAT_MAX_CODES` codes and an
+``IndexBinaryIVF`` (:data:`IVF_NPROBE` of ``nlist ~ IVF_LISTS_PER_SQRT * sqrt(n)``
+lists visited) beyond.
+
+On disk the index of a gallery is one file, written atomically (temporary
+file, fsync, rename): a header with a JSON manifest (format and descriptor
+versions, store generation, per-partition sizes and SHA-256) followed by the
+serialised FAISS partitions. A crash while writing leaves the previous file
+in place; a file whose manifest does not match the store is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GalleryError
+
+__all__ = [
+    "CODE_BITS",
+    "CODE_BYTES",
+    "MAX_INDEXED_PER_FINGER",
+    "K_NEIGHBOURS",
+    "FLAT_MAX_CODES",
+    "IVF_NPROBE",
+    "INDEX_FORMAT_VERSION",
+    "index_version",
+    "finger_codes",
+    "probe_codes",
+    "GalleryIndex",
+    "write_atomic",
+]
+
+# ---------------------------------------------------------------------------
+# Tuned constants (one place)
+# ---------------------------------------------------------------------------
+#: Bits of the reduced per-cylinder code that the FAISS index holds.
+CODE_BITS = 256
+CODE_BYTES = CODE_BITS // 8
+#: Cylinder bits OR-ed into one code bit.
+GROUP_BITS = 4
+#: Only cells whose centre lies within this fraction of the cylinder radius feed the code.
+INNER_RADIUS_FRACTION = 0.6
+#: Seed of the random grouping; part of the index version.
+CODE_SEED = 19792
+#: Hamming distance at which a neighbour's vote falls to zero.
+VOTE_ZERO_DISTANCE = 120.0
+#: Cylinders of one enrolled finger that are indexed (memory bound).
+MAX_INDEXED_PER_FINGER = 40
+#: Nearest gallery codes each probe cylinder looks up.
+K_NEIGHBOURS = 32
+#: Partitions up to this many codes are searched exhaustively (IndexBinaryFlat).
+FLAT_MAX_CODES = 400_000
+#: IVF lists per square root of the codes at (re)build time.
+IVF_LISTS_PER_SQRT = 2.0
+#: IVF lists visited per query.
+IVF_NPROBE = 24
+#: Codes sampled to train the IVF coarse quantiser (per list).
+IVF_TRAIN_PER_LIST = 40
+#: Version of the on-disk layout; bump when the file or the code changes meaning.
+INDEX_FORMAT_VERSION = 1
+
+_MAGIC = b"BMIDX\x00"
+_HEADER = struct.Struct("<6sQ")
+
+
+def index_version() -> str:
+    """Version string an index file must carry to be used by this build."""
+    from .descriptors import DESCRIPTOR_VERSION
+
+    return f"bmidx-{INDEX_FORMAT_VERSION}/{DESCRIPTOR_VERSION}/bits{CODE_BITS}-or{GROUP_BITS}-r{INNER_RADIUS_FRACTION}-seed{CODE_SEED}-max{MAX_INDEXED_PER_FINGER}"
+
+
+_SAMPLE_LOCK = threading.Lock()
+_SAMPLE: np.ndarray | None = None
+
+
+def _sampled_bits() -> np.ndarray:
+    """Cylinder bit positions OR-ed into each code bit, int64 (CODE_BITS, GROUP_BITS)."""
+    global _SAMPLE
+    with _SAMPLE_LOCK:
+        if _SAMPLE is None:
+            from .descriptors import CELL_UV, N_DIRECTIONAL, N_SPATIAL
+
+            inner = np.flatnonzero((CELL_UV**2).sum(axis=1) <= (INNER_RADIUS_FRACTION * N_SPATIAL / 2.0) ** 2)
+            # cell c, direction layer k is bit c * N_DIRECTIONAL + k (little-endian bit order)
+            used = (inner[:, None] * N_DIRECTIONAL + np.arange(N_DIRECTIONAL)[None, :]).ravel()
+            rng = np.random.default_rng(CODE_SEED)
+            _SAMPLE = np.stack([rng.choice(used, size=GROUP_BITS, replace=False) for _ in range(CODE_BITS)])
+        return _SAMPLE
+
+
+def _reduce(bits: np.ndarray) -> np.ndarray:
+    """Cylinders uint8 (n, DESCRIPTOR_BYTES) -> codes uint8 (n, CODE_BYTES) (OR of bit groups)."""
+    if bits.shape[0] == 0:
+        return np.zeros((0, CODE_BYTES), dtype=np.uint8)
+    unpacked = np.unpackbits(bits, axis=1, bitorder="little")
+    grouped = unpacked[:, _sampled_bits()].max(axis=2)
+    return np.ascontiguousarray(np.packbits(grouped, axis=1, bitorder="little"))
+
+
+def finger_codes(features) -> np.ndarray:
+    """Index codes of an enrolled finger.
+
+    Parameters
+    ----------
+    features : biomatch.descriptors.Features
+
+    Returns
+    -------
+    ndarray of uint8, shape (m, CODE_BYTES)
+        ``m <= MAX_INDEXED_PER_FINGER`` codes of the valid cylinders with the
+        most set bits.
+    """
+    bits = np.asarray(features.bits)[np.asarray(features.valid)]
+    if bits.shape[0] > MAX_INDEXED_PER_FINGER:
+        ones = np.unpackbits(bits, axis=1).sum(axis=1)
+        keep = np.sort(np.argsort(-ones, kind="stable")[:MAX_INDEXED_PER_FINGER])
+        bits = bits[keep]
+    return _reduce(bits)
+
+
+def probe_codes(features) -> np.ndarray:
+    """Codes of every valid cylinder of a probe, uint8 (n_valid, CODE_BYTES)."""
+    return _reduce(np.asarray(features.bits)[np.asarray(features.valid)])
+
+
+def write_atomic(path: Path, chunks) -> None:
+    """Write ``chunks`` (bytes-likes) to ``path`` atomically: temp file, fsync, rename, fsync dir."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise GalleryError(f"{path}: cannot write the index ({exc.strerror or exc})") from None
+
+
+# ---------------------------------------------------------------------------
+# One partition (finger position) of a gallery
+# ---------------------------------------------------------------------------
+class _Partition:
+    """A FAISS binary index holding codes labelled with finger ids."""
+
+    def __init__(self, index=None):
+        import faiss
+
+        self.faiss = faiss
+        self.index = index if index is not None else faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(CODE_BITS))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def kind(self) -> str:
+        return "ivf" if isinstance(self.index, self.faiss.IndexBinaryIVF) else "flat"
+
+    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        if codes.shape[0]:
+            self.index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
+        if self.kind == "flat" and self.ntotal > FLAT_MAX_CODES:
+            self._to_ivf()
+
+    def remove(self, ids: np.ndarray) -> int:
+        if self.ntotal == 0 or len(ids) == 0:
+            return 0
+        sel = self.faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+        return int(self.index.remove_ids(sel))
+
+    def _flat_contents(self):
+        faiss = self.faiss
+        flat = faiss.downcast_IndexBinary(self.index.index)
+        codes = faiss.vector_to_array(flat.xb).reshape(-1, CODE_BYTES)
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return codes, ids
+
+    def _to_ivf(self) -> None:
+        """Replace an exhaustive partition grown past FLAT_MAX_CODES by an IVF one (same contents)."""
+        faiss = self.faiss
+        codes, ids = self._flat_contents()
+        n = codes.shape[0]
+        nlist = int(max(64, IVF_LISTS_PER_SQRT * np.sqrt(n)))
+        quantizer = faiss.IndexBinaryFlat(CODE_BITS)
+        ivf = faiss.IndexBinaryIVF(quantizer, CODE_BITS, nlist)
+        ivf.own_fields = True
+        quantizer.this.disown()
+        rng = np.random.default_rng(CODE_SEED)
+        n_train = min(n, nlist * IVF_TRAIN_PER_LIST)
+        train = codes[np.sort(rng.choice(n, size=n_train, replace=False))]
+        ivf.train(np.ascontiguousarray(train))
+        ivf.nprobe = IVF_NPROBE
+        ivf.add_with_ids(np.ascontiguousarray(codes), ids)
+        self.index = ivf
+
+    def search(self, codes: np.ndarray, k: int):
+        k = min(k, self.ntotal)
+        if k <= 0 or codes.shape[0] == 0:
+            return np.zeros((codes.shape[0], 0), np.int32), np.zeros((codes.shape[0], 0), np.int64)
+        if self.kind == "ivf":
+            self.index.nprobe = IVF_NPROBE
+        return self.index.search(np.ascontiguousarray(codes), k)
+
+    def to_bytes(self) -> bytes:
+        return self.faiss.serialize_index_binary(self.index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "_Partition":
+        import faiss
+
+        index = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
+        return cls(index)
+
+    def memory_bytes(self) -> int:
+        """Bytes held: codes and ids (plus the IVF centroids)."""
+        n = self.ntotal * (CODE_BYTES + 8)
+        if self.kind == "ivf":
+            n += int(self.index.nlist) * CODE_BYTES
+        return n
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A shortlisted finger: its id and vote total."""
+
+    finger_id: int
+    votes: float
+
+
+class GalleryIndex:
+    """The shortlist index of one gallery, partitioned by finger position.
+
+    Thread safety: :meth:`search` may run in any number of threads at once;
+    :meth:`add`, :meth:`remove` take the write side of a readers-writer lock.
+
+    Attributes
+    ----------
+    generation : int
+        Store generation of the gallery this index reflects.
+    """
+
+    def __init__(self, generation: int = 0):
+        self.generation = int(generation)
+        self._parts: dict[int, _Partition] = {}
+        self._lock = _RWLock()
+
+    # -- contents ---------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        """Number of indexed codes."""
+        return sum(p.ntotal for p in self._parts.values())
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes of codes, ids and centroids held in memory."""
+        return sum(p.memory_bytes() for p in self._parts.values())
+
+    def describe(self) -> dict:
+        return {
+            "version": index_version(),
+            "generation": self.generation,
+            "codes": self.ntotal,
+            "memory_bytes": self.memory_bytes(),
+            "partitions": {str(pos): {"kind": p.kind, "codes": p.ntotal} for pos, p in sorted(self._parts.items())},
+        }
+
+    def add(self, entries, generation: int | None = None) -> None:
+        """Add fingers.
+
+        Parameters
+        ----------
+        entries : iterable of (finger_id: int, position: int, codes: uint8 (m, CODE_BYTES))
+        generation : int, optional
+            Store generation after the change.
+        """
+        by_pos: dict[int, list] = {}
+        for fid, pos, codes in entries:
+            by_pos.setdefault(int(pos), []).append((int(fid), codes))
+        with self._lock.write():
+            for pos, items in by_pos.items():
+                codes = np.concatenate([c for _, c in items]) if items else np.zeros((0, CODE_BYTES), np.uint8)
+                ids = np.concatenate([np.full(c.shape[0], f, dtype=np.int64) for f, c in items])
+                part = self._parts.get(pos)
+                if part is None:
+                    part = self._parts[pos] = _Partition()
+                part.add(codes, ids)
+            if generation is not None:
+                self.generation = int(generation)
+
+    def remove(self, finger_ids, generation: int | None = None) -> int:
+        """Remove every code of ``finger_ids``; returns the number of codes removed."""
+        ids = np.asarray(list(finger_ids), dtype=np.int64)
+        with self._lock.write():
+            removed = sum(p.remove(ids) for p in self._parts.values())
+            if generation is not None:
+                self.generation = int(generation)
+        return removed
+
+    # -- search -----------------------------------------------------------
+    def shortlist(self, codes: np.ndarray, position: int, size: int, k: int = K_NEIGHBOURS) -> list[Vote]:
+        """Fingers with the most descriptor votes for a probe.
+
+        Parameters
+        ----------
+        codes : ndarray of uint8, shape (n, CODE_BYTES)
+            :func:`probe_codes` of the probe finger.
+        position : int
+            FGP code of the probe (0 searches every partition).
+        size : int
+            Shortlist length.
+        k : int
+            Neighbours per probe cylinder.
+
+        Returns
+        -------
+        list of Vote, best first (ties by finger id).
+        """
+        with self._lock.read():
+            if position:
+                parts = [self._parts[p] for p in (position, 0) if p in self._parts]
+            else:
+                parts = list(self._parts.values())
+            dist, lab = [], []
+            for part in parts:
+                d, i = part.search(codes, k)
+                dist.append(d)
+                lab.append(i)
+        if not lab or codes.shape[0] == 0:
+            return []
+        d = np.concatenate(dist, axis=1).astype(np.float64)
+        lab = np.concatenate(lab, axis=1)
+        n_q = lab.shape[0]
+        rows = np.repeat(np.arange(n_q, dtype=np.int64), lab.shape[1])
+        lab = lab.ravel()
+        w = 1.0 - d.ravel() / VOTE_ZERO_DISTANCE
+        ok = (lab >= 0) & (w > 0)
+        rows, lab, w = rows[ok], lab[ok], w[ok]
+        if lab.size == 0:
+            return []
+        # one vote per (probe cylinder, finger): the best-weighted neighbour
+        order = np.lexsort((-w, rows, lab))
+        lab, rows, w = lab[order], rows[order], w[order]
+        first = np.ones(lab.size, dtype=bool)
+        first[1:] = (lab[1:] != lab[:-1]) | (rows[1:] != rows[:-1])
+        lab, w = lab[first], w[first]
+        fingers, inv = np.unique(lab, return_inverse=True)
+        totals = np.bincount(inv, weights=w)
+        top = np.lexsort((fingers, -totals))[: max(0, int(size))]
+        return [Vote(int(fingers[t]), float(totals[t])) for t in top]
+
+    # -- persistence ------------------------------------------------------
+    def save(self, path: Path, gallery: str) -> None:
+        """Write the index atomically to ``path`` (see the module docstring)."""
+        with self._lock.read():
+            payloads = [(pos, part.kind, part.to_bytes()) for pos, part in sorted(self._parts.items())]
+            generation = self.generation
+        manifest = {
+            "version": index_version(),
+            "gallery": gallery,
+            "generation": generation,
+            "partitions": [
+                {"position": pos, "kind": kind, "nbytes": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                for pos, kind, b in payloads
+            ],
+        }
+        head = json.dumps(manifest, sort_keys=True).encode()
+        write_atomic(path, [_HEADER.pack(_MAGIC, len(head)), head, *[b for _, _, b in payloads]])
+
+    @staticmethod
+    def read_manifest(path: Path) -> dict | None:
+        """The manifest of an index file, or None when absent or unreadable."""
+        try:
+            with open(path, "rb") as fh:
+                magic, n = _HEADER.unpack(fh.read(_HEADER.size))
+                if magic != _MAGIC or n > 1 << 24:
+                    return None
+                return json.loads(fh.read(n))
+        except (OSError, ValueError, struct.error):
+            return None
+
+    @classmethod
+    def load(cls, path: Path, gallery: str) -> "GalleryIndex | None":
+        """Read an index file; None when it is absent, corrupt, from another version or gallery."""
+        try:
+            data = Path(path).read_bytes()
+            magic, n = _HEADER.unpack_from(data)
+            if magic != _MAGIC:
+                return None
+            manifest = json.loads(data[_HEADER.size : _HEADER.size + n])
+        except (OSError, ValueError, struct.error):
+            return None
+        if manifest.get("version") != index_version() or manifest.get("gallery") != gallery:
+            return None
+        index = cls(int(manifest.get("generation", -1)))
+        offset = _HEADER.size + n
+        try:
+            for entry in manifest["partitions"]:
+                blob = data[offset : offset + int(entry["nbytes"])]
+                offset += int(entry["nbytes"])
+                if len(blob) != int(entry["nbytes"]) or hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+                    return None
+                index._parts[int(entry["position"])] = _Partition.from_bytes(blob)
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            return None
+        if offset != len(data):
+            return None
+        return index
+
+
+class _RWLock:
+    """Many readers or one writer (writers wait for readers to drain; new readers wait for a writer)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    class _Ctx:
+        def __init__(self, enter, exit_):
+            self._enter, self._exit = enter, exit_
+
+        def __enter__(self):
+            self._enter()
+
+        def __exit__(self, *exc):
+            self._exit()
+
+    def _acquire_read(self):
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+
+    def _release_read(self):
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def _acquire_write(self):
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+
+    def _release_write(self):
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+    def read(self):
+        return self._Ctx(self._acquire_read, self._release_read)
+
+    def write(self):
+        return self._Ctx(self._acquire_write, self._release_write)
