@@ -46,6 +46,8 @@ _LAZY = {
     "verify": "scoring",
     "compare_many": "scoring",
     "Match": "scoring",
+    "Gallery": "gallery",
+    "Candidate": "gallery",
 }
 
 __all__ = [
