@@ -3,8 +3,9 @@
 Public API
 ----------
 load_template(path_or_bytes, view=0) -> Template
-    ISO/IEC 19794-2:2005/2011, ANSI INCITS 378-2004/2009 or biomatch bytes,
-    detected from the content.
+    ISO/IEC 19794-2:2005/2011, ANSI INCITS 378-2004/2009 (also 2009/AM1 and
+    the 2007-draft layout NIST libbiomeval reads) or biomatch bytes, detected
+    from the content. Coordinates stay in the record's image frame.
 read_templates(path_or_bytes) -> list of Template
     Every finger view.
 read_record(path_or_bytes) -> MinutiaeRecord
@@ -15,7 +16,8 @@ read_transaction(path_or_bytes) -> Transaction
     ANSI/NIST-ITL traditional encoding: .tot/.ori/.tcn, .images (Type-4/14
     finger images, decoded), .templates (position -> Template from Type-9).
 write_transaction(templates, ori=..., tcn=...) -> bytes
-    A response transaction with Type-1 and Type-9 (INCITS 378 block) records.
+    A response transaction with Type-1 and Type-9 records (INCITS 378 block,
+    plus the legacy 9.005-9.012 block).
 
 Every problem with the input raises :class:`~biomatch.errors.FormatError`
 naming the file, the record and the field.
