@@ -75,6 +75,7 @@ def encode_cylinders(
     cell_bit,
     n_dir,
     plane_words,
+    bit_words,
     radius,
     cell_size,
     sigma_s,
@@ -97,13 +98,14 @@ def encode_cylinders(
     cell_uv : float64 (c, 2)
         Cell centres of the cylinder base in cell units, relative to the minutia.
     cell_word, cell_bit : int64 (c,)
-        Where each cell's bit lives inside one direction plane.
+        Where each cell's bit lives in the validity mask (``plane_words`` words).
     n_dir : int
-        Direction layers; plane k holds ``plane_words`` uint64 words.
+        Direction layers; the value bit of cell c, layer k is bit c * n_dir + k
+        of the ``bit_words`` uint64 words.
 
     Returns
     -------
-    bits : uint64 (n, n_dir * plane_words)
+    bits : uint64 (n, bit_words)
         Cell value bits (only inside valid cells).
     mask : uint64 (n, plane_words)
         Valid-cell bits of the base (shared by every direction plane).
@@ -112,7 +114,7 @@ def encode_cylinders(
     """
     n = xy.shape[0]
     n_cells = cell_uv.shape[0]
-    bits = np.zeros((n, n_dir * plane_words), dtype=np.uint64)
+    bits = np.zeros((n, bit_words), dtype=np.uint64)
     mask = np.zeros((n, plane_words), dtype=np.uint64)
     valid = np.zeros(n, dtype=np.bool_)
     delta_d = 2.0 * math.pi / n_dir
@@ -171,6 +173,7 @@ def encode_cylinders(
                     acc[k] += g * cd[t, k]
             for k in range(n_dir):
                 if acc[k] > psi_threshold:
-                    bits[m, k * plane_words + w] |= b
+                    pos = ci * n_dir + k
+                    bits[m, pos // 64] |= np.uint64(1) << np.uint64(pos % 64)
         valid[m] = n_valid_cells >= min_valid_fraction * n_cells and count >= min_neighbours
     return bits, mask, valid

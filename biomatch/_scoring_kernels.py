@@ -5,8 +5,9 @@ calls them. Every kernel is ``nogil`` so threads scale over cores.
 
 Layout of a packed template set (only valid cylinders are packed):
 
-- ``bits``  uint64 (N, n_dir * plane_words) cylinder bits,
+- ``bits``  uint64 (N, words) cylinder bits (cell-major, direction layers inside),
 - ``mask``  uint64 (N, plane_words) valid cells,
+- ``maskx`` uint64 (N, words) the validity of each bit of ``bits``,
 - ``geo``   float64 (N, 4): x, y (500 ppi, y up), cos(theta), sin(theta),
 - ``theta`` float64 (N,),
 - ``offsets`` int64 (T + 1,): template t owns rows offsets[t]:offsets[t+1].
@@ -34,7 +35,7 @@ def _popcount(typingctx, x):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def popcount_rows(a):
     """Number of set bits of each row of a uint64 (n, w) array -> int64 (n,)."""
     out = np.zeros(a.shape[0], dtype=np.int64)
@@ -46,7 +47,7 @@ def popcount_rows(a):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _wrap_pi(a):
     two_pi = 2.0 * math.pi
     a = (a + math.pi) % two_pi
@@ -55,9 +56,9 @@ def _wrap_pi(a):
     return a - math.pi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def local_similarities(
-    a_bits, a_mask, a_geo, b_bits, b_mask, b_geo, n_dir, plane_words, min_common_cells, out_sim, out_i, out_j
+    a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells, out_sim, out_i, out_j
 ):
     """MCC bit-based local similarity of every matchable cylinder pair.
 
@@ -69,6 +70,7 @@ def local_similarities(
     """
     na = a_bits.shape[0]
     nb = b_bits.shape[0]
+    n_words = a_bits.shape[1]
     count = 0
     for i in range(na):
         ca = a_geo[i, 2]
@@ -81,19 +83,22 @@ def local_similarities(
                 common += _popcount(a_mask[i, w] & b_mask[j, w])
             if common < min_common_cells:
                 continue
-            x = 0
+            # over the common valid cells: |a| = pa, |b| = pb, |a^b| = pa + pb - 2|a&b|
+            # (value bits only occur in their own valid cells); contiguous words, vectorisable
+            ab = a_bits[i]
+            bb = b_bits[j]
+            amx = a_maskx[i]
+            bmx = b_maskx[j]
             pa = 0
             pb = 0
-            for k in range(n_dir):
-                base = k * plane_words
-                for w in range(plane_words):
-                    av = a_bits[i, base + w]
-                    bv = b_bits[j, base + w]
-                    ma = a_mask[i, w]
-                    mb = b_mask[j, w]
-                    x += _popcount((av ^ bv) & ma & mb)
-                    pa += _popcount(av & mb)
-                    pb += _popcount(bv & ma)
+            pab = 0
+            for w in range(n_words):
+                av = ab[w]
+                bv = bb[w]
+                pa += _popcount(av & bmx[w])
+                pb += _popcount(bv & amx[w])
+                pab += _popcount(av & bv)
+            x = pa + pb - 2 * pab
             den = math.sqrt(pa) + math.sqrt(pb)
             if den <= 0.0:
                 continue
@@ -107,12 +112,12 @@ def local_similarities(
     return count
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sigmoid(v, mu, tau):
     return 1.0 / (1.0 + math.exp(-tau * (v - mu)))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _select_pairs(sim, cand_i, cand_j, n, k, one_to_one, hist, order, sel, used_a, used_b):
     """Up to k candidate pairs by decreasing similarity into sel; returns how many.
 
@@ -161,7 +166,33 @@ def _select_pairs(sim, cand_i, cand_j, n, k, one_to_one, hist, order, sel, used_
     return m
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lut_distance(luts, d, scale):
+    """Row 0 of ``luts`` at distance ``d`` (index = d * scale), linear, 0 past the end."""
+    x = d * scale
+    n = luts.shape[1]
+    if x >= n - 1:
+        return 0.0
+    i = int(x)
+    f = x - i
+    return luts[0, i] + f * (luts[0, i + 1] - luts[0, i])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lut_cos(luts, row, c):
+    """Row ``row`` of ``luts`` at cosine ``c`` in [-1, 1] (clamped), linear."""
+    n = luts.shape[1]
+    x = (c + 1.0) * 0.5 * (n - 1)
+    if x <= 0.0:
+        return luts[row, 0]
+    if x >= n - 1:
+        return luts[row, n - 1]
+    i = int(x)
+    f = x - i
+    return luts[row, i] + f * (luts[row, i + 1] - luts[row, i])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def lssr_score(
     a_geo,
     a_theta,
@@ -174,6 +205,7 @@ def lssr_score(
     na,
     nb,
     params,
+    luts,
     hist,
     order,
     sel,
@@ -182,33 +214,40 @@ def lssr_score(
     rho,
     lam,
     lam_new,
+    dcos,
+    dsin,
     out_pairs,
 ):
     """LSS-R consolidation: relaxation over the top min(na, nb) pairs, score over the nP most efficient.
 
-    ``params``: float64 [n_rel, w_r, mu1, tau1, mu2, tau2, mu3, tau3, min_np, max_np, mu_p, tau_p,
-    one_to_one].
+    ``params``: float64 [n_rel, w_r, d1_scale, min_np, max_np, mu_p, tau_p, one_to_one].
+    ``luts``: float64 (3, L) compatibility sigmoids, each divided by its value
+    at 0: row 0 by distance difference (index = d * d1_scale), rows 1 and 2
+    (direction and radial-angle difference) by the cosine of the difference
+    over [-1, 1].
     Writes the nP selected pairs (row indices into a and b) to out_pairs and
     returns (score, number of pairs written).
     """
     n_rel = int(params[0])
     w_r = params[1]
-    mu1 = params[2]
-    tau1 = params[3]
-    mu2 = params[4]
-    tau2 = params[5]
-    mu3 = params[6]
-    tau3 = params[7]
-    min_np = params[8]
-    max_np = params[9]
+    d1_scale = params[2]
+    min_np = params[3]
+    max_np = params[4]
     n_min = min(na, nb)
-    # compatibilities are normalised so that a perfectly consistent pair gives 1
-    rho_norm = 1.0 / (_sigmoid(0.0, mu1, tau1) * _sigmoid(0.0, mu2, tau2) * _sigmoid(0.0, mu3, tau3))
-    n_p = int(min_np + round(_sigmoid(n_min, params[10], params[11]) * (max_np - min_np)))
-    n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[12] > 0.0, hist, order, sel, used_a, used_b)
+    n_p = int(min_np + round(_sigmoid(n_min, params[5], params[6]) * (max_np - min_np)))
+    n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[7] > 0.0, hist, order, sel, used_a, used_b)
     if n_r < 2 or n_p < 1:
         return 0.0, 0
-    # pair compatibility rho(r, k) (zero diagonal; the radial-angle term is seen from r)
+    # per pair: unit vector of the direction difference theta_a - theta_b
+    for r in range(n_r):
+        i = cand_i[sel[r]]
+        j = cand_j[sel[r]]
+        dcos[r] = a_geo[i, 2] * b_geo[j, 2] + a_geo[i, 3] * b_geo[j, 3]
+        dsin[r] = a_geo[i, 3] * b_geo[j, 2] - a_geo[i, 2] * b_geo[j, 3]
+    # pair compatibility rho(r, k) (zero diagonal; the radial-angle term is seen from r):
+    # product of the tabulated sigmoids of the distance difference, of the
+    # relative-direction difference and of the radial-angle difference; the
+    # angle terms are looked up by the cosine of the difference (no atan2)
     for r in range(n_r):
         rho[r, r] = 0.0
         ir_ = cand_i[sel[r]]
@@ -223,22 +262,18 @@ def lssr_score(
                 dya = a_geo[ir_, 1] - a_geo[ik, 1]
                 dxb = b_geo[jr, 0] - b_geo[jk, 0]
                 dyb = b_geo[jr, 1] - b_geo[jk, 1]
-                d1 = abs(math.sqrt(dxa * dxa + dya * dya) - math.sqrt(dxb * dxb + dyb * dyb))
-                z1 = _sigmoid(d1, mu1, tau1)
-                if z1 > 1e-6:
-                    d2 = abs(
-                        _wrap_pi(_wrap_pi(a_theta[ir_] - a_theta[ik]) - _wrap_pi(b_theta[jr] - b_theta[jk]))
-                    )
-                    z2 = _sigmoid(d2, mu2, tau2)
+                la = math.sqrt(dxa * dxa + dya * dya)
+                lb = math.sqrt(dxb * dxb + dyb * dyb)
+                z1 = _lut_distance(luts, abs(la - lb), d1_scale)
+                if z1 > 1e-6 and la > 0.0 and lb > 0.0:
+                    z2 = _lut_cos(luts, 1, dcos[r] * dcos[k] + dsin[r] * dsin[k])
                     if z2 > 1e-6:
-                        # radial angle of the other minutia seen from each end
-                        # (the segment's direction from k to r, and from r to k)
-                        pa = math.atan2(dya, dxa)
-                        pb = math.atan2(dyb, dxb)
-                        d3 = abs(_wrap_pi((a_theta[ir_] - pa) - (b_theta[jr] - pb)))
-                        d3k = abs(_wrap_pi((a_theta[ik] - pa) - (b_theta[jk] - pb)))
-                        v = z1 * z2 * _sigmoid(d3, mu3, tau3) * rho_norm
-                        v2 = z1 * z2 * _sigmoid(d3k, mu3, tau3) * rho_norm
+                        inv_l = 1.0 / (la * lb)
+                        pc = (dxa * dxb + dya * dyb) * inv_l
+                        ps = (dya * dxb - dxa * dyb) * inv_l
+                        z12 = z1 * z2
+                        v = z12 * _lut_cos(luts, 2, dcos[r] * pc + dsin[r] * ps)
+                        v2 = z12 * _lut_cos(luts, 2, dcos[k] * pc + dsin[k] * ps)
             rho[r, k] = v
             rho[k, r] = v2
     for r in range(n_r):
@@ -268,94 +303,13 @@ def lssr_score(
         total += lam[bi]
         out_pairs[t, 0] = cand_i[sel[bi]]
         out_pairs[t, 1] = cand_j[sel[bi]]
-    score = total / n_p
-    if params[13] > 0.0 and take >= 2:
-        g = _alignment_score(a_geo, a_theta, b_geo, b_theta, out_pairs, take, lam, params, used_a, used_b)
-        w = params[13]
-        score = (1.0 - w) * score + w * g
-    return score, take
+    return total / n_p, take
 
 
-@njit(cache=True, nogil=True)
-def _alignment_score(a_geo, a_theta, b_geo, b_theta, pairs, n_pairs, lam, params, used_a, used_b):
-    """Global consistency: align b onto a by the rigid transform of the selected
-    pairs, pair minutiae within tolerance and score m^2 / (overlap_a * overlap_b),
-    overlap counting the minutiae near the other template's minutiae."""
-    na = a_geo.shape[0]
-    nb = b_geo.shape[0]
-    sc = 0.0
-    ss = 0.0
-    for t in range(n_pairs):
-        d = a_theta[pairs[t, 0]] - b_theta[pairs[t, 1]]
-        sc += math.cos(d)
-        ss += math.sin(d)
-    rot = math.atan2(ss, sc)
-    c = math.cos(rot)
-    s = math.sin(rot)
-    ax = 0.0
-    ay = 0.0
-    bx = 0.0
-    by = 0.0
-    for t in range(n_pairs):
-        ax += a_geo[pairs[t, 0], 0]
-        ay += a_geo[pairs[t, 0], 1]
-        bx += b_geo[pairs[t, 1], 0]
-        by += b_geo[pairs[t, 1], 1]
-    ax /= n_pairs
-    ay /= n_pairs
-    bx /= n_pairs
-    by /= n_pairs
-    tol_d = params[14]
-    tol_d2 = tol_d * tol_d
-    tol_a = params[15]
-    ov_r2 = params[16] * params[16]
-    for i in range(na):
-        used_a[i] = False
-    n_match = 0
-    n_ov_b = 0
-    for j in range(nb):
-        x = b_geo[j, 0] - bx
-        y = b_geo[j, 1] - by
-        xt = ax + c * x - s * y
-        yt = ay + s * x + c * y
-        tt = b_theta[j] + rot
-        best = tol_d2
-        bi = -1
-        near = False
-        for i in range(na):
-            dx = a_geo[i, 0] - xt
-            dy = a_geo[i, 1] - yt
-            d2 = dx * dx + dy * dy
-            if d2 <= ov_r2:
-                near = True
-                if d2 <= best and not used_a[i] and abs(_wrap_pi(a_theta[i] - tt)) <= tol_a:
-                    best = d2
-                    bi = i
-        if near:
-            n_ov_b += 1
-        if bi >= 0:
-            used_a[bi] = True
-            n_match += 1
-    n_ov_a = 0
-    for i in range(na):
-        near = False
-        for j in range(nb):
-            x = b_geo[j, 0] - bx
-            y = b_geo[j, 1] - by
-            dx = a_geo[i, 0] - (ax + c * x - s * y)
-            dy = a_geo[i, 1] - (ay + s * x + c * y)
-            if dx * dx + dy * dy <= ov_r2:
-                near = True
-                break
-        if near:
-            n_ov_a += 1
-    floor = params[17]
-    return n_match * n_match / (max(n_ov_a, floor) * max(n_ov_b, floor))
-
-
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def score_one(
-    a_bits, a_mask, a_geo, a_theta, b_bits, b_mask, b_geo, b_theta, n_dir, plane_words, min_common_cells, params, out_pairs
+    a_bits, a_mask, a_maskx, a_geo, a_theta, b_bits, b_mask, b_maskx, b_geo, b_theta, plane_words, min_common_cells,
+    params, luts, out_pairs,
 ):
     """Score of one template pair (rows of valid cylinders); returns (score, pairs written)."""
     na = a_bits.shape[0]
@@ -373,30 +327,35 @@ def score_one(
     rho = np.empty((n_max, n_max))
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
+    dcos = np.empty(n_max)
+    dsin = np.empty(n_max)
     n_cand = local_similarities(
-        a_bits, a_mask, a_geo, b_bits, b_mask, b_geo, n_dir, plane_words, min_common_cells, cand_sim, cand_i, cand_j
+        a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells,
+        cand_sim, cand_i, cand_j,
     )
     return lssr_score(
-        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, hist, order, sel, used_a, used_b, rho, lam, lam_new, out_pairs
+        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, sel, used_a, used_b, rho, lam, lam_new, dcos, dsin, out_pairs
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def score_batch(
     a_bits,
     a_mask,
+    a_maskx,
     a_geo,
     a_theta,
     bits,
     mask,
+    maskx,
     geo,
     theta,
     offsets,
     subset,
-    n_dir,
     plane_words,
     min_common_cells,
     params,
+    luts,
     out,
 ):
     """Score the probe (a_*) against templates ``subset`` of a packed set; writes out[t] for each."""
@@ -418,7 +377,9 @@ def score_batch(
     rho = np.empty((n_max, n_max))
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
-    pairs = np.empty((int(params[9]) + 1, 2), dtype=np.int32)
+    dcos = np.empty(n_max)
+    dsin = np.empty(n_max)
+    pairs = np.empty((int(params[4]) + 1, 2), dtype=np.int32)
     for t in range(subset.shape[0]):
         s = subset[t]
         lo = offsets[s]
@@ -428,11 +389,11 @@ def score_batch(
             out[t] = 0.0
             continue
         n_cand = local_similarities(
-            a_bits, a_mask, a_geo, bits[lo:hi], mask[lo:hi], geo[lo:hi], n_dir, plane_words, min_common_cells,
-            cand_sim, cand_i, cand_j,
+            a_bits, a_mask, a_maskx, a_geo, bits[lo:hi], mask[lo:hi], maskx[lo:hi], geo[lo:hi], plane_words,
+            min_common_cells, cand_sim, cand_i, cand_j,
         )
         sc, _ = lssr_score(
-            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, hist, order, sel, used_a, used_b, rho,
-            lam, lam_new, pairs,
+            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, sel, used_a, used_b, rho,
+            lam, lam_new, dcos, dsin, pairs,
         )
         out[t] = sc

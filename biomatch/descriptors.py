@@ -20,6 +20,7 @@ Gallery-facing API
 - ``Features.bits``: uint8 (n, :data:`DESCRIPTOR_BYTES`), one bit-packed
   cylinder per minutia, usable directly by ``faiss.IndexBinaryFlat`` /
   ``IndexBinaryIVF`` (:data:`DESCRIPTOR_BYTES` * 8 bits, a multiple of 64).
+  Layout: bit ``c * N_DIRECTIONAL + k`` (little-endian) is cell c, layer k.
   Bits are zero outside valid cells, so Hamming distance between two rows is
   a (cruder) dissimilarity; the matcher itself uses the MCC normalised
   similarity with the common-validity mask.
@@ -55,7 +56,7 @@ __all__ = [
 # Parameters (MCC paper, Table 1; bit-based variant "MCC16b")
 # ---------------------------------------------------------------------------
 #: Version of the descriptor definition; changes whenever a bit changes meaning.
-DESCRIPTOR_VERSION = "mcc16b-1"
+DESCRIPTOR_VERSION = "mcc16b-2"
 #: Working resolution of every length below.
 DESCRIPTOR_PPI = 500.0
 #: Cylinder radius.
@@ -96,10 +97,12 @@ def _cell_layout():
 CELL_UV, _CELL_WORD, _CELL_BIT = _cell_layout()
 #: Cells of the cylinder base whose centre lies within RADIUS_PX.
 N_CELLS = int(CELL_UV.shape[0])
-#: uint64 words of one direction plane (and of the validity mask).
+#: uint64 words of the validity mask (one bit per cell).
 PLANE_WORDS = (N_CELLS + 63) // 64
-#: Bytes of one packed cylinder (N_DIRECTIONAL planes of PLANE_WORDS words).
-DESCRIPTOR_BYTES = N_DIRECTIONAL * PLANE_WORDS * 8
+#: uint64 words of one packed cylinder: bit c * N_DIRECTIONAL + k is cell c, layer k.
+DESCRIPTOR_WORDS = (N_CELLS * N_DIRECTIONAL + 63) // 64
+#: Bytes of one packed cylinder.
+DESCRIPTOR_BYTES = DESCRIPTOR_WORDS * 8
 #: Bytes of one cylinder's validity mask.
 MASK_BYTES = PLANE_WORDS * 8
 
@@ -111,10 +114,11 @@ class Features:
     Attributes
     ----------
     bits : ndarray of uint8, shape (n, DESCRIPTOR_BYTES)
-        Bit-packed cylinders, little-endian uint64 words; plane k (direction
-        layer) is words ``k*PLANE_WORDS .. (k+1)*PLANE_WORDS-1``.
+        Bit-packed cylinders (little-endian bit order, as ``np.unpackbits(...,
+        bitorder="little")`` reads them): bit ``c * N_DIRECTIONAL + k`` is
+        cell c (row of :data:`CELL_UV`), direction layer k; the rest is zero.
     mask : ndarray of uint8, shape (n, MASK_BYTES)
-        Valid cells of each cylinder base.
+        Valid cells of each cylinder base (bit c = cell c).
     valid : ndarray of bool, shape (n,)
         Whether each cylinder takes part in matching.
     xy : ndarray of float32, shape (n, 2)
@@ -194,6 +198,7 @@ def encode(template: Template) -> Features:
         _CELL_BIT,
         N_DIRECTIONAL,
         PLANE_WORDS,
+        DESCRIPTOR_WORDS,
         RADIUS_PX,
         CELL_SIZE_PX,
         SIGMA_S_PX,

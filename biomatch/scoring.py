@@ -75,36 +75,45 @@ MAX_PAIRS = 12
 PAIRS_SIGMOID = (20.0, 2.0 / 5.0)
 #: Relaxation candidates are chosen greedily one-to-one (a minutia in one pair only).
 ONE_TO_ONE = True
-#: Weight of the alignment score in the final score (0 = plain LSS-R).
-ALIGN_WEIGHT = 0.0
-#: Alignment pairing tolerances: position (px) and direction (radians).
-ALIGN_DISTANCE_PX = 15.0
-ALIGN_ANGLE_RAD = math.pi / 6.0
-#: A minutia is in the common area when this close to one of the other template's.
-OVERLAP_RADIUS_PX = 40.0
-#: Overlap counts below this are raised to it (few minutiae in common never score high by chance).
-MIN_OVERLAP_MINUTIAE = 8
+#: Samples of each tabulated compatibility sigmoid, and the largest distance
+#: difference tabulated (the distance sigmoid is ~1e-13 there).
+COMPAT_TABLE_SIZE = 4096
+COMPAT_MAX_DISTANCE_PX = 24.0
 
 _MIN_COMMON_CELLS = int(math.ceil(MIN_COMMON_CELL_FRACTION * _desc.N_CELLS))
 _PARAMS = np.array(
     [
         N_RELAX_ITER,
         RELAX_WEIGHT,
-        *RHO_DISTANCE_PX,
-        *RHO_DIRECTION_RAD,
-        *RHO_RADIAL_RAD,
+        (COMPAT_TABLE_SIZE - 1) / COMPAT_MAX_DISTANCE_PX,
         MIN_PAIRS,
         MAX_PAIRS,
         *PAIRS_SIGMOID,
         float(ONE_TO_ONE),
-        ALIGN_WEIGHT,
-        ALIGN_DISTANCE_PX,
-        ALIGN_ANGLE_RAD,
-        OVERLAP_RADIUS_PX,
-        MIN_OVERLAP_MINUTIAE,
     ],
     dtype=np.float64,
 )
+
+
+def _sigmoid(v, mu, tau):
+    return 1.0 / (1.0 + np.exp(-tau * (np.asarray(v, dtype=np.float64) - mu)))
+
+
+def _compat_tables() -> np.ndarray:
+    """The compatibility sigmoids of LSS-R tabulated (each divided by its value at 0,
+    so that a perfectly consistent pair of pairs has compatibility 1): row 0 by
+    distance difference, rows 1-2 by the cosine of the direction / radial-angle
+    difference (the kernel then needs no exp or atan2)."""
+    n = COMPAT_TABLE_SIZE
+    d = np.linspace(0.0, COMPAT_MAX_DISTANCE_PX, n)
+    ang = np.arccos(np.linspace(-1.0, 1.0, n))
+    out = np.empty((3, n))
+    for row, (x, (mu, tau)) in enumerate(((d, RHO_DISTANCE_PX), (ang, RHO_DIRECTION_RAD), (ang, RHO_RADIAL_RAD))):
+        out[row] = _sigmoid(x, mu, tau) / _sigmoid(0.0, mu, tau)
+    return out
+
+
+_COMPAT_TABLES = _compat_tables()
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,8 @@ class PackedTemplates:
     ----------
     bits : ndarray of uint64, shape (N, DESCRIPTOR_BYTES // 8)
     mask : ndarray of uint64, shape (N, MASK_BYTES // 8)
+    maskx : ndarray of uint64, shape (N, DESCRIPTOR_BYTES // 8)
+        ``mask`` expanded to one bit per value bit of ``bits``.
     geo : ndarray of float64, shape (N, 4)
         x, y (500 ppi, y up), cos(angle), sin(angle).
     theta : ndarray of float64, shape (N,)
@@ -163,6 +174,7 @@ class PackedTemplates:
 
     bits: np.ndarray
     mask: np.ndarray
+    maskx: np.ndarray
     geo: np.ndarray
     theta: np.ndarray
     offsets: np.ndarray
@@ -201,6 +213,7 @@ def pack(features_list: Sequence) -> PackedTemplates:
     mwords = _desc.MASK_BYTES // 8
     bits = np.zeros((total, words), dtype=np.uint64)
     mask = np.zeros((total, mwords), dtype=np.uint64)
+    maskx = np.zeros((total, words), dtype=np.uint64)
     geo = np.zeros((total, 4), dtype=np.float64)
     theta = np.zeros(total, dtype=np.float64)
     index = np.zeros(total, dtype=np.int32)
@@ -208,14 +221,18 @@ def pack(features_list: Sequence) -> PackedTemplates:
         rows = _rows(f)
         bits[lo:hi] = rows[0]
         mask[lo:hi] = rows[1]
-        geo[lo:hi] = rows[2]
-        theta[lo:hi] = rows[3]
-        index[lo:hi] = rows[4]
-    return PackedTemplates(bits, mask, geo, theta, offsets, index)
+        maskx[lo:hi] = rows[2]
+        geo[lo:hi] = rows[3]
+        theta[lo:hi] = rows[4]
+        index[lo:hi] = rows[5]
+    return PackedTemplates(bits, mask, maskx, geo, theta, offsets, index)
 
 
 def _rows(f: "_desc.Features"):
     sel = np.flatnonzero(f.valid)
+    # rows ordered by direction: the kernel's direction gate then passes runs of
+    # consecutive rows, which the branch predictor follows (about 2x faster)
+    sel = sel[np.argsort(f.angle[sel], kind="stable")]
     bits = np.ascontiguousarray(f.bits[sel]).view(np.uint64)
     mask = np.ascontiguousarray(f.mask[sel]).view(np.uint64)
     theta = f.angle[sel].astype(np.float64)
@@ -223,7 +240,17 @@ def _rows(f: "_desc.Features"):
     geo[:, :2] = f.xy[sel]
     geo[:, 2] = np.cos(theta)
     geo[:, 3] = np.sin(theta)
-    return bits, mask, geo, theta, sel.astype(np.int32)
+    maskx = _expand_mask(f.mask[sel])
+    return bits, mask, maskx, geo, theta, sel.astype(np.int32)
+
+
+def _expand_mask(mask: np.ndarray) -> np.ndarray:
+    """Cell validity (n, MASK_BYTES) uint8 -> the same per value bit (n, DESCRIPTOR_BYTES // 8) uint64."""
+    n = mask.shape[0]
+    cells = np.unpackbits(mask, axis=1, bitorder="little")[:, : _desc.N_CELLS]
+    per_bit = np.zeros((n, _desc.DESCRIPTOR_BYTES * 8), dtype=np.uint8)
+    per_bit[:, : _desc.N_CELLS * _desc.N_DIRECTIONAL] = np.repeat(cells, _desc.N_DIRECTIONAL, axis=1)
+    return np.ascontiguousarray(np.packbits(per_bit, axis=1, bitorder="little")).view(np.uint64)
 
 
 def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
@@ -259,22 +286,24 @@ def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
     out = np.zeros(idx.size, dtype=np.float64)
     if idx.size == 0:
         return out
-    a_bits, a_mask, a_geo, a_theta, _ = _rows(f)
+    a_bits, a_mask, a_maskx, a_geo, a_theta, _ = _rows(f)
     score_batch(
         a_bits,
         a_mask,
+        a_maskx,
         a_geo,
         a_theta,
         packed.bits,
         packed.mask,
+        packed.maskx,
         packed.geo,
         packed.theta,
         packed.offsets,
         idx,
-        _desc.N_DIRECTIONAL,
         _desc.PLANE_WORDS,
         _MIN_COMMON_CELLS,
         _PARAMS,
+        _COMPAT_TABLES,
         out,
     )
     return out
@@ -311,10 +340,9 @@ def _raw_verify(a: Template, b: Template):
     if ra[0].shape[0] < 2 or rb[0].shape[0] < 2:
         return 0.0, np.zeros((0, 2), dtype=np.int64)
     score, k = score_one(
-        ra[0], ra[1], ra[2], ra[3], rb[0], rb[1], rb[2], rb[3],
-        _desc.N_DIRECTIONAL, _desc.PLANE_WORDS, _MIN_COMMON_CELLS, _PARAMS, pairs,
+        *ra[:5], *rb[:5], _desc.PLANE_WORDS, _MIN_COMMON_CELLS, _PARAMS, _COMPAT_TABLES, pairs,
     )
-    out = np.stack([ra[4][pairs[:k, 0]], rb[4][pairs[:k, 1]]], axis=1).astype(np.int64)
+    out = np.stack([ra[5][pairs[:k, 0]], rb[5][pairs[:k, 1]]], axis=1).astype(np.int64)
     return float(score), out
 
 

@@ -73,18 +73,17 @@ def reference_cylinders(template: Template):
 
 
 def unpack(features):
-    """Features -> bool (n, nd, cells), bool (n, cells)."""
+    """Features -> bool (n, nd, cells) values, bool (n, cells) validity."""
     n = len(features)
-    words = features.bits.view(np.uint64).reshape(n, d.N_DIRECTIONAL, d.PLANE_WORDS)
-    b = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little").reshape(n, d.N_DIRECTIONAL, -1)
-    mw = features.mask.view(np.uint64).reshape(n, d.PLANE_WORDS)
-    mk = np.unpackbits(mw.view(np.uint8), axis=-1, bitorder="little")
-    return b[:, :, : d.N_CELLS].astype(bool), mk[:, : d.N_CELLS].astype(bool)
+    allb = np.unpackbits(features.bits, axis=1, bitorder="little")
+    b = allb[:, : d.N_CELLS * d.N_DIRECTIONAL].reshape(n, d.N_CELLS, d.N_DIRECTIONAL).transpose(0, 2, 1)
+    mk = np.unpackbits(features.mask, axis=1, bitorder="little")
+    return b.astype(bool), mk[:, : d.N_CELLS].astype(bool)
 
 
 def test_layout_fits_faiss_binary_indexes():
     assert d.DESCRIPTOR_BYTES % 8 == 0
-    assert d.DESCRIPTOR_BYTES == d.N_DIRECTIONAL * d.PLANE_WORDS * 8
+    assert d.DESCRIPTOR_BYTES * 8 >= d.N_DIRECTIONAL * d.N_CELLS > d.DESCRIPTOR_BYTES * 8 - 64
     f = d.encode(random_template(np.random.default_rng(0)))
     assert f.bits.dtype == np.uint8 and f.bits.shape == (30, d.DESCRIPTOR_BYTES)
     assert f.mask.shape == (30, d.MASK_BYTES)
@@ -109,9 +108,10 @@ def test_kernel_matches_numpy_reference():
 
 def test_padding_bits_are_zero():
     f = d.encode(random_template(np.random.default_rng(2)))
-    words = f.bits.view(np.uint64).reshape(len(f), d.N_DIRECTIONAL, d.PLANE_WORDS)
-    allb = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little").reshape(len(f), d.N_DIRECTIONAL, -1)
-    assert not allb[:, :, d.N_CELLS :].any()
+    allb = np.unpackbits(f.bits, axis=1, bitorder="little")
+    assert not allb[:, d.N_CELLS * d.N_DIRECTIONAL :].any()
+    mk = np.unpackbits(f.mask, axis=1, bitorder="little")
+    assert not mk[:, d.N_CELLS :].any()
 
 
 def _rigid(t: Template, angle, dx, dy, size=1000):

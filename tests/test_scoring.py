@@ -49,9 +49,15 @@ def _wrap(a):
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
 
 
+def _valid_rows(f):
+    """Valid minutiae in the kernel's row order (by direction, stable)."""
+    v = np.flatnonzero(f.valid)
+    return v[np.argsort(f.angle[v], kind="stable")]
+
+
 def reference_local(fa, fb):
-    """Local similarity matrix over valid cylinders (0 where not matchable)."""
-    va, vb = np.flatnonzero(fa.valid), np.flatnonzero(fb.valid)
+    """Local similarity matrix over valid cylinders, rows in kernel order (0 where not matchable)."""
+    va, vb = _valid_rows(fa), _valid_rows(fb)
     ba, ma = unpack(fa)
     bb, mb = unpack(fb)
     out = np.zeros((va.size, vb.size))
@@ -72,7 +78,7 @@ def reference_local(fa, fb):
 
 def reference_score(a: Template, b: Template) -> float:
     fa, fb = d.encode(a), d.encode(b)
-    va, vb = np.flatnonzero(fa.valid), np.flatnonzero(fb.valid)
+    va, vb = _valid_rows(fa), _valid_rows(fb)
     na, nb = va.size, vb.size
     if na < 2 or nb < 2:
         return 0.0
@@ -104,12 +110,20 @@ def reference_score(a: Template, b: Template) -> float:
     ra = _wrap(ta[:, None] - np.arctan2(da[..., 1], da[..., 0]))
     rb = _wrap(tb[:, None] - np.arctan2(db[..., 1], db[..., 0]))
     d3 = np.abs(_wrap(ra - rb))
+    # the kernel reads the sigmoids from tables (distance; cosine of the angle
+    # differences) and skips compatibilities whose first factors are below 1e-6
+    tab = sc._COMPAT_TABLES
+    L = tab.shape[1]
+    z1 = np.interp(d1, np.linspace(0, sc.COMPAT_MAX_DISTANCE_PX, L), tab[0])
+    z1[d1 >= sc.COMPAT_MAX_DISTANCE_PX] = 0.0
+    grid = np.linspace(-1.0, 1.0, L)
+    z2 = np.interp(np.cos(d2), grid, tab[1])
+    z3 = np.interp(np.cos(d3), grid, tab[2])
+    rho = np.where((z1 > 1e-6) & (z2 > 1e-6), z1 * z2 * z3, 0.0)
+    # and the tables are the paper's sigmoids, each divided by its value at 0
     (m1, t1), (m2, t2), (m3, t3) = sc.RHO_DISTANCE_PX, sc.RHO_DIRECTION_RAD, sc.RHO_RADIAL_RAD
-    # the kernel skips (sets to 0) compatibilities whose first factors are already below 1e-6
-    z1 = _sig(d1, m1, t1)
-    z2 = _sig(d2, m2, t2)
-    z1z2 = np.where((z1 > 1e-6) & (z2 > 1e-6), z1 * z2, 0.0)
-    rho = z1z2 * _sig(d3, m3, t3) / (_sig(0, m1, t1) * _sig(0, m2, t2) * _sig(0, m3, t3))
+    exact = _sig(d1, m1, t1) * _sig(d2, m2, t2) * _sig(d3, m3, t3) / (_sig(0, m1, t1) * _sig(0, m2, t2) * _sig(0, m3, t3))
+    assert np.all(np.abs(np.where(rho > 0, rho - exact, 0)) < 0.02)
     np.fill_diagonal(rho, 0.0)
     lam = lam0.copy()
     for _ in range(sc.N_RELAX_ITER):
@@ -133,10 +147,10 @@ def test_local_similarity_kernel_matches_reference():
     ra, rb = sc._rows(fa), sc._rows(fb)
     cap = len(ra[0]) * len(rb[0])
     sim, ci, cj = np.zeros(cap), np.zeros(cap, np.int32), np.zeros(cap, np.int32)
-    n = local_similarities(ra[0], ra[1], ra[2], rb[0], rb[1], rb[2], d.N_DIRECTIONAL, d.PLANE_WORDS,
-                           sc._MIN_COMMON_CELLS, sim, ci, cj)
+    n = local_similarities(*ra[:4], *rb[:4], d.PLANE_WORDS, sc._MIN_COMMON_CELLS, sim, ci, cj)
     got = np.zeros((len(ra[0]), len(rb[0])))
     got[ci[:n], cj[:n]] = sim[:n]
+    np.testing.assert_array_equal(ra[5], _valid_rows(fa))
     ref = reference_local(fa, fb)
     np.testing.assert_allclose(got, ref, atol=1e-12)
     assert n > 0
