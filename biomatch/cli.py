@@ -119,10 +119,12 @@ synth_app = typer.Typer(help="Generate synthetic fingerprints: images or templat
 app.add_typer(synth_app, name="synth")
 
 
-def _synth_run(kind: str, fingers: int, impressions: int, seed: int, out: Path, first: int, as_json: bool) -> None:
+def _synth_run(kind: str, fingers: int, impressions: int, seed: int, out: Path, first: int, as_json: bool, workers: int = 1) -> None:
+    from functools import partial
+
     from . import synthetic
 
-    generate = synthetic.generate_images if kind == "images" else synthetic.generate_templates
+    generate = partial(synthetic.generate_images, workers=workers) if kind == "images" else synthetic.generate_templates
     total = fingers * impressions
     if progress_enabled():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -149,10 +151,11 @@ def synth_images(
     seed: int = typer.Option(0, "--seed", help="Seed; finger i is the same whatever --fingers."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (F_I.png, truth/, manifest.json)."),
     first: int = typer.Option(0, "--first", help="0-based index of the first finger (split a run over machines)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes to use; the output does not depend on it."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Synthetic finger images (SFinGe-like), 300x400 at 500 ppi, with ground-truth minutiae."""
-    _synth_run("images", fingers, impressions, seed, out, first, as_json)
+    _synth_run("images", fingers, impressions, seed, out, first, as_json, workers)
 
 
 @synth_app.command("templates")

@@ -689,8 +689,38 @@ def _write(path: Path, data: bytes) -> None:
         raise BiomatchError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+def _write_finger(out: Path, f: int, n_impressions: int, seed: int):
+    """Make finger f and its impressions, write them; return (name, finger info, file entries)."""
+    master = make_finger(f, seed)
+    name_f = str(f + 1)
+    files: dict = {}
+    data = master.template().to_bytes()
+    _write(out / "truth" / f"{name_f}_master.bmt", data)
+    files[f"truth/{name_f}_master.bmt"] = {"sha256": _sha256(data)}
+    info = {
+        "class": master.finger_class,
+        "master_minutiae": int(master.minutiae.size),
+        "singularities": master.singularities,
+    }
+    for j in range(n_impressions):
+        imp = make_impression(master, j)
+        stem = f"{name_f}_{j + 1}"
+        png = _png_bytes(imp.pixels)
+        _write(out / f"{stem}.png", png)
+        truth = imp.truth.to_bytes()
+        _write(out / "truth" / f"{stem}.bmt", truth)
+        files[f"{stem}.png"] = {
+            "sha256": _sha256(png),
+            "pixels_sha256": _sha256(imp.pixels.tobytes()),
+            "truth_minutiae": len(imp.truth),
+            "params": imp.params,
+        }
+        files[f"truth/{stem}.bmt"] = {"sha256": _sha256(truth)}
+    return name_f, info, files
+
+
 def generate_images(out, n_fingers: int, n_impressions: int, seed: int = 0, *, first_finger: int = 0,
-                    progress: Callable[[int], None] | None = None) -> dict:
+                    workers: int = 1, progress: Callable[[int], None] | None = None) -> dict:
     """Write ``n_fingers`` x ``n_impressions`` synthetic finger images into ``out``.
 
     Files: ``F_I.png`` (8-bit gray, 500 dpi in pHYs; F from ``first_finger + 1``,
@@ -699,6 +729,8 @@ def generate_images(out, n_fingers: int, n_impressions: int, seed: int = 0, *, f
 
     Parameters
     ----------
+    workers : int
+        Processes to use (1 = this one); the files do not depend on it.
     progress : callable(int), optional
         Called with the number of images just written.
 
@@ -712,36 +744,28 @@ def generate_images(out, n_fingers: int, n_impressions: int, seed: int = 0, *, f
     n_impressions = _check_count(n_impressions, "impressions", MAX_IMPRESSIONS)
     if isinstance(first_finger, bool) or not isinstance(first_finger, (int, np.integer)) or first_finger < 0:
         raise BiomatchError(f"first_finger must be a non-negative integer, got {first_finger!r}")
+    workers = _check_count(workers, "workers", 256)
     out = _prepare_out(out)
     files: dict = {}
     fingers: dict = {}
-    for f in range(int(first_finger), int(first_finger) + n_fingers):
-        master = make_finger(f, seed)
-        name_f = str(f + 1)
-        data = master.template().to_bytes()
-        _write(out / "truth" / f"{name_f}_master.bmt", data)
-        files[f"truth/{name_f}_master.bmt"] = {"sha256": _sha256(data)}
-        fingers[name_f] = {
-            "class": master.finger_class,
-            "master_minutiae": int(master.minutiae.size),
-            "singularities": master.singularities,
-        }
-        for j in range(n_impressions):
-            imp = make_impression(master, j)
-            stem = f"{name_f}_{j + 1}"
-            png = _png_bytes(imp.pixels)
-            _write(out / f"{stem}.png", png)
-            truth = imp.truth.to_bytes()
-            _write(out / "truth" / f"{stem}.bmt", truth)
-            files[f"{stem}.png"] = {
-                "sha256": _sha256(png),
-                "pixels_sha256": _sha256(imp.pixels.tobytes()),
-                "truth_minutiae": len(imp.truth),
-                "params": imp.params,
-            }
-            files[f"truth/{stem}.bmt"] = {"sha256": _sha256(truth)}
+    indices = range(int(first_finger), int(first_finger) + n_fingers)
+    if workers == 1:
+        results = (_write_finger(out, f, n_impressions, seed) for f in indices)
+        pool = None
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_write_finger, [out] * n_fingers, indices, [n_impressions] * n_fingers, [seed] * n_fingers)
+    try:
+        for name_f, info, finger_files in results:
+            fingers[name_f] = info
+            files.update(finger_files)
             if progress is not None:
-                progress(1)
+                progress(n_impressions)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     manifest = {
         "generator": "biomatch.synthetic",
         "generator_version": GENERATOR_VERSION,

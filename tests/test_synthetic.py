@@ -153,6 +153,12 @@ def test_generate_images_layout(tmp_path):
     assert m["files"]["7_2.png"]["pixels_sha256"] == _sha(imp.pixels.tobytes())
 
 
+def test_generate_images_workers_do_not_change_output(tmp_path):
+    one = S.generate_images(tmp_path / "a", 2, 1, seed=8)
+    two = S.generate_images(tmp_path / "b", 2, 1, seed=8, workers=2)
+    assert one == two
+
+
 # ---------------------------------------------------------------------------
 # kernels against slow references
 # ---------------------------------------------------------------------------
@@ -251,6 +257,7 @@ def test_generate_templates_files(tmp_path):
         (lambda: next(S.template_batch(10, 101, 0)), "impressions"),
         (lambda: next(S.template_batch(10, 2, 0, first_finger=-1)), "first_finger"),
         (lambda: S.generate_images("/proc/no/such/dir", 1, 1, 0), "cannot create"),
+        (lambda: S.generate_images("unused", 1, 1, 0, workers=0), "workers"),
     ],
 )
 def test_bad_input_names_the_parameter(call, word):
