@@ -1,0 +1,354 @@
+"""Gallery store: enrolment, search, fusion, update/delete, bad input, concurrency, persistence."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import threading
+
+import numpy as np
+import pytest
+
+import biomatch as bm
+from biomatch import gallery as gallery_mod
+from biomatch.errors import AuditError, CalibrationError, GalleryError, TemplateError
+from biomatch.gallery import Candidate, Gallery
+
+
+@pytest.fixture(scope="module")
+def mated():
+    """40 synthetic fingers x 2 impressions: (gallery templates, probe templates)."""
+    from biomatch.synthetic import template_batch
+
+    block = next(template_batch(40, 2, seed=11))
+    ts = block.templates()
+    return ts[0::2], ts[1::2]
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "booking.db"
+
+
+@pytest.fixture
+def calibration():
+    rng = np.random.default_rng(0)
+    scores = np.clip(rng.gamma(2.0, 0.01, size=2000), 0, 1)
+    return bm.Calibration.fit(scores, source="test", matcher_version="test")
+
+
+def _enrol_ten(g, mated, n_subjects=4, gallery="local"):
+    """Subjects with 10 fingers each, positions 1-10, from consecutive synthetic fingers."""
+    gal, _ = mated
+    for s in range(n_subjects):
+        g.enroll(f"subj-{s}", {p: gal[s * 10 + p - 1] for p in range(1, 11)}, gallery=gallery, operator="desk")
+
+
+def test_create_store_mode_schema_and_wal(store):
+    with Gallery.open(store) as g:
+        assert g.galleries() == []
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+    con = sqlite3.connect(store)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(gallery_mod.SCHEMA_VERSION)
+    con.close()
+
+
+def test_lazy_public_names():
+    assert bm.Gallery is Gallery and bm.Candidate is Candidate
+
+
+def test_enroll_get_subjects_stats(store, mated):
+    gal, _ = mated
+    with Gallery.open(store) as g:
+        seq = g.enroll("s1", {2: gal[0], 7: gal[1]}, gallery="local", operator="desk", metadata={"name": "x"},
+                       transaction_id="TCN-1")
+        assert seq == 1
+        rec = g.get("s1", gallery="local")
+        assert set(rec.fingers) == {2, 7} and rec.metadata == {"name": "x"}
+        assert rec.fingers[2].position == 2 and len(rec.fingers[2]) == len(gal[0])
+        assert g.subjects(gallery="local") == ["s1"]
+        st = g.stats()
+        assert st["galleries"]["local"]["subjects"] == 1 and st["galleries"]["local"]["fingers"] == 2
+        r = g.audit_records()[-1]
+        assert r["action"] == "enroll" and r["transaction_id"] == "TCN-1" and r["operator"] == "desk"
+        assert set(r["fingers"]) == {"2", "7"}
+
+
+def test_single_finger_search_finds_mate_exhaustive_and_indexed(store, mated, monkeypatch):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.enroll_many([(f"s{i}", {0: t}) for i, t in enumerate(gal)], gallery="local", operator="desk")
+        for exhaustive_max in (10_000, 0):  # whole-gallery rescoring, then the FAISS shortlist
+            monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", exhaustive_max)
+            hits = 0
+            for i in range(10):
+                cands = g.search({0: probes[i]}, galleries=["local"], max_candidates=5, operator="desk")
+                assert 1 <= len(cands) <= 5
+                assert [c.rank for c in cands] == list(range(1, len(cands) + 1))
+                assert all(a.score >= b.score for a, b in zip(cands, cands[1:])) or np.isnan(cands[0].fmr) is False
+                hits += cands[0].subject == f"s{i}"
+            assert hits >= 8
+
+
+def test_candidate_is_frozen_with_finger_detail(store, mated):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.enroll("a", {3: gal[0]}, gallery="local", operator="desk")
+        c = g.search({3: probes[0]}, galleries=["local"], operator="desk")[0]
+        with pytest.raises(Exception):
+            c.score = 1.0
+        f = c.fingers[0]
+        assert (f.probe_position, f.position) == (3, 3)
+        assert f.score == pytest.approx(c.score)
+        assert len(f.pairs) > 0 and all(0 <= a < len(probes[0]) and 0 <= b < len(gal[0]) for a, b in f.pairs)
+        json.dumps(c.to_dict())
+
+
+def test_tenprint_fusion_same_positions(store, mated, calibration):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.set_calibration(calibration, operator="admin")
+        _enrol_ten(g, mated)
+        probe = {p: probes[1 * 10 + p - 1] for p in range(1, 11)}  # subject 1's second impressions
+        cands = g.search(probe, galleries=["local"], max_candidates=4, operator="desk")
+        top = cands[0]
+        assert top.subject == "subj-1"
+        assert len(top.fingers) == 10
+        assert all(f.probe_position == f.position for f in top.fingers)  # same positions when known
+        assert top.score == pytest.approx(sum(f.score for f in top.fingers))
+        # fused FMR (Fisher) is at least as strong as the best finger and in [0, 1]
+        assert 0.0 <= top.fmr <= min(f.fmr for f in top.fingers) + 1e-12
+        assert top.fpir >= top.fmr
+        fmrs = [c.fmr for c in cands]
+        assert fmrs == sorted(fmrs)
+
+
+def test_unknown_position_is_best_of(store, mated):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.enroll("x", {1: gal[5], 2: gal[6], 3: gal[7]}, gallery="local", operator="desk")
+        c = g.search({0: probes[6]}, galleries=["local"], operator="desk")[0]
+        assert c.fingers[0].position == 2  # the best of the subject's fingers
+
+
+def test_fisher_single_finger_is_identity_and_monotone():
+    f = gallery_mod._fisher
+    assert f(np.array([1e-3])) == pytest.approx(1e-3)
+    assert f(np.array([1e-3, 1e-3])) < 1e-3
+    assert f(np.array([1e-3, 0.5])) > f(np.array([1e-3, 1e-2]))
+    assert f(np.array([1.0, 1.0])) == pytest.approx(1.0)
+
+
+def test_threshold_decision_and_audit(store, mated, calibration):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.set_calibration(calibration, operator="admin")
+        g.enroll("a", {2: gal[0]}, gallery="local", operator="desk")
+        g.enroll("b", {2: gal[1]}, gallery="local", operator="desk")
+        seq = g.set_threshold(0.99, gallery="local", operator="admin")
+        assert g.audit_records()[-1]["action"] == "threshold" and g.audit_records()[-1]["seq"] == seq
+        assert g.search({2: probes[0]}, galleries=["local"], operator="desk") == []
+        assert g.audit_records()[-1]["decision"] == "no-hit"
+        hits = g.search({2: probes[0]}, galleries=["local"], threshold=0.0, operator="desk")
+        assert [c.subject for c in hits][0] == "a"
+        last = g.audit_records()[-1]
+        assert last["decision"] == "hit" and last["threshold"] == 0.0
+        assert last["candidates"][0]["subject"] == "a"
+        assert set(last["probe"]) == {"2"} and len(last["probe"]["2"]) == 64  # sha256, not the template
+
+
+def test_threshold_needs_calibration(store, mated, monkeypatch):
+    gal, probes = mated
+    monkeypatch.setattr(Gallery, "calibration", lambda self: None)
+    with Gallery.open(store) as g:
+        g.enroll("a", {2: gal[0]}, gallery="local", operator="desk")
+        with pytest.raises(CalibrationError, match="threshold"):
+            g.search({2: probes[0]}, threshold=0.1, operator="desk")
+
+
+def test_search_several_galleries_and_default_all(store, mated):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.enroll("a", {2: gal[0]}, gallery="local", operator="desk")
+        g.enroll("b", {2: gal[1]}, gallery="national", operator="desk")
+        c = g.search({2: probes[1]}, galleries=["local", "national"], operator="desk")
+        assert c[0].subject == "b" and c[0].gallery == "national"
+        assert {x.gallery for x in g.search({2: probes[0]}, operator="desk")} == {"local", "national"}
+
+
+def test_update_replaces_finger_and_metadata(store, mated):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.enroll("a", {2: gal[0]}, gallery="local", operator="desk", metadata={"v": 1})
+        g.enroll("b", {2: gal[1]}, gallery="local", operator="desk")
+        g.update("a", {2: gal[3], 4: gal[4]}, gallery="local", operator="desk", metadata={"v": 2})
+        rec = g.get("a", gallery="local")
+        assert set(rec.fingers) == {2, 4} and rec.metadata == {"v": 2}
+        assert np.allclose(rec.fingers[2].minutiae["x"], gal[3].minutiae["x"], atol=0.25)  # quarter-pixel storage
+        assert g.search({2: probes[3]}, galleries=["local"], operator="desk")[0].subject == "a"
+        g.update("a", gallery="local", operator="desk", remove_positions=[4])
+        assert set(g.get("a", gallery="local").fingers) == {2}
+        assert g.audit_records()[-1]["action"] == "update"
+
+
+def test_delete_is_true_deletion(store, mated, monkeypatch):
+    gal, probes = mated
+    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    with Gallery.open(store) as g:
+        g.enroll("a", {2: gal[0]}, gallery="local", operator="desk", originals={None: b"EBTS-BYTES"})
+        g.enroll("b", {2: gal[1]}, gallery="local", operator="desk")
+        g.search({2: probes[0]}, galleries=["local"], operator="desk")  # builds and saves the index
+        codes_before = g.index("local").ntotal
+        g.delete("a", gallery="local", operator="desk", transaction_id="T-9")
+        assert g.subjects(gallery="local") == ["b"]
+        assert g.index("local").ntotal < codes_before
+        assert all(c.subject != "a" for c in g.search({2: probes[0]}, galleries=["local"], operator="desk"))
+        rec = [r for r in g.audit_records() if r["action"] == "delete"][0]
+        assert rec["subject"] == "a" and rec["transaction_id"] == "T-9" and "fingers" not in rec
+    con = sqlite3.connect(store)
+    assert con.execute("SELECT count(*) FROM originals").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM fingers").fetchone()[0] == 1
+    con.close()
+    assert b"EBTS-BYTES" not in store.read_bytes()
+    # the saved index no longer holds subject a's fingers
+    from biomatch.index import GalleryIndex
+
+    idx = GalleryIndex.load(store.with_name(store.name + ".local.faiss"), "local")
+    assert idx is not None and idx.ntotal == codes_before - (codes_before - idx.ntotal)
+    with Gallery.open(store) as g:
+        assert g.index("local").ntotal == idx.ntotal
+
+
+def _snapshot(path):
+    con = sqlite3.connect(path)
+    out = {t: con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("galleries", "subjects", "fingers", "audit")}
+    con.close()
+    return out
+
+
+@pytest.mark.parametrize(
+    "call, error, field",
+    [
+        (lambda g, t: g.enroll("a", {11: t}, gallery="local"), GalleryError, r"fingers\[11\]"),
+        (lambda g, t: g.enroll("a", {-1: t}, gallery="local"), GalleryError, r"fingers\[-1\]"),
+        (lambda g, t: g.enroll("a", {"2": t}, gallery="local"), GalleryError, r"fingers\['2'\]"),
+        (lambda g, t: g.enroll("a", {}, gallery="local"), GalleryError, "fingers: no fingers"),
+        (lambda g, t: g.enroll("s0", {2: t}, gallery="local"), GalleryError, "already enrolled"),
+        (lambda g, t: g.enroll("new", {2: t}, gallery="bad name!"), GalleryError, "gallery"),
+        (lambda g, t: g.enroll("", {2: t}, gallery="local"), GalleryError, "subject_id"),
+        (lambda g, t: g.enroll("new", {2: t, 3: "nope"}, gallery="local"), GalleryError, r"fingers\[3\]"),
+        (lambda g, t: g.enroll("new", {2: t, 3: b"garbage"}, gallery="local"), bm.BiomatchError, r"fingers\[3\]"),
+        (lambda g, t: g.enroll("new", {2: t.__class__(np.array(t.minutiae[:1]), t.width, t.height)}, gallery="local"),
+         TemplateError, r"fingers\[2\]"),
+        (lambda g, t: g.enroll("new", {2: t}, gallery="local", metadata={"x": object()}), GalleryError, "metadata"),
+        (lambda g, t: g.delete("ghost", gallery="local"), GalleryError, "not enrolled"),
+        (lambda g, t: g.delete("s0", gallery="nowhere"), GalleryError, "no gallery"),
+        (lambda g, t: g.update("ghost", {2: t}, gallery="local"), GalleryError, "not enrolled"),
+        (lambda g, t: g.update("s0", gallery="local", remove_positions=[2]), GalleryError, "without fingers"),
+        (lambda g, t: g.search({2: t}, galleries=["nowhere"]), GalleryError, "no gallery"),
+        (lambda g, t: g.search({2: t}, max_candidates=0), GalleryError, "max_candidates"),
+        (lambda g, t: g.search({}), GalleryError, "probe_fingers"),
+        (lambda g, t: g.set_threshold(3.0), GalleryError, "threshold"),
+    ],
+)
+def test_bad_input_names_field_and_changes_nothing(store, mated, call, error, field):
+    gal, _ = mated
+    with Gallery.open(store) as g:
+        g.enroll("s0", {2: gal[0]}, gallery="local", operator="desk")
+        before = _snapshot(store)
+        with pytest.raises(error, match=field):
+            call(g, gal[1])
+        assert _snapshot(store) == before
+        assert g.verify_audit() == len(before["audit"])
+
+
+def test_concurrent_searches_and_a_writer(store, mated, monkeypatch):
+    gal, probes = mated
+    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    with Gallery.open(store) as g:
+        g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(20)], gallery="local", operator="desk")
+        errors, results = [], {}
+
+        def searcher(i):
+            try:
+                results[i] = g.search({0: probes[i]}, galleries=["local"], operator=f"t{i}")[0].subject
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        def writer():
+            try:
+                for i in range(20, 26):
+                    g.enroll(f"s{i}", {0: gal[i]}, gallery="local", operator="w")
+            except Exception as exc:  # pragma: no cover
+                errors.append(exc)
+
+        threads = [threading.Thread(target=searcher, args=(i,)) for i in range(8)] + [threading.Thread(target=writer)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert sum(results[i] == f"s{i}" for i in range(8)) >= 6
+        assert g.verify_audit() == 20 + 8 + 6
+        assert len(g.subjects(gallery="local")) == 26
+        assert g.search({0: probes[25]}, galleries=["local"], operator="x")[0].subject == "s25"
+
+
+def test_second_handle_sees_committed_data_and_index_catches_up(store, mated, monkeypatch):
+    gal, probes = mated
+    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    with Gallery.open(store) as a, Gallery.open(store) as b:
+        a.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(10)], gallery="local", operator="a")
+        assert b.search({0: probes[3]}, galleries=["local"], operator="b")[0].subject == "s3"
+        a.enroll("s20", {0: gal[20]}, gallery="local", operator="a")  # b's loaded index is now stale
+        assert b.search({0: probes[20]}, galleries=["local"], operator="b")[0].subject == "s20"
+        a.delete("s3", gallery="local", operator="a")
+        assert all(c.subject != "s3" for c in b.search({0: probes[3]}, galleries=["local"], operator="b"))
+        assert a.verify_audit() == b.verify_audit()
+
+
+def test_index_file_stale_or_foreign_is_rebuilt(store, mated, monkeypatch):
+    gal, probes = mated
+    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    path = store.with_name(store.name + ".local.faiss")
+    with Gallery.open(store) as g:
+        g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(10)], gallery="local", operator="a")
+        n = g.index("local").ntotal
+    assert path.exists()
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # corrupt a partition
+    path.write_bytes(bytes(data))
+    with Gallery.open(store) as g:
+        assert g.index("local").ntotal == n
+        assert g.search({0: probes[2]}, galleries=["local"], operator="a")[0].subject == "s2"
+    path.write_bytes(b"not an index")
+    with Gallery.open(store) as g:
+        assert g.index("local").ntotal == n
+
+
+def test_audit_tamper_detected_through_gallery(store, mated):
+    gal, probes = mated
+    with Gallery.open(store) as g:
+        g.enroll("a", {2: gal[0]}, gallery="local", operator="desk")
+        g.search({2: probes[0]}, operator="desk")
+        assert g.verify_audit() == 2
+    con = sqlite3.connect(store)
+    text = con.execute("SELECT record FROM audit WHERE seq = 2").fetchone()[0]
+    con.execute("UPDATE audit SET record = ? WHERE seq = 2", (text.replace('"desk"', '"someone-else"'),))
+    con.commit()
+    con.close()
+    with Gallery.open(store) as g:
+        with pytest.raises(AuditError, match="record 2"):
+            g.verify_audit()
+
+
+def test_open_rejects_non_store(tmp_path):
+    bad = tmp_path / "x.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GalleryError, match="x.db"):
+        Gallery.open(bad)
+    with pytest.raises(GalleryError, match="path"):
+        Gallery.open(42)
