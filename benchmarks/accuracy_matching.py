@@ -10,6 +10,11 @@ image frame) and for biomatch.extract output.
     python -m benchmarks.accuracy_matching --source vendor
     python -m benchmarks.accuracy_matching --competition fvc2000_b --source extract
     python -m benchmarks.accuracy_matching --dump-impostors scores.npy   # impostor scores for calibration
+    python -m benchmarks.accuracy_matching --check-calibration           # estimated vs measured FMR
+
+The shipped default calibration (biomatch/data/calibration_default.json) is
+made with ``--fit-calibration PATH`` over the impostor pairs of every DB and
+source of the run (see the ``source`` field inside it).
 
 Extracted templates are cached (biomatch binary form) under
 $BIOMATCH_BENCH_CACHE (default /tmp/biomatch-bench-cache), keyed by a hash
@@ -63,6 +68,28 @@ def error_rates(genuine: np.ndarray, impostor: np.ndarray) -> dict:
     }
 
 
+def check_calibration(impostor: np.ndarray, quiet: bool = False) -> list:
+    """Estimated FMR (default calibration) vs FMR measured on ``impostor`` at the
+    thresholds where the measured FMR is 1%, 0.1% and 0.01%."""
+    from biomatch.calibration import default_calibration
+
+    cal = default_calibration()
+    s = np.sort(impostor)
+    rows = []
+    for target in (1e-2, 1e-3, 1e-4):
+        k = int(np.ceil(target * s.size))
+        if k < 1 or k >= s.size:
+            continue
+        t = float(s[s.size - k])  # at least k impostors score >= t
+        measured = float(np.mean(impostor >= t))
+        est = float(cal.fmr(t))
+        rows.append({"threshold": t, "measured_fmr": measured, "estimated_fmr": est, "ratio": est / measured})
+        if not quiet:
+            print(f"calibration at t={t:.4f}: measured FMR {measured:.2e} ({int(round(measured * s.size))}/{s.size}), "
+                  f"estimated {est:.2e}, ratio {est / measured:.2f}")
+    return rows
+
+
 def _extraction_key() -> str:
     import biomatch
 
@@ -76,7 +103,7 @@ def _extraction_key() -> str:
 
 def load_templates(competition: str, db: str, source: str):
     """Templates of one DB and their finger labels."""
-    from biomatch.template import Template
+    from biomatch.template import MINUTIA_DTYPE, Template
 
     samples = fvc_db(competition, db)
     templates = []
@@ -98,10 +125,12 @@ def load_templates(competition: str, db: str, source: str):
                 continue
             try:
                 t = extract(s.path, ppi=s.ppi)
-            except Exception as exc:  # failure to enrol: an empty template scores 0
-                print(f"  {s.path.name}: extraction failed ({exc}); empty template")
+            except Exception as exc:  # failure to enrol: an empty template (scores 0), not cached
+                msg = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                print(f"  {s.path.name}: extraction failed ({msg}); empty template")
                 w, h = image_size(s.path)
-                t = Template(np.zeros(0, dtype=__import__('biomatch').MINUTIA_DTYPE), w, h, s.ppi)
+                templates.append(Template(np.zeros(0, dtype=MINUTIA_DTYPE), w, h, s.ppi))
+                continue
             f.write_bytes(t.to_bytes())
             templates.append(t)
     labels = np.array([s.finger for s in samples])
@@ -135,6 +164,9 @@ def main(argv=None):
     ap.add_argument("--dbs", nargs="*", default=list(ALL_DBS))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--dump-impostors", type=Path, default=None, help="save all impostor scores (.npy)")
+    ap.add_argument("--extra-impostors", type=Path, nargs="*", default=[], help="more impostor scores (.npy) for --fit-calibration")
+    ap.add_argument("--fit-calibration", type=Path, default=None, help="fit a calibration on the impostor scores and save it")
+    ap.add_argument("--check-calibration", action="store_true", help="estimated (default calibration) vs measured FMR")
     args = ap.parse_args(argv)
     sources = ["vendor", "extract"] if args.source == "both" else [args.source]
     if args.competition != "fvc2002_b":
@@ -171,8 +203,27 @@ def main(argv=None):
                     f"FMR1000 {100 * mean['fmr1000']:5.2f}%"
                 )
         report["results"][source] = rows
+    imp_all = np.concatenate(all_imp)
     if args.dump_impostors is not None:
-        np.save(args.dump_impostors, np.concatenate(all_imp))
+        np.save(args.dump_impostors, imp_all)
+    if args.check_calibration:
+        report["calibration_check"] = check_calibration(imp_all, quiet=args.json)
+    if args.fit_calibration is not None:
+        from biomatch.calibration import Calibration
+
+        extra = [np.load(p) for p in args.extra_impostors]
+        scores = np.concatenate([imp_all, *extra])
+        what = ", ".join(f"{args.competition} {db} {src}" for src in sources for db in args.dbs)
+        if args.extra_impostors:
+            what += " + " + ", ".join(p.name for p in args.extra_impostors)
+        cal = Calibration.fit(
+            scores,
+            source=f"all cross-finger impostor pairs (FVC all-pairs protocol): {what}",
+            matcher_version=MATCHER_VERSION,
+        )
+        cal.save(args.fit_calibration)
+        if not args.json:
+            print(f"calibration fitted on {scores.size} impostor scores -> {args.fit_calibration}")
     if args.json:
         print(json.dumps(report, indent=2))
 
