@@ -582,20 +582,20 @@ def load_scores_source(source, *, protocol: str = "all", ppi: float | None = Non
     return read_scores(source), None
 
 
-def tune_scores(scores: ScoreSet, *, target_fmr=None, target_fpir=None, gallery_size=None, seed: int = 0):
+def tune_scores(scores: ScoreSet, *, target_fmr=None, target_fpir=None, gallery_size=None):
     """:func:`biomatch.evaluation.tune` on a ScoreSet, with subject ids when the names carry them."""
     g, i, gs, is_ = scores.split()
     kw = dict(mated_subjects=gs, nonmated_subjects=is_) if has_subjects(scores) else {}
-    return ev.tune(g, i, target_fmr=target_fmr, target_fpir=target_fpir, gallery_size=gallery_size, seed=seed, **kw)
+    return ev.tune(g, i, target_fmr=target_fmr, target_fpir=target_fpir, gallery_size=gallery_size, **kw)
 
 
-def operating_table(scores: ScoreSet, targets=TABLE_TARGETS, seed: int = 0) -> list[dict]:
+def operating_table(scores: ScoreSet, targets=TABLE_TARGETS) -> list[dict]:
     """One row per FMR target: the tuned threshold, or why the data cannot support it."""
     rows = []
     n = int((~scores.mated).sum())
     for target in targets:
         try:
-            t = tune_scores(scores, target_fmr=target, seed=seed)
+            t = tune_scores(scores, target_fmr=target)
             rows.append({"target_fmr": target, "supported": True, **t.to_dict()})
         except CalibrationError:
             rows.append({"target_fmr": target, "supported": False, "n_nonmated": n,

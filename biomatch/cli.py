@@ -113,6 +113,58 @@ def _write_template(template, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
+# verify (biomatch.scoring)
+# ---------------------------------------------------------------------------
+_TEMPLATE_MAGICS = (b"FMR\0", b"BMT")
+
+
+def _load_print(path: Path, ppi: Optional[float]):
+    """A template file (ISO 19794-2 / ANSI 378 / biomatch, told by its first bytes) or an image to extract."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise BiomatchError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head.startswith(_TEMPLATE_MAGICS):
+        from .formats import load_template
+
+        return load_template(path), None
+    from .extraction import extract_detailed
+
+    result = extract_detailed(path, ppi=ppi)
+    return result.template, result
+
+
+@app.command()
+def verify(
+    a: Path = typer.Argument(..., help="First print: image or template file (ISO 19794-2, ANSI 378, biomatch .bmt)."),
+    b: Path = typer.Argument(..., help="Second print: image or template file."),
+    ppi: Optional[float] = typer.Option(None, help="Resolution of images that state none (default 500)."),
+    plot: Optional[Path] = typer.Option(None, help="Draw both prints side by side with paired minutiae joined into this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print score, estimated FMR and pairs as JSON."),
+):
+    """Compare two prints: raw score, its estimated false match rate, paired minutiae."""
+    from .scoring import verify as _verify
+
+    ta, ra = _load_print(a, ppi)
+    tb, rb = _load_print(b, ppi)
+    match = _verify(ta, tb)
+    if plot is not None:
+        from .plots import plot_pairs
+
+        plot_pairs(ta, tb, match, plot, images=(ra.image.pixels if ra else None, rb.image.pixels if rb else None),
+                   names=(a.name, b.name))
+    if as_json:
+        doc = match.to_dict()
+        doc.update({"a": str(a), "b": str(b), "minutiae_a": len(ta), "minutiae_b": len(tb)})
+        emit_json(doc)
+    else:
+        fmr = "n/a (no calibration)" if match.fmr != match.fmr else f"{match.fmr:.2e}"
+        typer.echo(f"{a.name} vs {b.name}: score {match.score:.4f}, estimated FMR {fmr}, "
+                   f"{match.n_pairs} paired minutiae ({len(ta)} / {len(tb)} minutiae)")
+
+
+# ---------------------------------------------------------------------------
 # synth (biomatch.synthetic)
 # ---------------------------------------------------------------------------
 synth_app = typer.Typer(help="Generate synthetic fingerprints: images or templates (FVC-style F_I names).", no_args_is_help=True)
@@ -205,18 +257,17 @@ def tune(
     store: Optional[Path] = typer.Option(None, "--store", help="Write the chosen threshold into this gallery store (audited)."),
     gallery: str = typer.Option("default", "--gallery", help="Gallery whose threshold --store sets."),
     operator: str = typer.Option("cli", "--operator", help="Operator recorded in the audit trail."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
     as_json: bool = typer.Option(False, "--json", help="Print the table and the chosen threshold as JSON."),
 ):
     """Operating point table (threshold, FMR with CI, FNMR per FMR target) and the chosen threshold."""
     from . import bench
 
     scores, _ = _scores_with_progress(source, protocol, ppi)
-    table = bench.operating_table(scores, seed=seed)
+    table = bench.operating_table(scores)
     chosen = None
     if target_fmr is not None or target_fpir is not None:
         chosen = bench.tune_scores(scores, target_fmr=target_fmr, target_fpir=target_fpir,
-                                   gallery_size=gallery_size, seed=seed)
+                                   gallery_size=gallery_size)
     elif gallery_size is not None or config is not None or store is not None:
         fail("--target-fmr or --target-fpir is required to choose a threshold")
     written = []

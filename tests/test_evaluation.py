@@ -200,11 +200,48 @@ def test_tune_selects_raw_count_threshold():
     assert ev.Threshold.from_dict(t.to_dict()) == t
 
 
-def test_tune_with_subjects_uses_bootstrap():
-    g, i = _synthetic(12, n_mated=300, n_nonmated=3000)
-    t = bm.tune(g, i, target_fmr=1e-2, mated_subjects=np.repeat(np.arange(30), 10),
-                nonmated_subjects=np.repeat(np.arange(30), 100), replicates=300)
-    assert t.ci_method == "subject-bootstrap" and t.fmr_ci[0] <= t.fmr <= t.fmr_ci[1]
+def test_tune_with_subjects_uses_design_effect():
+    # errors concentrated in a few fingers: the interval widens by the design effect
+    rng = np.random.default_rng(12)
+    g = rng.normal(40, 10, 300)
+    i = rng.gamma(2.0, 5.0, 3000)
+    subj = np.repeat(np.arange(30), 100)
+    i[subj < 2] += 25.0  # two "lookalike" fingers produce most high impostor scores
+    plain = bm.tune(g, i, target_fmr=1e-2)
+    t = bm.tune(g, i, target_fmr=1e-2, mated_subjects=np.repeat(np.arange(30), 10), nonmated_subjects=subj)
+    assert t.value == plain.value and t.fmr == plain.fmr
+    assert t.ci_method == "clopper-pearson+design-effect" and t.fmr_design_effect > 2
+    assert t.fmr_ci[0] < plain.fmr_ci[0] and t.fmr_ci[1] > plain.fmr_ci[1]
+    assert t.fmr_ci[0] <= t.fmr <= t.fmr_ci[1]
+    with pytest.raises(CalibrationError, match="both or neither"):
+        bm.tune(g, i, target_fmr=1e-2, nonmated_subjects=subj)
+
+
+def test_design_effect_reference():
+    errors = np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], bool)
+    subjects = np.repeat([0, 1, 2, 3], 3)
+    p, n = errors.mean(), errors.size
+    a = np.array([2, 0, 1, 0.0])
+    v = 4 / 3 * np.sum((a - p * 3) ** 2) / n**2
+    assert ev.design_effect(errors, subjects) == pytest.approx(max(1.0, v / (p * (1 - p) / n)))
+    assert ev.design_effect(np.zeros(10, bool), np.arange(10)) == 1.0
+    # one trial per subject: only the S/(S-1) small-sample factor
+    assert ev.design_effect(np.arange(100) % 10 == 0, np.arange(100)) == pytest.approx(100 / 99)
+
+
+def test_prediction_interval_wider_than_confidence_interval():
+    lo, hi = ev.fmr_prediction_interval(5, 5760, 5760)
+    cp = ev.clopper_pearson(5, 5760)
+    assert lo <= cp[0] and hi > cp[1]
+    # simulation: binomial truth, the measured held-out rate falls inside >= 95 % of the time
+    rng = np.random.default_rng(0)
+    inside = 0
+    for _ in range(400):
+        k = rng.binomial(5000, 1e-3)
+        kb = rng.binomial(5000, 1e-3)
+        lo, hi = ev.fmr_prediction_interval(k, 5000, 5000)
+        inside += lo <= kb / 5000 <= hi
+    assert inside / 400 >= 0.93
 
 
 def test_tune_refuses_unsupported_target():
