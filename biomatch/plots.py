@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["plot_extraction", "plot_det", "plot_score_histogram", "plot_cmc"]
+__all__ = ["plot_extraction", "plot_det", "plot_score_histogram", "plot_cmc", "plot_pairs"]
 
 
 def _pyplot():
@@ -119,7 +119,7 @@ def plot_det(curves, path, *, title: str = "DET") -> Path:
         ax.set_ylabel("FNMR (probit scale)")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="lower left")
         out = Path(path)
         fig.savefig(out, format="png", bbox_inches="tight")
     finally:
@@ -136,13 +136,23 @@ def plot_score_histogram(mated, nonmated, path, *, bins: int = 50, title: str = 
     nonmated = np.asarray(nonmated, dtype=float)
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
     try:
-        lo = min(mated.min(), nonmated.min())
-        hi = max(mated.max(), nonmated.max())
-        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+        both = np.concatenate([mated, nonmated])
+        lo, hi = both.min(), both.max()
+        pos = both[both > 0]
+        # scores spanning decades (impostors crowd near 0): log-spaced bins, scores <= 0 in the first bin
+        log_x = lo >= 0 and pos.size and hi / pos.min() > 50
+        if log_x:
+            floor = pos.min()
+            edges = np.geomspace(floor, hi, bins + 1)
+            mated, nonmated = np.maximum(mated, floor), np.maximum(nonmated, floor)
+        else:
+            edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
         ax.hist(nonmated, edges, alpha=0.6, label=f"non-mated ({nonmated.size})", color="tab:red")
         ax.hist(mated, edges, alpha=0.6, label=f"mated ({mated.size})", color="tab:blue")
         ax.set_yscale("log")
-        ax.set_xlabel("raw score")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel("raw score" + (" (log scale; scores <= 0 in the first bin)" if log_x else ""))
         ax.set_ylabel("comparisons")
         ax.set_title(title)
         ax.legend()
@@ -167,6 +177,67 @@ def plot_cmc(cmc, path, *, title: str = "CMC") -> Path:
         ax.set_ylim(0, 1.02)
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
+        out = Path(path)
+        fig.savefig(out, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_pairs(a, b, match, path, *, images=(None, None), names=("A", "B"), tick_px: float = 12.0) -> Path:
+    """Two prints side by side, their minutiae, and the paired minutiae joined.
+
+    Parameters
+    ----------
+    a, b : biomatch.Template
+        The compared templates (``match.pairs`` indexes their minutiae).
+    match : biomatch.scoring.Match
+        From :func:`biomatch.verify`; its score and FMR go in the title.
+    path : str or os.PathLike
+        PNG to write.
+    images : (ndarray or None, ndarray or None)
+        2-D uint8 pixels behind each template (original frame); a blank
+        canvas of the template size where None.
+    names : (str, str)
+        Labels of the two prints.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    panels = []
+    for t, img in zip((a, b), images):
+        if img is None:
+            img = np.full((t.height, t.width), 255, dtype=np.uint8)
+        panels.append(np.asarray(img))
+    h = max(p.shape[0] for p in panels)
+    gap = 20
+    offset_b = panels[0].shape[1] + gap
+    canvas = np.full((h, offset_b + panels[1].shape[1]), 255, dtype=np.uint8)
+    canvas[: panels[0].shape[0], : panels[0].shape[1]] = panels[0]
+    canvas[: panels[1].shape[0], offset_b:] = panels[1]
+    fig, ax = plt.subplots(figsize=(max(6.0, canvas.shape[1] / 80), max(4.0, h / 80)), dpi=100)
+    try:
+        ax.imshow(canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        for t, dx, color in ((a, 0.0, "red"), (b, float(offset_b), "deepskyblue")):
+            m = t.minutiae
+            x, y, ang = m["x"] + dx, m["y"], m["angle"].astype(float)
+            ax.scatter(x, y, s=18, facecolors="none", edgecolors=color, linewidths=1.0)
+            # angle is CCW with y up; image rows grow downwards
+            ax.plot(np.stack([x, x + tick_px * np.cos(ang)]), np.stack([y, y - tick_px * np.sin(ang)]), color=color, linewidth=1.0)
+        pairs = np.asarray(match.pairs)
+        if pairs.size:
+            ma, mb = a.minutiae[pairs[:, 0]], b.minutiae[pairs[:, 1]]
+            ax.plot(np.stack([ma["x"], mb["x"] + offset_b]), np.stack([ma["y"], mb["y"]]), color="lime", linewidth=1.0, alpha=0.8)
+        fmr = "n/a" if match.fmr != match.fmr else f"{match.fmr:.1e}"
+        ax.set_title(f"{names[0]} vs {names[1]}: score {match.score:.3f}, est. FMR {fmr}, {len(pairs)} pairs", fontsize=9)
+        ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_axis_off()
         out = Path(path)
         fig.savefig(out, format="png", bbox_inches="tight")
     finally:
