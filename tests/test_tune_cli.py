@@ -212,3 +212,45 @@ def test_fvc2002_tune_threshold_and_holdout_ci(fvc2002):
     results = np.array([check(np.random.default_rng(s).permutation(i.size) < i.size // 2) for s in range(1, 101)])
     assert results[:, 0].mean() >= 0.95  # prediction interval
     assert results[:, 1].mean() >= 0.80  # confidence interval of the true FMR (measured 0.905 on 400 splits)
+
+
+def _fake_dataset(tmp_path, monkeypatch, fingers=6, impressions=4):
+    """An FVC-style folder of empty files with extraction and comparison replaced by a fake
+    whose score is high for the same finger (no matcher internals involved)."""
+    from biomatch import scoring
+
+    for f in range(101, 101 + fingers):
+        for i in range(1, impressions + 1):
+            (tmp_path / f"{f}_{i}.tif").write_bytes(b"")
+
+    def fake_extract(samples, progress=None):
+        return [(s.finger, s.impression) for s in samples], [], [0.001] * len(samples)
+
+    def fake_compare(probe, refs):
+        return np.array([1.0 + 0.1 * r[1] if r[0] == probe[0] else 0.01 * (r[0] + probe[0]) % 0.9 for r in refs])
+
+    monkeypatch.setattr(bench, "_extract_all", fake_extract)
+    monkeypatch.setattr(scoring, "compare_many", fake_compare)
+    return tmp_path
+
+
+def test_identification_and_accuracy_suites_logic(tmp_path, monkeypatch):
+    folder = _fake_dataset(tmp_path, monkeypatch)
+    rep = bench.identification_report(folder, max_rank=3)
+    assert rep["gallery_size"] == 6 and rep["n_mated_searches"] == 18 and rep["n_nonmated_searches"] == 18
+    assert rep["cmc"] == [1.0, 1.0, 1.0]
+    scores, info = bench.score_dataset(folder, "all")
+    assert scores.mated.sum() == 6 * 6 and (~scores.mated).sum() == (24 * 23) // 2 - 36
+    scores_fvc, _ = bench.score_dataset(folder, "fvc")
+    assert (~scores_fvc.mated).sum() == 15
+    rep = bench.accuracy_report(scores, info)
+    assert rep["eer"] == 0.0 and rep["failure_to_enrol"]["count"] == 0
+
+
+def test_list_dataset_errors(tmp_path):
+    from biomatch.errors import BiomatchError
+
+    with pytest.raises(BiomatchError, match="no FVC-style"):
+        bench.list_dataset(tmp_path)
+    with pytest.raises(BiomatchError, match="not a folder"):
+        bench.list_dataset(tmp_path / "absent")
