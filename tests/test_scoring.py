@@ -294,3 +294,24 @@ def test_bad_inputs_raise_named_errors():
         sc.score_packed(a, packed, subset=[[0]])
     with pytest.raises(BiomatchError, match="packed"):
         sc.score_packed(a, [a])
+
+
+def test_cli_verify_templates_json_and_plot(tmp_path, capsys):
+    import json
+
+    from biomatch.cli import main
+
+    rng = np.random.default_rng(28)
+    a = random_template(rng)
+    b = impression(a, rng)
+    pa, pb = tmp_path / "a.bmt", tmp_path / "b.iso"
+    pa.write_bytes(a.to_bytes())
+    pb.write_bytes(b.to_iso())
+    png = tmp_path / "pairs.png"
+    assert main(["verify", str(pa), str(pb), "--json", "--plot", str(png)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["score"] == pytest.approx(bm.verify(bm.load_template(pa), bm.load_template(pb)).score, abs=1e-6)
+    assert doc["n_pairs"] == len(doc["pairs"]) > 0 and doc["fmr"] is not None
+    assert png.stat().st_size > 1000
+    assert main(["verify", str(pa), str(tmp_path / "missing.iso")]) == 1
+    assert "missing.iso" in capsys.readouterr().err
