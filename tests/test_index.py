@@ -1,0 +1,151 @@
+"""The FAISS shortlist index: codes, votes, partitions, IVF, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biomatch import descriptors, index
+from biomatch.index import CODE_BYTES, GalleryIndex
+
+
+@pytest.fixture(scope="module")
+def mated():
+    from biomatch.synthetic import template_batch
+
+    ts = next(template_batch(60, 2, seed=7)).templates()
+    return ts[0::2], ts[1::2]
+
+
+def _codes(t, probe=False):
+    f = descriptors.encode(t)
+    return index.probe_codes(f) if probe else index.finger_codes(f)
+
+
+def _reference_reduce(bits: np.ndarray) -> np.ndarray:
+    """Slow obvious reference: code bit j = OR of the grouped cylinder bits."""
+    groups = index._sampled_bits()
+    out = np.zeros((bits.shape[0], index.CODE_BITS), dtype=np.uint8)
+    for r in range(bits.shape[0]):
+        for j in range(index.CODE_BITS):
+            out[r, j] = any((bits[r, b // 8] >> (b % 8)) & 1 for b in groups[j])
+    return np.packbits(out, axis=1, bitorder="little")
+
+
+def test_codes_shape_bound_and_reference(mated):
+    gal, _ = mated
+    f = descriptors.encode(gal[0])
+    c = index.finger_codes(f)
+    assert c.dtype == np.uint8 and c.shape[1] == CODE_BYTES
+    assert c.shape[0] == min(f.n_valid, index.MAX_INDEXED_PER_FINGER)
+    p = index.probe_codes(f)
+    assert p.shape[0] == f.n_valid
+    np.testing.assert_array_equal(p, _reference_reduce(np.asarray(f.bits)[np.asarray(f.valid)]))
+    # codes are not near-empty (the point of OR-grouping sparse cylinders)
+    density = np.unpackbits(p, axis=1).mean()
+    assert 0.1 < density < 0.9
+
+
+def test_group_bits_stay_inside_the_descriptor():
+    groups = index._sampled_bits()
+    assert groups.shape == (index.CODE_BITS, index.GROUP_BITS)
+    assert groups.min() >= 0 and groups.max() < descriptors.DESCRIPTOR_BYTES * 8
+    assert all(len(set(g)) == index.GROUP_BITS for g in groups)
+
+
+def test_mate_is_shortlisted(mated):
+    gal, probes = mated
+    gi = GalleryIndex()
+    gi.add([(100 + i, 0, _codes(t)) for i, t in enumerate(gal)], generation=1)
+    ranks = []
+    for i, p in enumerate(probes[:20]):
+        ids = [v.finger_id for v in gi.shortlist(_codes(p, True), 0, 10)]
+        ranks.append(ids.index(100 + i) if 100 + i in ids else 99)
+    assert np.mean(np.array(ranks) < 10) >= 0.8
+    votes = gi.shortlist(_codes(probes[0], True), 0, 10)
+    assert all(a.votes >= b.votes for a, b in zip(votes, votes[1:]))
+
+
+def test_partitions_by_position(mated):
+    gal, probes = mated
+    gi = GalleryIndex()
+    gi.add([(1, 2, _codes(gal[0])), (2, 3, _codes(gal[0])), (3, 0, _codes(gal[1]))])
+    ids = {v.finger_id for v in gi.shortlist(_codes(probes[0], True), 2, 10)}
+    assert 1 in ids and 2 not in ids  # position 3 partition not searched for a position-2 probe
+    ids0 = {v.finger_id for v in gi.shortlist(_codes(probes[0], True), 0, 10)}
+    assert {1, 2} <= ids0
+
+
+def test_remove_drops_every_code(mated):
+    gal, probes = mated
+    gi = GalleryIndex()
+    gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal[:10])])
+    n3 = _codes(gal[3]).shape[0]
+    total = gi.ntotal
+    assert gi.remove([3], generation=5) == n3
+    assert gi.ntotal == total - n3 and gi.generation == 5
+    assert 3 not in {v.finger_id for v in gi.shortlist(_codes(probes[3], True), 0, 10)}
+
+
+def test_grows_into_ivf_with_same_answers(mated, monkeypatch):
+    gal, probes = mated
+    monkeypatch.setattr(index, "FLAT_MAX_CODES", 200)
+    monkeypatch.setattr(index, "IVF_NPROBE", 10_000)  # visit every list: must equal exhaustive
+    gi = GalleryIndex()
+    gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
+    assert gi.describe()["partitions"]["0"]["kind"] == "ivf"
+    flat = GalleryIndex()
+    monkeypatch.setattr(index, "FLAT_MAX_CODES", 10**9)
+    flat.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
+    for p in probes[:5]:
+        a = gi.shortlist(_codes(p, True), 0, 5)
+        b = flat.shortlist(_codes(p, True), 0, 5)
+        assert [v.finger_id for v in a][:1] == [v.finger_id for v in b][:1]
+    gi.remove([0, 1])
+    assert 0 not in {v.finger_id for v in gi.shortlist(_codes(probes[0], True), 0, 50)}
+
+
+def test_memory_bound_per_finger(mated):
+    gal, _ = mated
+    gi = GalleryIndex()
+    gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
+    assert gi.memory_bytes() / len(gal) <= index.MAX_INDEXED_PER_FINGER * (CODE_BYTES + 8) <= 2048
+
+
+def test_save_load_round_trip_and_rejections(tmp_path, mated):
+    gal, probes = mated
+    gi = GalleryIndex(generation=7)
+    gi.add([(i, i % 3, _codes(t)) for i, t in enumerate(gal[:12])])
+    path = tmp_path / "x.db.local.faiss"
+    gi.save(path, "local")
+    back = GalleryIndex.load(path, "local")
+    assert back is not None and back.generation == 7 and back.ntotal == gi.ntotal
+    q = _codes(probes[1], True)
+    assert back.shortlist(q, 1, 5) == gi.shortlist(q, 1, 5)
+    assert GalleryIndex.read_manifest(path)["version"] == index.index_version()
+    assert GalleryIndex.load(path, "other") is None  # another gallery's file
+    assert GalleryIndex.load(tmp_path / "missing", "local") is None
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    assert GalleryIndex.load(path, "local") is None  # checksum
+    path.write_bytes(bytes(data[:-10]))
+    assert GalleryIndex.load(path, "local") is None  # truncated
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_other_version_is_rejected(tmp_path, mated, monkeypatch):
+    gal, _ = mated
+    gi = GalleryIndex(generation=1)
+    gi.add([(0, 0, _codes(gal[0]))])
+    path = tmp_path / "i.faiss"
+    gi.save(path, "g")
+    monkeypatch.setattr(index, "INDEX_FORMAT_VERSION", index.INDEX_FORMAT_VERSION + 1)
+    assert GalleryIndex.load(path, "g") is None
+
+
+def test_empty_probe_and_empty_index():
+    gi = GalleryIndex()
+    assert gi.shortlist(np.zeros((3, CODE_BYTES), np.uint8), 0, 5) == []
+    gi.add([(1, 0, np.zeros((0, CODE_BYTES), np.uint8))])
+    assert gi.shortlist(np.zeros((0, CODE_BYTES), np.uint8), 0, 5) == []
