@@ -91,10 +91,10 @@ CLASS_PROBABILITIES = (0.037, 0.029, 0.338, 0.317, 0.279)
 AREA_HALF_WIDTH_PX = (108.0, 130.0)
 AREA_TOP_CAP_PX = (100.0, 130.0)
 AREA_BOTTOM_CAP_PX = (60.0, 90.0)
-AREA_RECT_HALF_PX = (55.0, 85.0)
+AREA_RECT_HALF_PX = (70.0, 110.0)
 
 # ridge period
-RIDGE_PERIOD_PX = (8.0, 10.0)  # per-finger base period at 500 ppi
+RIDGE_PERIOD_PX = (7.5, 10.0)  # per-finger base period at 500 ppi
 PERIOD_ABOVE_CORE_PX = 0.8  # widening of the period above the core
 PERIOD_MIN_PX, PERIOD_MAX_PX, PERIOD_STEP_PX = 6.0, 13.0, 0.5
 
@@ -106,6 +106,16 @@ GABOR_SIGMA_ALONG = 0.55  # x period
 GROWTH_ITERATIONS = 9
 GROWTH_GAIN = 2.5
 SEED_SPACING_PX = 26.0  # mean spacing of the initial random seeds
+
+# small ridge features added to the grown pattern:
+# (name, share, on a ridge?, length range in periods, half-width in periods)
+SMALL_FEATURES_PER_FINGER = 7.0  # Poisson mean
+SMALL_FEATURES = (
+    ("break", 0.35, True, (0.5, 1.0), 0.4),
+    ("island", 0.30, False, (0.4, 2.5), 0.14),
+    ("bridge", 0.20, False, (0.35, 0.5), 0.6),
+    ("lake", 0.15, True, (1.5, 3.0), 0.07),
+)
 
 # master minutiae
 MINUTIA_BORDER_PX = 12  # master minutiae closer than this to the area edge are dropped
@@ -315,6 +325,49 @@ def _gabor_bank() -> np.ndarray:
     return bank
 
 
+def _add_small_features(rng, pattern, theta, period, inside):
+    """Cut breaks and lakes into ridges, put islands and bridges into valleys (in place).
+
+    Gabor growth only makes the dislocations the flow needs, whose directions
+    are coherent over a region and alike between fingers; real ridges also
+    carry short features whose two minutiae face each other (ridge breaks,
+    dots and short ridges, enclosures, bridges). Counts and sizes in
+    :data:`SMALL_FEATURES`.
+    """
+    h, w = pattern.shape
+    n = int(rng.poisson(SMALL_FEATURES_PER_FINGER))
+    kinds = rng.choice(len(SMALL_FEATURES), size=n, p=[f[1] for f in SMALL_FEATURES])
+    ys, xs = np.nonzero(inside > 2 * MINUTIA_BORDER_PX)
+    if ys.size == 0:
+        return
+    r = GABOR_SIZE_PX
+    wy, wx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
+    for kind in kinds:
+        name, _, on_ridge, length, width = SMALL_FEATURES[kind]
+        for _ in range(20):  # find a pixel on the centre of a ridge (or valley)
+            k = int(rng.integers(ys.size))
+            y, x = int(ys[k]), int(xs[k])
+            v = pattern[y, x]
+            if (v > 0.9) if on_ridge else (v < -0.9):
+                break
+        else:
+            continue
+        t = float(theta[y, x])
+        p = float(period[y, x])
+        ux, uy = np.cos(t), -np.sin(t)
+        along = wx * ux + wy * uy
+        across = -wx * uy + wy * ux
+        half = 0.5 * rng.uniform(*length) * p
+        mask = (np.abs(along) <= half) & (np.abs(across) <= width * p)
+        y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
+        m = mask[y0 - (y - r) : y1 - (y - r), x0 - (x - r) : x1 - (x - r)]
+        win = pattern[y0:y1, x0:x1]
+        if on_ridge:
+            win[m & (win > -0.5)] = -1.0
+        else:
+            win[m & (win < 0.5)] = 1.0
+
+
 def _grow_master(rng, theta, period, inside):
     """Grow the master ridge pattern (float32 in [-1, 1], > 0 on ridges)."""
     from ._synthetic_kernels import gabor_step
@@ -464,6 +517,7 @@ def make_finger(index: int, seed: int = 0, *, width: int = IMAGE_WIDTH_PX, heigh
     theta = _orientation(sing, xx, yy)
     period = _period_map(rng, sing, area, xx, yy)
     pattern = _grow_master(rng, theta, period, inside)
+    _add_small_features(rng, pattern, theta, period, inside)
     pattern[inside <= 0] = 0.0
     minutiae = _master_minutiae(pattern, inside, theta)
     return MasterFinger(
