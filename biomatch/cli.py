@@ -459,6 +459,267 @@ def bench_speed(
                f"comparison {report['compare_median_us']:.1f} us/pair ({report['comparisons_per_s']:.0f}/s)")
 
 
+# ---------------------------------------------------------------------------
+# enroll / search / delete / info / audit (biomatch.gallery)
+# ---------------------------------------------------------------------------
+_STORE_OPT = typer.Option(Path("biomatch.db"), "--store", help="Gallery store (SQLite file; created if absent).")
+_GALLERY_HELP = "Gallery name."
+_OPERATOR_OPT = typer.Option(None, "--operator", help="Who does this (audit); default the login name.")
+_FINGER_HELP = "POS=FILE: finger position (FGP 0-10) and an image or template file; repeatable."
+
+
+def _parse_fingers(specs: list) -> dict:
+    fingers = {}
+    for spec in specs or []:
+        pos, sep, path = spec.partition("=")
+        if not sep or not pos.strip().isdigit():
+            raise BiomatchError(f"--finger {spec!r}: expected POS=FILE with POS a finger position 0-10")
+        p = int(pos)
+        if p in fingers:
+            raise BiomatchError(f"--finger {spec!r}: position {p} given twice")
+        fingers[p] = Path(path)
+    return fingers
+
+
+def _ebts_fingers(path: Path):
+    """Fingers, transaction id and audit context from an ANSI/NIST-ITL transaction."""
+    from .formats import read_transaction
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BiomatchError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    tx = read_transaction(data)
+    fingers = dict(tx.templates)
+    if not fingers:
+        from .extraction import extract
+
+        for img in tx.images:
+            if img.pixels is not None and img.position not in fingers and 0 <= img.position <= 10:
+                fingers[img.position] = extract(img.pixels, ppi=img.ppi, position=img.position)
+    if not fingers:
+        raise BiomatchError(f"{path}: the transaction holds no finger images or templates")
+    return fingers, tx.tcn or None, {"ori": tx.ori, "tcn": tx.tcn, "tot": tx.tot, "source": path.name}, data
+
+
+def _folder_subjects(folder: Path) -> list:
+    """SUBJECT_POS.ext files (POS an FGP code 0-10; other names: position 0), grouped by subject."""
+    from .gallery import _TEMPLATE_SUFFIXES
+
+    image_suffixes = {".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".wsq", ".pgm"}
+    groups: dict = {}
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or f.suffix.lower() not in image_suffixes | _TEMPLATE_SUFFIXES:
+            continue
+        subject, sep, pos = f.stem.rpartition("_")
+        if not sep or not pos.isdigit() or int(pos) > 10:
+            subject, pos = f.stem, "0"
+        fingers = groups.setdefault(subject, {})
+        if int(pos) in fingers:
+            raise BiomatchError(f"{f}: subject {subject!r} already has a file for position {pos}")
+        fingers[int(pos)] = f
+    if not groups:
+        raise BiomatchError(f"{folder}: no image or template files (SUBJECT_POS.ext) found")
+    return sorted(groups.items())
+
+
+@app.command()
+def enroll(
+    subject: Optional[str] = typer.Argument(None, help="Subject id (omit with --folder)."),
+    finger: list[str] = typer.Option(None, "--finger", "-f", help=_FINGER_HELP),
+    folder: Optional[Path] = typer.Option(None, "--folder", help="Bulk: enrol every SUBJECT_POS.ext file of a folder."),
+    ebts: Optional[Path] = typer.Option(None, "--ebts", help="ANSI/NIST-ITL booking transaction to enrol."),
+    store: Path = _STORE_OPT,
+    gallery: str = typer.Option("default", "--gallery", help=_GALLERY_HELP),
+    operator: Optional[str] = _OPERATOR_OPT,
+    transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Enrol a subject's fingers (images or templates), an EBTS transaction, or a folder in bulk."""
+    from .gallery import Gallery
+
+    with Gallery.open(store) as g:
+        if folder is not None:
+            if subject or finger or ebts:
+                raise BiomatchError("--folder: give either a folder or SUBJECT with --finger/--ebts, not both")
+            items = _folder_subjects(folder)
+            if progress_enabled():
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+                with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                              TimeRemainingColumn(), transient=True) as bar:
+                    task = bar.add_task("enrol", total=len(items))
+                    n = g.enroll_many(items, gallery=gallery, operator=operator, transaction_id=transaction_id,
+                                      progress=lambda k: bar.advance(task, k))
+            else:
+                n = g.enroll_many(items, gallery=gallery, operator=operator, transaction_id=transaction_id)
+            result = {"store": str(store), "gallery": gallery, "enrolled": n,
+                      "fingers": sum(len(f) for _, f in items)}
+        else:
+            if not subject:
+                raise BiomatchError("enroll: give a SUBJECT id (or --folder)")
+            fingers = _parse_fingers(finger)
+            context, originals = None, None
+            if ebts is not None:
+                tx_fingers, tcn, context, raw = _ebts_fingers(ebts)
+                for p, t in tx_fingers.items():
+                    fingers.setdefault(p, t)
+                transaction_id = transaction_id or tcn
+                originals = {None: raw}
+            seq = g.enroll(subject, fingers, gallery=gallery, operator=operator, transaction_id=transaction_id,
+                           originals=originals, context=context)
+            result = {"store": str(store), "gallery": gallery, "subject": subject,
+                      "positions": sorted(fingers), "audit_seq": seq}
+    if as_json:
+        emit_json(result)
+    elif "enrolled" in result:
+        typer.echo(f"{store}: enrolled {result['enrolled']} subjects ({result['fingers']} fingers) into {gallery!r}")
+    else:
+        typer.echo(f"{store}: enrolled {subject!r} into {gallery!r}, positions {result['positions']}")
+
+
+@app.command()
+def search(
+    finger: list[str] = typer.Option(None, "--finger", "-f", help=_FINGER_HELP),
+    ebts: Optional[Path] = typer.Option(None, "--ebts", help="ANSI/NIST-ITL transaction whose fingers are the probe."),
+    store: Path = _STORE_OPT,
+    gallery: list[str] = typer.Option(None, "--gallery", help="Gallery to search; repeatable (default: all)."),
+    max_candidates: int = typer.Option(10, "--max-candidates", "-L", help="Candidate list length."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Raw single-finger score; only hits are listed."),
+    operator: Optional[str] = _OPERATOR_OPT,
+    transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the candidate list as JSON."),
+):
+    """Search probe fingers against galleries; prints the ranked candidate list."""
+    from .gallery import Gallery
+
+    fingers = _parse_fingers(finger)
+    context = None
+    if ebts is not None:
+        tx_fingers, tcn, context, _ = _ebts_fingers(ebts)
+        for p, t in tx_fingers.items():
+            fingers.setdefault(p, t)
+        transaction_id = transaction_id or tcn
+    if not fingers:
+        raise BiomatchError("search: give probe fingers with --finger POS=FILE or --ebts FILE")
+    with Gallery.open(store) as g:
+        cands = g.search(fingers, galleries=gallery or None, max_candidates=max_candidates, threshold=threshold,
+                         operator=operator, transaction_id=transaction_id, context=context)
+        seq = g.audit_records()[-1]["seq"] if cands is not None else None
+    if as_json:
+        emit_json({"store": str(store), "audit_seq": seq, "candidates": [c.to_dict() for c in cands]})
+        return
+    if not cands:
+        typer.echo("no candidates" + (" at or above the threshold" if threshold is not None else ""))
+    for c in cands:
+        fmr = "n/a" if c.fmr != c.fmr else f"{c.fmr:.2e}"
+        typer.echo(f"{c.rank:3d}  {c.gallery}/{c.subject}  score {c.score:.4f}  FMR {fmr}  "
+                   f"fingers {','.join(str(f.position) for f in c.fingers)}")
+
+
+@app.command()
+def delete(
+    subject: str = typer.Argument(..., help="Subject id."),
+    store: Path = _STORE_OPT,
+    gallery: str = typer.Option("default", "--gallery", help=_GALLERY_HELP),
+    operator: Optional[str] = _OPERATOR_OPT,
+    transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Delete a subject for good (templates, originals, index entries); the audit keeps that it happened."""
+    from .gallery import Gallery
+
+    with Gallery.open(store) as g:
+        seq = g.delete(subject, gallery=gallery, operator=operator, transaction_id=transaction_id)
+    if as_json:
+        emit_json({"store": str(store), "gallery": gallery, "deleted": subject, "audit_seq": seq})
+    else:
+        typer.echo(f"{store}: deleted {subject!r} from {gallery!r}")
+
+
+@app.command()
+def info(
+    store: Path = _STORE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the store's statistics as JSON."),
+):
+    """Galleries, subjects, fingers, index state and audit length of a store."""
+    from .gallery import Gallery
+
+    if not store.exists():
+        raise BiomatchError(f"{store}: no such store")
+    with Gallery.open(store) as g:
+        st = g.stats()
+    if as_json:
+        emit_json(st)
+        return
+    typer.echo(f"{store}: {st['store_bytes']} bytes, {st['audit_records']} audit records")
+    for name, s in st["galleries"].items():
+        typer.echo(f"  {name}: {s['subjects']} subjects, {s['fingers']} fingers, generation {s['generation']}, "
+                   f"index file generation {s['index_file_generation']}")
+
+
+audit_app = typer.Typer(help="The hash-chained audit log: list, verify, export.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("list")
+def audit_list(
+    store: Path = _STORE_OPT,
+    since: int = typer.Option(1, "--since", help="First sequence number."),
+    limit: int = typer.Option(50, "--limit", help="Records to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+):
+    """List audit records (not verified; see `audit verify`)."""
+    from .gallery import Gallery
+
+    if not store.exists():
+        raise BiomatchError(f"{store}: no such store")
+    with Gallery.open(store) as g:
+        recs = g.audit_records(since=since, limit=limit)
+    if as_json:
+        emit_json(recs)
+        return
+    for r in recs:
+        who = r.get("subject") or ",".join(r.get("galleries", []) or [])
+        typer.echo(f"{r['seq']:6d}  {r['time']}  {r['action']:<11} {r['operator']:<12} {who}  {r.get('decision', '')}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    store: Path = _STORE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Re-check the whole chain; exit 1 naming the first edited, removed or reordered record."""
+    from .gallery import Gallery
+
+    if not store.exists():
+        raise BiomatchError(f"{store}: no such store")
+    with Gallery.open(store) as g:
+        n = g.verify_audit()
+        head = g.audit_records(since=n, limit=1)
+    digest = head[0]["hash"] if head else None
+    if as_json:
+        emit_json({"store": str(store), "verified": n, "head": digest})
+    else:
+        typer.echo(f"{store}: audit chain intact, {n} records, head {digest}")
+
+
+@audit_app.command("export")
+def audit_export(
+    store: Path = _STORE_OPT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON-lines file (default stdout)."),
+):
+    """Export the audit log as JSON lines (each record with its hash)."""
+    from .gallery import Gallery
+
+    if not store.exists():
+        raise BiomatchError(f"{store}: no such store")
+    with Gallery.open(store) as g:
+        n = g.export_audit(out if out is not None else sys.stdout)
+    if out is not None:
+        typer.echo(f"{out}: {n} audit records", err=True)
+
+
 def main(argv=None) -> int:
     """Entry point: run the app, turning library errors into one stderr line."""
     warnings.simplefilter("default")

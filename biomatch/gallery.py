@@ -523,6 +523,7 @@ class Gallery:
         transaction_id: str | None = None,
         originals: Mapping | None = None,
         keep_originals: bool = True,
+        context: dict | None = None,
     ) -> int:
         """Enrol a new subject.
 
@@ -543,6 +544,8 @@ class Gallery:
             Original images or transactions to keep (key: position, None for a whole transaction).
         keep_originals : bool
             Keep the bytes of image files given in ``fingers``.
+        context : dict, optional
+            JSON-ready facts for the audit record (e.g. ``{"ori": ..., "tcn": ...}``); no biometric data.
 
         Returns
         -------
@@ -561,6 +564,7 @@ class Gallery:
         meta_text = _check_metadata(metadata)
         checked = _check_fingers(fingers)
         extra = _check_originals(originals)
+        ctx = _check_context(context)
         prepared = self._prepare(checked)
         with self._write() as con:
             gid, gen = self._gallery_row(con, gallery, create=True)
@@ -583,6 +587,7 @@ class Gallery:
                     "gallery": gallery,
                     "subject": subject_id,
                     "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
+                    "context": ctx,
                 },
             )
         self._index_added(gallery, gen, added)
@@ -785,7 +790,7 @@ class Gallery:
         return rec["seq"]
 
     def delete(self, subject_id: str, *, gallery: str = "default", operator: str | None = None,
-               transaction_id: str | None = None) -> int:
+               transaction_id: str | None = None, context: dict | None = None) -> int:
         """Delete a subject for good: its rows, originals and index entries.
 
         The audit keeps only that the deletion happened (subject id, gallery,
@@ -797,6 +802,7 @@ class Gallery:
         _check_gallery_name(gallery)
         operator = _operator(operator)
         transaction_id = _transaction_id(transaction_id)
+        ctx = _check_context(context)
         with self._write() as con:
             gid, gen = self._require_gallery(con, gallery)
             row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
@@ -812,7 +818,8 @@ class Gallery:
             con.execute("DELETE FROM subjects WHERE id = ?", (sid,))  # cascades to fingers, originals
             con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
             rec = _audit.append(
-                con, "delete", operator, {"transaction_id": transaction_id, "gallery": gallery, "subject": subject_id}
+                con, "delete", operator,
+                {"transaction_id": transaction_id, "gallery": gallery, "subject": subject_id, "context": ctx},
             )
         removed = [f for f, _ in fingers]
         self._forget(removed)
@@ -1109,6 +1116,7 @@ class Gallery:
         threshold=None,
         operator: str | None = None,
         transaction_id: str | None = None,
+        context: dict | None = None,
     ) -> list[Candidate]:
         """Search probe fingers against one or more galleries.
 
@@ -1125,6 +1133,8 @@ class Gallery:
             With a threshold only hits are returned (see the module docstring for multi-finger probes).
         operator, transaction_id : str, optional
             Recorded in the audit.
+        context : dict, optional
+            JSON-ready facts for the audit record (e.g. the transaction's ORI).
 
         Returns
         -------
@@ -1134,6 +1144,7 @@ class Gallery:
         probes = {p: t for p, (t, _) in _check_fingers(probe_fingers, "probe_fingers").items()}
         operator = _operator(operator)
         transaction_id = _transaction_id(transaction_id)
+        ctx = _check_context(context)
         if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or not 1 <= max_candidates <= MAX_CANDIDATES:
             raise GalleryError(f"max_candidates: expected an integer 1..{MAX_CANDIDATES}, got {max_candidates!r}")
         con = self._con()
@@ -1202,6 +1213,7 @@ class Gallery:
                     "max_candidates": int(max_candidates),
                     "threshold": thr,
                     "decision": decision,
+                    "context": ctx,
                     "candidates": [
                         {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6),
                          "fmr": _json_float(c.fmr)}
@@ -1380,6 +1392,17 @@ def _check_metadata(metadata):
         return json.dumps(metadata, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise GalleryError(f"metadata: not JSON-serialisable ({exc})") from None
+
+
+def _check_context(context):
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise GalleryError(f"context: expected a dict, got {type(context).__name__}")
+    try:
+        return json.loads(json.dumps(dict(context), sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise GalleryError(f"context: not JSON-serialisable ({exc})") from None
 
 
 def _check_originals(originals) -> dict:

@@ -352,3 +352,38 @@ def test_open_rejects_non_store(tmp_path):
         Gallery.open(bad)
     with pytest.raises(GalleryError, match="path"):
         Gallery.open(42)
+
+
+def test_cli_enroll_search_delete_info_audit(tmp_path, mated, capsys):
+    from biomatch.cli import main
+
+    gal, probes = mated
+    bulk = tmp_path / "bulk"
+    bulk.mkdir()
+    for i in range(3):
+        (bulk / f"p{i}_2.bmt").write_bytes(gal[i].to_bytes())
+    (tmp_path / "probe.bmt").write_bytes(probes[1].to_bytes())
+    store = str(tmp_path / "s.db")
+    assert main(["enroll", "--folder", str(bulk), "--store", store, "--gallery", "local", "--operator", "me", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["enrolled"] == 3
+    assert main(["search", "-f", f"2={tmp_path / 'probe.bmt'}", "--store", store, "-L", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["candidates"][0]["subject"] == "p1" and len(out["candidates"]) == 2
+    assert main(["delete", "p1", "--store", store, "--gallery", "local", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["galleries"]["local"]["subjects"] == 2
+    assert main(["audit", "verify", "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verified"] == 5
+    assert main(["audit", "export", "--store", store]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(x)["action"] for x in lines] == ["enroll"] * 3 + ["search", "delete"]
+    assert main(["delete", "ghost", "--store", store, "--gallery", "local"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ghost" in err
+    con = sqlite3.connect(store)
+    con.execute("DELETE FROM audit WHERE seq = 2")
+    con.commit()
+    con.close()
+    assert main(["audit", "verify", "--store", store]) == 1
+    assert "audit record 2" in capsys.readouterr().err
