@@ -309,16 +309,11 @@ def tune(
 
 def _store_threshold(threshold, store: Path, gallery: str, operator: str, source: str) -> str:
     """Record the threshold in a gallery store through the gallery's audited setter."""
-    try:
-        from .gallery import Gallery
-    except ImportError:
-        raise BiomatchError(f"--store {store}: this biomatch has no gallery store; use --config") from None
-    with Gallery.open(str(store)) as g:
-        setter = getattr(g, "set_threshold", None)
-        if setter is None:
-            raise BiomatchError(f"--store {store}: the gallery store has no audited threshold setter; use --config")
-        setter(threshold, gallery=gallery, operator=operator, reason=f"biomatch tune {source}")
-    return f"{store} (gallery {gallery})"
+    from .gallery import Gallery
+
+    with Gallery.open(store) as g:
+        seq = g.set_threshold(threshold, gallery=gallery, operator=operator)
+    return f"{store} (gallery {gallery}, audit record {seq})"
 
 
 @app.command()
@@ -329,6 +324,8 @@ def calibrate(
     matcher_version: Optional[str] = typer.Option(None, "--matcher-version", help="Matcher version of the scores (default: this biomatch's)."),
     protocol: str = typer.Option("all", help="Impostor protocol for a dataset folder: all | fvc."),
     ppi: Optional[float] = typer.Option(None, help="Resolution of the dataset images."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Also store the calibration in this gallery store (audited)."),
+    operator: str = typer.Option("cli", "--operator", help="Operator recorded in the audit trail (with --store)."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit summary as JSON."),
 ):
     """Refit the score -> FMR calibration from a site's own non-mated scores."""
@@ -341,9 +338,15 @@ def calibrate(
         matcher_version = _matcher_version() or "unknown"
     cal = Calibration.fit(scores.score[~scores.mated], source=source_name or str(source), matcher_version=matcher_version)
     cal.save(out)
+    if store is not None:
+        from .gallery import Gallery
+
+        with Gallery.open(store) as g:
+            g.set_calibration(cal, operator=operator)
     points = {f"{f:g}": cal.threshold_for(f) for f in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)}
     if as_json:
-        emit_json({"out": str(out), "matcher_version": cal.matcher_version, "fit": cal.metadata,
+        emit_json({"out": str(out), "store": None if store is None else str(store),
+                   "matcher_version": cal.matcher_version, "fit": cal.metadata,
                    "tail": {"threshold": cal.tail_threshold, "probability": cal.tail_probability,
                             "shape": cal.tail_shape, "scale": cal.tail_scale},
                    "threshold_for_fmr": points})

@@ -254,3 +254,25 @@ def test_list_dataset_errors(tmp_path):
         bench.list_dataset(tmp_path)
     with pytest.raises(BiomatchError, match="not a folder"):
         bench.list_dataset(tmp_path / "absent")
+
+
+def test_tune_and_calibrate_into_gallery_store(capsys, tmp_path):
+    gallery_mod = pytest.importorskip("biomatch.gallery")
+    path = tmp_path / "scores.csv"
+    rows = _write_scores(path)
+    # raw scores of the matcher lie in [0, 1]: rescale the synthetic ones
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["probe", "reference", "score", "mated"])
+        w.writerows((p, r, s / 100.0, m) for p, r, s, m in rows)
+    store = tmp_path / "site.db"
+    code, out, err = _run(capsys, "tune", path, "--target-fmr", "1e-2", "--store", store, "--gallery", "local",
+                          "--operator", "admin-1", "--json")
+    assert code == 0, err
+    value = json.loads(out)["threshold"]["value"]
+    code, out, err = _run(capsys, "calibrate", path, "--out", tmp_path / "cal.json", "--store", store, "--json")
+    assert code == 0, err
+    with gallery_mod.Gallery.open(store) as g:
+        assert g.threshold("local") == value
+        assert g.calibration() == Calibration.load(tmp_path / "cal.json")
+        assert g.verify_audit() >= 2
