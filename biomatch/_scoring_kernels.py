@@ -258,16 +258,17 @@ def lssr_score(
             v = 0.0
             v2 = 0.0
             if ik != ir_ and jk != jr:
-                dxa = a_geo[ir_, 0] - a_geo[ik, 0]
-                dya = a_geo[ir_, 1] - a_geo[ik, 1]
-                dxb = b_geo[jr, 0] - b_geo[jk, 0]
-                dyb = b_geo[jr, 1] - b_geo[jk, 1]
-                la = math.sqrt(dxa * dxa + dya * dya)
-                lb = math.sqrt(dxb * dxb + dyb * dyb)
-                z1 = _lut_distance(luts, abs(la - lb), d1_scale)
-                if z1 > 1e-6 and la > 0.0 and lb > 0.0:
-                    z2 = _lut_cos(luts, 1, dcos[r] * dcos[k] + dsin[r] * dsin[k])
-                    if z2 > 1e-6:
+                # the direction term first: it needs no square root and rejects most pairs
+                z2 = _lut_cos(luts, 1, dcos[r] * dcos[k] + dsin[r] * dsin[k])
+                if z2 > 1e-6:
+                    dxa = a_geo[ir_, 0] - a_geo[ik, 0]
+                    dya = a_geo[ir_, 1] - a_geo[ik, 1]
+                    dxb = b_geo[jr, 0] - b_geo[jk, 0]
+                    dyb = b_geo[jr, 1] - b_geo[jk, 1]
+                    la = math.sqrt(dxa * dxa + dya * dya)
+                    lb = math.sqrt(dxb * dxb + dyb * dyb)
+                    z1 = _lut_distance(luts, abs(la - lb), d1_scale)
+                    if z1 > 1e-6 and la > 0.0 and lb > 0.0:
                         inv_l = 1.0 / (la * lb)
                         pc = (dxa * dxb + dya * dyb) * inv_l
                         ps = (dya * dxb - dxa * dyb) * inv_l
