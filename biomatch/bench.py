@@ -543,8 +543,10 @@ def identification_report(folder, ppi: float | None = None, max_rank: int = 10, 
 
 
 # --------------------------------------------------------------------------- speed
-def speed_report(folder, ppi: float | None = None, n_images: int = 20, repeats: int = 5) -> dict:
-    """Median extraction time per image and comparison time per pair (compare_many, one probe vs all)."""
+def speed_report(folder, ppi: float | None = None, n_images: int = 20, repeats: int = 5, store=None,
+                 galleries=None) -> dict:
+    """Median extraction time per image, comparison time per pair (compare_many, one probe vs all)
+    and, with ``store``, median search time of the first probes against that gallery store."""
     from .scoring import compare_many
 
     samples = list_dataset(folder, ppi)[:max(2, n_images)]
@@ -555,7 +557,19 @@ def speed_report(folder, ppi: float | None = None, n_images: int = 20, repeats: 
             t0 = time.perf_counter()
             compare_many(probe, templates)
             per_cmp.append((time.perf_counter() - t0) / len(templates))
+    search = None
+    if store is not None:
+        from .gallery import Gallery
+
+        with Gallery.open(store) as g:
+            times = []
+            for probe in templates[:10]:
+                t0 = time.perf_counter()
+                g.search({probe.position: probe}, galleries=galleries, max_candidates=10, operator="bench")
+                times.append(time.perf_counter() - t0)
+        search = {"store": str(store), "searches": len(times), "search_median_ms": 1e3 * float(np.median(times))}
     return {
+        "search": search,
         "suite": "speed",
         "dataset": str(folder),
         "n_images": len(samples),

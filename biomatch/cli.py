@@ -449,17 +449,25 @@ def bench_speed(
     source: Path = typer.Argument(..., help="FVC-style dataset folder."),
     ppi: Optional[float] = typer.Option(None, help="Resolution of the images."),
     images: int = typer.Option(20, "--images", help="Images to extract and compare."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Also time searches against this existing gallery store."),
+    gallery: Optional[str] = typer.Option(None, "--gallery", help="Gallery searched with --store (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
-    """Median extraction time per image and comparison time per pair."""
+    """Median extraction time per image, comparison time per pair, search time (with --store)."""
     from . import bench
 
-    report = bench.speed_report(source, ppi=ppi, n_images=images)
+    if store is not None and not store.exists():
+        fail(f"--store {store}: no such gallery store")
+    report = bench.speed_report(source, ppi=ppi, n_images=images, store=store,
+                                galleries=None if gallery is None else [gallery])
     if as_json:
         emit_json(report)
         return
     typer.echo(f"{source}: extraction {report['extract_median_ms']:.1f} ms/image (median of {report['n_images']}), "
                f"comparison {report['compare_median_us']:.1f} us/pair ({report['comparisons_per_s']:.0f}/s)")
+    if report["search"]:
+        typer.echo(f"  search {report['search']['search_median_ms']:.1f} ms (median of {report['search']['searches']}) "
+                   f"against {report['search']['store']}")
 
 
 # ---------------------------------------------------------------------------
