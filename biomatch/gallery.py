@@ -80,7 +80,7 @@ SHORTLIST_SUBJECTS = 100
 #: Galleries up to this many fingers are rescored exhaustively (no shortlist).
 EXHAUSTIVE_MAX_FINGERS = 200
 #: Decoded templates with their descriptors kept for rescoring (LRU).
-FEATURE_CACHE_FINGERS = 50_000
+FEATURE_CACHE_FINGERS = 20_000
 #: Largest candidate list a search may ask for.
 MAX_CANDIDATES = 1000
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
@@ -904,6 +904,10 @@ class Gallery:
         """Apply this process's own committed change to a loaded index that was current before it."""
         with self._index_lock:
             idx = self._indexes.get(gallery)
+            if idx is None and gen_before == 0 and not self._index_path(gallery).exists():
+                from .index import GalleryIndex
+
+                idx = self._indexes[gallery] = GalleryIndex(0)  # a new gallery: build as we enrol
             if idx is not None and idx.generation == gen_before:
                 if removed:
                     idx.remove(removed)

@@ -1,0 +1,220 @@
+"""1:N search benchmark: latency, memory, enrolment rate and rank-1 against gallery size.
+
+Gallery fingers come from :func:`biomatch.synthetic.template_batch` (impression
+0 of each synthetic finger, enrolled at position 0 so that every probe
+searches the whole gallery - the worst case); probes are impression 1 of the
+first ``--probes`` fingers (their mates are enrolled). For each size it
+reports:
+
+- enrolment rate from templates (``Gallery.enroll_many``: validation,
+  descriptors, index codes, SQLite insert, audit record);
+- index memory per finger (FAISS codes + ids + centroids);
+- warm single-finger search latency, median and 90th percentile, of the
+  whole ``Gallery.search`` call (index shortlist, rescoring, pairs of the
+  candidates, the audit record written and fsynced);
+- rank-1 of index + rescoring, and rank-1 of exhaustive rescoring of the
+  whole gallery on the first ``--exhaustive-probes`` probes (the baseline
+  measured in the same run), with their difference in points;
+- optionally ten-print search (``--tenprint-subjects``): 10-finger subjects,
+  mated 10-finger probes and non-mated ones; rank-1 and FNIR at the FPIR the
+  non-mated count supports.
+
+Threads: FAISS and numba are limited to ``--threads`` (default 2).
+
+Run::
+
+    python -m benchmarks.bench_search --sizes 10000 100000 --out benchmarks/results/search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _templates(n_fingers: int, seed: int, impressions: int = 2):
+    from biomatch.synthetic import template_batch
+
+    gallery, probes = [], []
+    for block in template_batch(n_fingers, impressions, seed=seed):
+        ts = block.templates()
+        for k, t in enumerate(ts):
+            (gallery if block.impression[k] == 0 else probes).append((int(block.finger[k]), t))
+    return gallery, probes
+
+
+def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Path) -> dict:
+    from biomatch import gallery as gallery_mod
+    from biomatch import scoring
+    from biomatch.gallery import Gallery
+
+    t0 = time.perf_counter()
+    gallery, probes = _templates(n, seed)
+    gen_s = time.perf_counter() - t0
+    probes = [p for p in probes if p[0] < n_probes][:n_probes]
+    store = workdir / f"bench_{n}.db"
+    out: dict = {"fingers": n, "generate_s": round(gen_s, 2)}
+    with Gallery.open(store) as g:
+        t0 = time.perf_counter()
+        g.enroll_many(((f"f{f}", {0: t}) for f, t in gallery), gallery="bench", operator="bench")
+        enrol_s = time.perf_counter() - t0
+        out["enrol_fingers_per_s"] = round(n / enrol_s, 1)
+        t0 = time.perf_counter()
+        idx = g.index("bench")
+        out["index_ready_s"] = round(time.perf_counter() - t0, 2)
+        out["index"] = idx.describe()
+        out["index_bytes_per_finger"] = round(idx.memory_bytes() / n, 1)
+        for f, t in probes[:3]:  # warm-up (numba dispatch, caches)
+            g.search({0: t}, galleries=["bench"], max_candidates=10, operator="bench")
+        lat, hits, ranks = [], 0, []
+        for f, t in probes:
+            t0 = time.perf_counter()
+            cands = g.search({0: t}, galleries=["bench"], max_candidates=10, operator="bench")
+            lat.append(time.perf_counter() - t0)
+            subjects = [c.subject for c in cands]
+            ranks.append(subjects.index(f"f{f}") + 1 if f"f{f}" in subjects else 0)
+        ranks = np.array(ranks)
+        out["search_ms_median"] = round(1e3 * statistics.median(lat), 1)
+        out["search_ms_p90"] = round(1e3 * float(np.percentile(lat, 90)), 1)
+        out["probes"] = len(probes)
+        out["rank1_index"] = round(100.0 * float(np.mean(ranks == 1)), 2)
+        out["rank10_index"] = round(100.0 * float(np.mean(ranks >= 1)), 2)
+        out["feature_cache_fingers"] = gallery_mod.FEATURE_CACHE_FINGERS
+        # baseline: exhaustive rescoring of the whole gallery, same probes (first n_exhaustive)
+        sub = probes[:n_exhaustive]
+        gal_templates = [t for _, t in gallery]
+        gal_ids = np.array([f for f, _ in gallery])
+        best = {i: (-1.0, -1) for i in range(len(sub))}
+        t0 = time.perf_counter()
+        chunk = 5000
+        for lo in range(0, n, chunk):
+            packed = scoring.pack(gal_templates[lo : lo + chunk])
+            for i, (f, t) in enumerate(sub):
+                s = scoring.score_packed(t, packed)
+                j = int(np.argmax(s))
+                if s[j] > best[i][0]:
+                    best[i] = (float(s[j]), int(gal_ids[lo + j]))
+            del packed
+        exh_s = time.perf_counter() - t0
+        ex_hits = np.array([best[i][1] == f for i, (f, _) in enumerate(sub)])
+        idx_hits = ranks[: len(sub)] == 1
+        out["exhaustive_probes"] = len(sub)
+        out["exhaustive_ms_per_probe"] = round(1e3 * exh_s / max(len(sub), 1), 1)
+        out["rank1_exhaustive"] = round(100.0 * float(np.mean(ex_hits)), 2)
+        out["rank1_index_same_probes"] = round(100.0 * float(np.mean(idx_hits)), 2)
+        out["rank1_gap_points"] = round(out["rank1_exhaustive"] - out["rank1_index_same_probes"], 2)
+        out["store_bytes"] = g.stats()["store_bytes"]
+    return out
+
+
+def bench_tenprint(n_subjects: int, n_mated: int, n_nonmated: int, seed: int, workdir: Path) -> dict:
+    """10-finger subjects from consecutive synthetic fingers; mated and non-mated 10-finger probes."""
+    from biomatch.gallery import Gallery
+
+    total = (n_subjects + n_nonmated) * 10
+    gallery, probes = _templates(total, seed + 1)
+    gal = dict(gallery)
+    prb = dict(probes)
+    store = workdir / "tenprint.db"
+    out = {"subjects": n_subjects, "mated_searches": n_mated, "nonmated_searches": n_nonmated}
+    with Gallery.open(store) as g:
+        g.enroll_many(
+            ((f"s{s}", {p: gal[s * 10 + p - 1] for p in range(1, 11)}) for s in range(n_subjects)),
+            gallery="tp", operator="bench",
+        )
+        g.index("tp")
+        mated_top, mated_fpir, lat = [], [], []
+        for s in range(n_mated):
+            t0 = time.perf_counter()
+            c = g.search({p: prb[s * 10 + p - 1] for p in range(1, 11)}, galleries=["tp"], max_candidates=10, operator="bench")
+            lat.append(time.perf_counter() - t0)
+            mated_top.append(bool(c) and c[0].subject == f"s{s}")
+            mate = [x for x in c if x.subject == f"s{s}"]
+            mated_fpir.append(mate[0].fpir if mate else 1.0)
+        non_fpir = []
+        for s in range(n_subjects, n_subjects + n_nonmated):
+            c = g.search({p: prb[s * 10 + p - 1] for p in range(1, 11)}, galleries=["tp"], max_candidates=1, operator="bench")
+            non_fpir.append(c[0].fpir if c else 1.0)
+    out["rank1"] = round(100.0 * float(np.mean(mated_top)), 2)
+    out["search_ms_median"] = round(1e3 * statistics.median(lat), 1)
+    # FNIR at the operating point where the measured FPIR (non-mated top candidate at or below it) is target
+    non = np.sort(np.array(non_fpir))
+    for target in (0.001, 0.01):
+        k = int(np.floor(target * len(non)))
+        if k < 1:
+            out[f"fnir_at_fpir_{target:g}"] = None
+            out[f"fnir_at_fpir_{target:g}_note"] = f"needs >= {int(np.ceil(1 / target))} non-mated searches"
+            continue
+        thr = non[k - 1]  # accept when candidate fpir < thr: k-1 of the non-mated searches would be hits
+        out[f"fnir_at_fpir_{target:g}"] = round(100.0 * float(np.mean(np.array(mated_fpir) >= thr)), 2)
+    out["fnir_at_predicted_fpir_0.001"] = round(100.0 * float(np.mean(np.array(mated_fpir) > 0.001)), 2)
+    out["nonmated_predicted_fpir_below_0.001"] = round(100.0 * float(np.mean(non <= 0.001)), 2)
+    return out
+
+
+def _plot(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["fingers"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(n, [r["search_ms_median"] for r in rows], "o-", label="median")
+    ax[0].plot(n, [r["search_ms_p90"] for r in rows], "s--", label="p90")
+    ax[0].set(xscale="log", xlabel="enrolled fingers", ylabel="search latency (ms)", title="single-finger search")
+    ax[0].legend()
+    ax[1].plot(n, [r["index_bytes_per_finger"] for r in rows], "o-")
+    ax[1].set(xscale="log", xlabel="enrolled fingers", ylabel="index bytes / finger", title="index memory")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--probes", type=int, default=100)
+    ap.add_argument("--exhaustive-probes", type=int, default=50)
+    ap.add_argument("--tenprint-subjects", type=int, default=0)
+    ap.add_argument("--tenprint-mated", type=int, default=50)
+    ap.add_argument("--tenprint-nonmated", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    import faiss
+    import numba
+
+    faiss.omp_set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    report = {"threads": args.threads, "cpu_count": os.cpu_count(), "sizes": []}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for n in args.sizes:
+            row = bench_size(n, args.probes, args.exhaustive_probes, args.seed, Path(tmp))
+            report["sizes"].append(row)
+            print(json.dumps(row), flush=True)
+        if args.tenprint_subjects:
+            report["tenprint"] = bench_tenprint(args.tenprint_subjects, args.tenprint_mated, args.tenprint_nonmated,
+                                                args.seed, Path(tmp))
+            print(json.dumps({"tenprint": report["tenprint"]}), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+    if args.plot:
+        _plot(report["sizes"], args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
