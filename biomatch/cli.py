@@ -424,7 +424,16 @@ def bench_identification(
     """1:N identification: CMC, FNIR at FPIR for the gallery size."""
     from . import bench
 
-    report = bench.identification_report(source, ppi=ppi, max_rank=max_rank)
+    if progress_enabled():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task("extract", total=len(bench.list_dataset(source, ppi)))
+            report = bench.identification_report(source, ppi=ppi, max_rank=max_rank,
+                                                 progress=lambda k: bar.advance(task, k))
+    else:
+        report = bench.identification_report(source, ppi=ppi, max_rank=max_rank)
     if out is not None:
         from .plots import plot_cmc
 
