@@ -19,7 +19,9 @@ reports:
   mated 10-finger probes and non-mated ones; rank-1 and FNIR at the FPIR the
   non-mated count supports.
 
-Threads: FAISS and numba are limited to ``--threads`` (default 2).
+Threads: numba is limited to ``--threads`` (default 2); FAISS uses
+:data:`biomatch.index.FAISS_THREADS` (1) per search. On a shared machine
+pin the process (``taskset -c 0,1``) to measure "2 cores".
 
 Run::
 
@@ -193,10 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    import faiss
     import numba
 
-    faiss.omp_set_num_threads(args.threads)
+    # FAISS runs single-threaded per search (biomatch.index.FAISS_THREADS); numba rescoring gets --threads
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     report = {"threads": args.threads, "cpu_count": os.cpu_count(), "sizes": []}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -103,6 +103,10 @@ IVF_LISTS_PER_SQRT = 2.0
 IVF_NPROBE = 24
 #: Codes sampled to train the IVF coarse quantiser (per list).
 IVF_TRAIN_PER_LIST = 40
+#: OpenMP threads FAISS may use per call. One: searches run concurrently in
+#: threads (FAISS releases the GIL) and OpenMP teams of a loaded 2-core machine
+#: spin-wait (measured 36 ms vs 0.8 ms for a 35-query search of 1,750 codes).
+FAISS_THREADS = 1
 #: Version of the on-disk layout; bump when the file or the code changes meaning.
 INDEX_FORMAT_VERSION = 1
 
@@ -196,6 +200,20 @@ def write_atomic(path: Path, chunks) -> None:
         raise GalleryError(f"{path}: cannot write the index ({exc.strerror or exc})") from None
 
 
+_FAISS_READY = False
+
+
+def _faiss():
+    """The faiss module, with its OpenMP threads set to FAISS_THREADS once."""
+    global _FAISS_READY
+    import faiss
+
+    if not _FAISS_READY:
+        faiss.omp_set_num_threads(FAISS_THREADS)
+        _FAISS_READY = True
+    return faiss
+
+
 # ---------------------------------------------------------------------------
 # One partition (finger position) of a gallery
 # ---------------------------------------------------------------------------
@@ -203,8 +221,7 @@ class _Partition:
     """A FAISS binary index holding codes labelled with finger ids."""
 
     def __init__(self, index=None):
-        import faiss
-
+        faiss = _faiss()
         self.faiss = faiss
         self.index = index if index is not None else faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(CODE_BITS))
 
@@ -266,8 +283,7 @@ class _Partition:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "_Partition":
-        import faiss
-
+        faiss = _faiss()
         index = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
         return cls(index)
 
