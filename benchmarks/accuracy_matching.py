@@ -90,6 +90,23 @@ def check_calibration(impostor: np.ndarray, quiet: bool = False) -> list:
     return rows
 
 
+def heldout_check(train_npy: Path, test_npy: Path) -> None:
+    """Fit on one set of impostor scores, compare estimated with measured FMR on another."""
+    from biomatch.calibration import Calibration
+    from biomatch.scoring import MATCHER_VERSION
+
+    cal = Calibration.fit(np.load(train_npy), source=str(train_npy), matcher_version=MATCHER_VERSION)
+    test = np.load(test_npy)
+    s = np.sort(test)
+    for target in (1e-2, 1e-3):
+        k = int(np.ceil(target * s.size))
+        t = float(s[s.size - k])
+        measured = float(np.mean(test >= t))
+        est = float(cal.fmr(t))
+        print(f"fit {train_npy.name} -> {test_npy.name}: t={t:.4f} measured FMR {measured:.2e}, "
+              f"estimated {est:.2e}, ratio {est / measured:.2f}")
+
+
 def _extraction_key() -> str:
     import biomatch
 
@@ -167,7 +184,12 @@ def main(argv=None):
     ap.add_argument("--extra-impostors", type=Path, nargs="*", default=[], help="more impostor scores (.npy) for --fit-calibration")
     ap.add_argument("--fit-calibration", type=Path, default=None, help="fit a calibration on the impostor scores and save it")
     ap.add_argument("--check-calibration", action="store_true", help="estimated (default calibration) vs measured FMR")
+    ap.add_argument("--heldout-check", type=Path, nargs=2, metavar=("TRAIN_NPY", "TEST_NPY"), default=None,
+                    help="only fit on TRAIN impostor scores and compare with the FMR measured on TEST (no scoring run)")
     args = ap.parse_args(argv)
+    if args.heldout_check is not None:
+        heldout_check(*args.heldout_check)
+        return
     sources = ["vendor", "extract"] if args.source == "both" else [args.source]
     if args.competition != "fvc2002_b":
         sources = [s for s in sources if s == "extract"]  # vendor templates exist for FVC2002 only
