@@ -79,8 +79,10 @@ SHORTLIST_FINGERS = 100
 SHORTLIST_SUBJECTS = 100
 #: Galleries up to this many fingers are rescored exhaustively (no shortlist).
 EXHAUSTIVE_MAX_FINGERS = 200
-#: Decoded templates with their descriptors kept for rescoring (LRU).
+#: Enrolled fingers whose rescoring rows (scoring.pack, ~14 KB each) stay cached (LRU).
 FEATURE_CACHE_FINGERS = 20_000
+#: Decoded enrolled templates (with descriptors, ~8 KB each) kept for candidates' minutia pairs (LRU).
+TEMPLATE_CACHE_FINGERS = 2_000
 #: Largest candidate list a search may ask for.
 MAX_CANDIDATES = 1000
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
@@ -362,7 +364,8 @@ class Gallery:
         self._index_lock = threading.RLock()
         self._indexes: dict = {}
         self._dirty: set[str] = set()
-        self._features = _LRU(FEATURE_CACHE_FINGERS)
+        self._features = _LRU(TEMPLATE_CACHE_FINGERS)  # finger id -> Template (descriptors cached on it)
+        self._packs = _LRU(FEATURE_CACHE_FINGERS)  # finger id -> scoring.PackedTemplates of that finger
         self._closed = False
         self._init_store()
 
@@ -833,6 +836,7 @@ class Gallery:
     def _forget(self, finger_ids) -> None:
         for fid in finger_ids:
             self._features.pop(fid)
+            self._packs.pop(fid)
 
     # -- reading ------------------------------------------------------------------
     def get(self, subject_id: str, *, gallery: str = "default") -> SubjectRecord:
@@ -1266,7 +1270,7 @@ class Gallery:
             for fid, sid, pos in con.execute(f"SELECT id, subject_id, position FROM fingers WHERE subject_id IN ({q})", part):
                 fingers_of[sid].append((fid, pos))
         # per probe finger: the compatible enrolled fingers to rescore
-        from .scoring import pack, score_packed
+        from .scoring import score_packed
 
         results = {sid: [] for sid in subject_ids if sid in names}
         for ppos, t in probes.items():
@@ -1277,8 +1281,7 @@ class Gallery:
                         targets.append((sid, fid, pos))
             if not targets:
                 continue
-            feats = self._features_for(con, [fid for _, fid, _ in targets])
-            scores = score_packed(encode(t), pack([feats[fid] for _, fid, _ in targets]))
+            scores = score_packed(encode(t), self._packed_for(con, [fid for _, fid, _ in targets]))
             best: dict[int, tuple] = {}
             for (sid, fid, pos), s in zip(targets, scores):
                 if sid not in best or s > best[sid][2]:
@@ -1295,26 +1298,46 @@ class Gallery:
             out.update(con.execute(f"SELECT id, subject_id FROM fingers WHERE id IN ({q})", part).fetchall())
         return out
 
-    def _features_for(self, con, finger_ids: list) -> dict:
-        """Descriptors of enrolled fingers (LRU cache; misses decoded from the store and encoded)."""
-        from .descriptors import encode
+    def _packed_for(self, con, finger_ids: list):
+        """Rescoring rows of enrolled fingers as one :class:`biomatch.scoring.PackedTemplates`.
 
-        out = {}
+        Each finger's rows (``scoring.pack`` of that one template) are kept in an
+        LRU cache of :data:`FEATURE_CACHE_FINGERS` entries; misses are decoded
+        from the store and encoded. Packing per search would cost more than the
+        rescoring itself.
+        """
+        import dataclasses
+
+        from .scoring import PackedTemplates, pack
+
+        singles = {}
         missing = []
         for fid in finger_ids:
-            t = self._features.get(fid)
-            if t is None:
+            e = self._packs.get(fid)
+            if e is None:
                 missing.append(fid)
             else:
-                out[fid] = t
+                singles[fid] = e
         for i in range(0, len(missing), 500):
             part = missing[i : i + 500]
             q = ",".join("?" * len(part))
             for fid, blob in con.execute(f"SELECT id, template FROM fingers WHERE id IN ({q})", part):
-                t = Template.from_bytes(blob, name=f"store finger {fid}")
+                t = self._features.get(fid) or Template.from_bytes(blob, name=f"store finger {fid}")
                 self._features.put(fid, t)
-                out[fid] = t
-        return {fid: encode(t) for fid, t in out.items()}
+                e = pack([t])
+                self._packs.put(fid, e)
+                singles[fid] = e
+        parts = [singles[fid] for fid in finger_ids]
+        counts = np.array([int(e.offsets[-1]) for e in parts], dtype=np.int64)
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        arrays = {}
+        for f in dataclasses.fields(PackedTemplates):
+            if f.name == "offsets":
+                arrays[f.name] = offsets
+            else:
+                arrays[f.name] = np.ascontiguousarray(np.concatenate([getattr(e, f.name) for e in parts]))
+        return PackedTemplates(**arrays)
 
     def _pairs(self, probe: Template, finger_id: int) -> tuple:
         from .scoring import verify
