@@ -387,3 +387,25 @@ def test_cli_enroll_search_delete_info_audit(tmp_path, mated, capsys):
     con.close()
     assert main(["audit", "verify", "--store", store]) == 1
     assert "audit record 2" in capsys.readouterr().err
+
+
+def test_cli_ebts_enrol_and_search_audit_ori_tcn(tmp_path, formats_data, capsys):
+    import warnings
+
+    from biomatch.cli import main
+
+    tx = formats_data / "libbiomeval_test_data" / "type9.an2k"
+    if not tx.exists():
+        pytest.skip("type9.an2k sample absent")
+    store = str(tmp_path / "e.db")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["enroll", "bk1", "--ebts", str(tx), "--store", store, "--json"]) == 0
+        assert main(["search", "--ebts", str(tx), "--store", store, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"subject": "bk1"' in out
+    with Gallery.open(store) as g:
+        recs = g.audit_records()
+        assert [r["action"] for r in recs] == ["enroll", "search"]
+        assert all(r["context"]["ori"] and r["context"]["tcn"] == r["transaction_id"] for r in recs)
+        assert g.get("bk1").originals[0][1] == "transaction"
