@@ -72,11 +72,15 @@ def main(argv=None):
 
     halves = np.array_split(np.arange(n), 2)
     two = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         for f in probe_feats:
             t0 = time.perf_counter()
             list(pool.map(lambda idx: scoring.score_packed(f, packed, idx), halves))
             two.append(n / (time.perf_counter() - t0))
+    # process CPU seconds per wall second during the 2-thread runs: ~2 when both
+    # threads really ran at once (GIL released, a free core), ~1 on a busy machine
+    two_cpu_per_wall = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
 
     # baseline in the same run: verify() one pair at a time (Python per pair)
     base = []
@@ -97,6 +101,8 @@ def main(argv=None):
         "one_thread_cmp_per_cpu_s": float(np.median(one_cpu)),
         "two_threads_cmp_per_s": float(np.median(two)),
         "scaling_2_threads": float(np.median(two) / np.median(one)),
+        "two_threads_cpu_per_wall": float(two_cpu_per_wall),
+        "load_average_1min": float(os.getloadavg()[0]),
         "verify_loop_cmp_per_s": float(np.median(base)),
         "batch_vs_verify_loop": float(np.median(one) / np.median(base)),
         "encode_ms_per_template": 1000 * encode_s,
