@@ -21,8 +21,12 @@ tail is bounded): a bounded tail would claim FMR exactly 0 above some score,
 which no finite sample can show; the clipped tail overestimates FMR for
 light-tailed scores, the safe direction for a system that decides arrests.
 
-The mapping is monotone non-increasing in the score, equals 1 below the
-lowest fitted score and is continuous at ``u``. A calibration is versioned:
+The mapping is monotone non-increasing in the score and equals 1 below the
+lowest fitted score. At ``u`` it steps from the empirical ``#{s >= u}/n`` (the
+last body knot) to ``p_u = #{s > u}/n`` just above: the true survival function
+of tied scores has that step (1/n for continuous scores). Between body knots
+the linear interpolation lies above the empirical step function, so tied
+(integer-valued) scores get a conservative estimate. A calibration is versioned:
 ``format_version`` of the JSON form, the ``matcher_version`` whose scores it
 was fitted on, and fit metadata (number of scores, source, UTC date).
 
@@ -131,7 +135,7 @@ class Calibration:
     body_scores : numpy.ndarray of float64, shape (K,)
         Strictly increasing knot scores of the empirical body; the last is ``tail_threshold``.
     body_fmr : numpy.ndarray of float64, shape (K,)
-        Non-increasing FMR at each knot, in (0, 1]; the last is ``tail_probability``.
+        Non-increasing FMR at each knot, in (0, 1]: the empirical ``#{s >= x}/n``.
     tail_threshold : float
         ``u``: scores above it use the fitted tail.
     tail_probability : float
@@ -189,10 +193,14 @@ class Calibration:
         if not isinstance(matcher_version, str) or not matcher_version:
             raise CalibrationError("matcher_version: expected a non-empty string")
 
-        # tail threshold u: the score below the top max(TAIL_FRACTION*n, MIN_TAIL_EXCEEDANCES) scores;
-        # ties at u go to the body (exceedances are strictly above u).
+        # tail threshold u: the largest distinct score with at least max(TAIL_FRACTION*n,
+        # MIN_TAIL_EXCEEDANCES) scores strictly above it (ties at u stay in the body, so integer-valued
+        # scores with many ties still leave enough exceedances).
         k_target = max(int(math.ceil(TAIL_FRACTION * n)), MIN_TAIL_EXCEEDANCES)
-        u = float(s[n - k_target - 1]) if n > k_target else float(s[0])
+        distinct = np.unique(s)
+        above = n - np.searchsorted(s, distinct, side="right")
+        ok = np.flatnonzero(above >= k_target)
+        u = float(distinct[ok[-1]]) if ok.size else float(s[0])
         exceed = s[s > u] - u
         k = exceed.size
         if k < MIN_TAIL_EXCEEDANCES or np.unique(exceed).size < 3:
@@ -218,15 +226,7 @@ class Calibration:
         if uniq.size > BODY_KNOTS:
             idx = np.unique(np.round(np.linspace(0, uniq.size - 1, BODY_KNOTS)).astype(np.int64))
             uniq, fmr = uniq[idx], fmr[idx]
-        # last knot at u carries p_u so that body and tail meet (ties at u stay in the body before it)
-        if uniq[-1] == u:
-            if uniq.size == 1:
-                uniq = np.array([u - scale * 1e-9, u])
-                fmr = np.array([1.0, p_u])
-            else:
-                fmr = fmr.copy()
-                fmr[-1] = p_u
-        fmr = np.maximum(fmr, p_u)
+        # the last knot is u itself (linspace keeps both ends) with its empirical #{s >= u}/n
         if date is None:
             date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
         meta = {
@@ -282,13 +282,16 @@ class Calibration:
             raise CalibrationError(f"fmr: expected a rate in (0, 1], got {fmr!r}")
         if f >= 1.0:
             return float(self.body_scores[0])
-        if f < self.tail_probability:
+        if f < self.tail_probability or (f == self.tail_probability and f < self.body_fmr[-1]):
             r = f / self.tail_probability
             if self.tail_shape == 0.0:
                 y = -self.tail_scale * math.log(r)
             else:
                 y = self.tail_scale * (r ** (-self.tail_shape) - 1.0) / self.tail_shape
-            return float(self.tail_threshold + y)
+            # just above u when the target falls in the step at u (FMR(u+) = p_u <= f < FMR(u))
+            return float(self.tail_threshold + y) if y > 0 else float(np.nextafter(self.tail_threshold, np.inf))
+        if f < self.body_fmr[-1]:  # inside the step at u
+            return float(np.nextafter(self.tail_threshold, np.inf))
         # body: values are non-increasing; first knot index with value <= f, interpolate back
         v = self.body_fmr
         j = int(np.argmax(v <= f))
@@ -383,8 +386,10 @@ class Calibration:
             raise CalibrationError(f"calibration.tail.shape: {vals['shape']} is negative (bounded tails are not allowed)")
         if vals["scale"] <= 0:
             raise CalibrationError(f"calibration.tail.scale: {vals['scale']} must be > 0")
-        if vals["threshold"] != xs[-1] or vals["probability"] != vs[-1]:
-            raise CalibrationError("calibration.tail: threshold/probability must equal the last body knot")
+        if vals["threshold"] != xs[-1] or vals["probability"] > vs[-1]:
+            raise CalibrationError(
+                "calibration.tail: threshold must equal the last body knot and probability must not exceed its FMR"
+            )
         xs.setflags(write=False)
         vs.setflags(write=False)
         return cls(xs, vs, vals["threshold"], vals["probability"], vals["shape"], vals["scale"], mv, dict(fit))

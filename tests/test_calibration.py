@@ -52,14 +52,16 @@ def test_tail_continues_below_one_over_n(gamma_cal):
         assert truth / 5 < cal.fmr(t) < truth * 5
 
 
-def test_monotone_continuous_vectorised(gamma_cal):
+def test_monotone_vectorised(gamma_cal):
     scores, cal = gamma_cal
     x = np.linspace(scores.min() - 5, scores.max() * 3, 20001)
     f = cal.fmr(x)
     assert f.shape == x.shape and f.dtype == np.float64
     assert np.all(np.diff(f) <= 0) and f[0] == 1.0 and np.all(f > 0)
     u = cal.tail_threshold
-    assert cal.fmr(u) == pytest.approx(cal.fmr(np.nextafter(u, np.inf)), rel=1e-9)
+    # at u the estimate steps from #{s >= u}/n to #{s > u}/n: the empirical step of the tie at u
+    assert cal.fmr(u) == pytest.approx(np.mean(scores >= u))
+    assert cal.fmr(np.nextafter(u, np.inf)) == pytest.approx(np.mean(scores > u))
     assert isinstance(cal.fmr(3.0), float)
     assert np.isnan(cal.fmr(np.array([np.nan]))[0])
 
@@ -94,6 +96,19 @@ def test_bounded_tail_clipped_to_exponential():
     rng = np.random.default_rng(4)
     cal = Calibration.fit(rng.uniform(0, 1, 5000), source="uniform", matcher_version="t")
     assert cal.tail_shape == 0.0 and cal.fmr(1.5) > 0  # never claims FMR 0
+
+
+def test_integer_scores_with_ties():
+    # bozorth-like integer scores: many ties, the tail threshold moves down to keep enough exceedances
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.gamma(2.0, 5.0, 3000))
+    cal = Calibration.fit(scores, source="integers", matcher_version="t")
+    assert cal.metadata["n_exceedances"] >= 150
+    assert np.sum(scores > cal.tail_threshold) == cal.metadata["n_exceedances"]
+    for t in (5.0, 10.0, 20.0):
+        assert cal.fmr(t) == pytest.approx(np.mean(scores >= t), abs=0.03)
+    x = np.linspace(0, 100, 5001)
+    assert np.all(np.diff(cal.fmr(x)) <= 0)
 
 
 def test_json_round_trip_and_file(tmp_path, gamma_cal):
