@@ -175,9 +175,27 @@ def probe_codes(features) -> np.ndarray:
     return _reduce(np.asarray(features.bits)[np.asarray(features.valid)])
 
 
+def _remove_dead_temps(path: Path) -> None:
+    """Delete temp files of ``path`` left by writers that died (killed mid-write)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2 :].split(".")
+        try:
+            os.kill(int(parts[0]), 0)
+            continue  # its writer is alive
+        except ProcessLookupError:
+            pass
+        except (ValueError, IndexError, PermissionError):
+            continue
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 def write_atomic(path: Path, chunks) -> None:
     """Write ``chunks`` (bytes-likes) to ``path`` atomically: temp file, fsync, rename, fsync dir."""
     path = Path(path)
+    _remove_dead_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -120,3 +120,4 @@ def test_kill_during_index_write_leaves_a_usable_index(tmp_path, monkeypatch):
     # the file in place is complete (old or new), never half written
     idx = GalleryIndex.load(store.with_name(store.name + ".local.faiss"), "local")
     assert idx is not None and idx.generation >= 1
+    assert not list(tmp_path.glob(".*.tmp"))  # the dead writer's temp file was cleaned up by the next save
