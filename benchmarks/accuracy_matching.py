@@ -162,6 +162,7 @@ def all_pairs_scores(templates, labels):
     feats = [encode(t) for t in templates]
     packed = pack(feats)
     gen, imp = [], []
+    score_packed(feats[0], packed, np.arange(min(2, len(feats))))  # numba compile/cache load, not timed
     t0 = time.perf_counter()
     n = len(templates)
     for i in range(n - 1):
