@@ -118,51 +118,61 @@ def _sigmoid(v, mu, tau):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _select_pairs(sim, cand_i, cand_j, n, k, one_to_one, hist, order, sel, used_a, used_b):
+def _select_pairs(sim, cand_i, cand_j, n, k, one_to_one, hist, order, binof, sel, used_a, used_b):
     """Up to k candidate pairs by decreasing similarity into sel; returns how many.
 
-    Counting sort on similarity quantised to ``hist.shape[0]`` levels, then an
-    insertion sort on the exact values (ties keep candidate order). With ``one_to_one`` a pair is skipped when one of
-    its minutiae is already taken (greedy assignment)."""
+    Counting sort on similarity quantised to ``hist.shape[0]`` levels; each
+    level is put in exact order (insertion sort, ties keep candidate order)
+    only when the walk reaches it, and the walk stops after k pairs. With
+    ``one_to_one`` a pair is skipped when one of its minutiae is already taken
+    (greedy assignment)."""
     nbins = hist.shape[0]
     for b in range(nbins):
         hist[b] = 0
     for t in range(n):
-        hist[nbins - 1 - int(sim[t] * (nbins - 1))] += 1
+        b = nbins - 1 - int(sim[t] * (nbins - 1))
+        binof[t] = b
+        hist[b] += 1
     acc = 0
     for b in range(nbins):
         c = hist[b]
         hist[b] = acc
         acc += c
     for t in range(n):
-        b = nbins - 1 - int(sim[t] * (nbins - 1))
+        b = binof[t]
         order[hist[b]] = t
         hist[b] += 1
-    # insertion sort finishes the (nearly sorted) order on exact values
-    for q in range(1, n):
-        t = order[q]
-        v = sim[t]
-        r = q - 1
-        while r >= 0 and sim[order[r]] < v:
-            order[r + 1] = order[r]
-            r -= 1
-        order[r + 1] = t
-    m = 0
+    # hist[b] is now the end of level b (and the start of level b + 1)
     if one_to_one:
         for t in range(n):
             used_a[cand_i[t]] = False
             used_b[cand_j[t]] = False
-    for q in range(n):
-        if m >= k:
-            break
-        t = order[q]
-        if one_to_one:
-            if used_a[cand_i[t]] or used_b[cand_j[t]]:
-                continue
-            used_a[cand_i[t]] = True
-            used_b[cand_j[t]] = True
-        sel[m] = t
-        m += 1
+    m = 0
+    start = 0
+    for b in range(nbins):
+        end = hist[b]
+        if end == start:
+            continue
+        for q in range(start + 1, end):
+            t = order[q]
+            v = sim[t]
+            r = q - 1
+            while r >= start and sim[order[r]] < v:
+                order[r + 1] = order[r]
+                r -= 1
+            order[r + 1] = t
+        for q in range(start, end):
+            t = order[q]
+            if one_to_one:
+                if used_a[cand_i[t]] or used_b[cand_j[t]]:
+                    continue
+                used_a[cand_i[t]] = True
+                used_b[cand_j[t]] = True
+            sel[m] = t
+            m += 1
+            if m >= k:
+                return m
+        start = end
     return m
 
 
@@ -208,6 +218,7 @@ def lssr_score(
     luts,
     hist,
     order,
+    binof,
     sel,
     used_a,
     used_b,
@@ -235,7 +246,7 @@ def lssr_score(
     max_np = params[4]
     n_min = min(na, nb)
     n_p = int(min_np + round(_sigmoid(n_min, params[5], params[6]) * (max_np - min_np)))
-    n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[7] > 0.0, hist, order, sel, used_a, used_b)
+    n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[7] > 0.0, hist, order, binof, sel, used_a, used_b)
     if n_r < 2 or n_p < 1:
         return 0.0, 0
     # per pair: unit vector of the direction difference theta_a - theta_b
@@ -323,6 +334,7 @@ def score_one(
     hist = np.empty(1024, dtype=np.int32)
     sel = np.empty(cap, dtype=np.int32)
     order = np.empty(cap, dtype=np.int32)
+    binof = np.empty(cap, dtype=np.int32)
     used_a = np.zeros(na, dtype=np.bool_)
     used_b = np.zeros(nb, dtype=np.bool_)
     rho = np.empty((n_max, n_max))
@@ -335,7 +347,7 @@ def score_one(
         cand_sim, cand_i, cand_j,
     )
     return lssr_score(
-        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, sel, used_a, used_b, rho, lam, lam_new, dcos, dsin, out_pairs
+        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, binof, sel, used_a, used_b, rho, lam, lam_new, dcos, dsin, out_pairs
     )
 
 
@@ -373,6 +385,7 @@ def score_batch(
     hist = np.empty(1024, dtype=np.int32)
     sel = np.empty(cap, dtype=np.int32)
     order = np.empty(cap, dtype=np.int32)
+    binof = np.empty(cap, dtype=np.int32)
     used_a = np.zeros(na, dtype=np.bool_)
     used_b = np.zeros(n_max_b, dtype=np.bool_)
     rho = np.empty((n_max, n_max))
@@ -394,7 +407,7 @@ def score_batch(
             min_common_cells, cand_sim, cand_i, cand_j,
         )
         sc, _ = lssr_score(
-            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, sel, used_a, used_b, rho,
+            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, binof, sel, used_a, used_b, rho,
             lam, lam_new, dcos, dsin, pairs,
         )
         out[t] = sc
