@@ -74,13 +74,16 @@ __all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SCHEMA_VERSI
 #: Version of the SQL schema written into the ``meta`` table.
 SCHEMA_VERSION = 1
 #: Gallery fingers shortlisted per probe finger by descriptor votes.
-SHORTLIST_FINGERS = 100
-#: Subjects rescored per search (by summed votes over probe fingers).
-SHORTLIST_SUBJECTS = 100
+SHORTLIST_FINGERS = 400
+#: Subjects rescored per search (by summed votes over probe fingers), divided by
+#: the number of probe fingers (fused evidence needs fewer), but at least SHORTLIST_SUBJECTS_MIN.
+SHORTLIST_SUBJECTS = 400
+SHORTLIST_SUBJECTS_MIN = 50
 #: Galleries up to this many fingers are rescored exhaustively (no shortlist).
 EXHAUSTIVE_MAX_FINGERS = 200
-#: Enrolled fingers whose rescoring rows (scoring.pack, ~14 KB each) stay cached (LRU).
-FEATURE_CACHE_FINGERS = 20_000
+#: Enrolled fingers whose rescoring rows (scoring.pack, ~14 KB each) stay in memory (LRU);
+#: beyond it they come from the derived feature file (<store>.features).
+FEATURE_CACHE_FINGERS = 5_000
 #: Decoded enrolled templates (with descriptors, ~8 KB each) kept for candidates' minutia pairs (LRU).
 TEMPLATE_CACHE_FINGERS = 2_000
 #: Largest candidate list a search may ask for.
@@ -114,7 +117,7 @@ CREATE TABLE IF NOT EXISTS subjects(
     UNIQUE(gallery_id, subject)
 );
 CREATE TABLE IF NOT EXISTS fingers(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
     position INTEGER NOT NULL CHECK(position BETWEEN 0 AND 10),
     template BLOB NOT NULL,
@@ -366,6 +369,7 @@ class Gallery:
         self._dirty: set[str] = set()
         self._features = _LRU(TEMPLATE_CACHE_FINGERS)  # finger id -> Template (descriptors cached on it)
         self._packs = _LRU(FEATURE_CACHE_FINGERS)  # finger id -> scoring.PackedTemplates of that finger
+        self._featstore = _FeatureStore(Path(f"{self.path}.features"))
         self._closed = False
         self._init_store()
 
@@ -407,6 +411,7 @@ class Gallery:
             self.flush()
         finally:
             self._closed = True
+            self._featstore.close()
             with self._conns_lock:
                 for con in self._conns:
                     try:
@@ -681,6 +686,7 @@ class Gallery:
         """Template bytes, hash and index codes of validated fingers (outside any transaction)."""
         from .descriptors import encode
         from .index import finger_codes
+        from .scoring import pack
 
         out = {}
         for pos, (t, _) in checked.items():
@@ -690,6 +696,7 @@ class Gallery:
                 "bytes": data,
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "codes": finger_codes(encode(t)),
+                "packed": pack([t]),
             }
         return out
 
@@ -706,7 +713,7 @@ class Gallery:
                 "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'add', ?, ?)",
                 (gid, generation, fid, pos),
             )
-            added.append((fid, pos, p["codes"], t))
+            added.append((fid, pos, p["codes"], t, p["sha256"], p["packed"]))
         return added
 
     @staticmethod
@@ -754,6 +761,7 @@ class Gallery:
                 raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
             sid = row[0]
             existing = dict(con.execute("SELECT position, id FROM fingers WHERE subject_id = ?", (sid,)).fetchall())
+            shas = dict(con.execute("SELECT id, sha256 FROM fingers WHERE subject_id = ?", (sid,)).fetchall())
             missing = [p for p in removing if p not in existing]
             if missing:
                 raise GalleryError(f"remove_positions: subject {subject_id!r} has no finger at {missing}")
@@ -789,6 +797,7 @@ class Gallery:
                 },
             )
         self._forget(removed)
+        self._drop_features([shas[f] for f in removed])
         self._index_changed(gallery, gen, added, removed)
         return rec["seq"]
 
@@ -812,8 +821,8 @@ class Gallery:
             if row is None:
                 raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
             sid = row[0]
-            fingers = con.execute("SELECT id, position FROM fingers WHERE subject_id = ?", (sid,)).fetchall()
-            for fid, pos in fingers:
+            fingers = con.execute("SELECT id, position, sha256 FROM fingers WHERE subject_id = ?", (sid,)).fetchall()
+            for fid, pos, _ in fingers:
                 con.execute(
                     "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
                     (gid, gen + 1, fid, pos),
@@ -824,14 +833,21 @@ class Gallery:
                 con, "delete", operator,
                 {"transaction_id": transaction_id, "gallery": gallery, "subject": subject_id, "context": ctx},
             )
-        removed = [f for f, _ in fingers]
+        removed = [f for f, _, _ in fingers]
         self._forget(removed)
+        self._drop_features([sha for _, _, sha in fingers])
         self._index_changed(gallery, gen, [], removed, save=True)
         try:
             self._con().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError:  # readers in other processes; pages are zeroed at the next checkpoint
             pass
         return rec["seq"]
+
+    def _drop_features(self, shas) -> None:
+        """Delete derived rows of templates no finger of the store holds any more."""
+        con = self._con()
+        gone = [s for s in set(shas) if con.execute("SELECT 1 FROM fingers WHERE sha256 = ?", (s,)).fetchone() is None]
+        self._featstore.delete(gone)
 
     def _forget(self, finger_ids) -> None:
         for fid in finger_ids:
@@ -906,6 +922,8 @@ class Gallery:
 
     def _index_changed(self, gallery: str, gen_before: int, added: list, removed: list, save: bool = False) -> None:
         """Apply this process's own committed change to a loaded index that was current before it."""
+        if added:
+            self._featstore.put([(a[4], a[5]) for a in added])
         with self._index_lock:
             idx = self._indexes.get(gallery)
             if idx is None and gen_before == 0 and not self._index_path(gallery).exists():
@@ -915,9 +933,7 @@ class Gallery:
             if idx is not None and idx.generation == gen_before:
                 if removed:
                     idx.remove(removed)
-                idx.add([(fid, pos, codes) for fid, pos, codes, _ in added], generation=gen_before + 1)
-                for fid, _, _, t in added:
-                    self._features.put(fid, t)
+                idx.add([(a[0], a[1], a[2]) for a in added], generation=gen_before + 1)
                 self._dirty.add(gallery)
             if save:
                 if idx is None and self._index_path(gallery).exists():
@@ -1256,7 +1272,8 @@ class Gallery:
             for fid, vt in best_by_finger.items():
                 if fid in owners:
                     votes[owners[fid]] += vt
-            subject_ids = sorted(votes, key=lambda s: (-votes[s], s))[:SHORTLIST_SUBJECTS]
+            cap = max(SHORTLIST_SUBJECTS_MIN, SHORTLIST_SUBJECTS // len(probes))
+            subject_ids = sorted(votes, key=lambda s: (-votes[s], s))[:cap]
         if not subject_ids:
             return []
         # fingers of the shortlisted subjects
@@ -1318,15 +1335,30 @@ class Gallery:
                 missing.append(fid)
             else:
                 singles[fid] = e
+        computed = []
         for i in range(0, len(missing), 500):
             part = missing[i : i + 500]
             q = ",".join("?" * len(part))
-            for fid, blob in con.execute(f"SELECT id, template FROM fingers WHERE id IN ({q})", part):
-                t = self._features.get(fid) or Template.from_bytes(blob, name=f"store finger {fid}")
-                self._features.put(fid, t)
-                e = pack([t])
-                self._packs.put(fid, e)
-                singles[fid] = e
+            rows = con.execute(f"SELECT id, sha256 FROM fingers WHERE id IN ({q})", part).fetchall()
+            stored = self._featstore.get([sha for _, sha in rows])
+            need = []
+            for fid, sha in rows:
+                e = stored.get(sha)
+                if e is None:
+                    need.append(fid)
+                else:
+                    self._packs.put(fid, e)
+                    singles[fid] = e
+            if need:  # not in the feature file (written after a crash, other version): compute and keep
+                q = ",".join("?" * len(need))
+                for fid, sha, blob in con.execute(f"SELECT id, sha256, template FROM fingers WHERE id IN ({q})", need):
+                    t = self._features.get(fid) or Template.from_bytes(blob, name=f"store finger {fid}")
+                    e = pack([t])
+                    self._packs.put(fid, e)
+                    singles[fid] = e
+                    computed.append((sha, e))
+        if computed:
+            self._featstore.put(computed)
         parts = [singles[fid] for fid in finger_ids]
         counts = np.array([int(e.offsets[-1]) for e in parts], dtype=np.int64)
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
@@ -1475,6 +1507,130 @@ class _LRU:
     def pop(self, key) -> None:
         with self._lock:
             self._d.pop(key, None)
+
+
+class _FeatureStore:
+    """Derived rescoring rows of enrolled templates, in ``<store>.features`` (SQLite, WAL).
+
+    Content-addressed: the key is the SHA-256 of the template bytes, the value
+    the serialised ``scoring.pack([template])`` rows, so a row can never be
+    stale for its key; the file is dropped and refilled lazily when the
+    matcher version changes. Rows are written after the enrolment commits; a
+    row missing after a crash is recomputed on first use. Deleting a subject
+    deletes its rows (``secure_delete``). Saves re-encoding each shortlisted
+    finger at every search (about 1 ms each).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def _con(self):
+        con = getattr(self._local, "con", None)
+        if con is None:
+            from .scoring import MATCHER_VERSION
+
+            if not self.path.exists():
+                try:
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+                except OSError as exc:
+                    raise GalleryError(f"{self.path}: cannot create the feature file ({exc.strerror or exc})") from None
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # derived data: a lost row is recomputed
+            con.execute("PRAGMA secure_delete=ON")
+            with self._lock:
+                if not self._ready:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    con.execute("CREATE TABLE IF NOT EXISTS rows(sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)")
+                    row = con.execute("SELECT value FROM meta WHERE key = 'matcher_version'").fetchone()
+                    if row is None or row[0] != MATCHER_VERSION:
+                        con.execute("DELETE FROM rows")
+                        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('matcher_version', ?)", (MATCHER_VERSION,))
+                    con.execute("COMMIT")
+                    self._ready = True
+            self._local.con = con
+        return con
+
+    @staticmethod
+    def _dump(packed) -> bytes:
+        import dataclasses
+
+        parts = []
+        head = []
+        for f in dataclasses.fields(packed):
+            a = np.ascontiguousarray(getattr(packed, f.name))
+            head.append([f.name, a.dtype.str, list(a.shape)])
+            parts.append(a.tobytes())
+        h = json.dumps(head).encode()
+        return len(h).to_bytes(4, "little") + h + b"".join(parts)
+
+    @staticmethod
+    def _load(data: bytes):
+        from .scoring import PackedTemplates
+
+        n = int.from_bytes(data[:4], "little")
+        head = json.loads(data[4 : 4 + n])
+        off = 4 + n
+        arrays = {}
+        for name, dtype, shape in head:
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape)) if shape else 1
+            arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=off).reshape(shape)
+            off += count * dt.itemsize
+        return PackedTemplates(**arrays)
+
+    def get(self, shas: list) -> dict:
+        if not shas:
+            return {}
+        out = {}
+        con = self._con()
+        for i in range(0, len(shas), 500):
+            part = shas[i : i + 500]
+            q = ",".join("?" * len(part))
+            for sha, data in con.execute(f"SELECT sha256, data FROM rows WHERE sha256 IN ({q})", part):
+                try:
+                    out[sha] = self._load(data)
+                except (ValueError, TypeError, KeyError):
+                    pass  # unreadable row: recomputed by the caller
+        return out
+
+    def put(self, items) -> None:
+        items = [(sha, self._dump(p)) for sha, p in items]
+        if not items:
+            return
+        con = self._con()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT OR REPLACE INTO rows(sha256, data) VALUES (?, ?)", items)
+            con.execute("COMMIT")
+        except sqlite3.OperationalError:  # derived data: a row not written is recomputed later
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass
+
+    def delete(self, shas) -> None:
+        shas = list(shas)
+        if not shas:
+            return
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany("DELETE FROM rows WHERE sha256 = ?", [(s,) for s in shas])
+        con.execute("COMMIT")
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
 
 
 _OPEN_TOKEN = object()

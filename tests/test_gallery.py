@@ -213,6 +213,9 @@ def test_delete_is_true_deletion(store, mated, monkeypatch):
     assert con.execute("SELECT count(*) FROM fingers").fetchone()[0] == 1
     con.close()
     assert b"EBTS-BYTES" not in store.read_bytes()
+    feat = sqlite3.connect(f"{store}.features")
+    assert feat.execute("SELECT count(*) FROM rows").fetchone()[0] == 1  # derived rows of 'a' deleted too
+    feat.close()
     # the saved index no longer holds subject a's fingers
     from biomatch.index import GalleryIndex
 
