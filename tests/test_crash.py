@@ -121,3 +121,27 @@ def test_kill_during_index_write_leaves_a_usable_index(tmp_path, monkeypatch):
     idx = GalleryIndex.load(store.with_name(store.name + ".local.faiss"), "local")
     assert idx is not None and idx.generation >= 1
     assert not list(tmp_path.glob(".*.tmp"))  # the dead writer's temp file was cleaned up by the next save
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from biomatch.gallery import Gallery
+    from biomatch.synthetic import template_batch
+
+    store, first = sys.argv[1], int(sys.argv[2])
+    ts = next(template_batch(first + 15, 1, seed=3)).templates()[first:]
+    with Gallery.open(store) as g:
+        for i, t in enumerate(ts):
+            g.enroll(f"p{first + i}", {0: t}, gallery="local", operator=f"proc{first}")
+            g.search({0: t}, galleries=["local"], operator=f"proc{first}")
+    """
+)
+
+
+def test_two_processes_write_concurrently(tmp_path, monkeypatch):
+    store = tmp_path / "booking.db"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store), str(first)]) for first in (0, 15)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    subjects, n_audit = _check_consistent(store, monkeypatch)
+    assert len(subjects) == 30 and n_audit == 60
