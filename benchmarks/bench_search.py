@@ -172,9 +172,13 @@ def _plot(rows: list, path: Path) -> None:
     ax[0].plot(n, [r["search_ms_median"] for r in rows], "o-", label="median")
     ax[0].plot(n, [r["search_ms_p90"] for r in rows], "s--", label="p90")
     ax[0].set(xscale="log", xlabel="enrolled fingers", ylabel="search latency (ms)", title="single-finger search")
+    ax[0].axhline(100, color="grey", lw=0.8, ls=":", label="target at 100k")
+    ax[0].set_ylim(bottom=0)
     ax[0].legend()
     ax[1].plot(n, [r["index_bytes_per_finger"] for r in rows], "o-")
-    ax[1].set(xscale="log", xlabel="enrolled fingers", ylabel="index bytes / finger", title="index memory")
+    ax[1].axhline(2048, color="grey", lw=0.8, ls=":")
+    ax[1].set(xscale="log", xlabel="enrolled fingers", ylabel="index bytes / finger", title="index memory (target 2 KB)",
+              ylim=(0, 2300))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -193,7 +197,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--replot", type=Path, default=None, help="Only redraw --plot from this JSON report.")
     args = ap.parse_args(argv)
+    if args.replot:
+        _plot(json.loads(args.replot.read_text())["sizes"], args.plot or args.replot.with_suffix(".png"))
+        return 0
 
     import numba
 
