@@ -111,8 +111,9 @@ K_NEIGHBOURS = 64
 FLAT_MAX_CODES = 400_000
 #: IVF lists per square root of the codes at (re)build time.
 IVF_LISTS_PER_SQRT = 2.0
-#: IVF lists visited per query.
-IVF_NPROBE = 24
+#: IVF lists visited per query (on 40,000 synthetic fingers, mate within a 400-finger
+#: shortlist: exhaustive 86.7 %, nprobe 24: 79.3 %, 64: 83.3 %, 128: 84.7 %; 3 / 6 / 9 ms).
+IVF_NPROBE = 128
 #: Codes sampled to train the IVF coarse quantiser (per list).
 IVF_TRAIN_PER_LIST = 40
 #: OpenMP threads FAISS may use per call. One: searches run concurrently in
