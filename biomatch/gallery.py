@@ -7,7 +7,10 @@ compact templates (:meth:`biomatch.Template.to_bytes`), optional originals
 (image or transaction bytes), the calibration, thresholds and the
 hash-chained audit log (:mod:`biomatch.audit`). The store is the source of
 truth; each gallery's FAISS index (:mod:`biomatch.index`) is derived data in
-``<store>.<gallery>.faiss`` beside it.
+``<store>.<gallery>.faiss`` beside it, and so are the rescoring rows of the
+enrolled templates in ``<store>.features`` (content-addressed by template
+SHA-256, refilled lazily; see :class:`_FeatureStore`). Deleting a store means
+deleting these files with it.
 
 Search
 ------
