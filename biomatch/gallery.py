@@ -385,6 +385,8 @@ class Gallery:
         ----------
         path : str or os.PathLike
             SQLite file; created with mode 0600 with its folder when absent.
+            ``"ray://DIR?shards=N"`` opens a gallery sharded over a Ray cluster
+            (:class:`biomatch.distributed.ShardedGallery`).
 
         Returns
         -------
@@ -392,7 +394,9 @@ class Gallery:
             Use as a context manager (``with Gallery.open(p) as g:``) or call :meth:`close`.
         """
         if isinstance(path, str) and path.startswith("ray://"):
-            raise GalleryError(f"{path}: sharded (Ray) galleries are not available in this build")
+            from .distributed import ShardedGallery  # optional: needs biomatch[distributed]
+
+            return ShardedGallery.open(path)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
         return cls(path, _token=_OPEN_TOKEN)
