@@ -13,14 +13,21 @@ Usage::
 
     python -m benchmarks.fuzz_formats --seconds 240 --seed 7
 
-Prints one JSON summary line: inputs tried, outcome counts, failures, slow
-inputs, median and maximum seconds per input, per family.
+Prints one JSON summary line: inputs tried; per reader (``read_templates``,
+``read_transaction``) and per sample file the outcome counts, slow inputs,
+median and maximum milliseconds per input; FormatErrors grouped by the field
+they name; other exceptions by type (each a failure); WSQ decoder crashes
+contained in the worker process; the failures themselves. The campaign runs
+in this process, so a crash of the interpreter itself ends it without a
+summary: a summary line means there was none.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
 import random
 import re
 import sys
@@ -33,6 +40,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEPARATOR_BYTES = [0x00, 0x01, 0x1C, 0x1D, 0x1E, 0x1F, 0x2E, 0x30, 0x39, 0x3A, 0xFF]
 HUGE_NUMBERS = [b"", b"0", b"-1", b"99999999999", b"4294967296", b"65535"]
+
+
+#: Pulls the field out of a FormatError message ("... field 'x/y': ..." or "... field 9.137 FMD minutia 3 x: ...").
+_FIELD = re.compile(r"field '([^']+)'|field (\d+\.\d+(?: [A-Z]+)?)|\(Type-(\d+)\)|(not an ANSI/NIST-ITL|not a finger minutiae|XML)")
+_READERS = {"minutiae": "read_templates", "transaction": "read_transaction"}
+
+
+def error_kind(message: str) -> str:
+    """A short label for a FormatError: the field it names, else its first words after the file name."""
+    m = _FIELD.search(message)
+    if m and (m.group(1) or m.group(2)):
+        return m.group(1) or m.group(2)
+    tail = message.split(": ", 1)[-1]
+    return re.sub(r"\d+", "N", " ".join(tail.split()[:4]))
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("BIOMATCH_REFERENCE_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
 def sample_files(data_dir: Path) -> dict:
@@ -89,7 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=180.0, help="campaign length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slow-s", type=float, default=1.0, help="an input slower than this is a failure")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "biomatch_fuzz_formats")
     args = parser.parse_args(argv)
 
@@ -106,6 +132,10 @@ def main(argv=None) -> int:
     donors = [files[n][1] for n in names]
     stats = {fam: {"inputs": 0, "ok": 0, "format_error": 0, "other_error": 0, "slow": 0, "times": []}
              for fam in ("minutiae", "transaction")}
+    per_file = {n: collections.Counter() for n in names}
+    format_errors = collections.Counter()
+    other_errors = collections.Counter()
+    wsq_crashes = 0
     failures = []
     start = time.perf_counter()
     warnings.simplefilter("ignore")
@@ -121,10 +151,14 @@ def main(argv=None) -> int:
             else:
                 read_templates(data)
             outcome = "ok"
-        except FormatError:
+        except FormatError as exc:
             outcome = "format_error"
+            text = str(exc)
+            format_errors[error_kind(text)] += 1
+            wsq_crashes += "decoder crashed" in text
         except Exception as exc:  # noqa: BLE001 - that is what we are looking for
             outcome = "other_error"
+            other_errors[type(exc).__name__] += 1
             path = args.out / f"fail_{args.seed}_{s['inputs']}_{family}.bin"
             path.write_bytes(data)
             failures.append({"source": name, "saved": str(path), "error": f"{type(exc).__name__}: {exc}"[:300],
@@ -133,19 +167,28 @@ def main(argv=None) -> int:
         s["inputs"] += 1
         s[outcome] += 1
         s["times"].append(dt)
+        per_file[name][outcome] += 1
         if dt > args.slow_s:
             s["slow"] += 1
             path = args.out / f"slow_{args.seed}_{s['inputs']}_{family}.bin"
             path.write_bytes(data)
             failures.append({"source": name, "saved": str(path), "error": f"slow: {dt:.2f} s"})
-    summary = {"seconds": round(time.perf_counter() - start, 1), "seed": args.seed, "files": len(files)}
+    summary = {"seconds": round(time.perf_counter() - start, 1), "seed": args.seed, "files": len(files),
+               "slow_limit_s": args.slow_s}
+    summary["inputs"] = sum(stats[f]["inputs"] for f in stats)
     for fam, s in stats.items():
         times = sorted(s.pop("times"))
         s["median_ms"] = round(1000 * times[len(times) // 2], 3) if times else None
         s["max_ms"] = round(1000 * times[-1], 1) if times else None
-        summary[fam] = s
-    summary["inputs"] = sum(stats[f]["inputs"] for f in stats)
+        summary[_READERS[fam]] = s
+    summary["per_file"] = {Path(n).relative_to(args.data).as_posix() if Path(n).is_relative_to(args.data) else n: dict(c)
+                           for n, c in per_file.items()}
+    summary["format_errors_by_field"] = dict(format_errors.most_common(25))
+    summary["format_error_kinds"] = len(format_errors)
+    summary["other_errors_by_type"] = dict(other_errors)
+    summary["wsq_decoder_crashes_contained"] = wsq_crashes
     summary["failures"] = failures[:20]
+    summary["failure_count"] = len(failures)
     print(json.dumps(summary))
     return 0 if not failures else 1
 

@@ -509,7 +509,7 @@ def _ebts_fingers(path: Path):
         data = path.read_bytes()
     except OSError as exc:
         raise BiomatchError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    tx = read_transaction(data)
+    tx = read_transaction(data, name=str(path))  # errors name the file, not 'transaction bytes'
     fingers = dict(tx.templates)
     if not fingers:
         from .extraction import extract

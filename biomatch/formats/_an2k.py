@@ -60,6 +60,9 @@ MM_PER_INCH = 25.4
 #: 19.69 px/mm: the ANSI/NIST "minimum scanning resolution" of Type-4 ISR 0 (500 ppi).
 MIN_SCANNING_PPMM = 19.69
 DEFAULT_PPI = 500.0
+#: 1.002 VER values of the published editions: 1993 (0200), 1997 (0201), 2000 (0300),
+#: 2007/2008 (0400), 2011 (0500) and its 2013/2015 updates (0501, 0502), 2025 (0600).
+KNOWN_VERSIONS = ("0200", "0201", "0300", "0400", "0500", "0501", "0502", "0600")
 #: Largest number of records a transaction may list in 1.003 (a ten-print with
 #: palms, faces and features is well under 100).
 MAX_RECORDS = 1000
@@ -145,6 +148,12 @@ class Transaction:
         Finger position -> Template (the first Type-9 record per position).
     name : str
         The file name (for messages).
+    content : tuple
+        Every record as read, for :meth:`to_bytes`: ``(type, fields, data)``
+        with ``fields`` a tuple of (tag, raw value bytes) in file order (text
+        records; LEN and the binary x.999 field excluded) and ``data`` the
+        x.999 field or the binary record after its IDC byte. Two transactions
+        are equal when their contents are.
     """
 
     version: str
@@ -158,6 +167,26 @@ class Transaction:
     template_records: tuple
     templates: dict
     name: str = "transaction"
+    content: tuple = field(default=(), repr=False)
+
+    def __eq__(self, other):
+        if not isinstance(other, Transaction):
+            return NotImplemented
+        return self.content == other.content
+
+    __hash__ = None
+
+    def to_bytes(self) -> bytes:
+        """Encode the transaction again (traditional encoding), every record with the fields it was read with.
+
+        Field tags are written in their canonical form (``9.012``, not
+        ``9.12``) and the LEN fields recomputed; fields the reader skipped with
+        a :class:`FormatWarning` (repeated tags, tags of another record type,
+        short text fields tagged x.999) are not written. A file written by a
+        conforming encoder comes back byte for byte; reading the result gives
+        an equal Transaction.
+        """
+        return _encode_records(self.content)
 
     def image(self, position: int) -> TransactionImage | None:
         """The first image of a finger position, or None."""
@@ -318,6 +347,11 @@ def _split(data: bytes, name: str) -> list:
             type1.fail("1.003 CNT", f"subfield {i} {US.decode().join(sf)[:20]!r} is not two numbers")
     if listed != len(entries):
         type1.fail("1.003 CNT", f"says {listed} records follow but lists {len(entries)}")
+    version = type1.text(2)
+    if version is None:
+        type1.fail("1.002 VER", "is missing")
+    if version.strip() not in KNOWN_VERSIONS:
+        type1.fail("1.002 VER", f"{version[:20]!r} is not a known ANSI/NIST-ITL version ({', '.join(KNOWN_VERSIONS)})")
     if len(entries) > MAX_RECORDS or len(entries) * 5 > len(data) - pos:
         type1.fail("1.003 CNT", f"{len(entries)} records cannot fit in the {len(data) - pos} bytes left (limit {MAX_RECORDS})")
     records = [type1]
@@ -334,6 +368,38 @@ def _split(data: bytes, name: str) -> list:
     if pos != len(data):
         raise FormatError(f"{name}: {len(data) - pos} bytes follow the last record listed in 1.003 CNT (lengths and counts disagree)")
     return records
+
+
+def _record_content(rec: _Record) -> tuple:
+    """(type, fields, data) of a record for :meth:`Transaction.to_bytes`."""
+    if rec.type in BINARY_TYPES:
+        return rec.type, ((2, str(rec.idc).encode()),), rec.data
+    fields = tuple((tag, value) for tag, value in rec.fields.items() if tag != 1)
+    return rec.type, fields, rec.data
+
+
+def _encode_text_record(rtype: int, fields: tuple, data: bytes) -> bytes:
+    body = GS.join(f"{rtype}.{tag:03d}:".encode() + value for tag, value in fields)
+    if data:
+        body += (GS if body else b"") + f"{rtype}.{_DATA_TAG:03d}:".encode() + data
+    # LEN counts the whole record, its own digits included
+    rest = GS + body + FS
+    head = f"{rtype}.001:".encode()
+    length = len(head) + len(rest)
+    while len(head) + len(str(length)) + len(rest) != length:
+        length = len(head) + len(str(length)) + len(rest)
+    return head + str(length).encode() + rest
+
+
+def _encode_records(content: tuple) -> bytes:
+    out = []
+    for rtype, fields, data in content:
+        if rtype in BINARY_TYPES:
+            idc = int(dict(fields)[2])
+            out.append((5 + len(data)).to_bytes(4, "big") + bytes([idc]) + data)
+        else:
+            out.append(_encode_text_record(rtype, fields, data))
+    return b"".join(out)
 
 
 # ----------------------------------------------------------------------------
@@ -806,6 +872,7 @@ def read_transaction(source, *, decode_images: bool = True, name: str | None = N
         template_records=tuple(template_records),
         templates=templates,
         name=name,
+        content=tuple(_record_content(r) for r in records),
     )
 
 
