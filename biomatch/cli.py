@@ -740,6 +740,51 @@ def audit_export(
         typer.echo(f"{out}: {n} audit records", err=True)
 
 
+# ---------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------
+def _run_with_progress(description: str, total: int, fn):
+    """Call ``fn(progress)`` with a rich progress bar on a terminal, ``fn(None)`` otherwise."""
+    if not progress_enabled():
+        return fn(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        return fn(lambda k: bar.advance(task, k))
+
+
+@app.command()
+def demo(
+    data: Path = typer.Option(Path("data/synthetic"), "--data", help="FVC-style FINGER_IMPRESSION images."),
+    store: Path = _STORE_OPT,
+    gallery: str = typer.Option("default", "--gallery", help=_GALLERY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome of every search as JSON."),
+):
+    """The main job on the embedded defaults: enrol the synthetic sample, search every probe against it."""
+    from . import bench
+    from .demo import run_demo
+
+    n_images = len(bench.list_dataset(data)) if data.is_dir() else 0
+    result = _run_with_progress("demo", 2 * n_images,
+                                lambda progress: run_demo(data, store, gallery=gallery, progress=progress))
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(f"{store}: gallery {gallery!r}: {result['enrolled']} subjects enrolled"
+               f" ({result['reused']} already there) from {data}")
+    for p in result["probes"]:
+        rank = "not in list" if p["mate_rank"] is None else f"rank {p['mate_rank']}"
+        fmr = "n/a" if p["mate_fmr"] is None else f"{p['mate_fmr']:.1e}"
+        typer.echo(f"  {p['probe']:>16}  mate {p['mate']}: {rank}, FMR {fmr}; top {p['top_subject']}")
+    n = len(result["probes"])
+    med = result["median_mate_fmr"]
+    typer.echo(f"{n} searches: rank-1 {100 * result['rank1']:.1f} %, median mate FMR "
+               f"{'n/a' if med is None else f'{med:.1e}'}; failure to enrol {len(result['failure_to_enrol'])}; "
+               f"every search is in the audit log (biomatch audit list --store {store})")
+
+
 def main(argv=None) -> int:
     """Entry point: run the app, turning library errors into one stderr line."""
     warnings.simplefilter("default")
