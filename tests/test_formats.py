@@ -137,9 +137,9 @@ def test_every_reference_file_parses(formats_data, rel):
 def test_sample_transactions_round_trip(formats_data, rel):
     """read -> write -> read gives the same transaction; conforming files come back byte for byte."""
     path = formats_data / rel
-    tr = quiet(read_transaction, path)
+    tr = quiet(read_transaction, path, decode_images=False)  # pixels are checked by the test above
     data = tr.to_bytes()
-    again = quiet(read_transaction, data)
+    again = quiet(read_transaction, data, decode_images=False)
     assert again == tr and again.content == tr.content
     assert again.templates == tr.templates
     assert [(i.position, i.compression, i.data) for i in again.images] == [(i.position, i.compression, i.data) for i in tr.images]
@@ -493,17 +493,18 @@ def test_iso2011_bad_minutia_size():
         bm.load_template(bytes(data))
 
 
-def _transaction(type9_fields: str, cnt="1\x1f1\x1e9\x1f01") -> bytes:
-    def record(rtype, text):
-        # LEN counts the whole record, itself and the trailing separator included
-        for guess in range(len(text) + 8, len(text) + 20):
-            rec = f"{rtype}.001:{guess}\x1d{text}\x1c"
-            if len(rec.encode("latin-1")) == guess:
-                return rec.encode("latin-1")
-        raise AssertionError
+def _text_record(rtype: int, text: str) -> bytes:
+    # LEN counts the whole record, itself and the trailing separator included
+    for guess in range(len(text) + 8, len(text) + 20):
+        rec = f"{rtype}.001:{guess}\x1d{text}\x1c"
+        if len(rec.encode("latin-1")) == guess:
+            return rec.encode("latin-1")
+    raise AssertionError
 
-    t1 = record(1, f"1.002:0500\x1d1.003:{cnt}\x1d1.004:CAR\x1d1.008:ORI1\x1d1.009:TCN1")
-    t9 = record(9, "9.002:01\x1d9.003:0\x1d9.004:S\x1d" + type9_fields)
+
+def _transaction(type9_fields: str, cnt="1\x1f1\x1e9\x1f01", version="0500") -> bytes:
+    t1 = _text_record(1, f"1.002:{version}\x1d1.003:{cnt}\x1d1.004:CAR\x1d1.008:ORI1\x1d1.009:TCN1")
+    t9 = _text_record(9, "9.002:01\x1d9.003:0\x1d9.004:S\x1d" + type9_fields)
     return t1 + t9
 
 
@@ -543,12 +544,7 @@ def test_unsupported_and_bad_images_name_the_record():
     def with_type4(gca: int, image: bytes) -> bytes:
         body = t4 + bytes([gca]) + image
         rec4 = struct.pack(">IB", 5 + len(body), 1) + body
-        head = "1.002:0400\x1d1.003:1\x1f1\x1e4\x1f01\x1d1.004:CAR\x1d1.008:O\x1d1.009:T"
-        for guess in range(len(head) + 8, len(head) + 20):
-            r1 = f"1.001:{guess}\x1d{head}\x1c".encode()
-            if len(r1) == guess:
-                return r1 + rec4
-        raise AssertionError
+        return _text_record(1, "1.002:0400\x1d1.003:1\x1f1\x1e4\x1f01\x1d1.004:CAR\x1d1.008:O\x1d1.009:T") + rec4
 
     with pytest.raises(FormatError, match=r"record 1 \(Type-4\): field CGA: compression JPEGL"):
         read_transaction(with_type4(3, b"\xff\xd8"))
@@ -655,3 +651,164 @@ def test_finger_positions_and_resolution_defaults():
     base[18:22] = bytes(4)  # resolution 0 px/cm
     with pytest.warns(FormatWarning, match="assuming 500 ppi"):
         assert bm.load_template(bytes(base)).ppi == 500
+
+
+# ----------------------------------------------------------------------------
+# detection, versions, blocks not covered by the sample files
+# ----------------------------------------------------------------------------
+
+
+def test_detect_format_from_bytes():
+    t = Template(make_minutiae([1], [2], [0.0], [1], [0]), 10, 10, 500, 1)
+    assert [detect_format(b) for b in (t.to_iso(), t.to_ansi(), t.to_iso("2011"), t.to_ansi("2009"))] == [
+        "fmr20", "fmr20", "fmr30", "fmr30"]
+    assert [read_record(b).format for b in (t.to_iso(), t.to_ansi(), t.to_iso("2011"), t.to_ansi("2009"))] == [
+        "iso2005", "ansi2004", "iso2011", "ansi2009"]
+    assert detect_format(t.to_bytes()) == "biomatch"
+    assert detect_format(write_transaction({1: t}, ori="O", tcn="T")) == "an2k"
+    assert detect_format(b"FMR\x00 99\x00") == "fmr?" and detect_format(b"\x89PNG") is None
+
+
+@pytest.mark.parametrize("version, message", [
+    ("0700", "1.002 VER: '0700' is not a known ANSI/NIST-ITL version"),
+    ("", "1.002 VER: '' is not a known"),
+])
+def test_unknown_transaction_version(version, message):
+    for known in ("0200", "0201", "0300", "0400", "0500", "0501", "0502"):
+        assert quiet(read_transaction, _transaction(GOOD_T9, version=known)).version == known
+    with pytest.raises(FormatError, match=message):
+        read_transaction(_transaction(GOOD_T9, version=version))
+
+
+def test_handmade_incits_type9_block():
+    """9.126-9.137 as an encoder other than ours writes it: pixels, top-left origin, 2-degree units."""
+    fields = ("9.006:07\x1d9.126:27\x1f513\x1d9.128:512\x1d9.129:480\x1d9.130:2\x1d9.131:197\x1d9.132:197\x1d"
+              "9.133:0\x1d9.134:07\x1d9.135:90\x1f0\x1f0\x1d9.136:2\x1d"
+              "9.137:1\x1f100\x1f14\x1f56\x1f1\x1f90\x1e2\x1f511\x1f479\x1f179\x1f2\x1f0")
+    tr = read_transaction(_transaction(fields))
+    tt = tr.template_records[0]
+    t = tt.template
+    assert (tt.block, tt.position, t.width, t.height, t.quality) == ("incits378", 7, 512, 480, 90)
+    assert t.ppi == pytest.approx(197 * 2.54)
+    assert t.minutiae[["x", "y", "type", "quality"]].tolist() == [(100, 14, 1, 90), (511, 479, 2, 0)]
+    assert degrees(t) == pytest.approx([112.0, 358.0], abs=1e-3)
+    with pytest.raises(FormatError, match="9.137 FMD minutia 1 x: 512 outside 0..511"):
+        read_transaction(_transaction(fields.replace("\x1f511\x1f", "\x1f512\x1f")))
+    with pytest.raises(FormatError, match="9.137 FMD minutia 0 angle: 180 outside 0..179"):
+        read_transaction(_transaction(fields.replace("\x1f56\x1f", "\x1f180\x1f")))
+    with pytest.raises(FormatError, match="9.137 FMD: holds 2 minutiae but 9.136 NOM says 3"):
+        read_transaction(_transaction(fields.replace("9.136:2", "9.136:3")))
+
+
+@pytest.mark.parametrize("compression", ["JPEGB", "JP2", "WSQ20"])
+def test_type14_lossy_compressions(compression):
+    import io
+
+    from PIL import Image
+
+    pixels = _ridges(256, 256)
+    buf = io.BytesIO()
+    if compression == "WSQ20":
+        import wsq  # noqa: F401  (registers the WSQ codec with Pillow)
+
+        Image.fromarray(pixels).save(buf, "WSQ")
+    elif compression == "JPEGB":
+        Image.fromarray(pixels).save(buf, "JPEG", quality=95)
+    else:
+        Image.fromarray(pixels).save(buf, "JPEG2000")  # irreversible (lossy) wavelet by default
+    img = read_transaction(_type14_transaction(compression, buf.getvalue(), 256, 256, fgp="7")).images[0]
+    assert (img.position, img.compression, img.pixels.shape, img.ppi) == (7, compression, (256, 256), 500)
+    assert np.abs(img.pixels.astype(int) - pixels).mean() < 12  # lossy, but the same picture
+
+
+def test_transaction_errors_name_file_record_and_field(tmp_path):
+    path = tmp_path / "booking.eft"
+    path.write_bytes(_transaction(GOOD_T9.replace("00090", "00390")))
+    with pytest.raises(FormatError) as err:
+        quiet(read_transaction, path)
+    assert str(err.value).startswith(f"{path}: record 1 (Type-9): field 9.012 MRC minutia 0 theta: 390 outside")
+
+
+# ----------------------------------------------------------------------------
+# the vendor templates beside the FVC2002 images
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("db", ["DB1_B", "DB2_B", "DB3_B", "DB4_B"])
+def test_fvc2002_vendor_minutiae_land_on_our_minutiae(fvc2002, db):
+    """Mapped back to the image (x*W/300, y*H/400), the vendor's minutiae lie where biomatch finds minutiae.
+
+    Median distance to our nearest minutia is a few pixels; the unmapped
+    300x400 coordinates (or a flipped y axis) lie tens of pixels away. Directions
+    agree too (ISO angle convention read correctly).
+    """
+    mapped, raw, flipped, turn = [], [], [], []
+    for finger in range(101, 111):
+        image = fvc2002 / db / f"{finger}_1.tif"
+        ours = bm.extract(image, ppi=500)
+        vendor = bm.load_template(image.with_suffix(".iso"))
+        w, h = ours.width, ours.height
+        sx, sy = w / 300, h / 400
+        vx, vy = vendor.minutiae["x"] * sx, vendor.minutiae["y"] * sy
+        ox, oy = ours.minutiae["x"], ours.minutiae["y"]
+
+        def nearest(x, y):
+            d = np.hypot(x[:, None] - ox[None, :], y[:, None] - oy[None, :])
+            return d.min(axis=1), d.argmin(axis=1)
+
+        d, j = nearest(vx, vy)
+        mapped.append(d)
+        raw.append(nearest(vendor.minutiae["x"].astype(float), vendor.minutiae["y"].astype(float))[0])
+        flipped.append(nearest(vx, h - 1 - vy)[0])
+        va = vendor.minutiae["angle"].astype(float)
+        va = np.arctan2(np.sin(va) * sy, np.cos(va) * sx)
+        close = d < 4
+        turn.append(np.abs((np.degrees(va[close] - ours.minutiae["angle"][j[close]]) + 180) % 360 - 180))
+    mapped, raw, flipped, turn = (np.concatenate(a) for a in (mapped, raw, flipped, turn))
+    assert np.median(mapped) < 5
+    assert np.median(raw) > 2 * np.median(mapped) + 4 and np.median(flipped) > 2 * np.median(mapped) + 4
+    assert np.median(turn) < 20
+
+
+# ----------------------------------------------------------------------------
+# a booking transaction with a corrupt finger enrols nothing
+# ----------------------------------------------------------------------------
+
+
+def _booking_with_corrupt_third_finger() -> bytes:
+    import nistitl
+
+    fingers = {p: Template(make_minutiae([10 + p, 60, 90], [20, 70 + p, 110], [0.5, 2.0, 4.0], [1, 2, 1], [50, 60, 70]),
+                           200, 240, 500, p) for p in (2, 3, 7)}
+    msg = nistitl.Message()
+    msg.parse(write_transaction(fingers, tot="CAR", ori="WV0000001", tcn="BOOK-3", date="20261122"))
+    r9 = msg[3]  # the third finger's Type-9 record
+    assert r9._134 == "7"
+    r9._137 = [["1", "17", "20", "14", "1", "50"], ["2", "60", "999", "57", "2", "60"], ["3", "90", "110", "115", "1", "70"]]
+    return msg.NIST
+
+
+def test_corrupt_third_finger_enrols_nothing(tmp_path, capsys):
+    from biomatch.cli import main
+
+    store = str(tmp_path / "booking.db")
+    good = tmp_path / "earlier.eft"
+    t = Template(make_minutiae([20, 80, 120], [30, 90, 150], [0.3, 1.7, 3.9], [1, 2, 1], [40, 50, 60]), 200, 240, 500, 1)
+    good.write_bytes(write_transaction({1: t}, tot="CAR", ori="WV0000001", tcn="BOOK-1", date="20261122"))
+    bad = tmp_path / "booking.eft"
+    bad.write_bytes(_booking_with_corrupt_third_finger())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["enroll", "earlier", "--ebts", str(good), "--store", store, "--json"]) == 0
+        capsys.readouterr()
+        assert main(["enroll", "booked", "--ebts", str(bad), "--store", store]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert f"{bad}: record 3 (Type-9): field 9.137 FMD minutia 1 y: 999 outside 0..239" in err
+        assert main(["search", "--ebts", str(bad), "--store", store]) == 1
+        assert "record 3 (Type-9)" in capsys.readouterr().err
+    with bm.Gallery.open(store) as g:
+        assert g.subjects() == ["earlier"]  # nothing of the bad booking, the earlier one untouched
+        records = g.audit_records()
+        assert [(r["action"], r["context"]["tcn"]) for r in records] == [("enroll", "BOOK-1")]
+        assert json.dumps(records[0]["context"]).count("WV0000001") == 1
