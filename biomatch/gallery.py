@@ -12,6 +12,27 @@ enrolled templates in ``<store>.features`` (content-addressed by template
 SHA-256, refilled lazily; see :class:`_FeatureStore`). Deleting a store means
 deleting these files with it.
 
+Protected data
+--------------
+Every file (store, WAL and shared-memory files, index files and their
+temporary files, the feature file) is created readable and writable by its
+owner only (0600), whatever the umask. Deletion is real: SQLite runs with
+``secure_delete`` (freed cells and pages are zeroed), the WAL is checkpointed
+and truncated after a deletion (when another reader blocks that, at the next
+deletion or :meth:`Gallery.check`), the subject's rows in the feature file are
+deleted the same way, and the gallery's index file is rewritten at once
+without its codes. Opened with a key (``Gallery.open(path, key=...)`` or
+``BIOMATCH_STORE_KEY``), templates and originals are stored AES-GCM
+encrypted (:mod:`biomatch.encryption`); so are the derived files, which hold
+biometric-derived data: the feature file's rows (rescoring features) are
+sealed row by row, and each index file (bit-packed MCC cylinder codes, from
+which minutia neighbourhoods could be approximated) is sealed as a whole and
+decrypted into memory on load. What stays readable without the key: subject
+ids, gallery names, metadata, finger positions, minutia counts and quality,
+template SHA-256 digests and the audit log (which never holds biometric
+data). :meth:`Gallery.rotate_key` re-encrypts under a new key while searches
+go on.
+
 Search
 ------
 For every probe finger the index shortlists :data:`SHORTLIST_FINGERS`
@@ -66,6 +87,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from . import audit as _audit
+from . import encryption as _enc
 from .errors import BiomatchError, CalibrationError, GalleryError, TemplateError
 from .template import FINGER_POSITIONS, Template
 
@@ -97,6 +119,16 @@ BULK_BATCH = 500
 BUSY_TIMEOUT_S = 60.0
 #: Smallest FMR used in logarithms (Fisher fusion).
 FMR_FLOOR = 1e-300
+
+#: Rows re-encrypted per write transaction by :meth:`Gallery.rotate_key` (short write locks).
+ROTATE_BATCH = 200
+
+# Associated data of each kind of sealed blob (see biomatch.encryption).
+_AAD_TEMPLATE = b"biomatch:fingers.template"
+_AAD_ORIGINAL = b"biomatch:originals.data"
+_AAD_FEATURES = b"biomatch:features.rows"
+_AAD_CHECK = b"biomatch:meta.key_check"
+_KEY_CHECK_TEXT = b"biomatch key check"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_SUBJECT_LEN = 128
@@ -359,10 +391,11 @@ class Gallery:
     Open with :meth:`open` (a context manager); the object is thread-safe.
     """
 
-    def __init__(self, path, *, _token=None):
+    def __init__(self, path, *, key=None, _token=None):
         if _token is not _OPEN_TOKEN:
             raise GalleryError("use Gallery.open(path) to open a gallery store")
         self.path = Path(path)
+        self._ring = _enc.KeyRing.from_user(key)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -374,11 +407,16 @@ class Gallery:
         self._packs = _LRU(FEATURE_CACHE_FINGERS)  # finger id -> scoring.PackedTemplates of that finger
         self._featstore = _FeatureStore(Path(f"{self.path}.features"))
         self._closed = False
-        self._init_store()
+        try:
+            self._init_store()
+            self._init_keys()
+        except BaseException:
+            self.close()
+            raise
 
     # -- opening / closing -----------------------------------------------
     @classmethod
-    def open(cls, path) -> "Gallery":
+    def open(cls, path, *, key=None) -> "Gallery":
         """Open (or create) the store at ``path``.
 
         Parameters
@@ -387,6 +425,13 @@ class Gallery:
             SQLite file; created with mode 0600 with its folder when absent.
             ``"ray://DIR?shards=N"`` opens a gallery sharded over a Ray cluster
             (:class:`biomatch.distributed.ShardedGallery`).
+        key : bytes, str or list of them, optional
+            AES key (16/24/32 bytes, or base64) for encryption at rest
+            (:mod:`biomatch.encryption`); default the ``BIOMATCH_STORE_KEY``
+            environment variable. A new or plaintext store opened with a key
+            writes every later template and original encrypted (encrypt the
+            rows already there with :meth:`rotate_key`); an encrypted store
+            cannot be opened without its key (GalleryError, nothing changed).
 
         Returns
         -------
@@ -399,7 +444,7 @@ class Gallery:
             return ShardedGallery.open(path)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
-        return cls(path, _token=_OPEN_TOKEN)
+        return cls(path, key=key, _token=_OPEN_TOKEN)
 
     def __enter__(self) -> "Gallery":
         return self
@@ -433,7 +478,7 @@ class Gallery:
             for name in sorted(self._dirty):
                 idx = self._indexes.get(name)
                 if idx is not None:
-                    idx.save(self._index_path(name), name)
+                    self._save_index(idx, name)
             self._dirty.clear()
 
     def _init_store(self) -> None:
@@ -506,6 +551,97 @@ class Gallery:
 
     def _index_path(self, gallery: str) -> Path:
         return self.path.with_name(f"{self.path.name}.{gallery}.faiss")
+
+    # -- encryption at rest (biomatch.encryption) ------------------------------
+    @staticmethod
+    def _store_key_id(con) -> str | None:
+        row = con.execute("SELECT value FROM meta WHERE key = 'key_current'").fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _register_key(con, ring) -> None:
+        """Make ``ring.preferred`` the store's current key (inside a write transaction)."""
+        kid = ring.preferred
+        check = ring.seal(_KEY_CHECK_TEXT, _AAD_CHECK, kid)
+        con.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(f"key_check:{kid}", check.hex()), ("key_current", kid)],
+        )
+
+    def _init_keys(self) -> None:
+        """Check the handle's key against the store's (before anything is written with it)."""
+        con = self._con()
+        current = self._store_key_id(con)
+        if current is None:
+            if self._ring is None:
+                return
+            with self._write() as wcon:
+                if self._store_key_id(wcon) is None:  # another process may have won the race
+                    self._register_key(wcon, self._ring)
+                    _audit.append(wcon, "encryption", _operator(None), {"key_id": self._ring.preferred, "enabled": True})
+            self._featstore.wipe()  # plaintext derived rows must not outlive the switch
+            current = self._store_key_id(con)
+        if self._ring is None:
+            raise GalleryError(
+                f"{self.path}: the store is encrypted (key id {current}); give Gallery.open(..., key=...) or set {_enc.ENV_KEY}"
+            )
+        if not self._ring.holds(current):
+            raise GalleryError(
+                f"key: wrong key for {self.path}: the store is encrypted under key id {current}, "
+                f"the key given has id {', '.join(self._ring.ids)}"
+            )
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (f"key_check:{current}",)).fetchone()
+        try:
+            ok = row is not None and self._ring.open(bytes.fromhex(row[0]), _AAD_CHECK, "key check") == _KEY_CHECK_TEXT
+        except (GalleryError, ValueError):
+            ok = False
+        if not ok:
+            raise GalleryError(f"key: the key with id {current} does not open {self.path} (key check failed)")
+        self._ring.preferred = current  # derived files are sealed with the store's key
+        self._featstore.crypt = (self._ring.seal, self._ring.open)
+
+    def _seal(self, con, data: bytes, aad: bytes) -> bytes:
+        """Encrypt with the store's current key when the store is encrypted (inside a write transaction)."""
+        kid = self._store_key_id(con)
+        if kid is None:
+            return data
+        if self._ring is None or not self._ring.holds(kid):
+            raise GalleryError(
+                f"{self.path}: the store's key is now key id {kid}, which this handle does not hold "
+                "(rotated by another handle); reopen with key=[new key, old key]"
+            )
+        return self._ring.seal(data, aad, kid)
+
+    def _unseal(self, blob, aad: bytes, name: str) -> bytes:
+        if not _enc.is_sealed(blob):
+            return bytes(blob)  # plaintext row (store not encrypted, or written before encryption was on)
+        if self._ring is None:
+            raise GalleryError(f"{name}: encrypted, and this handle holds no key")
+        return self._ring.open(blob, aad, name)
+
+    def _template(self, blob, finger_id) -> Template:
+        name = f"store finger {finger_id}"
+        return Template.from_bytes(self._unseal(blob, _AAD_TEMPLATE, name), name=name)
+
+    def _index_crypt(self, gallery: str):
+        """(seal, unseal) callables for a gallery's index file; (None, None) when not encrypted."""
+        if self._ring is None:
+            return None, None
+        ring, aad, name = self._ring, f"biomatch:index:{gallery}".encode(), f"index file of {gallery!r}"
+        return (lambda data: ring.seal(data, aad)), (lambda blob: ring.open(blob, aad, name))
+
+    def _save_index(self, idx, gallery: str) -> None:
+        idx.save(self._index_path(gallery), gallery, seal=self._index_crypt(gallery)[0])
+
+    def _load_index(self, gallery: str):
+        from .index import GalleryIndex
+
+        return GalleryIndex.load(self._index_path(gallery), gallery, unseal=self._index_crypt(gallery)[1])
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the store encrypts templates and originals at rest."""
+        return self._store_key_id(self._con()) is not None
 
     # -- galleries ---------------------------------------------------------
     def galleries(self) -> list[str]:
@@ -714,7 +850,7 @@ class Gallery:
             t = p["template"]
             fid = con.execute(
                 "INSERT INTO fingers(subject_id, position, template, sha256, n_minutiae, quality) VALUES (?, ?, ?, ?, ?, ?)",
-                (sid, pos, p["bytes"], p["sha256"], len(t), t.quality),
+                (sid, pos, self._seal(con, p["bytes"], _AAD_TEMPLATE), p["sha256"], len(t), t.quality),
             ).lastrowid
             con.execute(
                 "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'add', ?, ?)",
@@ -723,14 +859,14 @@ class Gallery:
             added.append((fid, pos, p["codes"], t, p["sha256"], p["packed"]))
         return added
 
-    @staticmethod
-    def _insert_originals(con, sid: int, checked: dict, extra: dict) -> None:
-        for pos, (_, original) in checked.items():
-            if original is not None:
-                con.execute("INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, 'image', ?)", (sid, pos, original))
-        for pos, data in extra.items():
-            kind = "transaction" if pos is None else "image"
-            con.execute("INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, ?, ?)", (sid, pos, kind, data))
+    def _insert_originals(self, con, sid: int, checked: dict, extra: dict) -> None:
+        rows = [(pos, "image", original) for pos, (_, original) in checked.items() if original is not None]
+        rows += [(pos, "transaction" if pos is None else "image", data) for pos, data in extra.items()]
+        for pos, kind, data in rows:
+            con.execute(
+                "INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, ?, ?)",
+                (sid, pos, kind, self._seal(con, data, _AAD_ORIGINAL)),
+            )
 
     # -- update / delete -------------------------------------------------------
     def update(
@@ -844,10 +980,8 @@ class Gallery:
         self._forget(removed)
         self._drop_features([sha for _, _, sha in fingers])
         self._index_changed(gallery, gen, [], removed, save=True)
-        try:
-            self._con().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError:  # readers in other processes; pages are zeroed at the next checkpoint
-            pass
+        # readers (other threads or processes) can block it: the WAL copy goes at the next full checkpoint
+        self._checkpoint()
         return rec["seq"]
 
     def _drop_features(self, shas) -> None:
@@ -860,6 +994,86 @@ class Gallery:
         for fid in finger_ids:
             self._features.pop(fid)
             self._packs.pop(fid)
+
+    def rotate_key(self, new_key, *, operator: str | None = None, batch: int = ROTATE_BATCH) -> dict:
+        """Re-encrypt every template and original under ``new_key``, online.
+
+        The new key becomes the store's current key first (every later write
+        uses it), then the rows still under another key - or in plaintext, so
+        this also encrypts an existing plaintext store - are re-encrypted
+        ``batch`` rows per write transaction; searches and enrolments carry on
+        in between, and this handle reads rows under the old and the new key
+        until the last one is done. The index files are rewritten and the
+        feature file emptied (refilled lazily) under the new key; the old
+        key's check is removed, so afterwards the store opens with the new key
+        only. Other processes must hold both keys (``key=[new, old]``) while
+        the rotation runs. Audited at start and end.
+
+        Parameters
+        ----------
+        new_key : bytes or str
+            16/24/32-byte AES key or its base64 text (may equal the current
+            key: then only plaintext rows are encrypted).
+        operator : str, optional
+        batch : int
+            Rows per transaction.
+
+        Returns
+        -------
+        dict
+            ``{"key_id": ..., "previous_key_id": ..., "templates": n, "originals": n}`` re-encrypted.
+        """
+        new = _enc.KeyRing.from_user(new_key, env=False)
+        if new is None or isinstance(new_key, (list, tuple)):
+            raise GalleryError("new_key: expected one key (bytes or base64 text)")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise GalleryError(f"batch: expected a positive integer, got {batch!r}")
+        operator = _operator(operator)
+        with self._write() as con:
+            old = self._store_key_id(con)
+            self._ring = new if self._ring is None else self._ring.merged(new)
+            self._register_key(con, self._ring)
+            _audit.append(con, "key_rotation", operator, {"key_id": new.preferred, "previous_key_id": old, "phase": "start"})
+        self._featstore.crypt = (self._ring.seal, self._ring.open)
+        self._featstore.wipe()
+        prefix = _enc.MAGIC + bytes.fromhex(new.preferred)
+        counts = {}
+        for table, column, aad in (("fingers", "template", _AAD_TEMPLATE), ("originals", "data", _AAD_ORIGINAL)):
+            n, last = 0, 0
+            while True:
+                with self._write() as con:
+                    rows = con.execute(
+                        f"SELECT id, {column} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                    ).fetchall()
+                    for rid, blob in rows:
+                        if bytes(blob[: len(prefix)]) != prefix:
+                            plain = self._unseal(blob, aad, f"{table} row {rid}")
+                            con.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (self._seal(con, plain, aad), rid))
+                            n += 1
+                if not rows:
+                    break
+                last = rows[-1][0]
+            counts[table] = n
+        for name in self.galleries():  # index files: re-sealed under the new key
+            with self._index_lock:
+                self._save_index(self.index(name), name)
+                self._dirty.discard(name)
+        with self._write() as con:
+            con.execute("DELETE FROM meta WHERE key LIKE 'key_check:%' AND key != ?", (f"key_check:{new.preferred}",))
+            _audit.append(con, "key_rotation", operator, {"key_id": new.preferred, "previous_key_id": old, "phase": "done",
+                                                          "templates": counts["fingers"], "originals": counts["originals"]})
+        self._ring = self._ring.only(new.preferred)
+        self._featstore.crypt = (self._ring.seal, self._ring.open)
+        self._checkpoint()
+        return {"key_id": new.preferred, "previous_key_id": old, "templates": counts["fingers"], "originals": counts["originals"]}
+
+    def _checkpoint(self) -> bool:
+        """Fold the WAL into the store and truncate it (overwritten pages leave no copy); False when readers block it."""
+        try:
+            busy = self._con().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.OperationalError:
+            return False
+        return busy == 0
 
     # -- reading ------------------------------------------------------------------
     def get(self, subject_id: str, *, gallery: str = "default") -> SubjectRecord:
@@ -874,13 +1088,25 @@ class Gallery:
             raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
         sid, meta, created, updated = row
         fingers = {
-            pos: Template.from_bytes(blob, name=f"store finger {fid}")
+            pos: self._template(blob, fid)
             for fid, pos, blob in con.execute("SELECT id, position, template FROM fingers WHERE subject_id = ? ORDER BY position", (sid,))
         }
         originals = tuple(
             con.execute("SELECT position, kind, length(data) FROM originals WHERE subject_id = ? ORDER BY id", (sid,)).fetchall()
         )
         return SubjectRecord(subject_id, gallery, fingers, json.loads(meta) if meta else None, created, updated, originals)
+
+    def originals(self, subject_id: str, *, gallery: str = "default") -> list[tuple]:
+        """The kept originals of a subject: list of (position or None, kind, bytes), decrypted."""
+        subject_id = _check_subject(subject_id)
+        con = self._con()
+        gid, _ = self._require_gallery(con, gallery)
+        rows = con.execute(
+            "SELECT originals.id, position, kind, data FROM originals JOIN subjects ON subjects.id = originals.subject_id "
+            "WHERE gallery_id = ? AND subject = ? ORDER BY originals.id",
+            (gid, subject_id),
+        ).fetchall()
+        return [(pos, kind, self._unseal(data, _AAD_ORIGINAL, f"original {oid}")) for oid, pos, kind, data in rows]
 
     def subjects(self, *, gallery: str = "default") -> list[str]:
         """Subject ids of a gallery, sorted."""
@@ -946,7 +1172,7 @@ class Gallery:
                 if idx is None and self._index_path(gallery).exists():
                     idx = self.index(gallery)  # load, catch up (drops the deleted fingers)
                 if idx is not None:
-                    idx.save(self._index_path(gallery), gallery)
+                    self._save_index(idx, gallery)
                     self._dirty.discard(gallery)
 
     def index(self, gallery: str = "default"):
@@ -958,12 +1184,12 @@ class Gallery:
         with self._index_lock:
             idx = self._indexes.get(gallery)
             if idx is None:
-                idx = GalleryIndex.load(self._index_path(gallery), gallery)
+                idx = self._load_index(gallery)
                 if idx is not None and idx.generation > gen:
                     idx = None  # written against another state of the store
                 if idx is None:
                     idx = self._rebuild(con, gid, gen)
-                    idx.save(self._index_path(gallery), gallery)
+                    self._save_index(idx, gallery)
                 self._indexes[gallery] = idx
             if idx.generation < gen:
                 n = self._catch_up(con, gid, idx)
@@ -978,7 +1204,7 @@ class Gallery:
         gid, gen = self._require_gallery(con, gallery)
         with self._index_lock:
             idx = self._rebuild(con, gid, gen)
-            idx.save(self._index_path(gallery), gallery)
+            self._save_index(idx, gallery)
             self._indexes[gallery] = idx
             self._dirty.discard(gallery)
             return idx
@@ -1009,7 +1235,7 @@ class Gallery:
         n = 0
         buf = []
         for fid, pos, blob in rows:
-            t = Template.from_bytes(blob, name=f"store finger {fid}")
+            t = self._template(blob, fid)
             buf.append((fid, pos, finger_codes(encode(t))))
             self._features.put(fid, t)
             if len(buf) >= chunk:
@@ -1359,7 +1585,7 @@ class Gallery:
             if need:  # not in the feature file (written after a crash, other version): compute and keep
                 q = ",".join("?" * len(need))
                 for fid, sha, blob in con.execute(f"SELECT id, sha256, template FROM fingers WHERE id IN ({q})", need):
-                    t = self._features.get(fid) or Template.from_bytes(blob, name=f"store finger {fid}")
+                    t = self._features.get(fid) or self._template(blob, fid)
                     e = pack([t])
                     self._packs.put(fid, e)
                     singles[fid] = e
@@ -1386,7 +1612,7 @@ class Gallery:
             row = self._con().execute("SELECT template FROM fingers WHERE id = ?", (finger_id,)).fetchone()
             if row is None:
                 return ()
-            t = Template.from_bytes(row[0], name=f"store finger {finger_id}")
+            t = self._template(row[0], finger_id)
         m = verify(probe, t)
         return tuple((int(a), int(b)) for a, b in m.pairs)
 
@@ -1533,6 +1759,7 @@ class _FeatureStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._ready = False
+        self.crypt = None  # (seal, open) of an encrypted store's keyring: rows are sealed at rest
 
     def _con(self):
         con = getattr(self._local, "con", None)
@@ -1600,13 +1827,17 @@ class _FeatureStore:
             q = ",".join("?" * len(part))
             for sha, data in con.execute(f"SELECT sha256, data FROM rows WHERE sha256 IN ({q})", part):
                 try:
+                    if self.crypt is not None:
+                        data = self.crypt[1](data, _AAD_FEATURES, f"{self.path} row {sha[:12]}")
                     out[sha] = self._load(data)
-                except (ValueError, TypeError, KeyError):
-                    pass  # unreadable row: recomputed by the caller
+                except (ValueError, TypeError, KeyError, GalleryError):
+                    pass  # unreadable row (corrupt, plaintext or an old key's): recomputed by the caller
         return out
 
     def put(self, items) -> None:
         items = [(sha, self._dump(p)) for sha, p in items]
+        if self.crypt is not None:
+            items = [(sha, self.crypt[0](data, _AAD_FEATURES)) for sha, data in items]
         if not items:
             return
         con = self._con()
@@ -1632,6 +1863,21 @@ class _FeatureStore:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError:
             pass
+
+    def wipe(self) -> None:
+        """Delete every row (zeroed: secure_delete) and truncate the WAL; rows are recomputed on use."""
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("DELETE FROM rows")
+        con.execute("COMMIT")
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass
+
+    def shas(self) -> set:
+        """Keys of every row (for :meth:`Gallery.check`)."""
+        return {r[0] for r in self._con().execute("SELECT sha256 FROM rows")}
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)

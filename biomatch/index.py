@@ -424,6 +424,23 @@ class GalleryIndex:
                 self.generation = int(generation)
         return removed
 
+    def finger_ids(self) -> dict[int, set]:
+        """Finger ids held per position partition (for consistency checks)."""
+        faiss = _faiss()
+        out = {}
+        with self._lock.read():
+            for pos, part in self._parts.items():
+                if part.kind == "flat":
+                    ids = faiss.vector_to_array(part.index.id_map).astype(np.int64)
+                else:
+                    inv = part.index.invlists
+                    ids = np.concatenate(
+                        [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy() for i in range(part.index.nlist)]
+                        + [np.zeros(0, np.int64)]
+                    ).astype(np.int64)
+                out[pos] = set((ids >> ANGLE_ID_BITS).tolist())
+        return out
+
     # -- search -----------------------------------------------------------
     def shortlist(self, codes: np.ndarray, position: int, size: int, k: int = K_NEIGHBOURS) -> list[Vote]:
         """Fingers with the most descriptor votes for a probe.
@@ -497,8 +514,12 @@ class GalleryIndex:
         return [Vote(int(fingers[t]), float(totals[t])) for t in top]
 
     # -- persistence ------------------------------------------------------
-    def save(self, path: Path, gallery: str) -> None:
-        """Write the index atomically to ``path`` (see the module docstring)."""
+    def save(self, path: Path, gallery: str, *, seal=None) -> None:
+        """Write the index atomically to ``path`` (see the module docstring).
+
+        ``seal`` (bytes -> bytes), when given, encrypts the whole file
+        (:mod:`biomatch.encryption`): the codes are biometric-derived.
+        """
         with self._lock.read():
             payloads = [(pos, part.kind, part.to_bytes()) for pos, part in sorted(self._parts.items())]
             generation = self.generation
@@ -512,7 +533,10 @@ class GalleryIndex:
             ],
         }
         head = json.dumps(manifest, sort_keys=True).encode()
-        write_atomic(path, [_HEADER.pack(_MAGIC, len(head)), head, *[b for _, _, b in payloads]])
+        chunks = [_HEADER.pack(_MAGIC, len(head)), head, *[b for _, _, b in payloads]]
+        if seal is not None:
+            chunks = [seal(b"".join(chunks))]
+        write_atomic(path, chunks)
 
     @staticmethod
     def read_manifest(path: Path) -> dict | None:
@@ -527,17 +551,28 @@ class GalleryIndex:
             return None
 
     @classmethod
-    def load(cls, path: Path, gallery: str) -> "GalleryIndex | None":
-        """Read an index file; None when it is absent, corrupt, from another version or gallery."""
+    def load(cls, path: Path, gallery: str, *, unseal=None) -> "GalleryIndex | None":
+        """Read an index file; None when it is absent, corrupt, from another version or gallery.
+
+        With ``unseal`` (sealed bytes -> bytes) only an encrypted file is accepted
+        (a plaintext one, or one it cannot decrypt, gives None: rebuilt).
+        """
+        from .encryption import is_sealed
+        from .errors import BiomatchError
+
         try:
             data = Path(path).read_bytes()
+            if is_sealed(data) != (unseal is not None):
+                return None
+            if unseal is not None:
+                data = unseal(data)
             magic, n = _HEADER.unpack_from(data)
             if magic != _MAGIC:
                 return None
             manifest = json.loads(data[_HEADER.size : _HEADER.size + n])
-        except (OSError, ValueError, struct.error):
+        except (OSError, ValueError, struct.error, BiomatchError):
             return None
-        if manifest.get("version") != index_version() or manifest.get("gallery") != gallery:
+        if not isinstance(manifest, dict) or manifest.get("version") != index_version() or manifest.get("gallery") != gallery:
             return None
         index = cls(int(manifest.get("generation", -1)))
         offset = _HEADER.size + n

@@ -1,0 +1,229 @@
+"""Protected data: owner-only files, real deletion, encryption at rest and key rotation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import sqlite3
+import stat
+import threading
+
+import numpy as np
+import pytest
+
+from biomatch import gallery as gallery_mod
+from biomatch import index as index_mod
+from biomatch.encryption import ENV_KEY, MAGIC, generate_key, key_id
+from biomatch.errors import GalleryError
+from biomatch.gallery import Gallery, _FeatureStore
+from biomatch.template import Template
+
+pytest.importorskip("cryptography")
+
+ORIGINAL = b"EBTS-ORIGINAL-" + bytes(range(256)) * 4  # long enough to spill into an overflow page
+
+
+@pytest.fixture(scope="module")
+def mated():
+    from biomatch.synthetic import template_batch
+
+    ts = next(template_batch(30, 2, seed=23)).templates()
+    return ts[0::2], ts[1::2]
+
+
+@pytest.fixture
+def indexed(monkeypatch):
+    """Searches go through the FAISS index and the feature file even for tiny galleries."""
+    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+
+
+def _files(folder):
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def _raw(folder) -> dict:
+    return {p.name: p.read_bytes() for p in _files(folder)}
+
+
+def _as_enrolled(t):
+    """The template as the store holds it at position 1."""
+    return Template(np.array(t.minutiae), t.width, t.height, t.ppi, 1, t.quality)
+
+
+def _secrets(t) -> dict:
+    """Byte strings that give a template away: its bytes, its minutia records, its index codes and feature rows."""
+    from biomatch.descriptors import encode
+    from biomatch.index import finger_codes
+    from biomatch.scoring import pack
+
+    t = _as_enrolled(t)
+    data = t.to_bytes()
+    codes = finger_codes(encode(t)).codes
+    return {
+        "template": data,
+        "minutiae": data[16:40],  # the first three (x, y, angle, type, quality) records
+        "codes": [bytes(c) for c in codes[:8]],
+        "features": _FeatureStore._dump(pack([t]))[-64:],
+    }
+
+
+def _found(raw: dict, secrets: dict) -> list:
+    hits = []
+    for name, blob in raw.items():
+        for what, s in secrets.items():
+            for needle in s if isinstance(s, list) else [s]:
+                if needle in blob:
+                    hits.append((name, what))
+    return sorted(set(hits))
+
+
+def _enrol_and_search(g, gal, probes, n=6):
+    for i in range(n):
+        g.enroll(f"s{i}", {1: gal[i]}, gallery="local", operator="desk", originals={None: ORIGINAL + bytes([i])})
+    for i in range(n):
+        assert g.search({1: probes[i]}, galleries=["local"], operator="desk")[0].subject == f"s{i}"
+    g.flush()
+
+
+def test_every_file_is_owner_only_even_with_an_open_umask(tmp_path, mated, indexed, monkeypatch):
+    gal, probes = mated
+    temp_modes = []
+    real_replace = os.replace
+
+    def spy_replace(src, dst):  # the index temp file, just before it is renamed into place
+        if str(src).startswith(str(tmp_path)):
+            temp_modes.append(stat.S_IMODE(os.stat(src).st_mode))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(index_mod.os, "replace", spy_replace)
+    old = os.umask(0)
+    try:
+        store = tmp_path / "booking.db"
+        with Gallery.open(store) as g:
+            _enrol_and_search(g, gal, probes, n=3)
+            files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in _files(tmp_path)}
+    finally:
+        os.umask(old)
+    assert {"booking.db", "booking.db-wal", "booking.db-shm", "booking.db.local.faiss", "booking.db.features",
+            "booking.db.features-wal", "booking.db.features-shm"} <= set(files)
+    assert files == {name: 0o600 for name in files}
+    assert temp_modes and set(temp_modes) == {0o600}
+
+
+def test_delete_leaves_no_trace_in_any_file(tmp_path, mated, indexed):
+    gal, probes = mated
+    store = tmp_path / "booking.db"
+    victim = _secrets(gal[0])
+    with Gallery.open(store) as g:
+        _enrol_and_search(g, gal, probes, n=4)
+        before = _found(_raw(tmp_path), {**victim, "original": ORIGINAL + b"\x00"})
+        # the test can fail: every kind of trace is there before the deletion
+        assert {w for _, w in before} == {"template", "minutiae", "codes", "features", "original"}
+        g.delete("s0", gallery="local", operator="desk")
+        assert _found(_raw(tmp_path), {**victim, "original": ORIGINAL + b"\x00"}) == []
+        assert g.search({1: probes[1]}, galleries=["local"], operator="desk")[0].subject == "s1"
+    assert _found(_raw(tmp_path), {**victim, "original": ORIGINAL + b"\x00"}) == []
+    with Gallery.open(store) as g:
+        assert g.subjects(gallery="local") == ["s1", "s2", "s3"]
+
+
+def test_encrypted_store_reveals_nothing_biometric(tmp_path, mated, indexed):
+    gal, probes = mated
+    key = generate_key()
+    plain_dir, enc_dir = tmp_path / "plain", tmp_path / "enc"
+    plain_dir.mkdir()
+    enc_dir.mkdir()
+    secrets = {f"s{i}.{k}": v for i in range(3) for k, v in _secrets(gal[i]).items()}
+    secrets["original"] = ORIGINAL
+    with Gallery.open(plain_dir / "b.db") as g:
+        _enrol_and_search(g, gal, probes, n=3)
+    assert len(_found(_raw(plain_dir), secrets)) > 10  # control: a plaintext store shows them
+    with Gallery.open(enc_dir / "b.db", key=key) as g:
+        assert g.encrypted
+        _enrol_and_search(g, gal, probes, n=3)
+        assert _found(_raw(enc_dir), secrets) == []
+    assert _found(_raw(enc_dir), secrets) == []
+    con = sqlite3.connect(enc_dir / "b.db")
+    blobs = [r[0] for r in con.execute("SELECT template FROM fingers")] + [r[0] for r in con.execute("SELECT data FROM originals")]
+    con.close()
+    assert blobs and all(b[:4] == MAGIC and b[4:12].hex() == key_id(key) for b in blobs)
+    with Gallery.open(enc_dir / "b.db", key=base64.b64encode(key).decode()) as g:  # base64 text works too
+        assert g.get("s1", gallery="local").fingers[1].to_bytes() == _as_enrolled(gal[1]).to_bytes()
+        assert g.originals("s2", gallery="local") == [(None, "transaction", ORIGINAL + b"\x02")]
+        assert g.search({1: probes[2]}, galleries=["local"], operator="desk")[0].subject == "s2"
+
+
+def test_missing_or_wrong_key_is_refused_and_changes_nothing(tmp_path, mated, monkeypatch):
+    gal, _ = mated
+    store = tmp_path / "b.db"
+    key = generate_key()
+    with Gallery.open(store, key=key) as g:
+        g.enroll("s0", {1: gal[0]}, gallery="local", operator="desk")
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(tmp_path)}
+    with pytest.raises(GalleryError, match="encrypted"):
+        Gallery.open(store)
+    with pytest.raises(GalleryError, match="wrong key"):
+        Gallery.open(store, key=generate_key())
+    with pytest.raises(GalleryError, match="16, 24 or 32 bytes"):
+        Gallery.open(store, key=b"short")
+    with pytest.raises(GalleryError, match=ENV_KEY):
+        monkeypatch.setenv(ENV_KEY, "not base64!")
+        Gallery.open(store)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(tmp_path)} == digest
+    monkeypatch.setenv(ENV_KEY, base64.b64encode(key).decode())
+    with Gallery.open(store) as g:
+        assert g.subjects(gallery="local") == ["s0"]
+
+
+def test_key_rotation_while_searching(tmp_path, mated, indexed):
+    gal, probes = mated
+    store = tmp_path / "b.db"
+    old, new = generate_key(), generate_key()
+    with Gallery.open(store, key=old) as g:
+        for i in range(12):
+            g.enroll(f"s{i}", {1: gal[i]}, gallery="local", operator="desk", originals={1: ORIGINAL})
+        g.search({1: probes[0]}, galleries=["local"], operator="desk")
+        stop, errors, hits = threading.Event(), [], []
+
+        def searcher(k):
+            while not stop.is_set():
+                try:
+                    hits.append(g.search({1: probes[k]}, galleries=["local"], operator="desk")[0].subject == f"s{k}")
+                except Exception as exc:  # noqa: BLE001 - counted
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=searcher, args=(k,)) for k in (3, 7)]
+        for th in threads:
+            th.start()
+        result = g.rotate_key(new, batch=3, operator="admin")
+        g.enroll("late", {1: gal[12]}, gallery="local", operator="desk")
+        stop.set()
+        for th in threads:
+            th.join()
+        assert errors == [] and hits and all(hits)
+        assert result == {"key_id": key_id(new), "previous_key_id": key_id(old), "templates": 12, "originals": 12}
+        phases = [r["phase"] for r in g.audit_records() if r["action"] == "key_rotation"]
+        assert phases == ["start", "done"]
+    con = sqlite3.connect(store)
+    kids = {bytes(r[0][4:12]).hex() for r in con.execute("SELECT template FROM fingers UNION ALL SELECT data FROM originals")}
+    con.close()
+    assert kids == {key_id(new)}
+    with pytest.raises(GalleryError, match="wrong key"):
+        Gallery.open(store, key=old)
+    with Gallery.open(store, key=new) as g:
+        assert g.search({1: probes[5]}, galleries=["local"], operator="desk")[0].subject == "s5"
+        assert len(g.subjects(gallery="local")) == 13
+
+
+def test_rotate_key_encrypts_a_plaintext_store(tmp_path, mated, indexed):
+    gal, probes = mated
+    store = tmp_path / "b.db"
+    secrets = {k: v for k, v in _secrets(gal[0]).items() if k != "features"}
+    with Gallery.open(store) as g:
+        _enrol_and_search(g, gal, probes, n=3)
+    key = generate_key()
+    with Gallery.open(store, key=key) as g:
+        assert g.rotate_key(key)["templates"] == 3
+        assert g.search({1: probes[0]}, galleries=["local"], operator="desk")[0].subject == "s0"
+    assert _found(_raw(tmp_path), {**secrets, "original": ORIGINAL}) == []
