@@ -511,12 +511,13 @@ def _ebts_fingers(path: Path):
         raise BiomatchError(f"{path}: cannot read ({exc.strerror or exc})") from None
     tx = read_transaction(data, name=str(path))  # errors name the file, not 'transaction bytes'
     fingers = dict(tx.templates)
-    if not fingers:
+    # fingers sent as images only (no Type-9 for their position) are extracted here
+    images = [img for img in tx.images if img.pixels is not None and img.position not in fingers and 0 <= img.position <= 10]
+    if images:
         from .extraction import extract
 
-        for img in tx.images:
-            if img.pixels is not None and img.position not in fingers and 0 <= img.position <= 10:
-                fingers[img.position] = extract(img.pixels, ppi=img.ppi, position=img.position)
+        for img in images:
+            fingers.setdefault(img.position, extract(img.pixels, ppi=img.ppi, position=img.position))
     if not fingers:
         raise BiomatchError(f"{path}: the transaction holds no finger images or templates")
     return fingers, tx.tcn or None, {"ori": tx.ori, "tcn": tx.tcn, "tot": tx.tot, "source": path.name}, data

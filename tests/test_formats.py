@@ -812,3 +812,33 @@ def test_corrupt_third_finger_enrols_nothing(tmp_path, capsys):
         records = g.audit_records()
         assert [(r["action"], r["context"]["tcn"]) for r in records] == [("enroll", "BOOK-1")]
         assert json.dumps(records[0]["context"]).count("WV0000001") == 1
+
+
+def test_ebts_enrols_type9_templates_and_image_only_fingers(tmp_path, fvc2002, capsys):
+    """One booking: finger 2 as Type-9 minutiae, finger 3 only as a Type-14 image; both are enrolled."""
+    import nistitl
+    from PIL import Image
+
+    from biomatch.cli import main
+
+    pixels = np.asarray(Image.open(fvc2002 / "DB1_B" / "101_1.tif").convert("L"))
+    t2 = Template(make_minutiae([20, 80, 120], [30, 90, 150], [0.3, 1.7, 3.9], [1, 2, 1], [40, 50, 60]), 200, 240, 500, 2)
+    msg = nistitl.Message()
+    msg.parse(write_transaction({2: t2}, tot="CAR", ori="WV0000002", tcn="BOOK-2", date="20261122"))
+    r14 = nistitl.AsciiRecord(14)
+    r14.IDC = 2
+    for tag, value in {3: "0", 4: "SRC", 5: "20261122", 6: str(pixels.shape[1]), 7: str(pixels.shape[0]), 8: "1",
+                       9: "500", 10: "500", 11: "NONE", 12: "8", 13: "3"}.items():
+        r14 += nistitl.Field(14, tag, value)
+    r14.DATA = pixels.tobytes()
+    msg += r14
+    path = tmp_path / "booking.eft"
+    path.write_bytes(msg.NIST)
+    store = str(tmp_path / "b.db")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["enroll", "bk2", "--ebts", str(path), "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["positions"] == [2, 3]
+    with bm.Gallery.open(store) as g:
+        (record,) = g.audit_records()
+        assert (record["context"]["ori"], record["context"]["tcn"], record["transaction_id"]) == ("WV0000002", "BOOK-2", "BOOK-2")

@@ -14,10 +14,14 @@ write_iso(templates, version="2005"), write_ansi(templates, version="2004") -> b
 write_record(record_or_templates, format) -> bytes
 read_transaction(path_or_bytes) -> Transaction
     ANSI/NIST-ITL traditional encoding: .tot/.ori/.tcn, .images (Type-4/14
-    finger images, decoded), .templates (position -> Template from Type-9).
+    finger images, decoded), .templates (position -> Template from Type-9);
+    Transaction.to_bytes() writes it back (read, write, read gives an equal one).
 write_transaction(templates, ori=..., tcn=...) -> bytes
     A response transaction with Type-1 and Type-9 records (INCITS 378 block,
     plus the legacy 9.005-9.012 block).
+
+Not supported: the ISO/IEC 19794-2 card formats (compact and normal size,
+headerless minutiae for on-card comparison), the XML encoding of ANSI/NIST-ITL.
 
 Every problem with the input raises :class:`~biomatch.errors.FormatError`
 naming the file, the record and the field.

@@ -186,6 +186,8 @@ class Transaction:
         conforming encoder comes back byte for byte; reading the result gives
         an equal Transaction.
         """
+        if not self.content:
+            raise FormatError(f"{self.name}: holds no records to encode (only read_transaction fills them)")
         return _encode_records(self.content)
 
     def image(self, position: int) -> TransactionImage | None:
