@@ -1,0 +1,276 @@
+"""Sharded galleries on a local Ray cluster: identical results, routing, rebalance, dead shards, reopen, bad input."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import biomatch as bm
+from biomatch import gallery as gallery_mod
+from biomatch.errors import GalleryError
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install biomatch[distributed])")
+
+from biomatch import distributed as dist  # noqa: E402  (after the skip: needs nothing from ray at import)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster with 2 workers' worth of CPUs, shut down after the module."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mated():
+    """240 synthetic fingers x 2 impressions: (gallery templates, probe templates)."""
+    from biomatch.synthetic import template_batch
+
+    ts = []
+    for block in template_batch(240, 2, seed=5):
+        ts += block.templates()
+    return ts[0::2], ts[1::2]
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    rng = np.random.default_rng(0)
+    scores = np.clip(rng.gamma(2.0, 0.01, size=2000), 0, 1)
+    return bm.Calibration.fit(scores, source="test", matcher_version="test")
+
+
+def _subjects(gal, n):
+    """Subject s<i>: fingers 1 and 2 from synthetic fingers 2i, 2i+1 (a few with one finger only)."""
+    out = []
+    for i in range(n):
+        fingers = {1: gal[2 * i]} if i % 7 == 3 else {1: gal[2 * i], 2: gal[2 * i + 1]}
+        out.append((f"s{i}", fingers, {"i": i}))
+    return out
+
+
+def _fill(g, calibration, items, gallery="local"):
+    """Set the calibration and bulk-enrol ``items`` (as enroll_many takes them)."""
+    g.set_calibration(calibration, operator="admin")
+    g.enroll_many(items, gallery=gallery, operator="desk")
+
+
+def _shard_subjects(g, k, gallery="local"):
+    counts = ray.get(g._actors[k].counts.remote())
+    return ray.get(g._actors[k].call.remote("subjects", gallery=gallery)) if gallery in counts else []
+
+
+@pytest.fixture(scope="module")
+def pair(cluster, mated, calibration, tmp_path_factory):
+    """The same 40 subjects (75 fingers) in a single-machine store and a 3-shard gallery."""
+    root = tmp_path_factory.mktemp("dist")
+    subjects = _subjects(mated[0], 40)
+    single = bm.Gallery.open(root / "single.db")
+    sharded = bm.Gallery.open(f"ray://{root / 'sharded'}?shards=3")
+    for g in (single, sharded):
+        _fill(g, calibration, subjects[:30])
+        for sid, fingers, meta in subjects[30:]:
+            g.enroll(sid, fingers, gallery="local", operator="desk", metadata=meta)
+    yield single, sharded
+    single.close()
+    sharded.close()
+
+
+def _probes(mated, idx):
+    _, probes = mated
+    return [{1: probes[2 * i]} for i in idx] + [{1: probes[2 * i], 2: probes[2 * i + 1]} for i in idx if i % 7 != 3] + [
+        {0: probes[2 * idx[0]]}
+    ]
+
+
+def test_identical_to_single_machine_exhaustive(pair, mated):
+    single, sharded = pair
+    assert isinstance(sharded, dist.ShardedGallery) and sharded.n_shards == 3
+    assert single.stats()["galleries"]["local"]["fingers"] <= gallery_mod.EXHAUSTIVE_MAX_FINGERS
+    for probe in _probes(mated, [0, 5, 17, 33]):
+        for kw in ({"max_candidates": 10}, {"max_candidates": 3, "threshold": 0.05}, {"max_candidates": 40}):
+            a = single.search(probe, galleries=["local"], operator="desk", **kw)
+            b = sharded.search(probe, galleries=["local"], operator="desk", **kw)
+            assert b.complete and b.missing_shards == () and b.searched_subjects == 40
+            assert list(b) == list(a)  # subjects, ranks, scores, FMRs, FPIRs (N = 40 in total), pairs
+    hits = sharded.search({1: mated[1][2 * 5]}, galleries=["local"], operator="desk")
+    assert hits[0].subject == "s5" and hits[0].fingers[0].pairs
+
+
+def test_threshold_and_calibration_held_by_coordinator(pair, mated):
+    single, sharded = pair
+    probe = {1: mated[1][2 * 8]}
+    sharded.set_threshold(0.9, gallery="local", operator="admin")
+    try:
+        assert sharded.threshold("local") == 0.9
+        assert list(sharded.search(probe, galleries=["local"], operator="desk")) == []
+        assert sharded.audit_records()[-1]["decision"] == "no-hit"
+    finally:
+        sharded.set_threshold(0.0, gallery="local", operator="admin")
+    assert sharded.calibration().to_json() == single.calibration().to_json()
+
+
+def test_routing_of_enrol_update_delete(pair, mated):
+    _, g = pair
+    gal, _ = mated
+    owner = dist.shard_of("route-1", g.n_shards)
+    g.enroll("route-1", {3: gal[100]}, gallery="local", operator="desk", metadata={"a": 1})
+    held = [("route-1" in _shard_subjects(g, k)) for k in range(g.n_shards)]
+    assert held == [k == owner for k in range(g.n_shards)]
+    g.update("route-1", {4: gal[101]}, gallery="local", operator="desk", metadata={"a": 2})
+    rec = g.get("route-1", gallery="local")
+    assert set(rec.fingers) == {3, 4} and rec.metadata == {"a": 2}
+    own = ray.get(g._actors[owner].call.remote("audit_records"))
+    assert [r["action"] for r in own[-2:]] == ["enroll", "update"]
+    g.delete("route-1", gallery="local", operator="desk")
+    assert all("route-1" not in _shard_subjects(g, k) for k in range(g.n_shards))
+    with pytest.raises(GalleryError, match="not enrolled"):
+        g.get("route-1", gallery="local")
+    with pytest.raises(GalleryError, match="already enrolled"):
+        g.enroll("s1", {1: gal[0]}, gallery="local", operator="desk")
+    assert [r["action"] for r in g.audit_records()[-3:]] == ["enroll", "update", "delete"]
+    assert g.subjects(gallery="local") == sorted(f"s{i}" for i in range(40))
+    assert g.verify_audit() > len(g.audit_records())
+
+
+def test_shard_of_stable_and_consistent():
+    # fixed values: placement must not change between versions or processes
+    assert [dist.shard_of(f"s{i}", 4) for i in range(8)] == [dist.shard_of(f"s{i}", 4) for i in range(8)]
+    assert dist.shard_of("subject-17", 1) == 0
+    moved = [s for s in (f"x{i}" for i in range(2000)) if dist.shard_of(s, 4) != dist.shard_of(s, 5)]
+    assert all(dist.shard_of(s, 5) == 4 for s in moved)  # growing moves subjects to the new shard only
+    assert 250 < len(moved) < 550  # about 1/5
+
+
+def test_one_shard_identical_above_exhaustive_limit(cluster, mated, calibration, tmp_path):
+    gal, probes = mated
+    items = [(f"f{i}", {0: t}) for i, t in enumerate(gal)]
+    assert len(items) > gallery_mod.EXHAUSTIVE_MAX_FINGERS  # the FAISS shortlist is used
+    with bm.Gallery.open(tmp_path / "s.db") as single, bm.Gallery.open(f"ray://{tmp_path / 'one'}?shards=1") as one:
+        for g in (single, one):
+            _fill(g, calibration, items, gallery="big")
+        for i in (0, 50, 199):
+            a = single.search({0: probes[i]}, max_candidates=10, operator="desk")
+            b = one.search({0: probes[i]}, max_candidates=10, operator="desk")
+            assert list(b) == list(a) and a[0].subject == f"f{i}"
+
+
+def test_add_shard_rebalance_preserves_everything(cluster, mated, calibration, tmp_path):
+    gal, probes = mated
+    subjects = _subjects(gal, 30)
+    url = f"ray://{tmp_path / 'grow'}?shards=2"
+    with bm.Gallery.open(url) as g:
+        _fill(g, calibration, subjects[:20])
+        for sid, fingers, meta in subjects[20:]:
+            g.enroll(sid, fingers, gallery="local", operator="desk", metadata=meta,
+                     originals={None: b"transaction-" + sid.encode()})
+        probe = {1: probes[2 * 21], 2: probes[2 * 21 + 1]}
+        before = list(g.search(probe, galleries=["local"], max_candidates=30, operator="desk"))
+        records = {sid: g.get(sid, gallery="local") for sid, _, _ in subjects}
+        expected_moves = sum(dist.shard_of(sid, 3) != dist.shard_of(sid, 2) for sid, _, _ in subjects)
+        assert expected_moves > 0
+        assert g.add_shard(operator="admin") == expected_moves
+        assert g.n_shards == 3
+        for k in range(3):
+            assert all(dist.shard_of(s, 3) == k for s in _shard_subjects(g, k))
+        for sid, rec in records.items():
+            now = g.get(sid, gallery="local")
+            assert {p: t.to_bytes() for p, t in now.fingers.items()} == {p: t.to_bytes() for p, t in rec.fingers.items()}
+            assert now.metadata == rec.metadata and now.originals == rec.originals
+        after = g.search(probe, galleries=["local"], max_candidates=30, operator="desk")
+        assert after.complete and list(after) == before
+        assert g.verify_audit() > 0
+    with pytest.raises(GalleryError, match="has 3 shards"):
+        bm.Gallery.open(url)  # still says shards=2
+    with bm.Gallery.open(f"ray://{tmp_path / 'grow'}") as g:
+        assert g.n_shards == 3 and len(g.subjects(gallery="local")) == 30
+
+
+def test_dead_shard_reported_then_data_intact_on_restart(cluster, mated, calibration, tmp_path):
+    gal, probes = mated
+    subjects = _subjects(gal, 24)
+    url = f"ray://{tmp_path / 'dies'}?shards=2"
+    with bm.Gallery.open(url) as g:
+        _fill(g, calibration, subjects)
+        victim = dist.shard_of("s4", 2)
+        on_victim = len(_shard_subjects(g, victim))
+        probe = {1: probes[2 * 4]}
+        full = list(g.search(probe, galleries=["local"], operator="desk"))
+        assert full[0].subject == "s4"
+        ray.kill(g._actors[victim], no_restart=True)
+        res = g.search(probe, galleries=["local"], operator="desk")
+        assert isinstance(res, list) and not res.complete and res.incomplete
+        assert res.missing_shards == (victim,) and res.missing_subjects == on_victim
+        assert res.searched_subjects == 24 - on_victim
+        assert all(dist.shard_of(c.subject, 2) != victim for c in res)
+        rec = g.audit_records()[-1]
+        assert rec["missing_shards"] == [victim] and rec["missing_subjects"] == on_victim
+        with pytest.raises(GalleryError, match="did not answer"):
+            g.search(probe, galleries=["local"], operator="desk", on_missing="raise")
+        assert g.shard_health()[victim] is False
+        g.restart_shard(victim)
+        assert list(g.search(probe, galleries=["local"], operator="desk")) == full
+        ray.kill(g._actors[victim], no_restart=True)  # dies again; closing must still work
+    with bm.Gallery.open(url) as g:  # reopen: a fresh actor on the same store
+        res = g.search(probe, galleries=["local"], operator="desk")
+        assert res.complete and list(res) == full
+        assert g.subjects(gallery="local") == sorted(s for s, _, _ in subjects)
+        assert g.get("s5", gallery="local").metadata == {"i": 5}
+        assert g.verify_audit() > 0
+
+
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        ("ray://", "names no directory"),
+        ("ray://d?shards=0", "shards"),
+        ("ray://d?shards=-1", "shards"),
+        ("ray://d?shards=two", "shards"),
+        ("ray://d?shards=1&shards=2", "shards"),
+        ("ray://d?shards=100000", "shards"),
+        ("ray://d?replicas=2", "unknown option"),
+    ],
+)
+def test_bad_urls(url, match):
+    with pytest.raises(GalleryError, match=match):
+        bm.Gallery.open(url)
+
+
+def test_new_directory_needs_shards_and_bad_arguments(cluster, tmp_path, mated):
+    with pytest.raises(GalleryError, match="shards"):
+        bm.Gallery.open(f"ray://{tmp_path / 'fresh'}")
+    with pytest.raises(GalleryError, match="shards"):
+        dist.shard_of("s1", 0)
+    with pytest.raises(GalleryError, match="subject_id"):
+        dist.shard_of("", 2)
+    with pytest.raises(GalleryError, match="actor_options"):
+        dist.ShardedGallery.open(f"ray://{tmp_path / 'x'}?shards=1", actor_options=[1])
+    with pytest.raises(GalleryError, match="use ShardedGallery.open"):
+        dist.ShardedGallery(tmp_path, 1)
+
+
+def test_bad_search_and_enrol_inputs(pair, mated):
+    _, g = pair
+    probe = {1: mated[1][0]}
+    with pytest.raises(GalleryError, match="max_candidates"):
+        g.search(probe, max_candidates=0)
+    with pytest.raises(GalleryError, match="on_missing"):
+        g.search(probe, on_missing="ignore")
+    with pytest.raises(GalleryError, match="no gallery named"):
+        g.search(probe, galleries=["nowhere"])
+    with pytest.raises(GalleryError, match="finger position"):
+        g.search({11: mated[1][0]})
+    with pytest.raises(GalleryError, match="subject_id"):
+        g.enroll("", {1: mated[0][0]}, gallery="local")
+    with pytest.raises(GalleryError, match="gallery"):
+        g.enroll("new", {1: mated[0][0]}, gallery="bad name!")
+    with pytest.raises(GalleryError, match="k: expected a shard number"):
+        g.restart_shard(7)
+
+
+def test_missing_ray_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(GalleryError, match=r"biomatch\[distributed\]"):
+        bm.Gallery.open(f"ray://{tmp_path / 'g'}?shards=2")
