@@ -237,7 +237,8 @@ def lssr_score(
     (direction and radial-angle difference) by the cosine of the difference
     over [-1, 1].
     Writes the nP selected pairs (row indices into a and b) to out_pairs and
-    returns (score, number of pairs written).
+    returns (score, number of pairs written, number of relaxation candidates
+    ``n_r``: ``sel[:n_r]`` indexes them, by decreasing local similarity).
     """
     n_rel = int(params[0])
     w_r = params[1]
@@ -248,7 +249,7 @@ def lssr_score(
     n_p = int(min_np + round(_sigmoid(n_min, params[5], params[6]) * (max_np - min_np)))
     n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[7] > 0.0, hist, order, binof, sel, used_a, used_b)
     if n_r < 2 or n_p < 1:
-        return 0.0, 0
+        return 0.0, 0, n_r
     # per pair: unit vector of the direction difference theta_a - theta_b
     for r in range(n_r):
         i = cand_i[sel[r]]
@@ -315,15 +316,23 @@ def lssr_score(
         total += lam[bi]
         out_pairs[t, 0] = cand_i[sel[bi]]
         out_pairs[t, 1] = cand_j[sel[bi]]
-    return total / n_p, take
+    return total / n_p, take, n_r
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fuse(s_local, g, gparams):
+    """Final score from the LSS-R score and the global overlap score: s^alpha * g^beta."""
+    if s_local <= 0.0 or g <= 0.0:
+        return 0.0
+    return s_local ** gparams[7] * g ** gparams[8]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def score_one(
-    a_bits, a_mask, a_maskx, a_geo, a_theta, b_bits, b_mask, b_maskx, b_geo, b_theta, plane_words, min_common_cells,
-    params, luts, out_pairs,
+    a_bits, a_mask, a_maskx, a_geo, a_theta, a_hull_rank, b_bits, b_mask, b_maskx, b_geo, b_theta, b_hull_rank,
+    plane_words, min_common_cells, params, luts, gparams, out_pairs,
 ):
-    """Score of one template pair (rows of valid cylinders); returns (score, pairs written)."""
+    """Score of one template pair (rows of valid cylinders); returns (score, LSS-R score, pairs written)."""
     na = a_bits.shape[0]
     nb = b_bits.shape[0]
     cap = max(na * nb, 1)
@@ -337,18 +346,31 @@ def score_one(
     binof = np.empty(cap, dtype=np.int32)
     used_a = np.zeros(na, dtype=np.bool_)
     used_b = np.zeros(nb, dtype=np.bool_)
+    best_a = np.empty(max(na, 1), dtype=np.int32)
+    best_b = np.empty(max(nb, 1), dtype=np.int32)
+    dist_b = np.empty(max(nb, 1))
     rho = np.empty((n_max, n_max))
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
     dcos = np.empty(n_max)
     dsin = np.empty(n_max)
+    qb = np.empty((max(nb, 1), 4))
+    a_hull = np.empty((max(na, 1), 2))
+    hull_buf = np.empty((max(nb, 1), 2))
+    a_h = _gather_hull(a_geo, a_hull_rank, a_hull)
     n_cand = local_similarities(
         a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells,
         cand_sim, cand_i, cand_j,
     )
-    return lssr_score(
+    s_local, k, n_r = lssr_score(
         a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, binof, sel, used_a, used_b, rho, lam, lam_new, dcos, dsin, out_pairs
     )
+    if s_local <= 0.0:
+        return 0.0, 0.0, k
+    g = global_overlap_score(
+        a_geo, a_hull, a_h, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb, hull_buf, order,
+    )
+    return _fuse(s_local, g, gparams), s_local, k
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -358,17 +380,20 @@ def score_batch(
     a_maskx,
     a_geo,
     a_theta,
+    a_hull_rank,
     bits,
     mask,
     maskx,
     geo,
     theta,
+    hull_rank,
     offsets,
     subset,
     plane_words,
     min_common_cells,
     params,
     luts,
+    gparams,
     out,
 ):
     """Score the probe (a_*) against templates ``subset`` of a packed set; writes out[t] for each."""
@@ -388,12 +413,19 @@ def score_batch(
     binof = np.empty(cap, dtype=np.int32)
     used_a = np.zeros(na, dtype=np.bool_)
     used_b = np.zeros(n_max_b, dtype=np.bool_)
+    best_a = np.empty(max(na, 1), dtype=np.int32)
+    best_b = np.empty(n_max_b, dtype=np.int32)
+    dist_b = np.empty(n_max_b)
     rho = np.empty((n_max, n_max))
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
     dcos = np.empty(n_max)
     dsin = np.empty(n_max)
     pairs = np.empty((int(params[4]) + 1, 2), dtype=np.int32)
+    qb = np.empty((n_max_b, 4))
+    a_hull = np.empty((max(na, 1), 2))
+    hull_buf = np.empty((n_max_b, 2))
+    a_h = _gather_hull(a_geo, a_hull_rank, a_hull)
     for t in range(subset.shape[0]):
         s = subset[t]
         lo = offsets[s]
@@ -406,8 +438,270 @@ def score_batch(
             a_bits, a_mask, a_maskx, a_geo, bits[lo:hi], mask[lo:hi], maskx[lo:hi], geo[lo:hi], plane_words,
             min_common_cells, cand_sim, cand_i, cand_j,
         )
-        sc, _ = lssr_score(
+        sc, k, n_r = lssr_score(
             a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, binof, sel, used_a, used_b, rho,
             lam, lam_new, dcos, dsin, pairs,
         )
-        out[t] = sc
+        if sc <= 0.0:
+            out[t] = 0.0
+            continue
+        g = global_overlap_score(
+            a_geo, a_hull, a_h, geo[lo:hi], hull_rank[lo:hi], cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb,
+            hull_buf, order,
+        )
+        out[t] = _fuse(sc, g, gparams)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _gather_hull(geo, hull_rank, out):
+    """Hull vertices of a template (rows with hull_rank >= 0, counter-clockwise) into out; returns how many."""
+    h = 0
+    for r in range(hull_rank.shape[0]):
+        k = hull_rank[r]
+        if k >= 0:
+            out[k, 0] = geo[r, 0]
+            out[k, 1] = geo[r, 1]
+            h += 1
+    return h
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _inside_convex(px, py, hull, h, margin):
+    """True when (px, py) lies inside the counter-clockwise convex polygon hull[:h] enlarged by
+    ``margin`` (each edge's half-plane moved out by margin; for h < 3 nothing is inside)."""
+    if h < 3:
+        return False
+    for e in range(h):
+        ax = hull[e, 0]
+        ay = hull[e, 1]
+        f = e + 1
+        if f == h:
+            f = 0
+        ex = hull[f, 0] - ax
+        ey = hull[f, 1] - ay
+        cross = ex * (py - ay) - ey * (px - ax)
+        if cross >= 0.0:
+            continue
+        if margin <= 0.0:
+            return False
+        if cross < -margin * math.sqrt(ex * ex + ey * ey):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _count_aligned(a_geo, b_geo, c, s, tx, ty, cx, cy, gparams, best_a, best_b, dist_b, qb):
+    """Minutiae pairs that agree once b is moved by the rigid motion
+    p -> R(c, s) p + (tx, ty), counted one-to-one as mutual nearest neighbours.
+
+    a_i and b_j agree when b_j moved lies within ``d0 + dk * r`` px of a_i (r =
+    distance of their midpoint from the alignment centre (cx, cy): distortion
+    grows away from it; at most ``dmax``) and their directions are within the
+    angle tolerance. A pair counts when b_j is the nearest agreeing minutia of
+    a_i and a_i that of b_j, so the count is symmetric (the inverse motion gives
+    the same). Scratch: best_a (na,), best_b (nb,) int, dist_b (nb,) float;
+    qb receives b moved (x, y, cos, sin)."""
+    na = a_geo.shape[0]
+    nb = b_geo.shape[0]
+    d0 = gparams[0]
+    dk = gparams[1]
+    dmax = gparams[2]
+    cos_tol = gparams[3]
+    big = 1e30
+    for j in range(nb):
+        x = b_geo[j, 0]
+        y = b_geo[j, 1]
+        qb[j, 0] = c * x - s * y + tx
+        qb[j, 1] = s * x + c * y + ty
+        qb[j, 2] = c * b_geo[j, 2] - s * b_geo[j, 3]
+        qb[j, 3] = s * b_geo[j, 2] + c * b_geo[j, 3]
+        best_b[j] = -1
+        dist_b[j] = big
+    tol2 = d0 * d0
+    for i in range(na):
+        ax = a_geo[i, 0]
+        ay = a_geo[i, 1]
+        bd = big
+        bj = -1
+        for j in range(nb):
+            dx = ax - qb[j, 0]
+            if dx > dmax or dx < -dmax:
+                continue
+            dy = ay - qb[j, 1]
+            if dy > dmax or dy < -dmax:
+                continue
+            if a_geo[i, 2] * qb[j, 2] + a_geo[i, 3] * qb[j, 3] < cos_tol:
+                continue
+            d2 = dx * dx + dy * dy
+            if dk != 0.0:
+                mx = 0.5 * (ax + qb[j, 0]) - cx
+                my = 0.5 * (ay + qb[j, 1]) - cy
+                tol = d0 + dk * math.sqrt(mx * mx + my * my)
+                if tol > dmax:
+                    tol = dmax
+                tol2 = tol * tol
+            if d2 > tol2:
+                continue
+            if d2 < bd:
+                bd = d2
+                bj = j
+            if d2 < dist_b[j]:
+                dist_b[j] = d2
+                best_b[j] = i
+        best_a[i] = bj
+    m = 0
+    for j in range(nb):
+        i = best_b[j]
+        if i >= 0 and best_a[i] == j:
+            m += 1
+    return m
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _agrees(ax, ay, ac, as_, bx, by, bc, bs, c, s, tx, ty, cx, cy, gparams):
+    """Whether minutia a and minutia b moved by p -> R(c, s) p + (tx, ty) agree (see _count_aligned)."""
+    qx = c * bx - s * by + tx
+    qy = s * bx + c * by + ty
+    if ac * (c * bc - s * bs) + as_ * (s * bc + c * bs) < gparams[3]:
+        return False
+    dx = ax - qx
+    dy = ay - qy
+    tol = gparams[0]
+    if gparams[1] != 0.0:
+        mx = 0.5 * (ax + qx) - cx
+        my = 0.5 * (ay + qy) - cy
+        tol = gparams[0] + gparams[1] * math.sqrt(mx * mx + my * my)
+        if tol > gparams[2]:
+            tol = gparams[2]
+    return dx * dx + dy * dy <= tol * tol
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pair_motion(a_geo, b_geo, i, j):
+    """Rigid motion taking minutia j of b onto minutia i of a (position and direction): (c, s, tx, ty)."""
+    c = a_geo[i, 2] * b_geo[j, 2] + a_geo[i, 3] * b_geo[j, 3]
+    s = a_geo[i, 3] * b_geo[j, 2] - a_geo[i, 2] * b_geo[j, 3]
+    tx = a_geo[i, 0] - (c * b_geo[j, 0] - s * b_geo[j, 1])
+    ty = a_geo[i, 1] - (s * b_geo[j, 0] + c * b_geo[j, 1])
+    return c, s, tx, ty
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _agreeing_candidates(a_geo, b_geo, cand_i, cand_j, sel, n_r, c, s, tx, ty, centre, gparams, inl):
+    """Relaxation candidates ``sel[:n_r]`` whose minutiae agree under the motion (c, s, tx, ty)
+    centred on minutia ``centre`` of a; their positions in sel go to inl; returns how many."""
+    cx = a_geo[centre, 0]
+    cy = a_geo[centre, 1]
+    n = 0
+    for r in range(n_r):
+        ii = cand_i[sel[r]]
+        jj = cand_j[sel[r]]
+        if _agrees(a_geo[ii, 0], a_geo[ii, 1], a_geo[ii, 2], a_geo[ii, 3], b_geo[jj, 0], b_geo[jj, 1], b_geo[jj, 2],
+                   b_geo[jj, 3], c, s, tx, ty, cx, cy, gparams):
+            inl[n] = r
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def global_overlap_score(
+    a_geo, a_hull, a_h, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb, hull_buf, inl,
+):
+    """Global stage: the number of minutiae that agree under one rigid alignment,
+    normalised by the minutiae of each template lying in the other's overlap.
+
+    1. Each of the first ``gparams[4]`` relaxation candidates (one-to-one, by
+       decreasing local similarity; ``sel[:n_r]``) proposes the rigid motion
+       that superposes its two minutiae; its consensus is the number of
+       candidates that agree under that motion (O(n_r) each).
+    2. The motion of the best proposal is refitted by least squares on the
+       candidates that agree with it (centroid and rotation, Procrustes).
+    3. m = minutiae pairs of the whole templates agreeing under the refitted
+       motion (the proposal's own motion when fewer than 2 candidates agree).
+    4. nA = minutiae of a inside the moved convex hull of b (enlarged by
+       ``gparams[6]`` px), nB likewise; the result is
+       m^2 / (max(nA, m, n0) * max(nB, m, n0)) in [0, 1], n0 = ``gparams[5]``.
+
+    Every step is symmetric in a and b (the inverse motion gives the same counts).
+    """
+    na = a_geo.shape[0]
+    nb = b_geo.shape[0]
+    k_prop = min(int(gparams[4]), n_r)
+    best_q = -1
+    best_cons = 0
+    for q in range(k_prop):
+        i = cand_i[sel[q]]
+        j = cand_j[sel[q]]
+        c, s, tx, ty = _pair_motion(a_geo, b_geo, i, j)
+        cons = _agreeing_candidates(a_geo, b_geo, cand_i, cand_j, sel, n_r, c, s, tx, ty, i, gparams, inl)
+        if cons > best_cons:
+            best_cons = cons
+            best_q = q
+    if best_q < 0:
+        return 0.0
+    i = cand_i[sel[best_q]]
+    j = cand_j[sel[best_q]]
+    c0, s0, tx0, ty0 = _pair_motion(a_geo, b_geo, i, j)
+    cx0 = a_geo[i, 0]
+    cy0 = a_geo[i, 1]
+    # inliers of the best proposal (inl[:n_in]); least-squares rigid motion over them
+    n_in = _agreeing_candidates(a_geo, b_geo, cand_i, cand_j, sel, n_r, c0, s0, tx0, ty0, i, gparams, inl)
+    mxa = 0.0
+    mya = 0.0
+    mxb = 0.0
+    myb = 0.0
+    for t in range(n_in):
+        mxa += a_geo[cand_i[sel[inl[t]]], 0]
+        mya += a_geo[cand_i[sel[inl[t]]], 1]
+        mxb += b_geo[cand_j[sel[inl[t]]], 0]
+        myb += b_geo[cand_j[sel[inl[t]]], 1]
+    best = -1
+    bc, bs, btx, bty = c0, s0, tx0, ty0
+    if n_in >= 2:
+        mxa /= n_in
+        mya /= n_in
+        mxb /= n_in
+        myb /= n_in
+        sc = 0.0
+        ss = 0.0
+        for t in range(n_in):
+            ii = cand_i[sel[inl[t]]]
+            jj = cand_j[sel[inl[t]]]
+            ux = a_geo[ii, 0] - mxa
+            uy = a_geo[ii, 1] - mya
+            vx = b_geo[jj, 0] - mxb
+            vy = b_geo[jj, 1] - myb
+            sc += ux * vx + uy * vy
+            ss += uy * vx - ux * vy
+        ln = math.sqrt(sc * sc + ss * ss)
+        if ln > 0.0:
+            c = sc / ln
+            s = ss / ln
+            tx = mxa - (c * mxb - s * myb)
+            ty = mya - (s * mxb + c * myb)
+            best = _count_aligned(a_geo, b_geo, c, s, tx, ty, mxa, mya, gparams, best_a, best_b, dist_b, qb)
+            bc, bs, btx, bty = c, s, tx, ty
+    if best < 0:  # no refit (a single inlier or degenerate): the proposal's own motion
+        best = _count_aligned(a_geo, b_geo, c0, s0, tx0, ty0, cx0, cy0, gparams, best_a, best_b, dist_b, qb)
+    if best == 0:
+        return 0.0
+    margin = gparams[6]
+    # b moved by the best alignment (qb), b's hull moved the same way
+    for jb in range(nb):
+        x = b_geo[jb, 0]
+        y = b_geo[jb, 1]
+        qb[jb, 0] = bc * x - bs * y + btx
+        qb[jb, 1] = bs * x + bc * y + bty
+    b_h = _gather_hull(qb, b_hull_rank, hull_buf)
+    n_ov_a = 0
+    for ia in range(na):
+        if _inside_convex(a_geo[ia, 0], a_geo[ia, 1], hull_buf, b_h, margin):
+            n_ov_a += 1
+    n_ov_b = 0
+    for jb in range(nb):
+        if _inside_convex(qb[jb, 0], qb[jb, 1], a_hull, a_h, margin):
+            n_ov_b += 1
+    n0 = gparams[5]
+    fa = max(float(n_ov_a), float(best), n0)
+    fb = max(float(n_ov_b), float(best), n0)
+    return best * best / (fa * fb)

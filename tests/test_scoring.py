@@ -76,7 +76,9 @@ def reference_local(fa, fb):
     return out
 
 
-def reference_score(a: Template, b: Template) -> float:
+def reference_lssr(a: Template, b: Template):
+    """LSS-R score and its relaxation candidates: (score, rows of a, rows of b), candidates
+    in the kernel's order (decreasing local similarity, one-to-one)."""
     fa, fb = d.encode(a), d.encode(b)
     va, vb = _valid_rows(fa), _valid_rows(fb)
     na, nb = va.size, vb.size
@@ -98,7 +100,7 @@ def reference_score(a: Template, b: Template) -> float:
         chosen.append(t)
     n_r = len(chosen)
     if n_r < 2:
-        return 0.0
+        return 0.0, None, None
     pi, pj = ii[chosen], jj[chosen]
     lam0 = sims[chosen]
     xa, ta = fa.xy[va][pi].astype(float), fa.angle[va][pi].astype(float)
@@ -131,7 +133,79 @@ def reference_score(a: Template, b: Template) -> float:
     mu_p, tau_p = sc.PAIRS_SIGMOID
     n_p = int(sc.MIN_PAIRS + round(_sig(n_min, mu_p, tau_p) * (sc.MAX_PAIRS - sc.MIN_PAIRS)))
     best = np.argsort(-(lam / lam0), kind="stable")[: min(n_p, n_r)]
-    return float(lam[best].sum() / n_p)
+    return float(lam[best].sum() / n_p), pi, pj
+
+
+def _inside_hull(points, hull_xy):
+    """Points inside (or on) the convex polygon ``hull_xy`` (counter-clockwise, h >= 3)."""
+    e = np.roll(hull_xy, -1, axis=0) - hull_xy
+    rel = points[:, None, :] - hull_xy[None]
+    cross = e[None, :, 0] * rel[..., 1] - e[None, :, 1] * rel[..., 0]
+    return np.all(cross >= 0, axis=1)
+
+
+def reference_global(a: Template, b: Template, pi, pj) -> float:
+    """The global stage, written out: proposals by single candidate pairs, consensus,
+    least-squares refit on the inliers, mutual-nearest-neighbour count, hull overlap."""
+    from scipy.spatial import ConvexHull
+
+    fa, fb = d.encode(a), d.encode(b)
+    va, vb = _valid_rows(fa), _valid_rows(fb)
+    xa, xb = fa.xy[va].astype(float), fb.xy[vb].astype(float)
+    ta, tb = fa.angle[va].astype(float), fb.angle[vb].astype(float)
+    tol, cos_tol = sc.ALIGN_DISTANCE_PX, math.cos(sc.ALIGN_ANGLE_RAD)
+    assert sc.ALIGN_DISTANCE_GROWTH == 0.0  # the reference covers the constant tolerance
+
+    def move(rot, t, x):
+        c, s_ = math.cos(rot), math.sin(rot)
+        return x @ np.array([[c, s_], [-s_, c]]) + t
+
+    def agree(rot, t):  # (na, nb) agreement under b -> R b + t
+        q = move(rot, t, xb)
+        dist2 = ((xa[:, None] - q[None]) ** 2).sum(-1)
+        dang = np.cos(ta[:, None] - (tb[None] + rot))
+        return (dist2 <= tol * tol) & (dang >= cos_tol), dist2
+
+    def pair_motion(i, j):
+        rot = ta[i] - tb[j]
+        return rot, xa[i] - move(rot, 0.0, xb[j : j + 1])[0]
+
+    best_cons, best_q = 0, -1
+    for q in range(min(sc.ALIGN_CANDIDATES, len(pi))):
+        ok, _ = agree(*pair_motion(pi[q], pj[q]))
+        cons = int(ok[pi, pj].sum())
+        if cons > best_cons:
+            best_cons, best_q = cons, q
+    if best_q < 0:
+        return 0.0
+    rot, t = pair_motion(pi[best_q], pj[best_q])
+    ok, _ = agree(rot, t)
+    inl = ok[pi, pj]
+    if inl.sum() >= 2:  # Procrustes without scale on the inlier pairs
+        u = xa[pi[inl]] - xa[pi[inl]].mean(0)
+        v = xb[pj[inl]] - xb[pj[inl]].mean(0)
+        rot = math.atan2((u[:, 1] * v[:, 0] - u[:, 0] * v[:, 1]).sum(), (u * v).sum())
+        t = xa[pi[inl]].mean(0) - move(rot, 0.0, xb[pj[inl]].mean(0, keepdims=True))[0]
+    ok, dist2 = agree(rot, t)
+    dist2 = np.where(ok, dist2, np.inf)
+    nn_a = np.where(ok.any(1), dist2.argmin(1), -1)
+    nn_b = np.where(ok.any(0), dist2.argmin(0), -1)
+    m = sum(1 for j in range(xb.shape[0]) if nn_b[j] >= 0 and nn_a[nn_b[j]] == j)
+    if m == 0:
+        return 0.0
+    qb = move(rot, t, xb)
+    n_ov_a = int(_inside_hull(xa, qb[ConvexHull(xb).vertices]).sum())
+    n_ov_b = int(_inside_hull(qb, xa[ConvexHull(xa).vertices]).sum())
+    n0 = sc.OVERLAP_MIN_MINUTIAE
+    return m * m / (max(n_ov_a, m, n0) * max(n_ov_b, m, n0))
+
+
+def reference_score(a: Template, b: Template) -> float:
+    s_local, pi, pj = reference_lssr(a, b)
+    if s_local <= 0.0:
+        return 0.0
+    g = reference_global(a, b, pi, pj)
+    return s_local**sc.FUSION_LOCAL_EXP * g**sc.FUSION_GLOBAL_EXP
 
 
 # ---------------------------------------------------------------------------
@@ -156,12 +230,47 @@ def test_local_similarity_kernel_matches_reference():
     assert n > 0
 
 
-@pytest.mark.parametrize("seed", [11, 12, 13])
+@pytest.mark.parametrize("seed", [11, 12, 13, 14, 15])
 def test_score_kernel_matches_reference(seed):
     rng = np.random.default_rng(seed)
     a = random_template(rng, n=22)
     b = impression(a, rng) if seed != 13 else random_template(rng, n=25)
     assert bm.verify(a, b).score == pytest.approx(reference_score(a, b), abs=1e-9)
+
+
+def test_global_stage_kernel_matches_reference_and_bounds_the_score():
+    """The kernel's global overlap score equals the NumPy reference; the final score never
+    exceeds the LSS-R score (G <= 1) and is positive for mated impressions."""
+    from biomatch._scoring_kernels import score_one
+
+    rng = np.random.default_rng(16)
+    for k in range(4):
+        a = random_template(rng, n=28)
+        b = impression(a, rng, keep=0.7) if k < 3 else random_template(rng, n=28)
+        ra, rb = sc._rows(d.encode(a)), sc._rows(d.encode(b))
+        pairs = np.zeros((sc.MAX_PAIRS + 1, 2), np.int32)
+        score, s_local, _ = score_one(
+            *ra[:5], ra[6], *rb[:5], rb[6], d.PLANE_WORDS, sc._MIN_COMMON_CELLS, sc._PARAMS, sc._COMPAT_TABLES,
+            sc._GPARAMS, pairs,
+        )
+        ref_local, pi, pj = reference_lssr(a, b)
+        assert s_local == pytest.approx(ref_local, abs=1e-9)
+        g = (score / s_local) ** (1.0 / sc.FUSION_GLOBAL_EXP) if s_local > 0 else 0.0
+        assert g == pytest.approx(reference_global(a, b, pi, pj), abs=1e-7)
+        assert 0.0 <= score <= s_local + 1e-12
+        if k < 3:
+            assert g > 0.3  # most kept minutiae agree under one alignment
+
+
+def test_hull_rank_orders_the_hull_counter_clockwise():
+    rng = np.random.default_rng(17)
+    xy = rng.uniform(0, 100, (30, 2))
+    rank = sc._hull_rank(xy)
+    hull = xy[np.argsort(np.where(rank >= 0, rank, 10**6))][: int((rank >= 0).sum())]
+    e = np.roll(hull, -1, axis=0) - hull
+    assert np.all(e[:, 0] * np.roll(e, -1, axis=0)[:, 1] - e[:, 1] * np.roll(e, -1, axis=0)[:, 0] > 0)
+    assert _inside_hull(xy, hull).all()
+    assert np.all(sc._hull_rank(xy[:2]) == -1)
 
 
 # ---------------------------------------------------------------------------
