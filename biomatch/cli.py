@@ -679,6 +679,71 @@ def info(
                    f"index file generation {s['index_file_generation']}")
 
 
+def _existing_store(store: Path):
+    """An open Gallery on a store that must already exist (key from BIOMATCH_STORE_KEY)."""
+    from .gallery import Gallery
+
+    if not store.exists():
+        raise BiomatchError(f"{store}: no such store")
+    return Gallery.open(store)
+
+
+@app.command()
+def check(
+    store: Path = _STORE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Verify store/index consistency, derived files and the audit chain; exit 1 when a problem is found."""
+    with _existing_store(store) as g:
+        rep = g.check()
+    if as_json:
+        emit_json(rep)
+    else:
+        for name, s in rep["galleries"].items():
+            typer.echo(f"  {name}: {s['subjects']} subjects, {s['fingers']} fingers, generation {s['generation']}, "
+                       f"indexed {s.get('indexed_fingers')}")
+        for w in rep["warnings"]:
+            typer.echo(f"warning: {w}", err=True)
+        for p in rep["problems"]:
+            typer.echo(f"problem: {p}", err=True)
+        state = "consistent" if rep["ok"] else f"{len(rep['problems'])} problems"
+        typer.echo(f"{store}: {state}, {rep['audit_records']} audit records verified")
+    if not rep["ok"]:
+        raise BiomatchError(f"{store}: check found {len(rep['problems'])} problems")
+
+
+@app.command()
+def backup(
+    dest: Path = typer.Argument(..., help="New file for the copy (must not exist)."),
+    store: Path = _STORE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Online backup of a store (SQLite backup API) while it stays in use; the copy is verified."""
+    with _existing_store(store) as g:
+        res = g.backup(dest)
+    if as_json:
+        emit_json(res)
+    else:
+        typer.echo(f"{store} -> {dest}: {res['bytes']} bytes, {res['audit_records']} audit records verified")
+
+
+@app.command()
+def restore(
+    source: Path = typer.Argument(..., help="A backup made by `biomatch backup`."),
+    store: Path = _STORE_OPT,
+    force: bool = typer.Option(False, "--force", help="Replace an existing store (close every handle on it first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Restore a backup to --store (derived index and feature files are rebuilt)."""
+    from .gallery import Gallery
+
+    res = Gallery.restore(source, store, overwrite=force)
+    if as_json:
+        emit_json(res)
+    else:
+        typer.echo(f"{source} -> {store}: restored, {res['audit_records']} audit records verified")
+
+
 audit_app = typer.Typer(help="The hash-chained audit log: list, verify, export.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

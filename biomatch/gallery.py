@@ -71,6 +71,7 @@ version, gallery or a newer generation is rebuilt from the templates.
 from __future__ import annotations
 
 import collections
+import functools
 import getpass
 import hashlib
 import json
@@ -88,7 +89,7 @@ import numpy as np
 
 from . import audit as _audit
 from . import encryption as _enc
-from .errors import BiomatchError, CalibrationError, GalleryError, TemplateError
+from .errors import AuditError, BiomatchError, CalibrationError, GalleryError, TemplateError
 from .template import FINGER_POSITIONS, Template
 
 __all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SCHEMA_VERSION"]
@@ -130,6 +131,9 @@ _AAD_FEATURES = b"biomatch:features.rows"
 _AAD_CHECK = b"biomatch:meta.key_check"
 _KEY_CHECK_TEXT = b"biomatch key check"
 
+# what a damaged store file raises from any query (a corrupt page, or corrupt text in a row)
+_STORE_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_SUBJECT_LEN = 128
 _TEMPLATE_SUFFIXES = {".bmt", ".iso", ".ist", ".ansi", ".378", ".fmr"}
@@ -162,6 +166,7 @@ CREATE TABLE IF NOT EXISTS fingers(
     UNIQUE(subject_id, position)
 );
 CREATE INDEX IF NOT EXISTS fingers_subject ON fingers(subject_id);
+CREATE INDEX IF NOT EXISTS fingers_sha ON fingers(sha256);
 CREATE TABLE IF NOT EXISTS originals(
     id INTEGER PRIMARY KEY,
     subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
@@ -400,6 +405,7 @@ class Gallery:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._write_lock = threading.RLock()
+        self._feat_lock = threading.Lock()  # feature-file writes vs. deletions (see _put_features)
         self._index_lock = threading.RLock()
         self._indexes: dict = {}
         self._dirty: set[str] = set()
@@ -510,7 +516,7 @@ class Gallery:
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
-        except sqlite3.DatabaseError as exc:
+        except _STORE_ERRORS as exc:
             raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
 
     def _con(self) -> sqlite3.Connection:
@@ -525,7 +531,7 @@ class Gallery:
                 con.execute("PRAGMA synchronous=FULL")
                 con.execute("PRAGMA foreign_keys=ON")
                 con.execute("PRAGMA secure_delete=ON")
-            except sqlite3.DatabaseError as exc:
+            except _STORE_ERRORS as exc:
                 raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
             self._local.con = con
             with self._conns_lock:
@@ -986,9 +992,29 @@ class Gallery:
 
     def _drop_features(self, shas) -> None:
         """Delete derived rows of templates no finger of the store holds any more."""
+        with self._feat_lock:
+            held = self._held_shas(shas)
+            self._featstore.delete([s for s in set(shas) if s not in held])
+
+    def _put_features(self, items) -> None:
+        """Write derived rows (sha, packed) of templates still enrolled (outside any transaction).
+
+        Under the same lock as :meth:`_drop_features`, so that a search that
+        read a template just before its deletion cannot write its row back after it.
+        """
+        with self._feat_lock:
+            held = self._held_shas([sha for sha, _ in items])
+            self._featstore.put([(sha, e) for sha, e in items if sha in held])
+
+    def _held_shas(self, shas) -> set:
         con = self._con()
-        gone = [s for s in set(shas) if con.execute("SELECT 1 FROM fingers WHERE sha256 = ?", (s,)).fetchone() is None]
-        self._featstore.delete(gone)
+        shas = sorted(set(shas))
+        held = set()
+        for i in range(0, len(shas), 500):
+            part = shas[i : i + 500]
+            q = ",".join("?" * len(part))
+            held.update(r[0] for r in con.execute(f"SELECT sha256 FROM fingers WHERE sha256 IN ({q})", part))
+        return held
 
     def _forget(self, finger_ids) -> None:
         for fid in finger_ids:
@@ -1156,7 +1182,7 @@ class Gallery:
     def _index_changed(self, gallery: str, gen_before: int, added: list, removed: list, save: bool = False) -> None:
         """Apply this process's own committed change to a loaded index that was current before it."""
         if added:
-            self._featstore.put([(a[4], a[5]) for a in added])
+            self._put_features([(a[4], a[5]) for a in added])
         with self._index_lock:
             idx = self._indexes.get(gallery)
             if idx is None and gen_before == 0 and not self._index_path(gallery).exists():
@@ -1482,18 +1508,30 @@ class Gallery:
 
     def _search_gallery(self, con, gallery: str, gid: int, probes: dict) -> list:
         """Rescored subjects of one gallery: list of (gallery, subject, [(probe_pos, pos, score, finger_id)])."""
-        from .descriptors import encode
-        from .index import probe_codes
-
         n_fingers = con.execute(
             "SELECT count(*) FROM fingers JOIN subjects ON subjects.id = fingers.subject_id WHERE gallery_id = ?", (gid,)
         ).fetchone()[0]
         if n_fingers == 0:
             return []
-        if n_fingers <= EXHAUSTIVE_MAX_FINGERS:
+        idx = self.index(gallery) if n_fingers > EXHAUSTIVE_MAX_FINGERS else None
+        # one read snapshot from the shortlist's owners to the rescoring rows: a finger deleted
+        # meanwhile by another thread is either wholly in this search or wholly out of it
+        con.execute("BEGIN")
+        try:
+            return self._search_snapshot(con, gallery, gid, probes, idx)
+        finally:
+            con.execute("COMMIT")
+            pending, self._local.pending_features = getattr(self._local, "pending_features", []), []
+            if pending:
+                self._put_features(pending)
+
+    def _search_snapshot(self, con, gallery: str, gid: int, probes: dict, idx) -> list:
+        from .descriptors import encode
+        from .index import probe_codes
+
+        if idx is None:
             subject_ids = [r[0] for r in con.execute("SELECT id FROM subjects WHERE gallery_id = ?", (gid,))]
         else:
-            idx = self.index(gallery)
             votes: dict[int, float] = collections.defaultdict(float)
             best_by_finger: dict[int, float] = {}
             for pos, t in probes.items():
@@ -1590,8 +1628,8 @@ class Gallery:
                     self._packs.put(fid, e)
                     singles[fid] = e
                     computed.append((sha, e))
-        if computed:
-            self._featstore.put(computed)
+        if computed:  # written after the search's read snapshot ends (see _put_features)
+            self._local.pending_features = getattr(self._local, "pending_features", []) + computed
         parts = [singles[fid] for fid in finger_ids]
         counts = np.array([int(e.offsets[-1]) for e in parts], dtype=np.int64)
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
@@ -1616,6 +1654,214 @@ class Gallery:
         m = verify(probe, t)
         return tuple((int(a), int(b)) for a, b in m.pairs)
 
+    # -- checking, backup and restore -------------------------------------------------------
+    def check(self) -> dict:
+        """Verify the store, its indexes, derived files and audit chain; never raises for what it finds.
+
+        Checks SQLite's integrity and foreign keys; that every finger row
+        decrypts and decodes to a template whose SHA-256 is the one recorded;
+        that no subject is without fingers (half there); that the audit
+        chain verifies and that the store's subjects are exactly those whose
+        last enrol/delete record is an enrolment (nothing lost, nothing
+        unaudited); that each gallery's index (loaded and caught up, as
+        searches use it) holds every finger of the store under its position
+        and nothing else, at the store's generation, and that no index file
+        is ahead of the store; that the feature file holds no rows of deleted
+        templates; and, for an encrypted store, which rows are still plaintext.
+
+        Returns
+        -------
+        dict
+            ``ok`` (bool), ``problems`` (list of str, empty when ok),
+            ``warnings`` (list of str), ``galleries`` (per gallery: subjects,
+            fingers, generation, indexed fingers), ``audit_records``, ``encrypted``.
+        """
+        problems: list[str] = []
+        warnings_: list[str] = []
+        con = self._con()
+        report: dict = {"store": str(self.path), "encrypted": self.encrypted, "galleries": {}}
+        quick = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+        if quick != ["ok"]:
+            problems += [f"sqlite: {q}" for q in quick[:10]]
+        if con.execute("PRAGMA foreign_key_check").fetchall():
+            problems.append("sqlite: rows refer to missing subjects or galleries (foreign_key_check)")
+        with self._write_lock:  # this process's writers wait; other processes' changes are caught by the generation
+            indexes = {}
+            for name in self.galleries():
+                try:
+                    indexes[name] = self.index(name)
+                except BiomatchError as exc:  # a row the index cannot be built from
+                    problems.append(f"gallery {name!r}: index cannot be built ({exc})")
+            con.execute("BEGIN")
+            try:
+                self._check_rows(con, indexes, report, problems, warnings_)
+            finally:
+                con.execute("COMMIT")
+        if not self._checkpoint():
+            warnings_.append("WAL not truncated: other readers are active (copies of deleted pages go at the next checkpoint)")
+        report.update(ok=not problems, problems=problems, warnings=warnings_)
+        return report
+
+    def _check_rows(self, con, indexes: dict, report: dict, problems: list, warnings_: list) -> None:
+        try:
+            report["audit_records"] = _audit.verify(con)
+        except AuditError as exc:
+            problems.append(str(exc))
+            report["audit_records"] = None
+        last_action: dict = {}
+        for r in _audit.records(con):
+            if r.get("action") in ("enroll", "delete"):
+                last_action[(r.get("gallery"), r.get("subject"))] = r["action"]
+        audited = {k for k, a in last_action.items() if a == "enroll"}
+        in_store = set()
+        all_shas = set()
+        plaintext = 0
+        for gid, name, gen in con.execute("SELECT id, name, generation FROM galleries ORDER BY name").fetchall():
+            by_pos: dict[int, set] = collections.defaultdict(set)
+            n_fingers = 0
+            for fid, pos, sha, blob in con.execute(
+                "SELECT fingers.id, position, sha256, template FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
+                "WHERE gallery_id = ?", (gid,)
+            ):
+                n_fingers += 1
+                by_pos[pos].add(fid)
+                all_shas.add(sha)
+                plaintext += report["encrypted"] and not _enc.is_sealed(blob)
+                try:
+                    data = self._unseal(blob, _AAD_TEMPLATE, f"store finger {fid}")
+                    Template.from_bytes(data, name=f"store finger {fid}")
+                    if hashlib.sha256(data).hexdigest() != sha:
+                        problems.append(f"store finger {fid} ({name}): template does not match its recorded SHA-256")
+                except BiomatchError as exc:
+                    problems.append(str(exc))
+            subjects = con.execute(
+                "SELECT subject, (SELECT count(*) FROM fingers WHERE subject_id = subjects.id) FROM subjects WHERE gallery_id = ?",
+                (gid,),
+            ).fetchall()
+            for subject, k in subjects:
+                in_store.add((name, subject))
+                if k == 0:
+                    problems.append(f"gallery {name!r}: subject {subject!r} has no fingers (half enrolled)")
+            idx = indexes.get(name)
+            entry = {"subjects": len(subjects), "fingers": n_fingers, "generation": gen,
+                     "index_generation": idx.generation if idx is not None else None}
+            if idx is not None:
+                held = idx.finger_ids()
+                entry["indexed_fingers"] = sum(len(v) for v in held.values())
+                if idx.generation != gen:
+                    problems.append(f"gallery {name!r}: index at generation {idx.generation}, store at {gen}")
+                for pos in sorted(set(held) | set(by_pos)):
+                    missing = by_pos.get(pos, set()) - held.get(pos, set())
+                    extra = held.get(pos, set()) - by_pos.get(pos, set())
+                    if missing:
+                        problems.append(f"gallery {name!r}: {len(missing)} fingers at position {pos} not indexed (e.g. {min(missing)})")
+                    if extra:
+                        problems.append(f"gallery {name!r}: index holds {len(extra)} fingers at position {pos} absent from the store "
+                                        f"(e.g. {min(extra)})")
+            on_disk = self._load_index(name) if self._index_path(name).exists() else None
+            if on_disk is not None and on_disk.generation > gen:
+                problems.append(f"gallery {name!r}: index file at generation {on_disk.generation}, ahead of the store ({gen})")
+            report["galleries"][name] = entry
+        if report["audit_records"] is not None:
+            for g, s in sorted(in_store - audited)[:10]:
+                problems.append(f"gallery {g!r}: subject {s!r} is enrolled without an enrolment audit record")
+            for g, s in sorted(audited - in_store)[:10]:
+                problems.append(f"gallery {g!r}: subject {s!r} has an enrolment audit record but is not in the store (lost)")
+        orphans = self._featstore.shas() - all_shas if self._featstore.path.exists() else set()
+        if orphans:
+            problems.append(f"{self._featstore.path}: {len(orphans)} rows of templates no longer enrolled (deletion incomplete)")
+        if plaintext:
+            warnings_.append(f"{plaintext} finger rows are still plaintext in an encrypted store (run rotate_key)")
+
+    def backup(self, dest) -> dict:
+        """Copy the store, online, to a new file ``dest`` (SQLite backup API; mode 0600).
+
+        Searches and enrolments carry on while it runs: the copy is one
+        consistent snapshot (a read transaction; WAL readers do not block
+        writers). The copy is checked (integrity, audit chain) before this
+        returns. Index and feature files are not copied: they are derived and
+        rebuilt. An encrypted store's copy is encrypted under the same key.
+
+        Returns
+        -------
+        dict
+            ``dest``, ``bytes``, ``audit_records``, ``seconds``.
+        """
+        import time
+
+        if not isinstance(dest, (str, os.PathLike)):
+            raise GalleryError(f"dest: expected a file path, got {type(dest).__name__}")
+        dest = Path(dest)
+        t0 = time.perf_counter()
+        _create_private(dest, "dest")
+        try:
+            out = sqlite3.connect(dest)
+            try:
+                self._con().backup(out)  # one step: a consistent snapshot
+                out.execute("PRAGMA journal_mode=DELETE")  # a self-contained single file
+                n = _verify_copy(out, dest)
+            finally:
+                out.close()
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return {"dest": str(dest), "bytes": dest.stat().st_size, "audit_records": n, "seconds": round(time.perf_counter() - t0, 3)}
+
+    @staticmethod
+    def restore(backup, path, *, overwrite: bool = False) -> dict:
+        """Restore a :meth:`backup` to ``path`` (no handle may have ``path`` open).
+
+        The backup is checked first (integrity, schema, audit chain); then it is
+        copied beside ``path`` and renamed into place, and the derived files of
+        the old store (its WAL, index and feature files) are removed so that
+        nothing of the replaced state is used or kept.
+
+        Parameters
+        ----------
+        backup : str or os.PathLike
+        path : str or os.PathLike
+            The store to (re)create.
+        overwrite : bool
+            Replace an existing store at ``path``.
+        """
+        for value, field_name in ((backup, "backup"), (path, "path")):
+            if not isinstance(value, (str, os.PathLike)):
+                raise GalleryError(f"{field_name}: expected a file path, got {type(value).__name__}")
+        backup, path = Path(backup), Path(path)
+        if not backup.is_file():
+            raise GalleryError(f"backup: {backup} is not a file")
+        if path.exists() and not overwrite:
+            raise GalleryError(f"path: {path} exists (give overwrite=True to replace it)")
+        try:
+            src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise GalleryError(f"backup: cannot open {backup} ({exc})") from None
+        tmp = path.with_name(f".{path.name}.restore-{os.getpid()}.tmp")
+        try:
+            _verify_copy(src, backup)
+            tmp.unlink(missing_ok=True)
+            _create_private(tmp, "path")
+            out = sqlite3.connect(tmp)
+            try:
+                src.backup(out)
+                out.execute("PRAGMA journal_mode=DELETE")
+                n = _verify_copy(out, tmp)
+            finally:
+                out.close()
+            # a WAL left beside the old store would be replayed into the restored one
+            for stale in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+                stale.unlink(missing_ok=True)
+            os.replace(tmp, path)
+        except sqlite3.Error as exc:
+            raise GalleryError(f"backup: {backup} is not a usable biomatch store ({exc})") from None
+        finally:
+            src.close()
+            tmp.unlink(missing_ok=True)
+        for derived in path.parent.glob(f"{path.name}.*"):  # index files, feature file (and its WAL)
+            if derived.name.endswith((".faiss", ".features", ".features-wal", ".features-shm")):
+                derived.unlink(missing_ok=True)
+        return {"path": str(path), "bytes": path.stat().st_size, "audit_records": n}
+
     # -- audit ------------------------------------------------------------------------------
     def verify_audit(self) -> int:
         """Re-check the audit chain; returns the number of records verified (AuditError at the first bad one)."""
@@ -1637,6 +1883,33 @@ class Gallery:
             with open(out, "w", encoding="utf-8") as fh:
                 return _write_lines(recs, fh)
         return _write_lines(recs, out)
+
+
+def _create_private(path: Path, field_name: str) -> None:
+    """Create an empty file readable by its owner only; GalleryError when it exists or cannot be made."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise GalleryError(f"{field_name}: {path} exists") from None
+    except OSError as exc:
+        raise GalleryError(f"{field_name}: cannot create {path} ({exc.strerror or exc})") from None
+
+
+def _verify_copy(con, path: Path) -> int:
+    """Integrity, schema version and audit chain of a store copy; returns its audit record count."""
+    try:
+        quick = con.execute("PRAGMA quick_check").fetchone()[0]
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except _STORE_ERRORS as exc:
+        raise GalleryError(f"{path}: not a usable biomatch store ({exc})") from None
+    if quick != "ok":
+        raise GalleryError(f"{path}: integrity check failed ({quick})")
+    if row is None or row[0] != str(SCHEMA_VERSION):
+        raise GalleryError(f"{path}: not a biomatch store of schema version {SCHEMA_VERSION}")
+    try:
+        return _audit.verify(con)
+    except AuditError as exc:
+        raise GalleryError(f"{path}: {exc}") from None
 
 
 def _write_lines(recs, fh) -> int:
@@ -1856,19 +2129,17 @@ class _FeatureStore:
         if not shas:
             return
         con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        con.executemany("DELETE FROM rows WHERE sha256 = ?", [(s,) for s in shas])
-        con.execute("COMMIT")
-        try:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError:
-            pass
+        self._delete_where("sha256 = ?", [(s,) for s in shas])
 
     def wipe(self) -> None:
-        """Delete every row (zeroed: secure_delete) and truncate the WAL; rows are recomputed on use."""
+        """Delete every row; rows are recomputed on use."""
+        self._delete_where("1", [()])
+
+    def _delete_where(self, condition: str, params: list) -> None:
+        """Delete rows (zeroed: secure_delete) and truncate the WAL so that no copy of them stays behind."""
         con = self._con()
         con.execute("BEGIN IMMEDIATE")
-        con.execute("DELETE FROM rows")
+        con.executemany(f"DELETE FROM rows WHERE {condition}", params)
         con.execute("COMMIT")
         try:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -1885,5 +2156,25 @@ class _FeatureStore:
             con.close()
             self._local.con = None
 
+
+def _store_errors(method):
+    """Turn SQLite errors (corrupt file, I/O error, disk full) into a GalleryError naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _STORE_ERRORS as exc:
+            raise GalleryError(f"{self.path}: store error in {method.__name__} ({exc})") from None
+
+    return wrapper
+
+
+# every public method that reads or writes the store (one place, so that none is missed)
+for _name in ("galleries", "enroll", "enroll_many", "update", "delete", "rotate_key", "get", "originals", "subjects",
+              "stats", "index", "rebuild_index", "set_calibration", "calibration", "set_threshold", "threshold", "search",
+              "check", "backup", "verify_audit", "audit_records", "export_audit", "flush"):
+    setattr(Gallery, _name, _store_errors(getattr(Gallery, _name)))
+del _name
 
 _OPEN_TOKEN = object()
