@@ -42,18 +42,19 @@ SEPARATOR_BYTES = [0x00, 0x01, 0x1C, 0x1D, 0x1E, 0x1F, 0x2E, 0x30, 0x39, 0x3A, 0
 HUGE_NUMBERS = [b"", b"0", b"-1", b"99999999999", b"4294967296", b"65535"]
 
 
-#: Pulls the field out of a FormatError message ("... field 'x/y': ..." or "... field 9.137 FMD minutia 3 x: ...").
-_FIELD = re.compile(r"field '([^']+)'|field (\d+\.\d+(?: [A-Z]+)?)|\(Type-(\d+)\)|(not an ANSI/NIST-ITL|not a finger minutiae|XML)")
+#: The field a FormatError names ("... field 'x/y': ..." or "... field 9.137 FMD minutia 3 x: ...").
+_FIELD = re.compile(r"field '([^']+)'|field (\d+\.\d+(?: [A-Z]+)?)")
 _READERS = {"minutiae": "read_templates", "transaction": "read_transaction"}
 
 
 def error_kind(message: str) -> str:
-    """A short label for a FormatError: the field it names, else its first words after the file name."""
+    """A short label for a FormatError: the field it names, else its first words after the file/record prefix."""
     m = _FIELD.search(message)
-    if m and (m.group(1) or m.group(2)):
-        return m.group(1) or m.group(2)
-    tail = message.split(": ", 1)[-1]
-    return re.sub(r"\d+", "N", " ".join(tail.split()[:4]))
+    if m:
+        label = m.group(1) or m.group(2)
+    else:
+        label = " ".join(re.split(r"\): |: ", message, maxsplit=2)[-1].split()[:4])
+    return re.sub(r"\d+", "N", label) if not m or m.group(1) else label
 
 
 def default_data_dir() -> Path:
