@@ -83,7 +83,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -838,8 +838,11 @@ class Gallery:
         from .scoring import pack
 
         out = {}
-        for pos, (t, _) in checked.items():
-            data = t.to_bytes()
+        for pos, (given, _) in checked.items():
+            data = given.to_bytes()
+            # descriptors, rescoring rows and codes from the template *as stored* (the binary
+            # form quantizes): a store rebuilt from its bytes then scores exactly as before
+            t = Template.from_bytes(data, name=f"finger {pos}")
             out[pos] = {
                 "template": t,
                 "bytes": data,
@@ -971,6 +974,12 @@ class Gallery:
                 raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
             sid = row[0]
             fingers = con.execute("SELECT id, position, sha256 FROM fingers WHERE subject_id = ?", (sid,)).fetchall()
+            # derived rows go before the commit too: a kill between the commit and the drop below
+            # would otherwise leave them behind (a row missing for a still-enrolled finger is recomputed)
+            shared = {s for _, _, s in fingers
+                      if con.execute("SELECT 1 FROM fingers WHERE sha256 = ? AND subject_id != ?", (s, sid)).fetchone()}
+            with self._feat_lock:
+                self._featstore.delete([s for _, _, s in fingers if s not in shared])
             for fid, pos, _ in fingers:
                 con.execute(
                     "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
@@ -1507,64 +1516,130 @@ class Gallery:
         return candidates
 
     def _search_gallery(self, con, gallery: str, gid: int, probes: dict) -> list:
-        """Rescored subjects of one gallery: list of (gallery, subject, [(probe_pos, pos, score, finger_id)])."""
-        n_fingers = con.execute(
-            "SELECT count(*) FROM fingers JOIN subjects ON subjects.id = fingers.subject_id WHERE gallery_id = ?", (gid,)
-        ).fetchone()[0]
+        """Rescored subjects of one gallery: list of (gallery, subject, [(probe_pos, pos, score, finger_id)]).
+
+        The three steps a sharded gallery runs apart (:mod:`biomatch.distributed`):
+        :meth:`_neighbours` (FAISS k-NN of the probe cylinders), :func:`_shortlist_subjects`
+        (votes -> subjects), :meth:`_rescore`.
+        """
+        n_fingers = self._n_fingers(con, gid)
         if n_fingers == 0:
             return []
         idx = self.index(gallery) if n_fingers > EXHAUSTIVE_MAX_FINGERS else None
         # one read snapshot from the shortlist's owners to the rescoring rows: a finger deleted
         # meanwhile by another thread is either wholly in this search or wholly out of it
+        with self._snapshot(con):
+            subjects = None  # exhaustive: every subject
+            if idx is not None:
+                subjects = _shortlist_subjects(self._neighbours(con, probes, idx), len(probes))
+                if not subjects:
+                    return []
+            return self._rescore(con, gallery, gid, probes, subjects)
+
+    @staticmethod
+    def _n_fingers(con, gid: int) -> int:
+        return con.execute(
+            "SELECT count(*) FROM fingers JOIN subjects ON subjects.id = fingers.subject_id WHERE gallery_id = ?", (gid,)
+        ).fetchone()[0]
+
+    @contextmanager
+    def _snapshot(self, con):
+        """One read transaction; rescoring rows computed inside it are written after it."""
         con.execute("BEGIN")
         try:
-            return self._search_snapshot(con, gallery, gid, probes, idx)
+            yield
         finally:
             con.execute("COMMIT")
             pending, self._local.pending_features = getattr(self._local, "pending_features", []), []
             if pending:
                 self._put_features(pending)
 
-    def _search_snapshot(self, con, gallery: str, gid: int, probes: dict, idx) -> list:
-        from .descriptors import encode
-        from .index import probe_codes
+    def _search_neighbours(self, con, gallery: str, gid: int, probes: dict) -> tuple[int, dict]:
+        """(fingers of the gallery, {probe position: Neighbours}) - step 1 of a search, for a shard."""
+        n_fingers = self._n_fingers(con, gid)
+        if n_fingers == 0:
+            return 0, {}
+        idx = self.index(gallery)
+        with self._snapshot(con):
+            return n_fingers, self._neighbours(con, probes, idx)
 
-        if idx is None:
-            subject_ids = [r[0] for r in con.execute("SELECT id FROM subjects WHERE gallery_id = ?", (gid,))]
+    def _search_rescore(self, con, gallery: str, gid: int, probes: dict, subjects) -> list:
+        """Step 3 of a search, for a shard: :meth:`_rescore` in one read snapshot."""
+        with self._snapshot(con):
+            return self._rescore(con, gallery, gid, probes, subjects)
+
+    def _neighbours(self, con, probes: dict, idx) -> dict:
+        """Per probe finger, the FAISS k-NN of its cylinders keyed by subject (see :class:`Neighbours`)."""
+        from .descriptors import encode
+        from .index import ANGLE_ID_BITS, K_NEIGHBOURS, probe_codes
+
+        out = {}
+        for pos, t in probes.items():
+            codes = probe_codes(encode(t))
+            raw = idx.neighbours(codes.codes, pos, K_NEIGHBOURS)
+            fid = raw.labels >> ANGLE_ID_BITS
+            ufid, inv = np.unique(fid, return_inverse=True)
+            owner = self._finger_subjects(con, ufid.tolist())
+            names = np.array(sorted(set(owner.values())), dtype=object)
+            held = np.array([f in owner for f in ufid.tolist()], dtype=bool)
+            subj = np.searchsorted(names, np.array([owner.get(f, "") for f in ufid.tolist()], dtype=object))
+            keep = held[inv]  # a finger deleted after the index saw it votes for nobody
+            nb = Neighbours(
+                np.asarray(codes.angle_bins, np.int64), raw.rows[keep], raw.partition[keep], raw.dist[keep],
+                (raw.labels & ((1 << ANGLE_ID_BITS) - 1))[keep], subj[inv][keep].astype(np.int64), names,
+            )
+            out[pos] = _merge_neighbours([nb])
+        return out
+
+    def _finger_subjects(self, con, finger_ids: list) -> dict:
+        """finger id -> subject id (name) of the fingers still in the store."""
+        out = {}
+        for i in range(0, len(finger_ids), 500):
+            part = finger_ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            out.update(con.execute(
+                f"SELECT fingers.id, subjects.subject FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
+                f"WHERE fingers.id IN ({q})", part,
+            ).fetchall())
+        return out
+
+    def _rescore(self, con, gallery: str, gid: int, probes: dict, subjects) -> list:
+        """Rescore ``subjects`` (ids of this gallery; None: all) against the probe fingers.
+
+        Returns list of (gallery, subject, [(probe_pos, pos, score, finger_id)]); subjects
+        no longer enrolled are left out.
+        """
+        from .descriptors import encode
+
+        names: dict[int, str] = {}
+        if subjects is None:
+            names.update(con.execute("SELECT id, subject FROM subjects WHERE gallery_id = ?", (gid,)).fetchall())
         else:
-            votes: dict[int, float] = collections.defaultdict(float)
-            best_by_finger: dict[int, float] = {}
-            for pos, t in probes.items():
-                for v in idx.shortlist(probe_codes(encode(t)), pos, SHORTLIST_FINGERS):
-                    best_by_finger[v.finger_id] = max(best_by_finger.get(v.finger_id, 0.0), v.votes)
-            if not best_by_finger:
-                return []
-            owners = self._finger_owners(con, list(best_by_finger))
-            for fid, vt in best_by_finger.items():
-                if fid in owners:
-                    votes[owners[fid]] += vt
-            cap = max(SHORTLIST_SUBJECTS_MIN, SHORTLIST_SUBJECTS // len(probes))
-            subject_ids = sorted(votes, key=lambda s: (-votes[s], s))[:cap]
+            subjects = list(subjects)
+            for i in range(0, len(subjects), 500):
+                part = subjects[i : i + 500]
+                q = ",".join("?" * len(part))
+                names.update(con.execute(
+                    f"SELECT id, subject FROM subjects WHERE gallery_id = ? AND subject IN ({q})", [gid, *part]
+                ).fetchall())
+        subject_ids = sorted(names, key=names.get)
         if not subject_ids:
             return []
         # fingers of the shortlisted subjects
         fingers_of: dict[int, list] = collections.defaultdict(list)
-        names: dict[int, str] = {}
         for i in range(0, len(subject_ids), 500):
             part = subject_ids[i : i + 500]
             q = ",".join("?" * len(part))
-            for sid, subject in con.execute(f"SELECT id, subject FROM subjects WHERE id IN ({q})", part):
-                names[sid] = subject
             for fid, sid, pos in con.execute(f"SELECT id, subject_id, position FROM fingers WHERE subject_id IN ({q})", part):
                 fingers_of[sid].append((fid, pos))
         # per probe finger: the compatible enrolled fingers to rescore
         from .scoring import score_packed
 
-        results = {sid: [] for sid in subject_ids if sid in names}
+        results = {sid: [] for sid in subject_ids}
         for ppos, t in probes.items():
             targets = []
             for sid in results:
-                for fid, pos in fingers_of.get(sid, ()):
+                for fid, pos in sorted(fingers_of.get(sid, ()), key=lambda f: f[1]):
                     if ppos == 0 or pos == 0 or pos == ppos:
                         targets.append((sid, fid, pos))
             if not targets:
@@ -1577,14 +1652,6 @@ class Gallery:
             for sid, b in best.items():
                 results[sid].append(b)
         return [(gallery, names[sid], per) for sid, per in results.items() if per]
-
-    def _finger_owners(self, con, finger_ids: list) -> dict:
-        out = {}
-        for i in range(0, len(finger_ids), 500):
-            part = finger_ids[i : i + 500]
-            q = ",".join("?" * len(part))
-            out.update(con.execute(f"SELECT id, subject_id FROM fingers WHERE id IN ({q})", part).fetchall())
-        return out
 
     def _packed_for(self, con, finger_ids: list):
         """Rescoring rows of enrolled fingers as one :class:`biomatch.scoring.PackedTemplates`.
@@ -1918,6 +1985,87 @@ def _write_lines(recs, fh) -> int:
         fh.write(_audit.canonical_json(r) + "\n")
         n += 1
     return n
+
+
+class Neighbours(NamedTuple):
+    """FAISS k-NN of one probe finger's cylinders in a gallery, keyed independently of any store.
+
+    Step 1 of a search (:meth:`Gallery._neighbours`); shards of a sharded
+    gallery return it and the coordinator merges theirs
+    (:func:`_merge_neighbours`): entries refer to subjects by name, not by
+    a store's row ids, so the tie rule (distance, then subject id, then the
+    gallery minutia's direction bin) is the same on one store and on N.
+
+    Attributes
+    ----------
+    probe_bins : ndarray of int64, shape (n_q,)
+        Direction bins of the probe cylinders.
+    rows, partition, dist, abin, subject : ndarray of int64, shape (n,)
+        Probe cylinder, position partition (= the gallery finger's position),
+        Hamming distance, the gallery minutia's direction bin, and the index in
+        ``names`` of the subject owning the gallery finger.
+    names : ndarray of object (str), shape (m,)
+        Sorted subject ids.
+    """
+
+    probe_bins: np.ndarray
+    rows: np.ndarray
+    partition: np.ndarray
+    dist: np.ndarray
+    abin: np.ndarray
+    subject: np.ndarray
+    names: np.ndarray
+
+
+def _merge_neighbours(parts: list) -> Neighbours:
+    """The k nearest of every (probe cylinder, partition) over several :class:`Neighbours` of one probe.
+
+    Each part must hold, per (cylinder, partition), every code at most as far
+    as its k-th nearest (:meth:`biomatch.index.GalleryIndex.neighbours`);
+    the result is then what one index holding all their codes gives under the
+    explicit tie rule (:func:`biomatch.index.select_neighbours`, by subject id).
+    """
+    from .index import K_NEIGHBOURS, select_neighbours
+
+    names = np.unique(np.concatenate([np.asarray(p.names, dtype=object) for p in parts]))
+    names = np.asarray(names, dtype=object)
+    subject = np.concatenate([
+        np.searchsorted(names, np.asarray(p.names, dtype=object)).astype(np.int64)[p.subject] if len(p.subject)
+        else np.zeros(0, np.int64)
+        for p in parts
+    ])
+    rows, partition, dist, abin = (np.concatenate([getattr(p, f) for p in parts]).astype(np.int64)
+                                   for f in ("rows", "partition", "dist", "abin"))
+    keep = select_neighbours(rows, partition, dist, subject, abin, K_NEIGHBOURS)
+    return Neighbours(np.asarray(parts[0].probe_bins, np.int64), rows[keep], partition[keep], dist[keep],
+                      abin[keep], subject[keep], names)
+
+
+def _shortlist_subjects(per_probe: Mapping, n_probes: int) -> list:
+    """Subjects to rescore, from the :class:`Neighbours` of each probe finger (one implementation).
+
+    Per probe finger the :data:`SHORTLIST_FINGERS` gallery fingers with the most
+    votes (:func:`biomatch.index.vote_totals`; ties by subject id, then
+    position); a subject's votes are the sum over its fingers of each finger's
+    best vote over the probe fingers; the ``max(SHORTLIST_SUBJECTS_MIN,
+    SHORTLIST_SUBJECTS // n_probes)`` subjects with the most votes, ties by
+    subject id. Bit-identical for equal inputs whatever their order.
+    """
+    from .index import vote_totals
+
+    best: dict[tuple, float] = {}
+    for pos in sorted(per_probe):
+        nb = per_probe[pos]
+        finger = nb.subject * 16 + nb.partition  # orders as (subject id, position)
+        fingers, totals = vote_totals(nb.rows, nb.dist, finger, nb.abin, nb.probe_bins)
+        for t in np.lexsort((fingers, -totals))[:SHORTLIST_FINGERS]:
+            key = (str(nb.names[fingers[t] >> 4]), int(fingers[t] & 15))
+            best[key] = max(best.get(key, 0.0), float(totals[t]))
+    votes: dict[str, float] = collections.defaultdict(float)
+    for key in sorted(best):
+        votes[key[0]] += best[key]
+    cap = max(SHORTLIST_SUBJECTS_MIN, SHORTLIST_SUBJECTS // max(1, n_probes))
+    return sorted(votes, key=lambda s: (-votes[s], s))[:cap]
 
 
 def _fisher(fmrs: np.ndarray) -> float:
