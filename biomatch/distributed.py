@@ -98,6 +98,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from . import audit as _audit
+from . import gallery as _gallery_mod
 from .errors import BiomatchError, CalibrationError, GalleryError
 from .gallery import (
     MAX_CANDIDATES,
@@ -112,7 +113,9 @@ from .gallery import (
     _check_subject,
     _fisher,
     _json_float,
+    _merge_neighbours,
     _operator,
+    _shortlist_subjects,
     _template_hash,
     _threshold_value,
     _transaction_id,
@@ -238,19 +241,35 @@ class _Shard:
             "GROUP BY galleries.id"
         ).fetchall())
 
-    def search_raw(self, probes: dict, galleries) -> dict:
-        """Rescored subjects of this shard: ``{"counts": {gallery: n}, "rows": [(gallery, subject, per)]}``.
+    def neighbours(self, probes: dict, galleries) -> dict:
+        """Step 1 of a search on this shard.
+
+        Returns ``{"counts": {gallery: subjects}, "fingers": {gallery: fingers},
+        "neighbours": {gallery: {probe position: Neighbours}}}`` (the FAISS k-NN of
+        every probe cylinder, ties complete, keyed by subject id).
+        """
+        con = self.g._con()
+        counts = self.counts()
+        names = list(counts) if galleries is None else [g for g in galleries if g in counts]
+        fingers, neighbours = {}, {}
+        for name in names:
+            gid, _ = self.g._require_gallery(con, name)
+            fingers[name], neighbours[name] = self.g._search_neighbours(con, name, gid, probes)
+        return {"counts": {n: counts[n] for n in names}, "fingers": fingers, "neighbours": neighbours}
+
+    def rescore(self, probes: dict, subjects: dict) -> list:
+        """Step 3 on this shard: ``{gallery: [subject ids] or None (all)}`` -> [(gallery, subject, per)].
 
         ``per`` is the single-machine list of (probe position, position, raw score, finger id).
         """
         con = self.g._con()
         counts = self.counts()
-        names = list(counts) if galleries is None else [g for g in galleries if g in counts]
         rows = []
-        for name in names:
-            gid, _ = self.g._require_gallery(con, name)
-            rows += self.g._search_gallery(con, name, gid, probes)
-        return {"counts": {n: counts[n] for n in names}, "rows": rows}
+        for name, wanted in subjects.items():
+            if name in counts:
+                gid, _ = self.g._require_gallery(con, name)
+                rows += self.g._search_rescore(con, name, gid, probes, wanted)
+        return rows
 
     def pairs(self, probes: dict, wanted: list) -> list:
         """Minutia pairs of (probe position, finger id) comparisons."""
@@ -837,7 +856,7 @@ class ShardedGallery:
             if not requested:
                 raise GalleryError("galleries: empty list")
         self._check_open()
-        answers, missing = self._gather({k: a.search_raw.remote(probes, requested) for k, a in enumerate(self._actors)})
+        answers, missing = self._gather({k: a.neighbours.remote(probes, requested) for k, a in enumerate(self._actors)})
         for k, ans in answers.items():
             self._last_counts[k] = ans["counts"]
         names = sorted({g for ans in answers.values() for g in ans["counts"]}) if requested is None else requested
@@ -856,7 +875,10 @@ class ShardedGallery:
         lost = [self._last_counts.get(k) for k in missing]
         missing_subjects = None if any(c is None for c in lost) else sum(
             n for c in lost for g, n in c.items() if requested is None or g in names)
-        ranked, fmrs_of = self._rank(answers, cal, thr, max_candidates)
+        plan = self._plan(answers, names, probes)
+        rescored, late = self._gather({k: self._actors[k].rescore.remote(probes, w) for k, w in plan.items()})
+        missing = sorted(set(missing) | set(late))
+        ranked, fmrs_of = self._rank(rescored, cal, thr, max_candidates)
         # minutia pairs of the final candidates only, from their owning shards
         want: dict[int, list] = defaultdict(list)
         for k, (gname, subject, per) in ranked:
@@ -898,7 +920,53 @@ class ShardedGallery:
         return SearchResult(candidates, missing_shards=missing, missing_subjects=missing_subjects,
                             searched_subjects=n_subjects)
 
-    def _rank(self, answers: dict, cal, thr, max_candidates: int):
+    def _plan(self, answers: dict, names: list, probes: dict) -> dict:
+        """Which subjects each shard rescores: ``{shard: {gallery: [subject ids] or None (all)}}``.
+
+        Exactly the single-machine rule (:meth:`Gallery._search_gallery`): a
+        gallery of at most ``EXHAUSTIVE_MAX_FINGERS`` fingers in all is rescored
+        whole; a larger one rescores the subjects :func:`_shortlist_subjects`
+        picks from the shards' k-NN lists merged per probe cylinder
+        (:func:`_merge_neighbours`), each on the shard holding it.
+        """
+        plan: dict[int, dict] = defaultdict(dict)
+        for g in names:
+            holders = {k: ans for k, ans in answers.items() if ans["fingers"].get(g)}
+            if not holders:
+                continue
+            if sum(ans["fingers"][g] for ans in holders.values()) <= _gallery_mod.EXHAUSTIVE_MAX_FINGERS:
+                for k in holders:
+                    plan[k][g] = None
+                continue
+            # mid-rebalance a subject can sit on two shards: its owner's copy votes (else the lowest shard's)
+            seen: dict[str, set] = defaultdict(set)
+            for k, ans in holders.items():
+                for nb in ans["neighbours"][g].values():
+                    for name in nb.names:
+                        seen[name].add(k)
+            keeper = {}
+            for name, ks in seen.items():
+                owner = shard_of(name, self.n_shards)
+                keeper[name] = owner if owner in ks else min(ks)
+            per_probe = {}
+            for pos in probes:
+                parts = []
+                for k, ans in holders.items():
+                    nb = ans["neighbours"][g].get(pos)
+                    if nb is None:
+                        continue
+                    mine = np.array([keeper[n] == k for n in nb.names], dtype=bool)
+                    if not mine.all():
+                        keep = mine[nb.subject] if len(nb.subject) else np.zeros(0, bool)
+                        nb = nb._replace(**{f: getattr(nb, f)[keep] for f in ("rows", "partition", "dist", "abin", "subject")})
+                    parts.append(nb)
+                if parts:
+                    per_probe[pos] = _merge_neighbours(parts)
+            for subject in _shortlist_subjects(per_probe, len(probes)):
+                plan[keeper[subject]].setdefault(g, []).append(subject)
+        return dict(plan)
+
+    def _rank(self, rescored: dict, cal, thr, max_candidates: int):
         """Merge the shards' rescored subjects and rank them exactly as :meth:`Gallery.search` does.
 
         Returns ([(shard, (gallery, subject, per))] best first, {(gallery, subject): per-finger FMRs}).
@@ -909,8 +977,8 @@ class ShardedGallery:
             return np.asarray(cal.fmr(np.asarray(scores, dtype=np.float64)), dtype=np.float64).ravel()
 
         merged: dict = {}
-        for k, ans in answers.items():
-            for gname, subject, per in ans["rows"]:
+        for k, rows_k in rescored.items():
+            for gname, subject, per in rows_k:
                 key = (gname, subject)
                 # mid-rebalance a subject can sit on two shards: keep its owner's copy
                 if key not in merged or shard_of(subject, self.n_shards) == k:

@@ -79,6 +79,9 @@ __all__ = [
     "probe_codes",
     "Codes",
     "GalleryIndex",
+    "RawNeighbours",
+    "select_neighbours",
+    "vote_totals",
     "write_atomic",
 ]
 
@@ -355,6 +358,163 @@ class Vote:
     votes: float
 
 
+class RawNeighbours(NamedTuple):
+    """Nearest indexed codes of a probe's cylinders (:meth:`GalleryIndex.neighbours`).
+
+    Attributes
+    ----------
+    rows : ndarray of int64, shape (n,)
+        Probe cylinder (row of the probe codes).
+    partition : ndarray of int64, shape (n,)
+        Position partition searched (the FGP code of the indexed finger).
+    dist : ndarray of int32, shape (n,)
+        Hamming distance.
+    labels : ndarray of int64, shape (n,)
+        FAISS id: ``finger_id << ANGLE_ID_BITS | direction bin``.
+    """
+
+    rows: np.ndarray
+    partition: np.ndarray
+    dist: np.ndarray
+    labels: np.ndarray
+
+
+#: Extra neighbours asked of FAISS beyond k, so that codes tied with the k-th are seen in one search.
+TIE_MARGIN = 16
+
+
+def _search_ties_complete(part: "_Partition", codes: np.ndarray, k: int):
+    """(rows, dist, labels) of the codes at most as far as each query's k-th nearest in ``part``."""
+    n, n_q = part.ntotal, codes.shape[0]
+    k = min(int(k), n)
+    e = np.zeros(0, np.int64)
+    if k <= 0 or n_q == 0:
+        return e, np.zeros(0, np.int32), e
+    kk = min(k + TIE_MARGIN, n)
+    d, lab = part.search(codes, kk)
+    d_k = d[:, k - 1].copy()
+    todo = np.arange(n_q)
+    rows, dist, labels = [], [], []
+    while True:
+        # a query is complete when its last answer lies beyond its k-th distance (or all codes were seen)
+        done = np.ones(todo.size, bool) if kk >= n else d[:, -1] > d_k[todo]
+        keep = (d[done] <= d_k[todo[done], None]) & (lab[done] >= 0)
+        r = np.broadcast_to(todo[done, None], keep.shape)
+        rows.append(r[keep])
+        dist.append(d[done][keep])
+        labels.append(lab[done][keep])
+        todo = todo[~done]
+        if todo.size == 0:
+            break
+        kk = min(kk * 4, n)
+        d, lab = part.search(np.ascontiguousarray(codes[todo]), kk)
+    return (np.concatenate(rows).astype(np.int64), np.concatenate(dist).astype(np.int32),
+            np.concatenate(labels).astype(np.int64))
+
+
+def select_neighbours(rows, partition, dist, key, abin, k: int = K_NEIGHBOURS) -> np.ndarray:
+    """The k nearest entries of every (probe cylinder, partition), ties by an explicit key.
+
+    The one tie rule of every search: entries are ordered by (distance,
+    ``key``, ``abin``) and the first ``k`` of each (row, partition) are kept.
+    Applied to the union of several indexes' :meth:`GalleryIndex.neighbours`
+    (each ties-complete) it gives exactly what one index holding all their
+    codes gives, whatever the order in which codes were added.
+
+    Parameters
+    ----------
+    rows, partition : ndarray of int64, shape (n,)
+    dist : ndarray of int, shape (n,)
+    key : ndarray of int64, shape (n,)
+        Tie-break of the finger each entry belongs to (smaller first).
+    abin : ndarray of int64, shape (n,)
+        Direction bin of the entry's gallery minutia (last tie-break).
+    k : int
+
+    Returns
+    -------
+    ndarray of int64
+        Indices of the kept entries, ordered by (row, partition, distance, key, abin).
+    """
+    order = np.lexsort((abin, key, dist, partition, rows))
+    if order.size == 0:
+        return order.astype(np.int64)
+    r, p = rows[order], partition[order]
+    start = np.ones(order.size, bool)
+    start[1:] = (r[1:] != r[:-1]) | (p[1:] != p[:-1])
+    first = np.flatnonzero(start)
+    rank = np.arange(order.size) - np.repeat(first, np.diff(np.append(first, order.size)))
+    return order[rank < int(k)]
+
+
+def vote_totals(rows, dist, finger, abin, probe_bins):
+    """Descriptor votes of gallery fingers for one probe finger (the one vote implementation).
+
+    Parameters
+    ----------
+    rows : ndarray of int64, shape (n,)
+        Probe cylinder of each neighbour.
+    dist : ndarray of int, shape (n,)
+        Hamming distance of each neighbour.
+    finger : ndarray of int64, shape (n,)
+        The gallery finger each neighbour belongs to, as an integer whose
+        order is the tie rule (finger id, or a rank of (subject, position)).
+    abin : ndarray of int64, shape (n,)
+        Direction bin of the neighbour's gallery minutia.
+    probe_bins : ndarray of int64, shape (n_q,)
+        Direction bins of the probe cylinders.
+
+    Returns
+    -------
+    fingers : ndarray of int64, shape (m,)
+        Sorted distinct values of ``finger`` with a positive vote.
+    totals : ndarray of float64, shape (m,)
+        Their vote totals (see the module docstring). The result depends only on
+        the multiset of entries, not on their order (bit for bit).
+    """
+    rows = np.asarray(rows, np.int64)
+    d = np.asarray(dist, np.float64)
+    finger = np.asarray(finger, np.int64)
+    abin = np.asarray(abin, np.int64)
+    pbins = np.asarray(probe_bins, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    if VOTE_RELATIVE:
+        # weight relative to this probe cylinder's own neighbourhood: the k-th
+        # neighbour's distance stands for "unrelated" (an adaptive kernel)
+        n_q = int(rows.max()) + 1
+        d_far = np.full(n_q, -np.inf)
+        d_near = np.full(n_q, np.inf)
+        np.maximum.at(d_far, rows, d)
+        np.minimum.at(d_near, rows, d)
+        w = (d_far[rows] - d) / np.maximum(d_far[rows] - d_near[rows], 1.0)
+    else:
+        w = 1.0 - d / VOTE_ZERO_DISTANCE
+    ok = w > 0
+    rows, finger, w, abin = rows[ok], finger[ok], w[ok], abin[ok]
+    if finger.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    rot = (abin - pbins[rows]) % (1 << ANGLE_ID_BITS)
+    # one vote per (probe cylinder, finger): the best-weighted neighbour (then the smallest rotation)
+    order = np.lexsort((rot, -w, rows, finger))
+    finger, rows, w, rot = finger[order], rows[order], w[order], rot[order]
+    first = np.ones(finger.size, dtype=bool)
+    first[1:] = (finger[1:] != finger[:-1]) | (rows[1:] != rows[:-1])
+    finger, w, rot = finger[first], w[first], rot[first]
+    fingers, inv = np.unique(finger, return_inverse=True)
+    if ROTATION_BINS:
+        # votes of a mate agree on the rotation between probe and gallery minutiae
+        nb = ROTATION_BINS
+        rbin = (rot * nb) >> ANGLE_ID_BITS
+        acc = np.zeros((fingers.size, nb))
+        np.add.at(acc, (inv, rbin), w)  # in (finger, row) order: a canonical summation order
+        acc = acc + np.roll(acc, 1, axis=1) + np.roll(acc, -1, axis=1)
+        totals = acc.max(axis=1)
+    else:
+        totals = np.bincount(inv, weights=w)
+    return fingers, totals
+
+
 class GalleryIndex:
     """The shortlist index of one gallery, partitioned by finger position.
 
@@ -442,8 +602,52 @@ class GalleryIndex:
         return out
 
     # -- search -----------------------------------------------------------
+    def neighbours(self, codes: np.ndarray, position: int, k: int = K_NEIGHBOURS) -> RawNeighbours:
+        """Nearest indexed codes of each probe cylinder, per position partition, ties complete.
+
+        For every probe cylinder and every partition searched, the returned
+        entries are all codes whose Hamming distance is at most that of the
+        partition's ``k``-th nearest (``min(k, partition size)``): every code
+        tied with the ``k``-th is included, so that a caller can choose among
+        ties by a rule of its own (:func:`select_neighbours`) instead of the
+        FAISS scan order (``IndexBinaryFlat`` keeps the earliest *added* of
+        tied codes, which depends on the enrolment order).
+
+        Parameters
+        ----------
+        codes : ndarray of uint8, shape (n_q, CODE_BYTES)
+            Probe codes (:func:`probe_codes`).
+        position : int
+            FGP code of the probe (0 searches every partition).
+        k : int
+            Neighbours per probe cylinder and partition.
+
+        Returns
+        -------
+        RawNeighbours
+            Flat arrays, one entry per (probe cylinder, indexed code).
+        """
+        codes = np.ascontiguousarray(codes)
+        out = []
+        with self._lock.read():
+            if position:
+                parts = [(p, self._parts[p]) for p in (position, 0) if p in self._parts]
+            else:
+                parts = sorted(self._parts.items())
+            for pos, part in parts:
+                rows, d, lab = _search_ties_complete(part, codes, k)
+                out.append((rows, np.full(rows.size, pos, np.int64), d, lab))
+        if not out:
+            e = np.zeros(0, np.int64)
+            return RawNeighbours(e, e, np.zeros(0, np.int32), e)
+        return RawNeighbours(*(np.concatenate(c) for c in zip(*out)))
+
     def shortlist(self, codes: np.ndarray, position: int, size: int, k: int = K_NEIGHBOURS) -> list[Vote]:
-        """Fingers with the most descriptor votes for a probe.
+        """Fingers with the most descriptor votes for a probe (ties by finger id).
+
+        The votes of :func:`vote_totals` over :meth:`neighbours`, tied
+        neighbours chosen by finger id (a single index's rule; a gallery
+        chooses by subject and position, see :func:`biomatch.gallery`).
 
         Parameters
         ----------
@@ -460,56 +664,11 @@ class GalleryIndex:
         -------
         list of Vote, best first (ties by finger id).
         """
-        pbins = np.asarray(codes.angle_bins, dtype=np.int64)
-        codes = codes.codes
-        with self._lock.read():
-            if position:
-                parts = [self._parts[p] for p in (position, 0) if p in self._parts]
-            else:
-                parts = list(self._parts.values())
-            dist, lab = [], []
-            for part in parts:
-                d, i = part.search(codes, k)
-                dist.append(d)
-                lab.append(i)
-        if not lab or codes.shape[0] == 0:
-            return []
-        d = np.concatenate(dist, axis=1).astype(np.float64)
-        lab = np.concatenate(lab, axis=1)
-        n_q = lab.shape[0]
-        rows = np.repeat(np.arange(n_q, dtype=np.int64), lab.shape[1])
-        lab = lab.ravel()
-        if VOTE_RELATIVE:
-            # weight relative to this probe cylinder's own neighbourhood: the k-th
-            # neighbour's distance stands for "unrelated" (an adaptive kernel)
-            d_far = d.max(axis=1, keepdims=True)
-            d_near = d.min(axis=1, keepdims=True)
-            w = ((d_far - d) / np.maximum(d_far - d_near, 1.0)).ravel()
-        else:
-            w = 1.0 - d.ravel() / VOTE_ZERO_DISTANCE
-        ok = (lab >= 0) & (w > 0)
-        rows, lab, w = rows[ok], lab[ok], w[ok]
-        if lab.size == 0:
-            return []
-        fid = lab >> ANGLE_ID_BITS
-        rot = ((lab & ((1 << ANGLE_ID_BITS) - 1)) - pbins[rows]) % (1 << ANGLE_ID_BITS)
-        # one vote per (probe cylinder, finger): the best-weighted neighbour
-        order = np.lexsort((-w, rows, fid))
-        fid, rows, w, rot = fid[order], rows[order], w[order], rot[order]
-        first = np.ones(fid.size, dtype=bool)
-        first[1:] = (fid[1:] != fid[:-1]) | (rows[1:] != rows[:-1])
-        fid, w, rot = fid[first], w[first], rot[first]
-        fingers, inv = np.unique(fid, return_inverse=True)
-        if ROTATION_BINS:
-            # votes of a mate agree on the rotation between probe and gallery minutiae
-            nb = ROTATION_BINS
-            rbin = (rot * nb) >> ANGLE_ID_BITS
-            acc = np.zeros((fingers.size, nb))
-            np.add.at(acc, (inv, rbin), w)
-            acc = acc + np.roll(acc, 1, axis=1) + np.roll(acc, -1, axis=1)
-            totals = acc.max(axis=1)
-        else:
-            totals = np.bincount(inv, weights=w)
+        raw = self.neighbours(codes.codes, position, k)
+        fid = raw.labels >> ANGLE_ID_BITS
+        abin = raw.labels & ((1 << ANGLE_ID_BITS) - 1)
+        keep = select_neighbours(raw.rows, raw.partition, raw.dist, fid, abin, k)
+        fingers, totals = vote_totals(raw.rows[keep], raw.dist[keep], fid[keep], abin[keep], codes.angle_bins)
         top = np.lexsort((fingers, -totals))[: max(0, int(size))]
         return [Vote(int(fingers[t]), float(totals[t])) for t in top]
 

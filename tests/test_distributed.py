@@ -157,6 +157,56 @@ def test_one_shard_identical_above_exhaustive_limit(cluster, mated, calibration,
             assert list(b) == list(a) and a[0].subject == f"f{i}"
 
 
+@pytest.fixture(scope="module")
+def big(cluster, mated, calibration, tmp_path_factory):
+    """346 fingers (above EXHAUSTIVE_MAX_FINGERS) in a single store and 2- and 3-shard galleries.
+
+    Two-finger subjects m<j> (positions 1, 2), one-finger subjects f<i> (positions 0, 1, 2),
+    100 distractors and 6 "twins" enrolled with a copy of m0's finger 1: identical codes,
+    so FAISS distance ties, vote ties and score ties are all exercised.
+    """
+    from biomatch.synthetic import template_batch
+
+    gal, _ = mated
+    extra = next(template_batch(100, 1, seed=23)).templates()
+    items = [(f"m{j}", {1: gal[j], 2: gal[60 + j]}) for j in range(60)]
+    items += [(f"f{i}", {i % 3: gal[i]}) for i in range(120, 240)]
+    items += [(f"t{j}", {1: gal[0]}) for j in range(6)]
+    items += [(f"d{j}", {j % 3: extra[j]}) for j in range(100)]
+    root = tmp_path_factory.mktemp("big")
+    stores = [bm.Gallery.open(root / "single.db")]
+    stores += [bm.Gallery.open(f"ray://{root / f'sh{n}'}?shards={n}") for n in (2, 3)]
+    for g in stores:
+        _fill(g, calibration, items[:200])
+        _fill(g, calibration, items[200:])
+    yield stores
+    for g in stores:
+        g.close()
+
+
+def test_identical_to_single_machine_above_exhaustive_limit(big, mated):
+    single, two, three = big
+    n_fingers = single.stats()["galleries"]["local"]["fingers"]
+    assert n_fingers == 346 > gallery_mod.EXHAUSTIVE_MAX_FINGERS  # the FAISS shortlist is used
+    assert all(p["kind"] == "flat" for p in single.index("local").describe()["partitions"].values())
+    assert two.stats()["galleries"]["local"]["fingers"] == three.stats()["galleries"]["local"]["fingers"] == n_fingers
+    _, probes = mated
+    cases = [{1: probes[0]}, {1: probes[7]}, {2: probes[60 + 33]}, {1: probes[5], 2: probes[65]},
+             {0: probes[150]}, {2: probes[122]}, {0: probes[0]}]
+    for probe in cases:
+        for kw in ({"max_candidates": 10}, {"max_candidates": 40}):
+            a = single.search(probe, galleries=["local"], operator="desk", **kw)
+            assert len(a) == kw["max_candidates"]
+            for g in (two, three):
+                b = g.search(probe, galleries=["local"], operator="desk", **kw)
+                assert b.complete and b.searched_subjects == 286
+                # subjects, ranks, scores and FMRs bit for bit (floats compared with ==), FPIRs, pairs
+                assert list(b) == list(a)
+    hits = three.search({1: probes[0]}, galleries=["local"], max_candidates=10, operator="desk")
+    assert {c.subject for c in hits[:7]} == {"m0", "t0", "t1", "t2", "t3", "t4", "t5"}  # tied twins by name
+    assert [c.subject for c in hits[:7] if c.subject != "m0"] == [f"t{j}" for j in range(6)]
+
+
 def test_add_shard_rebalance_preserves_everything(cluster, mated, calibration, tmp_path):
     gal, probes = mated
     subjects = _subjects(gal, 30)

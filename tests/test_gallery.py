@@ -412,3 +412,26 @@ def test_cli_ebts_enrol_and_search_audit_ori_tcn(tmp_path, formats_data, capsys)
         assert [r["action"] for r in recs] == ["enroll", "search"]
         assert all(r["context"]["ori"] and r["context"]["tcn"] == r["transaction_id"] for r in recs)
         assert g.get("bk1").originals[0][1] == "transaction"
+
+
+def test_scores_identical_after_derived_files_are_lost(store, mated, calibration, monkeypatch):
+    """Enrolment derives its rows and codes from the template as stored: a rebuild scores the same."""
+    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)  # through the FAISS shortlist too
+    gal, probes = mated
+    probe_sets = [{2: probes[i]} for i in range(0, 40, 7)] + [{0: probes[3], 2: probes[4]}]
+
+    def run(g):
+        return [g.search(p, galleries=["local"], max_candidates=8, operator="desk") for p in probe_sets]
+
+    with Gallery.open(store) as g:
+        g.set_calibration(calibration, operator="admin")
+        g.enroll_many([(f"s{i}", {2 if i % 2 else 0: t}) for i, t in enumerate(gal)], gallery="local", operator="desk")
+        g.enroll("late", {2: gal[5]}, gallery="local", operator="desk")
+        before = run(g)
+    derived = [store.with_name(store.name + ".features"), store.with_name(store.name + ".local.faiss")]
+    assert all(p.exists() for p in derived)
+    for p in derived:
+        p.unlink()
+    with Gallery.open(store) as g:
+        after = run(g)
+    assert after == before  # subjects, ranks, scores and FMRs bit for bit

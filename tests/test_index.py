@@ -170,3 +170,32 @@ def test_rotation_consistency_helps(mated, monkeypatch):
     monkeypatch.setattr(index, "ROTATION_BINS", 0)
     without = top1()
     assert with_rot >= without and with_rot >= 18
+
+
+def test_split_index_neighbours_merge_to_the_single_index(mated):
+    """Ties-complete k-NN of two indexes, merged by the explicit tie rule, equal one index's (any add order)."""
+    gal, probes = mated
+    entries = [(i, 1 + i % 2, _codes(t)) for i, t in enumerate(gal)]
+    entries += [(1000 + i, 1, _codes(gal[0])) for i in range(5)]  # identical codes: distance ties
+    one = index.GalleryIndex()
+    one.add(entries[::-1])  # reversed: FAISS keeps the earliest added of tied codes
+    a, b = index.GalleryIndex(), index.GalleryIndex()
+    a.add(entries[0::2])
+    b.add(entries[1::2])
+
+    def kept(raws):
+        rows, part, dist, lab = (np.concatenate(c) for c in zip(*raws))
+        fid, abin = lab >> index.ANGLE_ID_BITS, lab & ((1 << index.ANGLE_ID_BITS) - 1)
+        keep = index.select_neighbours(rows, part, dist, fid, abin, 8)
+        return rows[keep], part[keep], dist[keep], fid[keep], abin[keep]
+
+    for p, pos in ((probes[0], 1), (probes[3], 0), (probes[4], 2)):
+        q = _codes(p, True)
+        whole = kept([one.neighbours(q.codes, pos, 8)])
+        split = kept([a.neighbours(q.codes, pos, 8), b.neighbours(q.codes, pos, 8)])
+        for x, y in zip(whole, split):
+            assert np.array_equal(x, y)
+        fa, ta = index.vote_totals(whole[0], whole[2], whole[3], whole[4], q.angle_bins)
+        perm = np.random.default_rng(0).permutation(split[0].size)
+        fb, tb = index.vote_totals(*(c[perm] for c in (split[0], split[2], split[3], split[4])), q.angle_bins)
+        assert np.array_equal(fa, fb) and np.array_equal(ta, tb)  # bit for bit, whatever the order
