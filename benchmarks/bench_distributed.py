@@ -15,7 +15,9 @@ count. For each it reports:
   merge, pairs, the audit record written);
 - throughput: probes per second with ``--clients`` concurrent searching threads;
 - identical: probes whose candidate list (subjects, ranks, scores, FMRs,
-  FPIRs, pairs) equals the single-machine list; rank-1 identical; rank-1 hit rate.
+  FPIRs, pairs) equals the single-machine list; rank-1 identical; rank-1 hit rate
+  (all lists are identical while the single store's index partitions are flat,
+  ``index_partitions`` of the reference row; see docs/scaleout.md).
 
 Run (what fits in ~10 min on 2 cores; ``--fingers 1000000`` on a bigger machine)::
 
@@ -119,6 +121,8 @@ def bench(n: int, shard_counts: list, n_probes: int, clients: int, seed: int, wo
         row = {"shards": 0, "enrol_fingers_per_s": round(n / (time.perf_counter() - t0), 1)}
         idx = g.index("bench")
         row["index_bytes_per_finger"] = round(idx.memory_bytes() / n, 1)
+        # identical sharded results are guaranteed while every partition of the single store is flat
+        row["index_partitions"] = idx.describe()["partitions"]
         row["store_bytes_per_finger"] = round(g.stats()["store_bytes"] / n, 1)
         m, reference = _measure(g, probes, clients, None)
         row.update(m)
