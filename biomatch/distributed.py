@@ -26,33 +26,46 @@ the owning shard only.
 
 Search and what is identical to a single machine
 ------------------------------------------------
-A search fans out to every shard; each returns the raw per-finger scores of
-the subjects it rescored (:meth:`Gallery._search_gallery`, the single-machine
-code) and its subject counts. The coordinator then does exactly what
-:meth:`Gallery.search` does: the calibration (the coordinator's) turns each
-raw score into an FMR, Fisher fusion, the same ranking key (fused FMR, then
-summed raw score, gallery, subject), the same threshold rule in the FMR
-domain, FPIR for ``N`` = the subjects of every searched shard together, the
-top ``max_candidates``; the owning shards then compute the minutia pairs of
-the final candidates only. Hence:
+A search runs the three steps of :meth:`Gallery._search_gallery` apart:
 
-- a subject rescored in both set-ups gets bit-identical per-finger scores,
-  FMRs, fused score/FMR and, on a complete search, FPIR;
-- galleries of at most :data:`biomatch.gallery.EXHAUSTIVE_MAX_FINGERS`
-  fingers in total are rescored exhaustively by every shard, so the
-  candidate lists (subjects, ranks, scores, FMRs, FPIRs, pairs) are identical
-  to a single-machine search on the same data for any shard count;
-- a 1-shard gallery is identical to a single-machine store at every size
-  (the shard *is* that store);
-- above the exhaustive size each shard shortlists
-  :data:`~biomatch.gallery.SHORTLIST_FINGERS` fingers per probe finger among
-  its own fingers (the FAISS votes are relative to each probe cylinder's
-  nearest neighbours, which differ between one index and N). The sharded
-  search rescores up to N times as many subjects, so it can only add
-  subjects the single-machine shortlist missed: its top-L equals the
-  single-machine top-L whenever the latter's shortlist held every subject
-  that ranks in the sharded top-L. ``benchmarks/bench_distributed.py``
-  measures how often the lists are identical.
+1. every shard returns, per probe finger and per probe cylinder, the FAISS
+   k-NN of that cylinder in each position partition of its index
+   (:meth:`Gallery._neighbours`), *ties complete* (every code as near as the
+   k-th) and keyed by subject id instead of the shard's row ids, with its
+   subject and finger counts;
+2. the coordinator merges them into the global k nearest of every
+   (cylinder, partition) under the one explicit tie rule (distance, then
+   subject id, then the gallery minutia's direction bin;
+   :func:`biomatch.gallery._merge_neighbours`), which the single store
+   applies to its own index too, and computes the votes and the subject
+   shortlist with the single store's function
+   (:func:`biomatch.gallery._shortlist_subjects`; ties by subject id);
+   a gallery of at most :data:`biomatch.gallery.EXHAUSTIVE_MAX_FINGERS`
+   fingers *in all* is rescored whole, as on one store;
+3. each shard rescores the shortlisted subjects it holds (numba, next to its
+   data); the coordinator then does exactly what :meth:`Gallery.search`
+   does: the calibration (the coordinator's) turns each raw score into an
+   FMR, Fisher fusion, the same ranking key (fused FMR, then summed raw
+   score, gallery, subject), the same threshold rule in the FMR domain, FPIR
+   for ``N`` = the subjects of every searched shard together, the top
+   ``max_candidates``; the owning shards compute the minutia pairs of the
+   final candidates only.
+
+Where the guarantee holds: a complete search (every shard answered) of a
+sharded gallery returns the same candidates as a single-machine store
+holding the same subjects - subjects, ranks, scores, FMRs and FPIRs bit for
+bit, and pairs - for any shard count, **while every position partition of
+that single store's index is flat** (exhaustive ``IndexBinaryFlat``: at most
+:data:`biomatch.index.FLAT_MAX_CODES` codes, about 14,000 synthetic fingers
+of one position at ~29 codes each). A shard's partitions are then flat too
+(each holds a subset of the codes) and every k-NN list is exact. Beyond it
+the single store searches IVF lists (:data:`biomatch.index.IVF_NPROBE`
+visited) and so may each shard, with coarse quantisers trained on different
+codes: both are approximate, in different ways, and lists can differ (rarely
+at rank 1: the shortlist still holds the mate at the IVF recall). A store
+whose partition once grew past the limit stays IVF after deletions. Tested
+in ``tests/test_distributed.py`` (2 and 3 shards, 346 fingers with tied
+codes); measured in ``benchmarks/bench_distributed.py``.
 
 Missing shards
 --------------
@@ -300,8 +313,8 @@ class _Shard:
         fingers = dict(con.execute("SELECT position, template FROM fingers WHERE subject_id = ?", (sid,)).fetchall())
         originals = con.execute("SELECT position, data FROM originals WHERE subject_id = ? ORDER BY id", (sid,)).fetchall()
         shas = [r[0] for r in con.execute("SELECT sha256 FROM fingers WHERE subject_id = ?", (sid,))]
-        # the rescoring rows packed at enrolment come from the enrolled Template itself, which can
-        # score slightly differently from one decoded from its stored bytes: move them too
+        # the rescoring rows move too: those of a store enrolled before rows were derived from the
+        # stored bytes (Gallery._prepare) can differ slightly from rows rebuilt from them
         rows = self.g._featstore.get(shas)
         return {"gallery": gallery, "subject": subject, "metadata": meta, "fingers": fingers, "originals": originals,
                 "rows": rows}

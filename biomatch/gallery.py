@@ -40,7 +40,14 @@ gallery fingers by descriptor votes; the subjects owning them (at most
 :data:`SHORTLIST_SUBJECTS`, by summed votes) are rescored exhaustively by
 :mod:`biomatch.scoring`: each probe finger against the subject's finger of the
 same position when both positions are known, against all of the subject's
-fingers (best of) when either is unknown (0).
+fingers (best of) when either is unknown (0). Ties are broken by explicit
+rules that do not depend on a store's row ids: k-NN neighbours at equal
+distance by subject id (:func:`_merge_neighbours`), fingers and subjects of
+equal votes by subject id (:func:`_shortlist_subjects`), so that a sharded
+gallery shortlists exactly as one store does (:mod:`biomatch.distributed`).
+Enrolment derives the index codes and rescoring rows from the template as
+stored (decoded from its bytes), so a store whose derived files are lost
+scores identically once they are rebuilt.
 
 Fusion rule (documented, principled): each per-finger raw score ``s_i`` is
 turned into its estimated false match rate ``p_i`` by the calibration; the

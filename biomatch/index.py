@@ -37,6 +37,16 @@ on one rotation and chance neighbours do not. The
 fingers with the largest vote totals form the shortlist that
 :mod:`biomatch.scoring` then rescores exhaustively.
 
+Ties: FAISS ``IndexBinaryFlat`` keeps, among codes tied at the k-th
+distance, the earliest *added* (its scan order), which depends on the order
+of enrolment and differs between one index and several holding the same
+codes. :meth:`GalleryIndex.neighbours` therefore returns every code tied with
+the k-th, and :func:`select_neighbours` keeps the k first by an explicit rule
+(distance, then a key of the finger - a gallery uses the subject id - then
+the direction bin); :func:`vote_totals` depends only on the set of entries
+(summed in a canonical order), so a sharded gallery that merges its shards'
+lists gets bit-identical votes (:mod:`biomatch.distributed`).
+
 Fingers are partitioned by finger position (ANSI/NIST-ITL FGP): a probe of a
 known position searches its position's partition and the unknown-position
 partition (0); a probe of unknown position searches all of them. A partition
