@@ -1,5 +1,8 @@
 """Reading finger images: PNG, TIFF, BMP, JPEG (Pillow) and WSQ (the ``wsq`` package).
 
+WSQ is decoded in a forked child process: the NBIS decoder segfaults on some
+corrupt data, and a hostile file must not take the process down.
+
 :func:`read_image` returns a :class:`FingerImage` (8-bit gray pixels plus the
 resolution and where it came from). :func:`to_working_resolution` resamples it
 to the 500 ppi at which extraction runs; the scale factor maps results back to
@@ -8,7 +11,10 @@ the original pixel frame.
 Bad input raises :class:`~biomatch.errors.ImageError` naming the source and
 the reason: unreadable or truncated files, resolutions outside 250-2000 ppi,
 images too small to hold a print, declared sizes so large they would exhaust
-memory (checked before decoding), blank or uniform images.
+memory (checked before decoding), blank or uniform images, WSQ data that
+crashes or hangs the decoder, and images whose 500 ppi working image exceeds
+:data:`MAX_WORKING_PIXELS` (checked before resampling; it bounds the time and
+memory extraction spends on one image).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ __all__ = [
     "DEFAULT_PPI",
     "MIN_PRINT_SIDE_IN",
     "MAX_IMAGE_PIXELS",
+    "MAX_WORKING_PIXELS",
+    "working_size",
 ]
 
 WORKING_PPI = 500.0
@@ -42,8 +50,21 @@ MIN_PRINT_SIDE_IN = 0.2
 #: Largest image accepted, checked from the header before decoding (a rolled
 #: ten-print card at 1000 ppi is about 8000x8000).
 MAX_IMAGE_PIXELS = 80_000_000
+#: Largest image extraction works on, in pixels of the 500 ppi working image.
+#: Extraction time and memory grow in proportion to this count, so this is the
+#: per-image time bound (a 2000 x 2000 working image extracts in about 2.5 s on
+#: a shared 2-core machine). The largest finger image a booking system sends is
+#: a 4-finger plain slap, at most 3.2 x 3.0 in (ANSI/NIST-ITL, FBI EBTS): 1600 x
+#: 1500 = 2.4 Mpx at 500 ppi whatever the scan resolution (a 1000 ppi slap is
+#: resampled down). 4 Mpx (2000 x 2000 px, 4 x 4 in) leaves room for scanners
+#: that crop generously. It is checked once the working size is known and before
+#: resampling: a 250 ppi image is enlarged 2x, so it may hold at most 1 Mpx,
+#: while a 2000 ppi one may hold 64 Mpx (under MAX_IMAGE_PIXELS).
+MAX_WORKING_PIXELS = 4_000_000
 #: Below this gray-level standard deviation an image is treated as blank.
 MIN_CONTRAST_STD = 4.0
+#: Seconds a WSQ decode may take in its child process (a 1000 ppi rolled print decodes in well under 1 s).
+WSQ_DECODE_TIMEOUT_S = 20.0
 
 
 class ResolutionWarning(UserWarning):
@@ -115,7 +136,19 @@ def _wsq_frame_size(data: bytes, name: str) -> tuple[int, int]:
 
 def _decode_wsq(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
     width, height = _wsq_frame_size(data, name)
-    _check_pixel_count(width, height, name)
+    _check_pixel_count(width, height, name)  # before any decoder runs or allocates
+    if not hasattr(os, "fork"):  # pragma: no cover - platforms without fork
+        return _decode_wsq_in_process(data, name)
+    pixels, ppi = _decode_wsq_isolated(data, name, width * height)
+    if pixels.shape != (height, width):
+        raise ImageError(
+            f"{name}: WSQ frame header declares {width}x{height} but the data decodes to "
+            f"{pixels.shape[1]}x{pixels.shape[0]} (corrupt)"
+        )
+    return pixels, ppi
+
+
+def _decode_wsq_in_process(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
     try:
         import _wsq  # C decoder shipped by the ``wsq`` package; returns the header's ppi too
     except ImportError as exc:  # pragma: no cover - dependency is declared
@@ -128,6 +161,106 @@ def _decode_wsq(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
         raise ImageError(f"{name}: WSQ decoder returned {len(buf)} bytes for a {w}x{h} image")
     pixels = np.frombuffer(bytes(buf), dtype=np.uint8).reshape(h, w)
     return pixels, (float(ppi) if ppi and ppi > 0 else None)
+
+
+_WSQ_REPLY = struct.Struct(">cIId")  # status b"K"/b"E", height, width, ppi (0: none); then pixels or message
+
+
+def _wsq_child(data: bytes, name: str, fd: int) -> None:  # pragma: no cover - runs in the forked child
+    import faulthandler
+
+    code = 0
+    try:
+        faulthandler.disable()  # a crash here is reported by the parent as an ImageError
+        # the C decoder prints its complaints on stderr; the error message carries them instead
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            pixels, ppi = _decode_wsq_in_process(data, name)
+            reply = _WSQ_REPLY.pack(b"K", pixels.shape[0], pixels.shape[1], ppi or 0.0) + pixels.tobytes()
+        except ImageError as exc:
+            reply = _WSQ_REPLY.pack(b"E", 0, 0, 0.0) + str(exc).encode("utf-8", "replace")
+        view = memoryview(reply)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)  # never return into the parent's stack, flush nothing of the parent's
+
+
+def _decode_wsq_isolated(data: bytes, name: str, pixel_count: int) -> tuple[np.ndarray, float | None]:
+    """Decode WSQ in a forked child process.
+
+    The WSQ decoder (NIST NBIS C code in the ``wsq`` package) can crash the whole
+    process with a segmentation fault on corrupt data (found by fuzzing), and an
+    image arriving at a booking desk must never take the process down. The fork
+    costs a few milliseconds per image; the parent reads at most the pixels the
+    frame header declared and kills a child that runs past
+    :data:`WSQ_DECODE_TIMEOUT_S`.
+    """
+    import select
+    import signal
+    import time
+
+    limit = _WSQ_REPLY.size + pixel_count + 65536  # pixels, or an error message
+    read_fd, write_fd = os.pipe()
+    try:
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about fork() in threaded processes; the child only runs the decoder
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise ImageError(f"{name}: cannot start the WSQ decoder process ({exc.strerror or exc})") from None
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_fd)
+        _wsq_child(data, name, write_fd)
+    os.close(write_fd)
+    chunks, received, failure, finished = [], 0, None, False
+    deadline = time.monotonic() + WSQ_DECODE_TIMEOUT_S
+    poller = select.poll()  # not select(): no FD_SETSIZE limit in processes holding many files
+    poller.register(read_fd, select.POLLIN)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failure = f"WSQ decoding took longer than {WSQ_DECODE_TIMEOUT_S:g} s (decoder stopped)"
+                break
+            if not poller.poll(left * 1000.0):
+                continue
+            chunk = os.read(read_fd, 1 << 20)
+            if not chunk:
+                finished = True
+                break
+            received += len(chunk)
+            if received > limit:
+                failure = "corrupt WSQ data (the decoder returned more pixels than the frame header declares)"
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        if not finished:  # timed out, too much output, or interrupted: stop the child
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover
+                pass
+        _, status = os.waitpid(pid, 0)
+    if failure is not None:
+        raise ImageError(f"{name}: {failure}")
+    if os.WIFSIGNALED(status):
+        raise ImageError(f"{name}: corrupt WSQ data (the decoder crashed, signal {os.WTERMSIG(status)})")
+    reply = b"".join(chunks)
+    if os.WEXITSTATUS(status) != 0 or len(reply) < _WSQ_REPLY.size:
+        raise ImageError(f"{name}: corrupt WSQ data (the decoder failed, exit code {os.WEXITSTATUS(status)})")
+    kind, h, w, ppi = _WSQ_REPLY.unpack_from(reply)
+    body = reply[_WSQ_REPLY.size :]
+    if kind != b"K":
+        raise ImageError(body.decode("utf-8", "replace"))
+    if len(body) != h * w:
+        raise ImageError(f"{name}: corrupt WSQ data (the decoder returned {len(body)} bytes for a {w}x{h} image)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(h, w), (ppi if ppi > 0 else None)
 
 
 def _check_pixel_count(width: int, height: int, name: str) -> None:
@@ -268,6 +401,14 @@ def read_image(source, ppi: float | None = None, *, name: str | None = None) -> 
     return FingerImage(pixels=pixels, ppi=resolution, name=name, ppi_source=origin)
 
 
+def working_size(width: int, height: int, ppi: float) -> tuple[int, int]:
+    """Size (width, height) of an image of ``width`` x ``height`` px at ``ppi`` once resampled to 500 ppi."""
+    factor = WORKING_PPI / ppi
+    if abs(factor - 1.0) < 0.02:
+        return width, height
+    return max(1, int(round(width * factor))), max(1, int(round(height * factor)))
+
+
 def to_working_resolution(image: FingerImage) -> tuple[np.ndarray, float]:
     """Resample an image to :data:`WORKING_PPI`.
 
@@ -277,15 +418,26 @@ def to_working_resolution(image: FingerImage) -> tuple[np.ndarray, float]:
         The resampled image (the original array when already at 500 ppi).
     scale : float
         Factor from working to original pixels: ``x_orig = x_work * scale``.
+
+    Raises
+    ------
+    ImageError
+        The working image would exceed :data:`MAX_WORKING_PIXELS` (refused
+        before resampling, so before extraction spends time or memory on it).
     """
-    factor = WORKING_PPI / image.ppi
-    if abs(factor - 1.0) < 0.02:
+    h, w = image.pixels.shape
+    new_w, new_h = working_size(w, h, image.ppi)
+    if new_w * new_h > MAX_WORKING_PIXELS:
+        raise ImageError(
+            f"{image.name}: image {w}x{h} px at {image.ppi:g} ppi is {new_w}x{new_h} px at {WORKING_PPI:g} ppi, "
+            f"more than the extraction limit of {MAX_WORKING_PIXELS} pixels "
+            f"({MAX_WORKING_PIXELS / WORKING_PPI**2:g} sq in, larger than any finger or slap image)"
+        )
+    if (new_w, new_h) == (w, h):
         return image.pixels, 1.0
     from PIL import Image
 
-    h, w = image.pixels.shape
-    new_w, new_h = max(1, int(round(w * factor))), max(1, int(round(h * factor)))
     # Area-averaging (BOX) when shrinking avoids aliasing ridges; bicubic when enlarging.
-    resample = Image.Resampling.BOX if factor < 1 else Image.Resampling.BICUBIC
+    resample = Image.Resampling.BOX if image.ppi > WORKING_PPI else Image.Resampling.BICUBIC
     out = np.asarray(Image.fromarray(image.pixels).resize((new_w, new_h), resample=resample), dtype=np.uint8)
     return out, w / new_w

@@ -440,100 +440,19 @@ def _decode(rec: _Record, compression: str, data: bytes, width: int, height: int
         if compression == "WSQ20" and data[:2] != b"\xff\xa0":
             rec.fail("DATA", "declared WSQ but the data does not start with a WSQ marker")
         source = data
-    if compression == "WSQ20":
-        pixels = _decode_wsq_isolated(rec, source, ppi, label)
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pixels = read_image(source, ppi=ppi, name=label).pixels
-        except ImageError as exc:
-            raise FormatError(str(exc)) from None
-        except Exception as exc:  # a third-party decoder failing in a way biomatch.io does not map
-            raise FormatError(f"{label}: cannot decode ({type(exc).__name__}: {exc})") from None
+    try:
+        # WSQ is decoded in a forked child by biomatch.io: a decoder crash becomes an ImageError
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = read_image(source, ppi=ppi, name=label).pixels
+    except ImageError as exc:
+        raise FormatError(str(exc)) from None
+    except Exception as exc:  # a third-party decoder failing in a way biomatch.io does not map
+        raise FormatError(f"{label}: cannot decode ({type(exc).__name__}: {exc})") from None
     if pixels.shape != (height, width):
         warnings.warn(f"{rec.where}: fields HLL/VLL declare {width}x{height} but the {compression} data holds "
                       f"{pixels.shape[1]}x{pixels.shape[0]}; the decoded size is used", FormatWarning, stacklevel=4)
     return pixels
-
-
-#: Seconds a WSQ decode may take in its worker process (a 1000 ppi rolled print decodes in well under 1 s).
-WSQ_DECODE_TIMEOUT_S = 20.0
-
-
-def _wsq_worker(data: bytes, ppi: float, label: str, conn) -> None:  # pragma: no cover - runs in a child
-    import faulthandler
-    import os
-
-    from ..io import read_image
-
-    try:
-        faulthandler.disable()  # a crash here is reported by the parent as a FormatError
-        # the C decoder prints its complaints on stderr; the error message carries them instead
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = read_image(data, ppi=ppi, name=label).pixels
-        conn.send(("ok", pixels.shape, pixels.tobytes()))
-    except ImageError as exc:
-        conn.send(("error", str(exc), b""))
-    except Exception as exc:
-        conn.send(("error", f"{label}: cannot decode WSQ data ({type(exc).__name__}: {exc})", b""))
-    finally:
-        conn.close()
-
-
-def _decode_wsq_isolated(rec: "_Record", data: bytes, ppi: float, label: str) -> np.ndarray:
-    """Decode WSQ in a forked worker process.
-
-    The WSQ decoder (NIST NBIS C code in the ``wsq`` package) can crash the whole
-    process with a segmentation fault on corrupt data (found by fuzzing), and a
-    transaction arriving at a booking desk must never take the process down. A
-    fork costs a few milliseconds per image. Where fork is unavailable the
-    decoder runs in-process.
-    """
-    import multiprocessing as mp
-
-    from ..io import read_image
-
-    try:
-        ctx = mp.get_context("fork")
-    except ValueError:  # pragma: no cover - platforms without fork
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return read_image(data, ppi=ppi, name=label).pixels
-        except ImageError as exc:
-            raise FormatError(str(exc)) from None
-    receiver, sender = ctx.Pipe(duplex=False)
-    worker = ctx.Process(target=_wsq_worker, args=(data, ppi, label, sender), daemon=True)
-    with warnings.catch_warnings():
-        # Python >= 3.12 warns about fork() in threaded processes; the child only runs the decoder
-        warnings.simplefilter("ignore", DeprecationWarning)
-        worker.start()
-    sender.close()
-    try:
-        if not receiver.poll(WSQ_DECODE_TIMEOUT_S):
-            worker.kill()
-            worker.join()
-            if worker.exitcode is not None and worker.exitcode < 0 and worker.exitcode != -9:
-                raise FormatError(f"{label}: corrupt WSQ data (the decoder crashed with signal {-worker.exitcode})")
-            raise FormatError(f"{label}: WSQ decoding failed or took longer than {WSQ_DECODE_TIMEOUT_S:g} s")
-        try:
-            status, info, payload = receiver.recv()
-        except (EOFError, OSError):
-            worker.join()
-            raise FormatError(f"{label}: corrupt WSQ data (the decoder crashed, exit code {worker.exitcode})") from None
-    finally:
-        receiver.close()
-        worker.join(1.0)
-        if worker.is_alive():  # pragma: no cover
-            worker.kill()
-            worker.join()
-    if status != "ok":
-        raise FormatError(info)
-    return np.frombuffer(payload, dtype=np.uint8).reshape(info)
 
 
 def _ppi_checked(rec: _Record, ppi: float, what: str) -> float:
