@@ -3,6 +3,8 @@
     python -m benchmarks.bench_matching                 # FVC2002 vendor templates as the gallery
     python -m benchmarks.bench_matching --source synthetic --gallery 2000
     python -m benchmarks.bench_matching --json
+    python -m benchmarks.bench_matching --check-scores /tmp/scores.npz   # saves, or compares to, every FVC2002 score
+
 
 Gallery templates are packed once (``scoring.pack``); each probe is scored
 against the whole batch with ``scoring.score_packed`` (one numba call, no
@@ -42,13 +44,68 @@ def gallery_templates(source: str, n: int):
     return (out * reps)[:n]
 
 
+def score_check(path: str) -> dict:
+    """Every score of FVC2002 DB1-4_B (vendor and extract templates, every probe against its whole
+    DB through ``score_packed``, and ``verify`` on the first 10 probes of each DB), saved to
+    ``path`` when it does not exist, else compared with the scores saved there (the templates are
+    saved too, so a later extractor change does not change the check)."""
+    from pathlib import Path
+
+    from benchmarks.accuracy_matching import ALL_DBS, load_templates
+    from biomatch import scoring
+    from biomatch.template import Template
+
+    path = Path(path)
+    saved = dict(np.load(path)) if path.exists() else None
+    arrays, res = {}, {}
+    worst = 0.0
+    for source in ("vendor", "extract"):
+        for db in ALL_DBS:
+            key = f"{source}_{db}"
+            if saved is not None:
+                blob, lens = saved[key + "_bytes"].tobytes(), saved[key + "_lens"]
+                ends = np.cumsum(lens)
+                templates = [Template.from_bytes(blob[e - n : e]) for e, n in zip(ends, lens)]
+            else:
+                templates = load_templates("fvc2002_b", db, source)[0]
+                raw = [t.to_bytes() for t in templates]
+                arrays[key + "_bytes"] = np.frombuffer(b"".join(raw), dtype=np.uint8)
+                arrays[key + "_lens"] = np.array([len(r) for r in raw], dtype=np.int64)
+                templates = [Template.from_bytes(r) for r in raw]  # what is saved is what is scored
+            packed = scoring.pack(templates)
+            batch = np.stack([scoring.score_packed(t, packed) for t in templates])
+            one = np.array([[scoring.verify(p, g).score for g in templates] for p in templates[:10]])
+            arrays[key + "_batch"], arrays[key + "_verify"] = batch, one
+            if saved is not None:
+                d = max(float(np.max(np.abs(batch - saved[key + "_batch"]))), float(np.max(np.abs(one - saved[key + "_verify"]))))
+                res[key] = d
+                worst = max(worst, d)
+    if saved is None:
+        np.savez_compressed(path, matcher_version=np.array(scoring.MATCHER_VERSION), **arrays)
+        return {"saved": str(path), "scores": int(sum(v.size for k, v in arrays.items() if k.endswith(("_batch", "_verify"))))}
+    return {
+        "compared_with": str(path),
+        "saved_matcher_version": str(saved["matcher_version"]),
+        "matcher_version": scoring.MATCHER_VERSION,
+        "scores": int(sum(v.size for k, v in arrays.items())),
+        "max_abs_diff": worst,
+        "max_abs_diff_per_set": res,
+        "identical_1e-12": bool(worst <= 1e-12),
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", choices=["vendor", "extract", "synthetic"], default="vendor")
     ap.add_argument("--gallery", type=int, default=1280, help="templates in the batch")
     ap.add_argument("--probes", type=int, default=15)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--check-scores", metavar="FILE", help="save every FVC2002 score to FILE, or compare with FILE; no timing")
     args = ap.parse_args(argv)
+    if args.check_scores:
+        res = score_check(args.check_scores)
+        print(json.dumps(res, indent=2))
+        return 0 if res.get("identical_1e-12", True) else 1
 
     from biomatch import descriptors, scoring
 
@@ -118,4 +175,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -58,7 +58,8 @@ def _wrap_pi(a):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def local_similarities(
-    a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells, out_sim, out_i, out_j
+    a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells, out_sim, out_i, out_j,
+    row_start, row_best,
 ):
     """MCC bit-based local similarity of every matchable cylinder pair.
 
@@ -66,7 +67,10 @@ def local_similarities(
     cylinders share at least ``min_common_cells`` valid cells. Similarity is
     1 - sqrt(|a^b|) / (sqrt(|a|) + sqrt(|b|)), every count taken over the
     common valid cells. Writes the pairs with similarity > 0 into ``out_*``
-    (capacity na * nb) and returns their number.
+    (capacity na * nb), by row of a then row of b, and returns their number.
+    For :func:`_select_pairs`: row i's pairs are ``row_start[i]:row_start[i + 1]``
+    (shape (na + 1,)) and ``row_best[i]`` is its most similar one (the first on
+    ties; -1 when none).
     """
     na = a_bits.shape[0]
     nb = b_bits.shape[0]
@@ -75,6 +79,9 @@ def local_similarities(
     for i in range(na):
         ca = a_geo[i, 2]
         sa = a_geo[i, 3]
+        row_start[i] = count
+        best = -1
+        best_s = 0.0
         for j in range(nb):
             if ca * b_geo[j, 2] + sa * b_geo[j, 3] < 0.0:  # |d theta| > pi/2
                 continue
@@ -108,7 +115,12 @@ def local_similarities(
             out_sim[count] = s
             out_i[count] = i
             out_j[count] = j
+            if s > best_s:
+                best_s = s
+                best = count
             count += 1
+        row_best[i] = best
+    row_start[na] = count
     return count
 
 
@@ -118,61 +130,76 @@ def _sigmoid(v, mu, tau):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _select_pairs(sim, cand_i, cand_j, n, k, one_to_one, hist, order, binof, sel, used_a, used_b):
+def _row_best(sim, cand_j, lo, hi, used_b, taken, one_to_one):
+    """Best remaining candidate among lo:hi (one row of a): the highest similarity, the first
+    one on ties; skips taken candidates and, with ``one_to_one``, used columns; -1 when none."""
+    bt = -1
+    bv = 0.0
+    for t in range(lo, hi):
+        if one_to_one:
+            if used_b[cand_j[t]]:
+                continue
+        elif taken[t]:
+            continue
+        v = sim[t]
+        if v > bv:
+            bv = v
+            bt = t
+    return bt
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _select_pairs(sim, cand_j, na, nb, k, one_to_one, row_start, row_best, sel, used_b, taken, row_sim, row_col):
     """Up to k candidate pairs by decreasing similarity into sel; returns how many.
 
-    Counting sort on similarity quantised to ``hist.shape[0]`` levels; each
-    level is put in exact order (insertion sort, ties keep candidate order)
-    only when the walk reaches it, and the walk stops after k pairs. With
-    ``one_to_one`` a pair is skipped when one of its minutiae is already taken
-    (greedy assignment)."""
-    nbins = hist.shape[0]
-    for b in range(nbins):
-        hist[b] = 0
-    for t in range(n):
-        b = nbins - 1 - int(sim[t] * (nbins - 1))
-        binof[t] = b
-        hist[b] += 1
-    acc = 0
-    for b in range(nbins):
-        c = hist[b]
-        hist[b] = acc
-        acc += c
-    for t in range(n):
-        b = binof[t]
-        order[hist[b]] = t
-        hist[b] += 1
-    # hist[b] is now the end of level b (and the start of level b + 1)
-    if one_to_one:
-        for t in range(n):
-            used_a[cand_i[t]] = False
-            used_b[cand_j[t]] = False
+    The order is that of sorting the candidates by decreasing similarity, ties
+    in candidate order; with ``one_to_one`` a pair is skipped when one of its
+    minutiae is already taken (greedy assignment). Candidates come by row of a
+    with each row's best (``row_start``, ``row_best`` from
+    :func:`local_similarities`; similarities are > 0), so each of the k steps
+    takes the best of the rows' bests (ties: the lower row, i.e. the earlier
+    candidate), then refreshes the rows whose best was just taken.
+    ``row_best`` is updated in place. Scratch: taken (n,) bool, row_sim (na,)
+    float, row_col (na,) int."""
+    for j in range(nb):
+        used_b[j] = False
+    for i in range(na):
+        r = row_best[i]
+        row_sim[i] = sim[r] if r >= 0 else -1.0
+        row_col[i] = cand_j[r] if r >= 0 else -1
+        if not one_to_one:
+            for t in range(row_start[i], row_start[i + 1]):
+                taken[t] = False
     m = 0
-    start = 0
-    for b in range(nbins):
-        end = hist[b]
-        if end == start:
-            continue
-        for q in range(start + 1, end):
-            t = order[q]
-            v = sim[t]
-            r = q - 1
-            while r >= start and sim[order[r]] < v:
-                order[r + 1] = order[r]
-                r -= 1
-            order[r + 1] = t
-        for q in range(start, end):
-            t = order[q]
-            if one_to_one:
-                if used_a[cand_i[t]] or used_b[cand_j[t]]:
-                    continue
-                used_a[cand_i[t]] = True
-                used_b[cand_j[t]] = True
-            sel[m] = t
-            m += 1
-            if m >= k:
-                return m
-        start = end
+    while m < k:
+        bi = -1
+        bv = 0.0
+        for i in range(na):
+            if row_sim[i] > bv:
+                bv = row_sim[i]
+                bi = i
+        if bi < 0:
+            break
+        bt = row_best[bi]
+        sel[m] = bt
+        m += 1
+        if one_to_one:
+            jt = row_col[bi]
+            used_b[jt] = True
+            row_sim[bi] = -1.0  # the row is used
+            row_col[bi] = -1
+            for i in range(na):
+                if row_col[i] == jt:
+                    r = _row_best(sim, cand_j, row_start[i], row_start[i + 1], used_b, taken, True)
+                    row_best[i] = r
+                    row_sim[i] = sim[r] if r >= 0 else -1.0
+                    row_col[i] = cand_j[r] if r >= 0 else -1
+        else:
+            taken[bt] = True
+            r = _row_best(sim, cand_j, row_start[bi], row_start[bi + 1], used_b, taken, False)
+            row_best[bi] = r
+            row_sim[bi] = sim[r] if r >= 0 else -1.0
+            row_col[bi] = cand_j[r] if r >= 0 else -1
     return m
 
 
@@ -216,12 +243,13 @@ def lssr_score(
     nb,
     params,
     luts,
-    hist,
-    order,
-    binof,
+    row_start,
+    row_best,
     sel,
-    used_a,
     used_b,
+    taken,
+    row_sim,
+    row_col,
     rho,
     lam,
     lam_new,
@@ -247,7 +275,9 @@ def lssr_score(
     max_np = params[4]
     n_min = min(na, nb)
     n_p = int(min_np + round(_sigmoid(n_min, params[5], params[6]) * (max_np - min_np)))
-    n_r = _select_pairs(cand_sim, cand_i, cand_j, n_cand, n_min, params[7] > 0.0, hist, order, binof, sel, used_a, used_b)
+    n_r = _select_pairs(
+        cand_sim, cand_j, na, nb, n_min, params[7] > 0.0, row_start, row_best, sel, used_b, taken, row_sim, row_col
+    )
     if n_r < 2 or n_p < 1:
         return 0.0, 0, n_r
     # per pair: unit vector of the direction difference theta_a - theta_b
@@ -340,11 +370,13 @@ def score_one(
     cand_i = np.empty(cap, dtype=np.int32)
     cand_j = np.empty(cap, dtype=np.int32)
     n_max = max(min(na, nb), 1)
-    hist = np.empty(1024, dtype=np.int32)
+    row_start = np.empty(na + 1, dtype=np.int32)
+    row_best = np.empty(max(na, 1), dtype=np.int32)
     sel = np.empty(cap, dtype=np.int32)
     order = np.empty(cap, dtype=np.int32)
-    binof = np.empty(cap, dtype=np.int32)
-    used_a = np.zeros(na, dtype=np.bool_)
+    taken = np.empty(cap, dtype=np.bool_)
+    row_sim = np.empty(max(na, 1))
+    row_col = np.empty(max(na, 1), dtype=np.int32)
     used_b = np.zeros(nb, dtype=np.bool_)
     best_a = np.empty(max(na, 1), dtype=np.int32)
     best_b = np.empty(max(nb, 1), dtype=np.int32)
@@ -360,10 +392,10 @@ def score_one(
     a_h = _gather_hull(a_geo, a_hull_rank, a_hull)
     n_cand = local_similarities(
         a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells,
-        cand_sim, cand_i, cand_j,
+        cand_sim, cand_i, cand_j, row_start, row_best,
     )
     s_local, k, n_r = lssr_score(
-        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, binof, sel, used_a, used_b, rho, lam, lam_new, dcos, dsin, out_pairs
+        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho, lam, lam_new, dcos, dsin, out_pairs
     )
     if s_local <= 0.0:
         return 0.0, 0.0, k
@@ -407,11 +439,13 @@ def score_batch(
     cand_i = np.empty(cap, dtype=np.int32)
     cand_j = np.empty(cap, dtype=np.int32)
     n_max = max(min(na, n_max_b), 1)
-    hist = np.empty(1024, dtype=np.int32)
+    row_start = np.empty(na + 1, dtype=np.int32)
+    row_best = np.empty(max(na, 1), dtype=np.int32)
     sel = np.empty(cap, dtype=np.int32)
     order = np.empty(cap, dtype=np.int32)
-    binof = np.empty(cap, dtype=np.int32)
-    used_a = np.zeros(na, dtype=np.bool_)
+    taken = np.empty(cap, dtype=np.bool_)
+    row_sim = np.empty(max(na, 1))
+    row_col = np.empty(max(na, 1), dtype=np.int32)
     used_b = np.zeros(n_max_b, dtype=np.bool_)
     best_a = np.empty(max(na, 1), dtype=np.int32)
     best_b = np.empty(n_max_b, dtype=np.int32)
@@ -436,10 +470,10 @@ def score_batch(
             continue
         n_cand = local_similarities(
             a_bits, a_mask, a_maskx, a_geo, bits[lo:hi], mask[lo:hi], maskx[lo:hi], geo[lo:hi], plane_words,
-            min_common_cells, cand_sim, cand_i, cand_j,
+            min_common_cells, cand_sim, cand_i, cand_j, row_start, row_best,
         )
         sc, k, n_r = lssr_score(
-            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, hist, order, binof, sel, used_a, used_b, rho,
+            a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho,
             lam, lam_new, dcos, dsin, pairs,
         )
         if sc <= 0.0:

@@ -221,13 +221,20 @@ def test_local_similarity_kernel_matches_reference():
     ra, rb = sc._rows(fa), sc._rows(fb)
     cap = len(ra[0]) * len(rb[0])
     sim, ci, cj = np.zeros(cap), np.zeros(cap, np.int32), np.zeros(cap, np.int32)
-    n = local_similarities(*ra[:4], *rb[:4], d.PLANE_WORDS, sc._MIN_COMMON_CELLS, sim, ci, cj)
+    row_start, row_best = np.zeros(len(ra[0]) + 1, np.int32), np.zeros(len(ra[0]), np.int32)
+    n = local_similarities(*ra[:4], *rb[:4], d.PLANE_WORDS, sc._MIN_COMMON_CELLS, sim, ci, cj, row_start, row_best)
     got = np.zeros((len(ra[0]), len(rb[0])))
     got[ci[:n], cj[:n]] = sim[:n]
     np.testing.assert_array_equal(ra[5], _valid_rows(fa))
     ref = reference_local(fa, fb)
     np.testing.assert_allclose(got, ref, atol=1e-12)
     assert n > 0
+    # rows of a in order, each row's span and its most similar pair (the first on ties)
+    assert np.all(np.diff(ci[:n]) >= 0) and row_start[-1] == n
+    for i in range(len(ra[0])):
+        lo, hi = row_start[i], row_start[i + 1]
+        assert np.all(ci[lo:hi] == i)
+        assert row_best[i] == (lo + int(np.argmax(sim[lo:hi])) if hi > lo else -1)
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13, 14, 15])
