@@ -184,8 +184,13 @@ def big(cluster, mated, calibration, tmp_path_factory):
         g.close()
 
 
-def test_identical_to_single_machine_above_exhaustive_limit(big, mated):
+@pytest.mark.parametrize("short", [False, True], ids=["default-shortlist", "short-shortlist"])
+def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypatch, short):
     single, two, three = big
+    if short:  # cut the finger and subject shortlists inside this gallery's size (the coordinator reads them)
+        monkeypatch.setattr(gallery_mod, "SHORTLIST_FINGERS", 25)
+        monkeypatch.setattr(gallery_mod, "SHORTLIST_SUBJECTS", 24)
+        monkeypatch.setattr(gallery_mod, "SHORTLIST_SUBJECTS_MIN", 12)
     n_fingers = single.stats()["galleries"]["local"]["fingers"]
     assert n_fingers == 346 > gallery_mod.EXHAUSTIVE_MAX_FINGERS  # the FAISS shortlist is used
     assert all(p["kind"] == "flat" for p in single.index("local").describe()["partitions"].values())
@@ -196,15 +201,40 @@ def test_identical_to_single_machine_above_exhaustive_limit(big, mated):
     for probe in cases:
         for kw in ({"max_candidates": 10}, {"max_candidates": 40}):
             a = single.search(probe, galleries=["local"], operator="desk", **kw)
-            assert len(a) == kw["max_candidates"]
+            assert len(a) == (min(kw["max_candidates"], 24 // len(probe)) if short else kw["max_candidates"])
             for g in (two, three):
                 b = g.search(probe, galleries=["local"], operator="desk", **kw)
                 assert b.complete and b.searched_subjects == 286
                 # subjects, ranks, scores and FMRs bit for bit (floats compared with ==), FPIRs, pairs
                 assert list(b) == list(a)
+    if short:
+        return
     hits = three.search({1: probes[0]}, galleries=["local"], max_candidates=10, operator="desk")
     assert {c.subject for c in hits[:7]} == {"m0", "t0", "t1", "t2", "t3", "t4", "t5"}  # tied twins by name
     assert [c.subject for c in hits[:7] if c.subject != "m0"] == [f"t{j}" for j in range(6)]
+
+
+def _no_fpir(c):
+    import dataclasses
+
+    return dataclasses.replace(c, fpir=0.0)
+
+
+def test_subject_on_two_shards_votes_once(big, mated):
+    """Mid-rebalance a subject can sit on its owner and another shard: it votes and is rescored once."""
+    single, _, three = big
+    gal, probes = mated
+    other = (dist.shard_of("m1", 3) + 1) % 3
+    ray.get(three._actors[other].call.remote("enroll", "m1", {1: gal[1], 2: gal[61]}, gallery="local", operator="t"))
+    try:
+        for probe in ({1: probes[1]}, {1: probes[1], 2: probes[61]}):
+            a = single.search(probe, galleries=["local"], max_candidates=10, operator="desk")
+            b = three.search(probe, galleries=["local"], max_candidates=10, operator="desk")
+            # the same list; only FPIR's N counts the copy twice (287 subjects held by the shards)
+            assert [_no_fpir(c) for c in b] == [_no_fpir(c) for c in a]
+            assert a[0].subject == "m1" and b.searched_subjects == 287
+    finally:
+        ray.get(three._actors[other].call.remote("delete", "m1", gallery="local", operator="t"))
 
 
 def test_add_shard_rebalance_preserves_everything(cluster, mated, calibration, tmp_path):
