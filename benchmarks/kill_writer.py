@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import multiprocessing as mp
 import os
 import random
@@ -29,6 +28,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+from benchmarks._report import finish
 
 GALLERY = "local"
 
@@ -164,11 +165,7 @@ def main(argv=None) -> int:
         parent.close()
     summary = {**stats, "final_subjects": len(acked), "seconds": round(time.perf_counter() - t0, 1),
                "ok": not failures and stats["kills"] == args.kills, "failures": failures[:10]}
-    text = json.dumps(summary)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0 if summary["ok"] else 1
+    return finish(summary, args.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import time
 import traceback
 from pathlib import Path
 
+from benchmarks._report import finish
+
 GALLERY = "soak"
 
 
@@ -230,11 +232,7 @@ def main(argv=None) -> int:
     probes = probes_for(args.probes, args.fingers, args.seed)
     pool = [t for block in template_batch(300, 1, seed=args.seed + 1) for t in block.templates()]
     summary.update(run(args.store, args.minutes * 60.0, probes, pool, args.sample_s, args.warmup_s))
-    text = json.dumps(summary)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0 if summary["ok"] else 1
+    return finish(summary, args.out)
 
 
 if __name__ == "__main__":
