@@ -52,7 +52,7 @@ def _templates(n_fingers: int, seed: int, impressions: int = 2):
     return gallery, probes
 
 
-def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Path) -> dict:
+def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Path, build_only: bool = False) -> dict:
     from biomatch import gallery as gallery_mod
     from biomatch import scoring
     from biomatch.gallery import Gallery
@@ -61,18 +61,26 @@ def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Pat
     gallery, probes = _templates(n, seed)
     gen_s = time.perf_counter() - t0
     probes = [p for p in probes if p[0] < n_probes][:n_probes]
-    store = workdir / f"bench_{n}.db"
+    store = workdir / f"bench_{n}_seed{seed}.db"
+    build_log = store.with_suffix(".build.json")  # enrolment figures of a kept store (--keep-stores)
     out: dict = {"fingers": n, "generate_s": round(gen_s, 2)}
     with Gallery.open(store) as g:
-        t0 = time.perf_counter()
-        g.enroll_many(((f"f{f}", {0: t}) for f, t in gallery), gallery="bench", operator="bench")
-        enrol_s = time.perf_counter() - t0
-        out["enrol_fingers_per_s"] = round(n / enrol_s, 1)
+        if build_log.exists() and "bench" in g.galleries() and len(g.subjects(gallery="bench")) == n:
+            out.update(json.loads(build_log.read_text()), store_reused=True)
+        else:
+            t0 = time.perf_counter()
+            g.enroll_many(((f"f{f}", {0: t}) for f, t in gallery), gallery="bench", operator="bench")
+            enrol_s = time.perf_counter() - t0
+            build = {"enrol_fingers_per_s": round(n / enrol_s, 1), "enrol_s": round(enrol_s, 1)}
+            build_log.write_text(json.dumps(build))
+            out.update(build)
         t0 = time.perf_counter()
         idx = g.index("bench")
         out["index_ready_s"] = round(time.perf_counter() - t0, 2)
         out["index"] = idx.describe()
         out["index_bytes_per_finger"] = round(idx.memory_bytes() / n, 1)
+        if build_only:
+            return out
         for f, t in probes[:3]:  # warm-up (numba dispatch, caches)
             g.search({0: t}, galleries=["bench"], max_candidates=10, operator="bench")
         lat, hits, ranks = [], 0, []
@@ -197,6 +205,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep-stores", type=Path, default=None,
+                    help="Keep the gallery stores in this folder and reuse them on later runs (same size and seed).")
+    ap.add_argument("--build-only", action="store_true", help="Enrol and index (with --keep-stores), no searches.")
     ap.add_argument("--replot", type=Path, default=None, help="Only redraw --plot from this JSON report.")
     args = ap.parse_args(argv)
     if args.replot:
@@ -208,9 +219,15 @@ def main(argv=None) -> int:
     # FAISS runs single-threaded per search (biomatch.index.FAISS_THREADS); numba rescoring gets --threads
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     report = {"threads": args.threads, "cpu_count": os.cpu_count(), "sizes": []}
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    import contextlib
+
+    keep = args.keep_stores is not None
+    if keep:
+        args.keep_stores.mkdir(parents=True, exist_ok=True)
+    place = contextlib.nullcontext(str(args.keep_stores)) if keep else tempfile.TemporaryDirectory(dir=args.workdir)
+    with place as tmp:
         for n in args.sizes:
-            row = bench_size(n, args.probes, args.exhaustive_probes, args.seed, Path(tmp))
+            row = bench_size(n, args.probes, args.exhaustive_probes, args.seed, Path(tmp), build_only=args.build_only)
             report["sizes"].append(row)
             print(json.dumps(row), flush=True)
         if args.tenprint_subjects:
