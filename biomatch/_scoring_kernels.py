@@ -230,6 +230,20 @@ def _lut_cos(luts, row, c):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _lut_gate(luts, row):
+    """A cosine below which :func:`_lut_cos` of ``row`` is surely <= 1e-6: the grid point
+    before the table first exceeds 5e-7 (values between two grid points at most 5e-7 are
+    interpolated to < 1e-6), less a margin for rounding; -2 when there is none."""
+    n = luts.shape[1]
+    g = 0
+    while g < n and luts[row, g] <= 5e-7:
+        g += 1
+    if g == 0:
+        return -2.0
+    return 2.0 * (g - 1) / (n - 1) - 1.0 - 1e-9
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def lssr_score(
     a_geo,
     a_theta,
@@ -255,6 +269,8 @@ def lssr_score(
     lam_new,
     dcos,
     dsin,
+    cg,
+    dir_gate,
     out_pairs,
 ):
     """LSS-R consolidation: relaxation over the top min(na, nb) pairs, score over the nP most efficient.
@@ -264,6 +280,8 @@ def lssr_score(
     at 0: row 0 by distance difference (index = d * d1_scale), rows 1 and 2
     (direction and radial-angle difference) by the cosine of the difference
     over [-1, 1].
+    ``dir_gate``: :func:`_lut_gate` of row 1. ``cg`` (n_r, 8) receives the
+    candidates' minutiae (a's x, y, cos, sin, then b's), for the global stage.
     Writes the nP selected pairs (row indices into a and b) to out_pairs and
     returns (score, number of pairs written, number of relaxation candidates
     ``n_r``: ``sel[:n_r]`` indexes them, by decreasing local similarity).
@@ -280,33 +298,38 @@ def lssr_score(
     )
     if n_r < 2 or n_p < 1:
         return 0.0, 0, n_r
-    # per pair: unit vector of the direction difference theta_a - theta_b
+    one_to_one = params[7] > 0.0
+    # the candidates' minutiae side by side (a: x, y, cos, sin; b: the same), and per pair the
+    # unit vector of the direction difference theta_a - theta_b
     for r in range(n_r):
         i = cand_i[sel[r]]
         j = cand_j[sel[r]]
+        for q in range(4):
+            cg[r, q] = a_geo[i, q]
+            cg[r, 4 + q] = b_geo[j, q]
         dcos[r] = a_geo[i, 2] * b_geo[j, 2] + a_geo[i, 3] * b_geo[j, 3]
         dsin[r] = a_geo[i, 3] * b_geo[j, 2] - a_geo[i, 2] * b_geo[j, 3]
     # pair compatibility rho(r, k) (zero diagonal; the radial-angle term is seen from r):
     # product of the tabulated sigmoids of the distance difference, of the
     # relative-direction difference and of the radial-angle difference; the
-    # angle terms are looked up by the cosine of the difference (no atan2)
+    # angle terms are looked up by the cosine of the difference (no atan2).
+    # Below the cosine ``dir_gate`` the direction term is at most 1e-6 (see _lut_gate): skipped
     for r in range(n_r):
         rho[r, r] = 0.0
-        ir_ = cand_i[sel[r]]
-        jr = cand_j[sel[r]]
+        dcr = dcos[r]
+        dsr = dsin[r]
         for k in range(r + 1, n_r):
-            ik = cand_i[sel[k]]
-            jk = cand_j[sel[k]]
             v = 0.0
             v2 = 0.0
-            if ik != ir_ and jk != jr:
+            cdir = dcr * dcos[k] + dsr * dsin[k]
+            if cdir >= dir_gate and (one_to_one or (cand_i[sel[k]] != cand_i[sel[r]] and cand_j[sel[k]] != cand_j[sel[r]])):
                 # the direction term first: it needs no square root and rejects most pairs
-                z2 = _lut_cos(luts, 1, dcos[r] * dcos[k] + dsin[r] * dsin[k])
+                z2 = _lut_cos(luts, 1, cdir)
                 if z2 > 1e-6:
-                    dxa = a_geo[ir_, 0] - a_geo[ik, 0]
-                    dya = a_geo[ir_, 1] - a_geo[ik, 1]
-                    dxb = b_geo[jr, 0] - b_geo[jk, 0]
-                    dyb = b_geo[jr, 1] - b_geo[jk, 1]
+                    dxa = cg[r, 0] - cg[k, 0]
+                    dya = cg[r, 1] - cg[k, 1]
+                    dxb = cg[r, 4] - cg[k, 4]
+                    dyb = cg[r, 5] - cg[k, 5]
                     la = math.sqrt(dxa * dxa + dya * dya)
                     lb = math.sqrt(dxb * dxb + dyb * dyb)
                     z1 = _lut_distance(luts, abs(la - lb), d1_scale)
@@ -315,7 +338,7 @@ def lssr_score(
                         pc = (dxa * dxb + dya * dyb) * inv_l
                         ps = (dya * dxb - dxa * dyb) * inv_l
                         z12 = z1 * z2
-                        v = z12 * _lut_cos(luts, 2, dcos[r] * pc + dsin[r] * ps)
+                        v = z12 * _lut_cos(luts, 2, dcr * pc + dsr * ps)
                         v2 = z12 * _lut_cos(luts, 2, dcos[k] * pc + dsin[k] * ps)
             rho[r, k] = v
             rho[k, r] = v2
@@ -386,21 +409,24 @@ def score_one(
     lam_new = np.empty(n_max)
     dcos = np.empty(n_max)
     dsin = np.empty(n_max)
+    cg = np.empty((n_max, 8))
     qb = np.empty((max(nb, 1), 4))
     a_hull = np.empty((max(na, 1), 2))
     hull_buf = np.empty((max(nb, 1), 2))
     a_h = _gather_hull(a_geo, a_hull_rank, a_hull)
+    dir_gate = _lut_gate(luts, 1)
     n_cand = local_similarities(
         a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells,
         cand_sim, cand_i, cand_j, row_start, row_best,
     )
     s_local, k, n_r = lssr_score(
-        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho, lam, lam_new, dcos, dsin, out_pairs
+        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho, lam, lam_new, dcos, dsin, cg, dir_gate, out_pairs
     )
     if s_local <= 0.0:
         return 0.0, 0.0, k
     g = global_overlap_score(
         a_geo, a_hull, a_h, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb, hull_buf, order,
+        cg,
     )
     return _fuse(s_local, g, gparams), s_local, k
 
@@ -456,10 +482,12 @@ def score_batch(
     dcos = np.empty(n_max)
     dsin = np.empty(n_max)
     pairs = np.empty((int(params[4]) + 1, 2), dtype=np.int32)
+    cg = np.empty((n_max, 8))
     qb = np.empty((n_max_b, 4))
     a_hull = np.empty((max(na, 1), 2))
     hull_buf = np.empty((n_max_b, 2))
     a_h = _gather_hull(a_geo, a_hull_rank, a_hull)
+    dir_gate = _lut_gate(luts, 1)
     for t in range(subset.shape[0]):
         s = subset[t]
         lo = offsets[s]
@@ -474,14 +502,14 @@ def score_batch(
         )
         sc, k, n_r = lssr_score(
             a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho,
-            lam, lam_new, dcos, dsin, pairs,
+            lam, lam_new, dcos, dsin, cg, dir_gate, pairs,
         )
         if sc <= 0.0:
             out[t] = 0.0
             continue
         g = global_overlap_score(
             a_geo, a_hull, a_h, geo[lo:hi], hull_rank[lo:hi], cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb,
-            hull_buf, order,
+            hull_buf, order, cg,
         )
         out[t] = _fuse(sc, g, gparams)
 
@@ -621,25 +649,25 @@ def _pair_motion(a_geo, b_geo, i, j):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _agreeing_candidates(a_geo, b_geo, cand_i, cand_j, sel, n_r, c, s, tx, ty, centre, gparams, inl):
-    """Relaxation candidates ``sel[:n_r]`` whose minutiae agree under the motion (c, s, tx, ty)
-    centred on minutia ``centre`` of a; their positions in sel go to inl; returns how many."""
-    cx = a_geo[centre, 0]
-    cy = a_geo[centre, 1]
+def _agreeing_candidates(cg, n_r, c, s, tx, ty, cx, cy, gparams, inl, base, beat):
+    """Relaxation candidates (rows of ``cg``: a's x, y, cos, sin then b's) whose minutiae agree
+    under the motion (c, s, tx, ty) centred on (cx, cy); their positions go to inl[base:];
+    returns how many. Stops early, returning at most ``beat``, once the count cannot exceed
+    ``beat`` (the caller only wants a count that does)."""
     n = 0
     for r in range(n_r):
-        ii = cand_i[sel[r]]
-        jj = cand_j[sel[r]]
-        if _agrees(a_geo[ii, 0], a_geo[ii, 1], a_geo[ii, 2], a_geo[ii, 3], b_geo[jj, 0], b_geo[jj, 1], b_geo[jj, 2],
-                   b_geo[jj, 3], c, s, tx, ty, cx, cy, gparams):
-            inl[n] = r
+        if n + (n_r - r) <= beat:
+            return n
+        if _agrees(cg[r, 0], cg[r, 1], cg[r, 2], cg[r, 3], cg[r, 4], cg[r, 5], cg[r, 6], cg[r, 7], c, s, tx, ty, cx, cy,
+                   gparams):
+            inl[base + n] = r
             n += 1
     return n
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def global_overlap_score(
-    a_geo, a_hull, a_h, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb, hull_buf, inl,
+    a_geo, a_hull, a_h, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb, hull_buf, inl, cg,
 ):
     """Global stage: the number of minutiae that agree under one rigid alignment,
     normalised by the minutiae of each template lying in the other's overlap.
@@ -647,7 +675,8 @@ def global_overlap_score(
     1. Each of the first ``gparams[4]`` relaxation candidates (one-to-one, by
        decreasing local similarity; ``sel[:n_r]``) proposes the rigid motion
        that superposes its two minutiae; its consensus is the number of
-       candidates that agree under that motion (O(n_r) each).
+       candidates that agree under that motion (O(n_r) each, cut short once
+       it cannot beat the best so far; ties keep the earlier proposal).
     2. The motion of the best proposal is refitted by least squares on the
        candidates that agree with it (centroid and rotation, Procrustes).
     3. m = minutiae pairs of the whole templates agreeing under the refitted
@@ -657,20 +686,27 @@ def global_overlap_score(
        m^2 / (max(nA, m, n0) * max(nB, m, n0)) in [0, 1], n0 = ``gparams[5]``.
 
     Every step is symmetric in a and b (the inverse motion gives the same counts).
+    ``cg``: the candidates' minutiae as :func:`lssr_score` left them. Scratch: ``inl`` (at least 2 n_r).
     """
     na = a_geo.shape[0]
     nb = b_geo.shape[0]
     k_prop = min(int(gparams[4]), n_r)
+    # each proposal's agreeing candidates go to inl[base:base + n_r]; the best's are kept
+    # (base alternates between 0 and n_r; inl holds at least 2 n_r)
     best_q = -1
     best_cons = 0
+    best_base = 0
+    base = 0
     for q in range(k_prop):
         i = cand_i[sel[q]]
         j = cand_j[sel[q]]
         c, s, tx, ty = _pair_motion(a_geo, b_geo, i, j)
-        cons = _agreeing_candidates(a_geo, b_geo, cand_i, cand_j, sel, n_r, c, s, tx, ty, i, gparams, inl)
+        cons = _agreeing_candidates(cg, n_r, c, s, tx, ty, a_geo[i, 0], a_geo[i, 1], gparams, inl, base, best_cons)
         if cons > best_cons:
             best_cons = cons
             best_q = q
+            best_base = base
+            base = n_r - base
     if best_q < 0:
         return 0.0
     i = cand_i[sel[best_q]]
@@ -678,17 +714,18 @@ def global_overlap_score(
     c0, s0, tx0, ty0 = _pair_motion(a_geo, b_geo, i, j)
     cx0 = a_geo[i, 0]
     cy0 = a_geo[i, 1]
-    # inliers of the best proposal (inl[:n_in]); least-squares rigid motion over them
-    n_in = _agreeing_candidates(a_geo, b_geo, cand_i, cand_j, sel, n_r, c0, s0, tx0, ty0, i, gparams, inl)
+    # inliers of the best proposal (inl[best_base:best_base + n_in]); least-squares rigid motion over them
+    n_in = best_cons
     mxa = 0.0
     mya = 0.0
     mxb = 0.0
     myb = 0.0
     for t in range(n_in):
-        mxa += a_geo[cand_i[sel[inl[t]]], 0]
-        mya += a_geo[cand_i[sel[inl[t]]], 1]
-        mxb += b_geo[cand_j[sel[inl[t]]], 0]
-        myb += b_geo[cand_j[sel[inl[t]]], 1]
+        r = inl[best_base + t]
+        mxa += cg[r, 0]
+        mya += cg[r, 1]
+        mxb += cg[r, 4]
+        myb += cg[r, 5]
     best = -1
     bc, bs, btx, bty = c0, s0, tx0, ty0
     if n_in >= 2:
@@ -699,12 +736,11 @@ def global_overlap_score(
         sc = 0.0
         ss = 0.0
         for t in range(n_in):
-            ii = cand_i[sel[inl[t]]]
-            jj = cand_j[sel[inl[t]]]
-            ux = a_geo[ii, 0] - mxa
-            uy = a_geo[ii, 1] - mya
-            vx = b_geo[jj, 0] - mxb
-            vy = b_geo[jj, 1] - myb
+            r = inl[best_base + t]
+            ux = cg[r, 0] - mxa
+            uy = cg[r, 1] - mya
+            vx = cg[r, 4] - mxb
+            vy = cg[r, 5] - myb
             sc += ux * vx + uy * vy
             ss += uy * vx - ux * vy
         ln = math.sqrt(sc * sc + ss * ss)
