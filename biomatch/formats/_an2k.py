@@ -42,6 +42,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .. import io as _io
 from ..errors import FormatError, ImageError, TemplateError
 from ..template import MAX_PPI, MIN_PPI, Template, make_minutiae
 from ._common import FormatWarning, load_source
@@ -66,8 +67,9 @@ KNOWN_VERSIONS = ("0200", "0201", "0300", "0400", "0500", "0501", "0502", "0600"
 #: Largest number of records a transaction may list in 1.003 (a ten-print with
 #: palms, faces and features is well under 100).
 MAX_RECORDS = 1000
-#: Largest image (pixels) decoded from a record, checked before decoding.
-MAX_IMAGE_PIXELS = 80_000_000
+#: Largest image (pixels) decoded from a record, checked before decoding: the
+#: same bound as image files (one limit, owned by biomatch.io).
+MAX_IMAGE_PIXELS = _io.MAX_IMAGE_PIXELS
 MAX_MINUTIAE_PER_RECORD = 1024
 BINARY_TYPES = (3, 4, 5, 6, 7, 8)
 #: Records whose text fields end with a binary x.999 field.
