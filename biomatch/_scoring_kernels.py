@@ -158,7 +158,8 @@ def _select_pairs(sim, cand_j, na, nb, k, one_to_one, row_start, row_best, sel, 
     with each row's best (``row_start``, ``row_best`` from
     :func:`local_similarities`; similarities are > 0), so each of the k steps
     takes the best of the rows' bests (ties: the lower row, i.e. the earlier
-    candidate), then refreshes the rows whose best was just taken.
+    candidate), the rows whose best column was taken by the previous step being
+    refreshed on the way.
     ``row_best`` is updated in place. Scratch: taken (n,) bool, row_sim (na,)
     float, row_col (na,) int."""
     for j in range(nb):
@@ -171,10 +172,16 @@ def _select_pairs(sim, cand_j, na, nb, k, one_to_one, row_start, row_best, sel, 
             for t in range(row_start[i], row_start[i + 1]):
                 taken[t] = False
     m = 0
+    jt = -1  # the column taken by the last step (one-to-one): rows whose best it was are refreshed
     while m < k:
         bi = -1
         bv = 0.0
         for i in range(na):
+            if row_col[i] == jt and jt >= 0:
+                r = _row_best(sim, cand_j, row_start[i], row_start[i + 1], used_b, taken, True)
+                row_best[i] = r
+                row_sim[i] = sim[r] if r >= 0 else -1.0
+                row_col[i] = cand_j[r] if r >= 0 else -1
             if row_sim[i] > bv:
                 bv = row_sim[i]
                 bi = i
@@ -188,12 +195,6 @@ def _select_pairs(sim, cand_j, na, nb, k, one_to_one, row_start, row_best, sel, 
             used_b[jt] = True
             row_sim[bi] = -1.0  # the row is used
             row_col[bi] = -1
-            for i in range(na):
-                if row_col[i] == jt:
-                    r = _row_best(sim, cand_j, row_start[i], row_start[i + 1], used_b, taken, True)
-                    row_best[i] = r
-                    row_sim[i] = sim[r] if r >= 0 else -1.0
-                    row_col[i] = cand_j[r] if r >= 0 else -1
         else:
             taken[bt] = True
             r = _row_best(sim, cand_j, row_start[bi], row_start[bi + 1], used_b, taken, False)
@@ -402,6 +403,7 @@ def score_one(
     row_col = np.empty(max(na, 1), dtype=np.int32)
     used_b = np.zeros(nb, dtype=np.bool_)
     best_a = np.empty(max(na, 1), dtype=np.int32)
+    dist_a = np.empty(max(na, 1))
     best_b = np.empty(max(nb, 1), dtype=np.int32)
     dist_b = np.empty(max(nb, 1))
     rho = np.empty((n_max, n_max))
@@ -415,6 +417,8 @@ def score_one(
     hull_buf = np.empty((max(nb, 1), 2))
     a_h = _gather_hull(a_geo, a_hull_rank, a_hull)
     dir_gate = _lut_gate(luts, 1)
+    agrid = np.empty(3)
+    a_order, a_start = _x_grid(a_geo, gparams[2], agrid)  # the probe's minutiae by x, for the global stage
     n_cand = local_similarities(
         a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells,
         cand_sim, cand_i, cand_j, row_start, row_best,
@@ -425,8 +429,8 @@ def score_one(
     if s_local <= 0.0:
         return 0.0, 0.0, k
     g = global_overlap_score(
-        a_geo, a_hull, a_h, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb, hull_buf, order,
-        cg,
+        a_geo, a_hull, a_h, a_order, a_start, agrid, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b,
+        dist_a, dist_b, qb, hull_buf, order, cg,
     )
     return _fuse(s_local, g, gparams), s_local, k
 
@@ -474,6 +478,7 @@ def score_batch(
     row_col = np.empty(max(na, 1), dtype=np.int32)
     used_b = np.zeros(n_max_b, dtype=np.bool_)
     best_a = np.empty(max(na, 1), dtype=np.int32)
+    dist_a = np.empty(max(na, 1))
     best_b = np.empty(n_max_b, dtype=np.int32)
     dist_b = np.empty(n_max_b)
     rho = np.empty((n_max, n_max))
@@ -488,6 +493,8 @@ def score_batch(
     hull_buf = np.empty((n_max_b, 2))
     a_h = _gather_hull(a_geo, a_hull_rank, a_hull)
     dir_gate = _lut_gate(luts, 1)
+    agrid = np.empty(3)
+    a_order, a_start = _x_grid(a_geo, gparams[2], agrid)  # the probe's minutiae by x, for the global stage
     for t in range(subset.shape[0]):
         s = subset[t]
         lo = offsets[s]
@@ -508,8 +515,8 @@ def score_batch(
             out[t] = 0.0
             continue
         g = global_overlap_score(
-            a_geo, a_hull, a_h, geo[lo:hi], hull_rank[lo:hi], cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb,
-            hull_buf, order, cg,
+            a_geo, a_hull, a_h, a_order, a_start, agrid, geo[lo:hi], hull_rank[lo:hi], cand_i, cand_j, sel, n_r, gparams,
+            best_a, best_b, dist_a, dist_b, qb, hull_buf, order, cg,
         )
         out[t] = _fuse(sc, g, gparams)
 
@@ -552,7 +559,42 @@ def _inside_convex(px, py, hull, h, margin):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _count_aligned(a_geo, b_geo, c, s, tx, ty, cx, cy, gparams, best_a, best_b, dist_b, qb):
+def _x_cell(v, agrid):
+    """Cell of the x coordinate ``v`` in the grid ``agrid`` = (x0, cell width, cells): a
+    non-decreasing function of v, clamped to the grid."""
+    f = (v - agrid[0]) / agrid[1]
+    if f <= 0.0:
+        return 0
+    last = agrid[2] - 1.0
+    if f >= last:
+        return int(last)
+    return int(f)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _x_grid(geo, cell_px, agrid):
+    """Rows of ``geo`` by x in cells of at least ``cell_px``, for :func:`_count_aligned`: returns
+    (order (n,) rows by increasing x, start (cells + 1,): the rows of cell c are
+    order[start[c]:start[c + 1]]); agrid (3,) receives x0, the cell width and the cell count."""
+    n = geo.shape[0]
+    order = np.argsort(geo[:, 0], kind="mergesort")
+    x0 = geo[order[0], 0] if n > 0 else 0.0
+    span = geo[order[n - 1], 0] - x0 if n > 0 else 0.0
+    cell = max(cell_px, span / 1024.0, 1e-6)
+    n_cells = int(span / cell) + 1
+    agrid[0] = x0
+    agrid[1] = cell
+    agrid[2] = n_cells
+    start = np.zeros(n_cells + 1, dtype=np.int64)
+    for p in range(n):
+        start[_x_cell(geo[order[p], 0], agrid) + 1] += 1
+    for c in range(n_cells):
+        start[c + 1] += start[c]
+    return order, start
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _count_aligned(a_geo, b_geo, c, s, tx, ty, cx, cy, gparams, best_a, best_b, dist_a, dist_b, qb, a_order, a_start, agrid):
     """Minutiae pairs that agree once b is moved by the rigid motion
     p -> R(c, s) p + (tx, ty), counted one-to-one as mutual nearest neighbours.
 
@@ -560,9 +602,12 @@ def _count_aligned(a_geo, b_geo, c, s, tx, ty, cx, cy, gparams, best_a, best_b, 
     distance of their midpoint from the alignment centre (cx, cy): distortion
     grows away from it; at most ``dmax``) and their directions are within the
     angle tolerance. A pair counts when b_j is the nearest agreeing minutia of
-    a_i and a_i that of b_j, so the count is symmetric (the inverse motion gives
-    the same). Scratch: best_a (na,), best_b (nb,) int, dist_b (nb,) float;
-    qb receives b moved (x, y, cos, sin)."""
+    a_i and a_i that of b_j (ties: the lower row), so the count is symmetric
+    (the inverse motion gives the same). Only the minutiae of a in the x cells
+    within dmax of b_j moved are tried (``a_order``, ``a_start``, ``agrid``:
+    :func:`_x_grid` of a with cells of dmax). Scratch: best_a (na,), best_b
+    (nb,) int, dist_a (na,), dist_b (nb,) float; qb receives b moved (x, y,
+    cos, sin)."""
     na = a_geo.shape[0]
     nb = b_geo.shape[0]
     d0 = gparams[0]
@@ -579,14 +624,19 @@ def _count_aligned(a_geo, b_geo, c, s, tx, ty, cx, cy, gparams, best_a, best_b, 
         qb[j, 3] = s * b_geo[j, 2] + c * b_geo[j, 3]
         best_b[j] = -1
         dist_b[j] = big
-    tol2 = d0 * d0
     for i in range(na):
-        ax = a_geo[i, 0]
-        ay = a_geo[i, 1]
-        bd = big
-        bj = -1
-        for j in range(nb):
-            dx = ax - qb[j, 0]
+        best_a[i] = -1
+        dist_a[i] = big
+    tol2 = d0 * d0
+    for j in range(nb):
+        qx = qb[j, 0]
+        p0 = a_start[_x_cell(qx - dmax, agrid)]
+        p1 = a_start[_x_cell(qx + dmax, agrid) + 1]
+        for p in range(p0, p1):
+            i = a_order[p]
+            ax = a_geo[i, 0]
+            ay = a_geo[i, 1]
+            dx = ax - qx
             if dx > dmax or dx < -dmax:
                 continue
             dy = ay - qb[j, 1]
@@ -596,7 +646,7 @@ def _count_aligned(a_geo, b_geo, c, s, tx, ty, cx, cy, gparams, best_a, best_b, 
                 continue
             d2 = dx * dx + dy * dy
             if dk != 0.0:
-                mx = 0.5 * (ax + qb[j, 0]) - cx
+                mx = 0.5 * (ax + qx) - cx
                 my = 0.5 * (ay + qb[j, 1]) - cy
                 tol = d0 + dk * math.sqrt(mx * mx + my * my)
                 if tol > dmax:
@@ -604,13 +654,12 @@ def _count_aligned(a_geo, b_geo, c, s, tx, ty, cx, cy, gparams, best_a, best_b, 
                 tol2 = tol * tol
             if d2 > tol2:
                 continue
-            if d2 < bd:
-                bd = d2
-                bj = j
-            if d2 < dist_b[j]:
+            if d2 < dist_a[i]:  # j ascending: the first of equals stays
+                dist_a[i] = d2
+                best_a[i] = j
+            if d2 < dist_b[j] or (d2 == dist_b[j] and i < best_b[j]):
                 dist_b[j] = d2
                 best_b[j] = i
-        best_a[i] = bj
     m = 0
     for j in range(nb):
         i = best_b[j]
@@ -667,7 +716,8 @@ def _agreeing_candidates(cg, n_r, c, s, tx, ty, cx, cy, gparams, inl, base, beat
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def global_overlap_score(
-    a_geo, a_hull, a_h, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b, dist_b, qb, hull_buf, inl, cg,
+    a_geo, a_hull, a_h, a_order, a_start, agrid, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b,
+    dist_a, dist_b, qb, hull_buf, inl, cg,
 ):
     """Global stage: the number of minutiae that agree under one rigid alignment,
     normalised by the minutiae of each template lying in the other's overlap.
@@ -686,7 +736,8 @@ def global_overlap_score(
        m^2 / (max(nA, m, n0) * max(nB, m, n0)) in [0, 1], n0 = ``gparams[5]``.
 
     Every step is symmetric in a and b (the inverse motion gives the same counts).
-    ``cg``: the candidates' minutiae as :func:`lssr_score` left them. Scratch: ``inl`` (at least 2 n_r).
+    ``cg``: the candidates' minutiae as :func:`lssr_score` left them; ``a_order``, ``a_start``,
+    ``agrid``: :func:`_x_grid` of a with cells of ``gparams[2]``. Scratch: ``inl`` (at least 2 n_r).
     """
     na = a_geo.shape[0]
     nb = b_geo.shape[0]
@@ -749,10 +800,14 @@ def global_overlap_score(
             s = ss / ln
             tx = mxa - (c * mxb - s * myb)
             ty = mya - (s * mxb + c * myb)
-            best = _count_aligned(a_geo, b_geo, c, s, tx, ty, mxa, mya, gparams, best_a, best_b, dist_b, qb)
+            best = _count_aligned(
+                a_geo, b_geo, c, s, tx, ty, mxa, mya, gparams, best_a, best_b, dist_a, dist_b, qb, a_order, a_start, agrid
+            )
             bc, bs, btx, bty = c, s, tx, ty
     if best < 0:  # no refit (a single inlier or degenerate): the proposal's own motion
-        best = _count_aligned(a_geo, b_geo, c0, s0, tx0, ty0, cx0, cy0, gparams, best_a, best_b, dist_b, qb)
+        best = _count_aligned(
+            a_geo, b_geo, c0, s0, tx0, ty0, cx0, cy0, gparams, best_a, best_b, dist_a, dist_b, qb, a_order, a_start, agrid
+        )
     if best == 0:
         return 0.0
     margin = gparams[6]
