@@ -266,6 +266,8 @@ def lssr_score(
     row_sim,
     row_col,
     rho,
+    rho_k,
+    rho_n,
     lam,
     lam_new,
     dcos,
@@ -315,8 +317,12 @@ def lssr_score(
     # relative-direction difference and of the radial-angle difference; the
     # angle terms are looked up by the cosine of the difference (no atan2).
     # Below the cosine ``dir_gate`` the direction term is at most 1e-6 (see _lut_gate): skipped
+    # rho is kept by row as its nonzero entries in increasing k (rho[r, :rho_n[r]], columns
+    # rho_k[r, :rho_n[r]]): row r gets its k < r entries while the outer loop is at k, then its
+    # k > r ones, so appending keeps them in order
     for r in range(n_r):
-        rho[r, r] = 0.0
+        rho_n[r] = 0
+    for r in range(n_r):
         dcr = dcos[r]
         dsr = dsin[r]
         for k in range(r + 1, n_r):
@@ -341,16 +347,23 @@ def lssr_score(
                         z12 = z1 * z2
                         v = z12 * _lut_cos(luts, 2, dcr * pc + dsr * ps)
                         v2 = z12 * _lut_cos(luts, 2, dcos[k] * pc + dsin[k] * ps)
-            rho[r, k] = v
-            rho[k, r] = v2
+            if v != 0.0:
+                rho[r, rho_n[r]] = v
+                rho_k[r, rho_n[r]] = k
+                rho_n[r] += 1
+            if v2 != 0.0:
+                rho[k, rho_n[k]] = v2
+                rho_k[k, rho_n[k]] = r
+                rho_n[k] += 1
     for r in range(n_r):
         lam[r] = cand_sim[sel[r]]
     inv = (1.0 - w_r) / (n_r - 1)
     for _ in range(n_rel):
         for r in range(n_r):
+            # the sum over all k in increasing k: the zero terms left out add exactly nothing
             acc = 0.0
-            for k in range(n_r):
-                acc += rho[r, k] * lam[k]
+            for p in range(rho_n[r]):
+                acc += rho[r, p] * lam[rho_k[r, p]]
             lam_new[r] = w_r * lam[r] + inv * acc
         for r in range(n_r):
             lam[r] = lam_new[r]
@@ -407,6 +420,8 @@ def score_one(
     best_b = np.empty(max(nb, 1), dtype=np.int32)
     dist_b = np.empty(max(nb, 1))
     rho = np.empty((n_max, n_max))
+    rho_k = np.empty((n_max, n_max), dtype=np.int32)
+    rho_n = np.empty(n_max, dtype=np.int32)
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
     dcos = np.empty(n_max)
@@ -424,13 +439,13 @@ def score_one(
         cand_sim, cand_i, cand_j, row_start, row_best,
     )
     s_local, k, n_r = lssr_score(
-        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho, lam, lam_new, dcos, dsin, cg, dir_gate, out_pairs
+        a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho, rho_k, rho_n, lam, lam_new, dcos, dsin, cg, dir_gate, out_pairs
     )
     if s_local <= 0.0:
         return 0.0, 0.0, k
     g = global_overlap_score(
         a_geo, a_hull, a_h, a_order, a_start, agrid, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b,
-        dist_a, dist_b, qb, hull_buf, order, cg,
+        dist_a, dist_b, qb, hull_buf, order, cg, dcos, dsin,
     )
     return _fuse(s_local, g, gparams), s_local, k
 
@@ -482,6 +497,8 @@ def score_batch(
     best_b = np.empty(n_max_b, dtype=np.int32)
     dist_b = np.empty(n_max_b)
     rho = np.empty((n_max, n_max))
+    rho_k = np.empty((n_max, n_max), dtype=np.int32)
+    rho_n = np.empty(n_max, dtype=np.int32)
     lam = np.empty(n_max)
     lam_new = np.empty(n_max)
     dcos = np.empty(n_max)
@@ -509,14 +526,14 @@ def score_batch(
         )
         sc, k, n_r = lssr_score(
             a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho,
-            lam, lam_new, dcos, dsin, cg, dir_gate, pairs,
+            rho_k, rho_n, lam, lam_new, dcos, dsin, cg, dir_gate, pairs,
         )
         if sc <= 0.0:
             out[t] = 0.0
             continue
         g = global_overlap_score(
             a_geo, a_hull, a_h, a_order, a_start, agrid, geo[lo:hi], hull_rank[lo:hi], cand_i, cand_j, sel, n_r, gparams,
-            best_a, best_b, dist_a, dist_b, qb, hull_buf, order, cg,
+            best_a, best_b, dist_a, dist_b, qb, hull_buf, order, cg, dcos, dsin,
         )
         out[t] = _fuse(sc, g, gparams)
 
@@ -698,15 +715,21 @@ def _pair_motion(a_geo, b_geo, i, j):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _agreeing_candidates(cg, n_r, c, s, tx, ty, cx, cy, gparams, inl, base, beat):
+def _agreeing_candidates(cg, dcos, dsin, n_r, c, s, tx, ty, cx, cy, gparams, inl, base, beat):
     """Relaxation candidates (rows of ``cg``: a's x, y, cos, sin then b's) whose minutiae agree
     under the motion (c, s, tx, ty) centred on (cx, cy); their positions go to inl[base:];
     returns how many. Stops early, returning at most ``beat``, once the count cannot exceed
-    ``beat`` (the caller only wants a count that does)."""
+    ``beat`` (the caller only wants a count that does). ``dcos``, ``dsin``: each candidate's
+    direction difference (as :func:`lssr_score` left them): a candidate whose direction
+    difference is, less a rounding margin, beyond the angle tolerance of the motion's
+    rotation cannot agree, and is passed over before the exact test."""
     n = 0
+    cos_lo = gparams[3] - 1e-9
     for r in range(n_r):
         if n + (n_r - r) <= beat:
             return n
+        if dcos[r] * c + dsin[r] * s < cos_lo:
+            continue
         if _agrees(cg[r, 0], cg[r, 1], cg[r, 2], cg[r, 3], cg[r, 4], cg[r, 5], cg[r, 6], cg[r, 7], c, s, tx, ty, cx, cy,
                    gparams):
             inl[base + n] = r
@@ -717,7 +740,7 @@ def _agreeing_candidates(cg, n_r, c, s, tx, ty, cx, cy, gparams, inl, base, beat
 @njit(cache=True, nogil=True, error_model="numpy")
 def global_overlap_score(
     a_geo, a_hull, a_h, a_order, a_start, agrid, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b,
-    dist_a, dist_b, qb, hull_buf, inl, cg,
+    dist_a, dist_b, qb, hull_buf, inl, cg, dcos, dsin,
 ):
     """Global stage: the number of minutiae that agree under one rigid alignment,
     normalised by the minutiae of each template lying in the other's overlap.
@@ -736,7 +759,8 @@ def global_overlap_score(
        m^2 / (max(nA, m, n0) * max(nB, m, n0)) in [0, 1], n0 = ``gparams[5]``.
 
     Every step is symmetric in a and b (the inverse motion gives the same counts).
-    ``cg``: the candidates' minutiae as :func:`lssr_score` left them; ``a_order``, ``a_start``,
+    ``cg``, ``dcos``, ``dsin``: the candidates' minutiae and direction differences as
+    :func:`lssr_score` left them; ``a_order``, ``a_start``,
     ``agrid``: :func:`_x_grid` of a with cells of ``gparams[2]``. Scratch: ``inl`` (at least 2 n_r).
     """
     na = a_geo.shape[0]
@@ -752,7 +776,7 @@ def global_overlap_score(
         i = cand_i[sel[q]]
         j = cand_j[sel[q]]
         c, s, tx, ty = _pair_motion(a_geo, b_geo, i, j)
-        cons = _agreeing_candidates(cg, n_r, c, s, tx, ty, a_geo[i, 0], a_geo[i, 1], gparams, inl, base, best_cons)
+        cons = _agreeing_candidates(cg, dcos, dsin, n_r, c, s, tx, ty, a_geo[i, 0], a_geo[i, 1], gparams, inl, base, best_cons)
         if cons > best_cons:
             best_cons = cons
             best_q = q
