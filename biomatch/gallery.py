@@ -418,6 +418,7 @@ class Gallery:
         self._dirty: set[str] = set()
         self._features = _LRU(TEMPLATE_CACHE_FINGERS)  # finger id -> Template (descriptors cached on it)
         self._packs = _LRU(FEATURE_CACHE_FINGERS)  # finger id -> scoring.PackedTemplates of that finger
+        self._subject_counts: dict[int, tuple[int, int]] = {}  # gallery id -> (generation, subjects)
         self._featstore = _FeatureStore(Path(f"{self.path}.features"))
         self._closed = False
         try:
@@ -1470,8 +1471,8 @@ class Gallery:
         raw: list = []
         n_subjects = 0
         for g in names:
-            gid, _ = self._require_gallery(con, g)
-            n_subjects += con.execute("SELECT count(*) FROM subjects WHERE gallery_id = ?", (gid,)).fetchone()[0]
+            gid, generation = self._require_gallery(con, g)
+            n_subjects += self._n_subjects(con, gid, generation)
             raw += self._search_gallery(con, g, gid, probes)
 
         def fmr_of(scores):
@@ -1479,12 +1480,15 @@ class Gallery:
                 return np.full(len(scores), np.nan)
             return np.asarray(cal.fmr(np.asarray(scores, dtype=np.float64)), dtype=np.float64).ravel()
 
+        # one calibration call for every per-finger score of the search (not one per subject)
+        all_fmrs = fmr_of([s for _, _, per in raw for _, _, s, _ in per])
         rows = []
+        start = 0
         for gname, subject, per in raw:  # per: list of (probe_pos, pos, score, fid)
-            scores = [s for _, _, s, _ in per]
-            fmrs = fmr_of(scores)
+            fmrs = all_fmrs[start : start + len(per)]
+            start += len(per)
             fused = _fisher(fmrs)
-            rows.append((fused, -sum(scores), gname, subject, per, fmrs))
+            rows.append((fused, -sum(s for _, _, s, _ in per), gname, subject, per, fmrs))
         rows.sort(key=lambda r: (r[0] if not math.isnan(r[0]) else 2.0, r[1], r[2], r[3]))
         thr_fmr = float(fmr_of([thr])[0]) if thr is not None else None
         if thr_fmr is not None:
@@ -1545,9 +1549,22 @@ class Gallery:
 
     @staticmethod
     def _n_fingers(con, gid: int) -> int:
+        """Fingers of a gallery, counted up to EXHAUSTIVE_MAX_FINGERS + 1 (all a search needs to
+        choose between exhaustive rescoring and the index; a full count costs O(N) per search)."""
         return con.execute(
-            "SELECT count(*) FROM fingers JOIN subjects ON subjects.id = fingers.subject_id WHERE gallery_id = ?", (gid,)
+            "SELECT count(*) FROM (SELECT 1 FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
+            "WHERE gallery_id = ? LIMIT ?)", (gid, EXHAUSTIVE_MAX_FINGERS + 1)
         ).fetchone()[0]
+
+    def _n_subjects(self, con, gid: int, generation: int) -> int:
+        """Subjects of a gallery (the N of FPIR), counted once per gallery generation: every
+        change bumps the generation, and a count costs O(N) per search at a million subjects."""
+        cached = self._subject_counts.get(gid)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        n = con.execute("SELECT count(*) FROM subjects WHERE gallery_id = ?", (gid,)).fetchone()[0]
+        self._subject_counts[gid] = (generation, n)
+        return n
 
     @contextmanager
     def _snapshot(self, con):
@@ -2077,11 +2094,12 @@ def _shortlist_subjects(per_probe: Mapping, n_probes: int) -> list:
 
 def _fisher(fmrs: np.ndarray) -> float:
     """Fisher's combination of k independent FMRs: P(chi2_2k >= -2 sum ln p)."""
+    if len(fmrs) == 1:  # the common single-finger case, without array overhead
+        p0 = float(fmrs[0])
+        return p0 if math.isnan(p0) else min(max(p0, FMR_FLOOR), 1.0)
     if len(fmrs) == 0 or np.any(np.isnan(fmrs)):
         return float("nan")
     p = np.clip(np.asarray(fmrs, dtype=np.float64), FMR_FLOOR, 1.0)
-    if p.size == 1:
-        return float(p[0])
     # chi2 survival with 2k degrees of freedom in closed form: e^{-x/2} sum_{j<k} (x/2)^j / j!
     half = -np.sum(np.log(p))
     k = p.size
@@ -2170,6 +2188,18 @@ class _LRU:
             self._d.pop(key, None)
 
 
+@functools.lru_cache(maxsize=1024)
+def _feature_layout(head: bytes) -> tuple:
+    """Parsed header of a feature row: (name, dtype, shape, count) per array. Rows share a
+    handful of headers (they differ only in the number of cylinders), so parsing each
+    once keeps decoding a shortlist's rows off the search's critical path."""
+    out = []
+    for name, dtype, shape in json.loads(head):
+        shape = tuple(int(d) for d in shape)
+        out.append((name, np.dtype(dtype), shape, math.prod(shape) if shape else 1))
+    return tuple(out)
+
+
 class _FeatureStore:
     """Derived rescoring rows of enrolled templates, in ``<store>.features`` (SQLite, WAL).
 
@@ -2235,12 +2265,9 @@ class _FeatureStore:
         from .scoring import PackedTemplates
 
         n = int.from_bytes(data[:4], "little")
-        head = json.loads(data[4 : 4 + n])
         off = 4 + n
         arrays = {}
-        for name, dtype, shape in head:
-            dt = np.dtype(dtype)
-            count = int(np.prod(shape)) if shape else 1
+        for name, dt, shape, count in _feature_layout(bytes(data[4 : 4 + n])):
             arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=off).reshape(shape)
             off += count * dt.itemsize
         return PackedTemplates(**arrays)
