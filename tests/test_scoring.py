@@ -237,6 +237,42 @@ def test_local_similarity_kernel_matches_reference():
         assert row_best[i] == (lo + int(np.argmax(sim[lo:hi])) if hi > lo else -1)
 
 
+@pytest.mark.parametrize("one_to_one", [True, False])
+def test_pair_selection_matches_sorted_greedy_walk(one_to_one):
+    """_select_pairs takes pairs in the order of a stable sort by decreasing similarity (ties
+    in candidate order), skipping, one-to-one, pairs whose minutiae are taken: checked on
+    candidates with many tied similarities."""
+    from biomatch._scoring_kernels import _select_pairs
+
+    rng = np.random.default_rng(18)
+    for _ in range(30):
+        na, nb = int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        keep = rng.random((na, nb)) < 0.6
+        ci, cj = (a.astype(np.int32) for a in np.nonzero(keep))  # by row of a, as local_similarities writes them
+        n = ci.size
+        sim = rng.integers(1, 6, n) / 8.0  # few levels: many ties
+        row_start = np.searchsorted(ci, np.arange(na + 1)).astype(np.int32)
+        row_best = np.array(
+            [lo + int(np.argmax(sim[lo:hi])) if hi > lo else -1 for lo, hi in zip(row_start[:-1], row_start[1:])], np.int32
+        )
+        k = int(rng.integers(1, max(na, nb) + 3))
+        sel = np.zeros(max(n, 1), np.int32)
+        m = _select_pairs(
+            sim, cj, na, nb, k, one_to_one, row_start, row_best, sel, np.zeros(nb, np.bool_), np.zeros(max(n, 1), np.bool_),
+            np.zeros(na), np.zeros(na, np.int32),
+        )
+        want, used_a, used_b = [], set(), set()
+        for t in sorted(range(n), key=lambda t: (-sim[t], t)):
+            if len(want) == k:
+                break
+            if one_to_one and (ci[t] in used_a or cj[t] in used_b):
+                continue
+            used_a.add(ci[t])
+            used_b.add(cj[t])
+            want.append(t)
+        assert sel[:m].tolist() == want
+
+
 @pytest.mark.parametrize("seed", [11, 12, 13, 14, 15])
 def test_score_kernel_matches_reference(seed):
     rng = np.random.default_rng(seed)
