@@ -396,7 +396,7 @@ def _fuse(s_local, g, gparams):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def score_one(
-    a_bits, a_mask, a_maskx, a_geo, a_theta, a_hull_rank, b_bits, b_mask, b_maskx, b_geo, b_theta, b_hull_rank,
+    a_bits, a_mask, a_maskx, a_geo, a_theta, a_hull_rank, a_w, b_bits, b_mask, b_maskx, b_geo, b_theta, b_hull_rank, b_w,
     plane_words, min_common_cells, params, luts, gparams, out_pairs,
 ):
     """Score of one template pair (rows of valid cylinders); returns (score, LSS-R score, pairs written)."""
@@ -444,8 +444,8 @@ def score_one(
     if s_local <= 0.0:
         return 0.0, 0.0, k
     g = global_overlap_score(
-        a_geo, a_hull, a_h, a_order, a_start, agrid, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b,
-        dist_a, dist_b, qb, hull_buf, order, cg, dcos, dsin,
+        a_geo, a_w, a_hull, a_h, a_order, a_start, agrid, b_geo, b_w, b_hull_rank, cand_i, cand_j, sel, n_r, gparams,
+        best_a, best_b, dist_a, dist_b, qb, hull_buf, order, cg, dcos, dsin,
     )
     return _fuse(s_local, g, gparams), s_local, k
 
@@ -458,12 +458,14 @@ def score_batch(
     a_geo,
     a_theta,
     a_hull_rank,
+    a_w,
     bits,
     mask,
     maskx,
     geo,
     theta,
     hull_rank,
+    w,
     offsets,
     subset,
     plane_words,
@@ -532,8 +534,8 @@ def score_batch(
             out[t] = 0.0
             continue
         g = global_overlap_score(
-            a_geo, a_hull, a_h, a_order, a_start, agrid, geo[lo:hi], hull_rank[lo:hi], cand_i, cand_j, sel, n_r, gparams,
-            best_a, best_b, dist_a, dist_b, qb, hull_buf, order, cg, dcos, dsin,
+            a_geo, a_w, a_hull, a_h, a_order, a_start, agrid, geo[lo:hi], w[lo:hi], hull_rank[lo:hi], cand_i, cand_j, sel,
+            n_r, gparams, best_a, best_b, dist_a, dist_b, qb, hull_buf, order, cg, dcos, dsin,
         )
         out[t] = _fuse(sc, g, gparams)
 
@@ -739,8 +741,8 @@ def _agreeing_candidates(cg, dcos, dsin, n_r, c, s, tx, ty, cx, cy, gparams, inl
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def global_overlap_score(
-    a_geo, a_hull, a_h, a_order, a_start, agrid, b_geo, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a, best_b,
-    dist_a, dist_b, qb, hull_buf, inl, cg, dcos, dsin,
+    a_geo, a_w, a_hull, a_h, a_order, a_start, agrid, b_geo, b_w, b_hull_rank, cand_i, cand_j, sel, n_r, gparams, best_a,
+    best_b, dist_a, dist_b, qb, hull_buf, inl, cg, dcos, dsin,
 ):
     """Global stage: the number of minutiae that agree under one rigid alignment,
     normalised by the minutiae of each template lying in the other's overlap.
@@ -754,8 +756,9 @@ def global_overlap_score(
        candidates that agree with it (centroid and rotation, Procrustes).
     3. m = minutiae pairs of the whole templates agreeing under the refitted
        motion (the proposal's own motion when fewer than 2 candidates agree).
-    4. nA = minutiae of a inside the moved convex hull of b (enlarged by
-       ``gparams[6]`` px), nB likewise; the result is
+    4. nA = the summed weights ``a_w`` (quality weights, 1 = full) of the
+       minutiae of a inside the moved convex hull of b (enlarged by
+       ``gparams[6]`` px), nB likewise with ``b_w``; m stays a count; the result is
        m^2 / (max(nA, m, n0) * max(nB, m, n0)) in [0, 1], n0 = ``gparams[5]``.
 
     Every step is symmetric in a and b (the inverse motion gives the same counts).
@@ -842,15 +845,15 @@ def global_overlap_score(
         qb[jb, 0] = bc * x - bs * y + btx
         qb[jb, 1] = bs * x + bc * y + bty
     b_h = _gather_hull(qb, b_hull_rank, hull_buf)
-    n_ov_a = 0
+    n_ov_a = 0.0
     for ia in range(na):
         if _inside_convex(a_geo[ia, 0], a_geo[ia, 1], hull_buf, b_h, margin):
-            n_ov_a += 1
-    n_ov_b = 0
+            n_ov_a += a_w[ia]
+    n_ov_b = 0.0
     for jb in range(nb):
         if _inside_convex(qb[jb, 0], qb[jb, 1], a_hull, a_h, margin):
-            n_ov_b += 1
+            n_ov_b += b_w[jb]
     n0 = gparams[5]
-    fa = max(float(n_ov_a), float(best), n0)
-    fb = max(float(n_ov_b), float(best), n0)
+    fa = max(n_ov_a, float(best), n0)
+    fb = max(n_ov_b, float(best), n0)
     return best * best / (fa * fb)

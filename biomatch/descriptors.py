@@ -125,6 +125,8 @@ class Features:
         Minutia positions at 500 ppi in a y-up frame.
     angle : ndarray of float32, shape (n,)
         Minutia directions, radians counter-clockwise (as in the template).
+    quality : ndarray of float32, shape (n,)
+        Minutia qualities 0-100 as in the template (0 everywhere: not reported).
     version : str
         :data:`DESCRIPTOR_VERSION`.
     """
@@ -134,6 +136,7 @@ class Features:
     valid: np.ndarray
     xy: np.ndarray
     angle: np.ndarray
+    quality: np.ndarray
     version: str = DESCRIPTOR_VERSION
 
     def __len__(self) -> int:
@@ -214,6 +217,7 @@ def encode(template: Template) -> Features:
         valid=_readonly(valid),
         xy=_readonly(xy.astype(np.float32)),
         angle=_readonly(theta.astype(np.float32)),
+        quality=_readonly(m["quality"].astype(np.float32)),
     )
     template._cache["features"] = features
     return features

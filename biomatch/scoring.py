@@ -24,11 +24,28 @@ Ferrara, Maltoni (IEEE TPAMI 2010), "LSS-R":
    squares on them; under that motion m minutiae pairs agree (mutual nearest
    neighbours within :data:`ALIGN_DISTANCE_PX` and :data:`ALIGN_ANGLE_RAD`),
    and G = m^2 / (nA * nB), nA and nB the minutiae of each template inside
-   the other's moved convex hull (at least :data:`OVERLAP_MIN_MINUTIAE`).
+   the other's moved convex hull (at least :data:`OVERLAP_MIN_MINUTIAE`, and
+   at least m), each counted with its quality weight (below).
    G in [0, 1] is the fraction of the overlap that agrees, so a small-overlap
    genuine pair is not penalised for the minutiae it cannot share, and
    locally similar but globally inconsistent impostor pairs are;
 5. the score is S * sqrt(G).
+
+Quality-weighted overlap
+------------------------
+In nA and nB a minutia of quality q (0-100, as in the template) counts
+w = min(q / :data:`QUALITY_FULL_WEIGHT`, 1): minutiae of quality 50 or more
+count fully, lower ones in proportion. Why: the overlap counts are the
+denominator of G, and spurious minutiae (dotted or smudged ridges of dry
+prints, where the extractor's quality, coherence x ridge clarity, is low)
+lie in the overlap without any chance of a mate, so counted fully they
+dilute G of genuine pairs. Only the denominator is weighted: m (the agreeing
+pairs) is still a count, and the local similarities / LSS-R are unweighted
+(weighting m or the LSS-R similarities was worse on FVC2002 and FVC2000; see
+the issue 3 notes). A template whose qualities are all 0 ("not reported"
+in ISO/IEC 19794-2, ANSI 378) gets w = 1 for every minutia, so such
+templates score exactly as without weighting. The weights are packed per
+row (:attr:`PackedTemplates.overlap_weight`).
 
 Because relaxation averages over all candidate pairs, raw scores are small:
 on the FVC "B" sets impostor comparisons score about 0.005-0.02 and most
@@ -75,7 +92,7 @@ __all__ = [
 # Parameters (MCC paper, LSS-R; lengths at 500 ppi)
 # ---------------------------------------------------------------------------
 #: Version of the score definition (descriptor version + consolidation).
-MATCHER_VERSION = f"{_desc.DESCRIPTOR_VERSION}+lssr-1+align-1"
+MATCHER_VERSION = f"{_desc.DESCRIPTOR_VERSION}+lssr-1+align-2"
 #: Two cylinders are comparable when they share this fraction of base cells (min_ME).
 MIN_COMMON_CELL_FRACTION = 0.60
 #: Relaxation rounds (n_rel) and weight of a pair's own previous value (w_R).
@@ -121,6 +138,10 @@ ALIGN_CANDIDATES = 10
 #: overlap cannot score as a full match).
 OVERLAP_MIN_MINUTIAE = 12
 OVERLAP_MARGIN_PX = 0.0
+#: Quality (0-100 template scale) from which a minutia counts fully in the
+#: overlap counts nA / nB: weight = min(quality / QUALITY_FULL_WEIGHT, 1).
+#: A template with every quality 0 (not reported) has weight 1 throughout.
+QUALITY_FULL_WEIGHT = 50.0
 #: Final score = S_lssr ** FUSION_LOCAL_EXP * G ** FUSION_GLOBAL_EXP (G in [0, 1]).
 FUSION_LOCAL_EXP = 1.0
 FUSION_GLOBAL_EXP = 0.5
@@ -234,6 +255,9 @@ class PackedTemplates:
     hull_rank : ndarray of int32, shape (N,)
         Position of the row's minutia on the counter-clockwise convex hull of
         its template's valid minutiae, -1 when not a hull vertex.
+    overlap_weight : ndarray of float64, shape (N,)
+        Weight of the row's minutia in the overlap counts of the global stage,
+        from its quality (:func:`overlap_weights`).
     """
 
     bits: np.ndarray
@@ -244,6 +268,7 @@ class PackedTemplates:
     offsets: np.ndarray
     index: np.ndarray
     hull_rank: np.ndarray
+    overlap_weight: np.ndarray
 
     def __len__(self) -> int:
         return int(self.offsets.size - 1)
@@ -283,6 +308,7 @@ def pack(features_list: Sequence) -> PackedTemplates:
     theta = np.zeros(total, dtype=np.float64)
     index = np.zeros(total, dtype=np.int32)
     hull_rank = np.zeros(total, dtype=np.int32)
+    weight = np.zeros(total, dtype=np.float64)
     for f, lo, hi in zip(feats, offsets[:-1], offsets[1:]):
         rows = _rows(f)
         bits[lo:hi] = rows[0]
@@ -292,7 +318,28 @@ def pack(features_list: Sequence) -> PackedTemplates:
         theta[lo:hi] = rows[4]
         index[lo:hi] = rows[5]
         hull_rank[lo:hi] = rows[6]
-    return PackedTemplates(bits, mask, maskx, geo, theta, offsets, index, hull_rank)
+        weight[lo:hi] = rows[7]
+    return PackedTemplates(bits, mask, maskx, geo, theta, offsets, index, hull_rank, weight)
+
+
+def overlap_weights(quality) -> np.ndarray:
+    """Weight of each minutia in the overlap counts nA / nB of the global stage.
+
+    Parameters
+    ----------
+    quality : array_like, shape (n,)
+        Minutia qualities 0-100 (the template's ``quality`` field).
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        ``min(quality / QUALITY_FULL_WEIGHT, 1)``; all ones when every quality
+        is 0 (qualities not reported).
+    """
+    q = np.asarray(quality, dtype=np.float64)
+    if not np.any(q > 0):
+        return np.ones(q.size, dtype=np.float64)
+    return np.minimum(q / QUALITY_FULL_WEIGHT, 1.0)
 
 
 def _rows(f: "_desc.Features"):
@@ -308,7 +355,8 @@ def _rows(f: "_desc.Features"):
     geo[:, 2] = np.cos(theta)
     geo[:, 3] = np.sin(theta)
     maskx = _expand_mask(f.mask[sel])
-    return bits, mask, maskx, geo, theta, sel.astype(np.int32), _hull_rank(geo[:, :2])
+    weight = np.ascontiguousarray(overlap_weights(f.quality)[sel])
+    return bits, mask, maskx, geo, theta, sel.astype(np.int32), _hull_rank(geo[:, :2]), weight
 
 
 def _hull_rank(xy: np.ndarray) -> np.ndarray:
@@ -368,7 +416,7 @@ def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
     out = np.zeros(idx.size, dtype=np.float64)
     if idx.size == 0:
         return out
-    a_bits, a_mask, a_maskx, a_geo, a_theta, _, a_hull_rank = _rows(f)
+    a_bits, a_mask, a_maskx, a_geo, a_theta, _, a_hull_rank, a_weight = _rows(f)
     score_batch(
         a_bits,
         a_mask,
@@ -376,12 +424,14 @@ def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
         a_geo,
         a_theta,
         a_hull_rank,
+        a_weight,
         packed.bits,
         packed.mask,
         packed.maskx,
         packed.geo,
         packed.theta,
         packed.hull_rank,
+        packed.overlap_weight,
         packed.offsets,
         idx,
         _desc.PLANE_WORDS,
@@ -425,7 +475,7 @@ def _raw_verify(a: Template, b: Template):
     if ra[0].shape[0] < 2 or rb[0].shape[0] < 2:
         return 0.0, np.zeros((0, 2), dtype=np.int64)
     score, _, k = score_one(
-        *ra[:5], ra[6], *rb[:5], rb[6], _desc.PLANE_WORDS, _MIN_COMMON_CELLS, _PARAMS, _COMPAT_TABLES, _GPARAMS, pairs,
+        *ra[:5], *ra[6:], *rb[:5], *rb[6:], _desc.PLANE_WORDS, _MIN_COMMON_CELLS, _PARAMS, _COMPAT_TABLES, _GPARAMS, pairs,
     )
     out = np.stack([ra[5][pairs[:k, 0]], rb[5][pairs[:k, 1]]], axis=1).astype(np.int64)
     return float(score), out

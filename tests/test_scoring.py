@@ -49,6 +49,19 @@ def _wrap(a):
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
 
 
+def with_quality(t: Template, rng, low=1, high=100) -> Template:
+    """``t`` with random minutia qualities in [low, high] (extractor-style, not 0 = unreported)."""
+    m = t.minutiae.copy()
+    m["quality"] = rng.integers(low, high + 1, len(m))
+    return t.replace(minutiae=m)
+
+
+def reference_weights(t: Template) -> np.ndarray:
+    """Overlap weight of each minutia: min(q / 50, 1); all 1 when every quality is 0 (not reported)."""
+    q = t.minutiae["quality"].astype(float)
+    return np.ones(q.size) if not np.any(q > 0) else np.minimum(q / 50.0, 1.0)
+
+
 def _valid_rows(f):
     """Valid minutiae in the kernel's row order (by direction, stable)."""
     v = np.flatnonzero(f.valid)
@@ -190,12 +203,13 @@ def reference_global(a: Template, b: Template, pi, pj) -> float:
     dist2 = np.where(ok, dist2, np.inf)
     nn_a = np.where(ok.any(1), dist2.argmin(1), -1)
     nn_b = np.where(ok.any(0), dist2.argmin(0), -1)
-    m = sum(1 for j in range(xb.shape[0]) if nn_b[j] >= 0 and nn_a[nn_b[j]] == j)
+    m = sum(1 for j in range(xb.shape[0]) if nn_b[j] >= 0 and nn_a[nn_b[j]] == j)  # a count, not weighted
     if m == 0:
         return 0.0
     qb = move(rot, t, xb)
-    n_ov_a = int(_inside_hull(xa, qb[ConvexHull(xb).vertices]).sum())
-    n_ov_b = int(_inside_hull(qb, xa[ConvexHull(xa).vertices]).sum())
+    wa, wb = reference_weights(a)[va], reference_weights(b)[vb]
+    n_ov_a = float((wa * _inside_hull(xa, qb[ConvexHull(xb).vertices])).sum())  # quality-weighted overlap
+    n_ov_b = float((wb * _inside_hull(qb, xa[ConvexHull(xa).vertices])).sum())
     n0 = sc.OVERLAP_MIN_MINUTIAE
     return m * m / (max(n_ov_a, m, n0) * max(n_ov_b, m, n0))
 
@@ -279,6 +293,10 @@ def test_score_kernel_matches_reference(seed):
     a = random_template(rng, n=22)
     b = impression(a, rng) if seed != 13 else random_template(rng, n=25)
     assert bm.verify(a, b).score == pytest.approx(reference_score(a, b), abs=1e-9)
+    # with extractor qualities (the weighted overlap), one template or both
+    aq, bq = with_quality(a, rng), with_quality(b, rng)
+    for x, y in ((aq, bq), (aq, b), (a, bq)):
+        assert bm.verify(x, y).score == pytest.approx(reference_score(x, y), abs=1e-9)
 
 
 def test_global_stage_kernel_matches_reference_and_bounds_the_score():
@@ -290,10 +308,12 @@ def test_global_stage_kernel_matches_reference_and_bounds_the_score():
     for k in range(4):
         a = random_template(rng, n=28)
         b = impression(a, rng, keep=0.7) if k < 3 else random_template(rng, n=28)
+        if k % 2:
+            a, b = with_quality(a, rng), with_quality(b, rng)
         ra, rb = sc._rows(d.encode(a)), sc._rows(d.encode(b))
         pairs = np.zeros((sc.MAX_PAIRS + 1, 2), np.int32)
         score, s_local, _ = score_one(
-            *ra[:5], ra[6], *rb[:5], rb[6], d.PLANE_WORDS, sc._MIN_COMMON_CELLS, sc._PARAMS, sc._COMPAT_TABLES,
+            *ra[:5], *ra[6:], *rb[:5], *rb[6:], d.PLANE_WORDS, sc._MIN_COMMON_CELLS, sc._PARAMS, sc._COMPAT_TABLES,
             sc._GPARAMS, pairs,
         )
         ref_local, pi, pj = reference_lssr(a, b)
@@ -303,6 +323,57 @@ def test_global_stage_kernel_matches_reference_and_bounds_the_score():
         assert 0.0 <= score <= s_local + 1e-12
         if k < 3:
             assert g > 0.3  # most kept minutiae agree under one alignment
+
+
+def test_low_quality_spurious_minutia_in_the_overlap_costs_less():
+    """A spurious minutia inside the overlap lowers the score (it enlarges nB); at low quality
+    it lowers it less than at full quality. Everything else (cylinders, LSS-R, m) is the same."""
+    rng = np.random.default_rng(18)
+    a = with_quality(random_template(rng, n=30), rng, 60, 100)
+    # spurious minutiae of its own, so that b's overlap count exceeds m (not held at the floor max(nB, m))
+    b = with_quality(impression(a, rng, keep=0.8, spurious=0.3), rng, 60, 100)
+    xy = np.stack([b.minutiae["x"], b.minutiae["y"]], 1).astype(float)
+    cx, cy = xy.mean(0)  # inside b's hull, far from the border, so inside the overlap
+    far = np.sqrt(((xy - (cx, cy)) ** 2).sum(1)).min()
+
+    def with_spurious(q):
+        extra = make_minutiae([cx], [cy], [float(b.minutiae["angle"][0]) + 2.0], quality=[q])
+        return b.replace(minutiae=np.concatenate([b.minutiae, extra]))
+
+    s0 = bm.verify(a, b).score
+    s_hi, s_lo = bm.verify(a, with_spurious(100)).score, bm.verify(a, with_spurious(5)).score
+    assert s_hi < s_lo < s0
+    assert bm.verify(with_spurious(5), a).score == pytest.approx(s_lo, abs=0.02)  # symmetric
+    assert far > 0  # (a new point, not a duplicate of an existing minutia)
+
+
+def test_unreported_qualities_give_weight_one():
+    """All-zero qualities (ISO/ANSI "not reported") weigh 1, as do qualities >= QUALITY_FULL_WEIGHT;
+    a mix weighs min(q / 50, 1), 0 included."""
+    np.testing.assert_array_equal(sc.overlap_weights(np.zeros(5)), np.ones(5))
+    assert sc.overlap_weights(np.zeros(0)).shape == (0,)
+    np.testing.assert_allclose(sc.overlap_weights([0, 10, 25, 50, 80, 100]), [0, 0.2, 0.5, 1, 1, 1])
+    rng = np.random.default_rng(19)
+    a = random_template(rng, n=30)
+    b = impression(a, rng)
+    assert not a.minutiae["quality"].any() and not b.minutiae["quality"].any()
+    full = [with_quality(t, rng, sc.QUALITY_FULL_WEIGHT, 100) for t in (a, b)]
+    assert bm.verify(a, b).score == bm.verify(*full).score
+    packed = sc.pack([b, full[1]])
+    np.testing.assert_array_equal(packed.overlap_weight, np.ones(packed.overlap_weight.size))
+
+
+def test_packed_weights_round_trip_the_gallery_feature_store():
+    from biomatch.gallery import _FeatureStore
+
+    rng = np.random.default_rng(9)
+    t = with_quality(random_template(rng, n=25), rng)
+    p = sc.pack([t])
+    assert p.overlap_weight.min() < 1.0
+    q = _FeatureStore._load(_FeatureStore._dump(p))
+    for name in ("overlap_weight", "hull_rank", "geo", "offsets"):
+        np.testing.assert_array_equal(getattr(q, name), getattr(p, name))
+    np.testing.assert_array_equal(sc.score_packed(t, q), sc.score_packed(t, p))
 
 
 def test_hull_rank_orders_the_hull_counter_clockwise():
