@@ -87,6 +87,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,11 +115,20 @@ SHORTLIST_SUBJECTS = 400
 SHORTLIST_SUBJECTS_MIN = 50
 #: Galleries up to this many fingers are rescored exhaustively (no shortlist).
 EXHAUSTIVE_MAX_FINGERS = 200
-#: Enrolled fingers whose rescoring rows (scoring.pack, ~14 KB each) stay in memory (LRU);
-#: beyond it they come from the derived feature file (<store>.features).
+#: Enrolled fingers whose rescoring rows (scoring.pack, ~11 KB each at 35 minutiae, up to
+#: ~330 KB at 1024) stay in memory (LRU), and the bytes those rows may hold in all:
+#: the count alone does not bound the memory (the LRU drifts towards the fingers most
+#: often shortlisted, which have more minutiae). Beyond it rows come from the derived
+#: feature file (<store>.features).
 FEATURE_CACHE_FINGERS = 5_000
-#: Decoded enrolled templates (with descriptors, ~8 KB each) kept for candidates' minutia pairs (LRU).
+FEATURE_CACHE_BYTES = 64 << 20
+#: Decoded enrolled templates (with descriptors, ~8 KB each) kept for candidates' minutia
+#: pairs (LRU), by count and by bytes.
 TEMPLATE_CACHE_FINGERS = 2_000
+TEMPLATE_CACHE_BYTES = 32 << 20
+#: Seconds between two returns of the heap's free pages to the OS after searches
+#: (:func:`biomatch.index.release_memory`; a few ms each).
+RELEASE_INTERVAL_S = 2.0
 #: Largest candidate list a search may ask for.
 MAX_CANDIDATES = 1000
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
@@ -416,8 +426,9 @@ class Gallery:
         self._index_lock = threading.RLock()
         self._indexes: dict = {}
         self._dirty: set[str] = set()
-        self._features = _LRU(TEMPLATE_CACHE_FINGERS)  # finger id -> Template (descriptors cached on it)
-        self._packs = _LRU(FEATURE_CACHE_FINGERS)  # finger id -> scoring.PackedTemplates of that finger
+        self._features = _LRU(TEMPLATE_CACHE_FINGERS, TEMPLATE_CACHE_BYTES)  # finger id -> Template (descriptors cached on it)
+        self._packs = _LRU(FEATURE_CACHE_FINGERS, FEATURE_CACHE_BYTES)  # finger id -> scoring.PackedTemplates of that finger
+        self._released = 0.0  # time.monotonic() of the last release_memory() after a search
         self._subject_counts: dict[int, tuple[int, int]] = {}  # gallery id -> (generation, subjects)
         self._featstore = _FeatureStore(Path(f"{self.path}.features"))
         self._closed = False
@@ -1524,7 +1535,17 @@ class Gallery:
                     ],
                 },
             )
+        self._release_memory()
         return candidates
+
+    def _release_memory(self) -> None:
+        """Return the heap's free pages after a search's transient arrays, at most every RELEASE_INTERVAL_S."""
+        now = time.monotonic()
+        if now - self._released >= RELEASE_INTERVAL_S:
+            self._released = now
+            from .index import release_memory
+
+            release_memory()
 
     def _search_gallery(self, con, gallery: str, gid: int, probes: dict) -> list:
         """Rescored subjects of one gallery: list of (gallery, subject, [(probe_pos, pos, score, finger_id)]).
@@ -2161,31 +2182,72 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-class _LRU:
-    """A small thread-safe LRU map."""
+def _nbytes(value) -> int:
+    """Bytes of the NumPy arrays a cached value holds (a PackedTemplates, or a Template
+    with the descriptors cached on it); views count the buffer they keep alive."""
+    arrays = []
+    if isinstance(value, Template):
+        arrays.append(value.minutiae)
+        for v in value._cache.values():
+            arrays += [a for a in vars(v).values() if isinstance(a, np.ndarray)] if hasattr(v, "__dict__") else []
+    elif hasattr(value, "__dataclass_fields__"):
+        arrays += [getattr(value, f) for f in value.__dataclass_fields__]
+    n, bases = 0, set()
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            continue
+        base = a.base
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        if isinstance(base, (bytes, bytearray, memoryview)):  # e.g. np.frombuffer of a feature row
+            if id(base) not in bases:
+                bases.add(id(base))
+                n += len(base) if not isinstance(base, memoryview) else base.nbytes
+        else:
+            n += a.nbytes
+    return n + 256  # object overhead
 
-    def __init__(self, capacity: int):
+
+class _LRU:
+    """A small thread-safe LRU map bounded by entries and by the bytes of its values (:func:`_nbytes`)."""
+
+    def __init__(self, capacity: int, max_bytes: int | None = None):
         self.capacity = capacity
-        self._d: collections.OrderedDict = collections.OrderedDict()
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._d: collections.OrderedDict = collections.OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._d)
 
     def get(self, key):
         with self._lock:
-            v = self._d.get(key)
-            if v is not None:
-                self._d.move_to_end(key)
-            return v
+            e = self._d.get(key)
+            if e is None:
+                return None
+            self._d.move_to_end(key)
+            return e[0]
 
     def put(self, key, value) -> None:
+        size = _nbytes(value) if self.max_bytes is not None else 0
         with self._lock:
-            self._d[key] = value
-            self._d.move_to_end(key)
-            while len(self._d) > self.capacity:
-                self._d.popitem(last=False)
+            old = self._d.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[1]
+            self._d[key] = (value, size)
+            self.nbytes += size
+            while len(self._d) > self.capacity or (
+                self.max_bytes is not None and self.nbytes > self.max_bytes and len(self._d) > 1
+            ):
+                _, (_, b) = self._d.popitem(last=False)
+                self.nbytes -= b
 
     def pop(self, key) -> None:
         with self._lock:
-            self._d.pop(key, None)
+            e = self._d.pop(key, None)
+            if e is not None:
+                self.nbytes -= e[1]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -435,3 +435,42 @@ def test_scores_identical_after_derived_files_are_lost(store, mated, calibration
     with Gallery.open(store) as g:
         after = run(g)
     assert after == before  # subjects, ranks, scores and FMRs bit for bit
+
+
+def test_caches_are_bounded_in_bytes_not_only_entries(store, mated, monkeypatch):
+    """The LRUs of rescoring rows and templates evict by bytes: rows of fingers with many
+    minutiae are larger, and a count bound alone lets the memory drift up."""
+    from biomatch.scoring import pack
+
+    gal, probes = mated
+    lru = gallery_mod._LRU(100, max_bytes=50_000)
+    sizes = {}
+    for i, t in enumerate(gal[:20]):
+        e = pack([t])
+        sizes[i] = gallery_mod._nbytes(e)
+        assert sizes[i] > sum(getattr(e, f).nbytes for f in e.__dataclass_fields__) - 1
+        lru.put(i, e)
+        assert lru.nbytes <= 50_000
+    assert len(lru) < 20  # evicted by bytes, far below the entry bound
+    assert lru.get(0) is None and lru.get(19) is not None  # oldest first
+    assert lru.nbytes == sum(sizes[k] for k in lru._d)
+    lru.pop(19)
+    assert lru.nbytes == sum(sizes[k] for k in lru._d)
+    # a row read back from the feature file is a view of its bytes: those count
+    row = gallery_mod._FeatureStore._dump(pack([gal[0]]))
+    view = gallery_mod._FeatureStore._load(row)
+    assert gallery_mod._nbytes(view) >= len(row)
+    # a template counts its descriptors once they are cached on it
+    t = bm.load_template(gal[1].to_bytes())
+    bare = gallery_mod._nbytes(t)
+    from biomatch.descriptors import encode
+
+    encode(t)
+    assert gallery_mod._nbytes(t) > bare + 1000
+    # the gallery's own caches honour the byte bound through searches
+    monkeypatch.setattr(gallery_mod, "FEATURE_CACHE_BYTES", 60_000)
+    with Gallery.open(store) as g:
+        for i, t in enumerate(gal[:30]):
+            g.enroll(f"s{i}", {1: t}, gallery="local")
+        g.search({1: probes[3]}, galleries=["local"])
+        assert 0 < g._packs.nbytes <= 60_000 and len(g._packs) < 30

@@ -199,3 +199,49 @@ def test_split_index_neighbours_merge_to_the_single_index(mated):
         perm = np.random.default_rng(0).permutation(split[0].size)
         fb, tb = index.vote_totals(*(c[perm] for c in (split[0], split[2], split[3], split[4])), q.angle_bins)
         assert np.array_equal(fa, fb) and np.array_equal(ta, tb)  # bit for bit, whatever the order
+
+
+def _random_index(n_fingers: int, per: int = 30, generation: int = 3) -> GalleryIndex:
+    rng = np.random.default_rng(5)
+    gi = GalleryIndex(generation=generation)
+    gi.add([
+        (f, f % 3, index.Codes(rng.integers(0, 256, (per, CODE_BYTES), dtype=np.uint8), rng.integers(0, 8, per).astype(np.int64)))
+        for f in range(n_fingers)
+    ])
+    return gi
+
+
+def test_streamed_save_is_the_buffered_layout_and_holds_no_copy(tmp_path):
+    """A plaintext save streams the partitions (no copy of the index in memory) and writes
+    exactly the bytes of the buffered layout the sealed path builds (identity seal)."""
+    import tracemalloc
+
+    gi = _random_index(3000)  # ~3.6 MB of partitions
+    streamed, buffered = tmp_path / "s.faiss", tmp_path / "b.faiss"
+    tracemalloc.start()
+    try:
+        gi.save(streamed, "g")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    gi.save(buffered, "g", seal=lambda b: b)
+    size = streamed.stat().st_size
+    assert size > 3_000_000
+    assert streamed.read_bytes() == buffered.read_bytes()
+    assert peak < size / 2  # the buffered save held two full copies (FAISS's array and its bytes)
+    back = GalleryIndex.load(streamed, "g")
+    assert back is not None and back.ntotal == gi.ntotal and back.generation == 3
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_streamed_save_that_fails_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    gi = _random_index(50)
+    path = tmp_path / "x.faiss"
+    gi.save(path, "g")
+    before = path.read_bytes()
+    gi.add([(9999, 0, index.Codes(np.ones((3, CODE_BYTES), np.uint8), np.zeros(3, np.int64)))])
+    monkeypatch.setattr(index._Partition, "write_to", lambda self, fh: (0, "x"))  # digest mismatch
+    with pytest.raises(index.GalleryError, match="changed while being saved"):
+        gi.save(path, "g")
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
