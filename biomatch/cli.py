@@ -60,6 +60,20 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
+def run_with_progress(description: str, total, fn):
+    """Call ``fn(progress)`` with a rich progress bar on a terminal, ``fn(None)`` otherwise.
+
+    ``total`` is the bar's length, or a callable giving it (only called when a bar is shown)."""
+    if not progress_enabled():
+        return fn(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(description, total=total() if callable(total) else total)
+        return fn(lambda k: bar.advance(task, k))
+
+
 # ---------------------------------------------------------------------------
 # extract
 # ---------------------------------------------------------------------------
@@ -178,16 +192,8 @@ def _synth_run(kind: str, fingers: int, impressions: int, seed: int, out: Path, 
 
     generate = partial(synthetic.generate_images, workers=workers) if kind == "images" else synthetic.generate_templates
     total = fingers * impressions
-    if progress_enabled():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True) as bar:
-            task = bar.add_task(f"synth {kind}", total=total)
-            manifest = generate(out, fingers, impressions, seed, first_finger=first,
-                                progress=lambda n: bar.advance(task, n))
-    else:
-        manifest = generate(out, fingers, impressions, seed, first_finger=first)
+    manifest = run_with_progress(f"synth {kind}", total, lambda progress: generate(
+        out, fingers, impressions, seed, first_finger=first, progress=progress))
     if as_json:
         emit_json({"out": str(out), "kind": kind, "seed": seed, "fingers": fingers, "impressions": impressions,
                    "files": total, "classes": {c: sum(1 for f in manifest["fingers"].values() if f["class"] == c)
@@ -229,16 +235,11 @@ def synth_templates(
 def _scores_with_progress(source: Path, protocol: str, ppi: Optional[float]):
     from . import bench
 
-    if source.is_dir() and progress_enabled():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        n = len(bench.list_dataset(source, ppi))
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True) as bar:
-            task = bar.add_task("extract", total=n)
-            return bench.load_scores_source(source, protocol=protocol, ppi=ppi,
-                                            progress=lambda k: bar.advance(task, k))
-    return bench.load_scores_source(source, protocol=protocol, ppi=ppi)
+    if not source.is_dir():  # a scores file: nothing to extract
+        return bench.load_scores_source(source, protocol=protocol, ppi=ppi)
+    return run_with_progress("extract", lambda: len(bench.list_dataset(source, ppi)),
+                             lambda progress: bench.load_scores_source(source, protocol=protocol, ppi=ppi,
+                                                                       progress=progress))
 
 
 def _fmt_rate(x) -> str:
@@ -424,16 +425,9 @@ def bench_identification(
     """1:N identification: CMC, FNIR at FPIR for the gallery size."""
     from . import bench
 
-    if progress_enabled():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True) as bar:
-            task = bar.add_task("extract", total=len(bench.list_dataset(source, ppi)))
-            report = bench.identification_report(source, ppi=ppi, max_rank=max_rank,
-                                                 progress=lambda k: bar.advance(task, k))
-    else:
-        report = bench.identification_report(source, ppi=ppi, max_rank=max_rank)
+    report = run_with_progress("extract", lambda: len(bench.list_dataset(source, ppi)),
+                               lambda progress: bench.identification_report(source, ppi=ppi, max_rank=max_rank,
+                                                                             progress=progress))
     if out is not None:
         from .plots import plot_cmc
 
@@ -564,16 +558,8 @@ def enroll(
             if subject or finger or ebts:
                 raise BiomatchError("--folder: give either a folder or SUBJECT with --finger/--ebts, not both")
             items = _folder_subjects(folder)
-            if progress_enabled():
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-                with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                              TimeRemainingColumn(), transient=True) as bar:
-                    task = bar.add_task("enrol", total=len(items))
-                    n = g.enroll_many(items, gallery=gallery, operator=operator, transaction_id=transaction_id,
-                                      progress=lambda k: bar.advance(task, k))
-            else:
-                n = g.enroll_many(items, gallery=gallery, operator=operator, transaction_id=transaction_id)
+            n = run_with_progress("enrol", len(items), lambda progress: g.enroll_many(
+                items, gallery=gallery, operator=operator, transaction_id=transaction_id, progress=progress))
             result = {"store": str(store), "gallery": gallery, "enrolled": n,
                       "fingers": sum(len(f) for _, f in items)}
         else:
@@ -809,18 +795,6 @@ def audit_export(
 # ---------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------
-def _run_with_progress(description: str, total: int, fn):
-    """Call ``fn(progress)`` with a rich progress bar on a terminal, ``fn(None)`` otherwise."""
-    if not progress_enabled():
-        return fn(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        return fn(lambda k: bar.advance(task, k))
-
-
 @app.command()
 def demo(
     data: Path = typer.Option(Path("data/synthetic"), "--data", help="FVC-style FINGER_IMPRESSION images."),
@@ -832,9 +806,8 @@ def demo(
     from . import bench
     from .demo import run_demo
 
-    n_images = len(bench.list_dataset(data)) if data.is_dir() else 0
-    result = _run_with_progress("demo", 2 * n_images,
-                                lambda progress: run_demo(data, store, gallery=gallery, progress=progress))
+    result = run_with_progress("demo", lambda: 2 * len(bench.list_dataset(data)) if data.is_dir() else 0,
+                               lambda progress: run_demo(data, store, gallery=gallery, progress=progress))
     if as_json:
         emit_json(result)
         return

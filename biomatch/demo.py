@@ -92,10 +92,10 @@ def run_demo(data=DEFAULT_DATA, store="biomatch.db", *, gallery: str = "default"
         present = set(g.subjects(gallery=gallery)) if gallery in g.galleries() else set()
         new = [(sid, {0: t}) for sid, (s, t) in first.items() if sid not in present]
         enrolled = g.enroll_many(new, gallery=gallery, operator=DEMO_OPERATOR) if new else 0
-        gallery_ids = {id(t) for _, t in first.values()}
+        enrolled_images = {s.name for s, _ in first.values()}
         probes = []
         for s, t in zip(samples, templates):
-            if id(t) in gallery_ids or s.name in failed:
+            if s.name in enrolled_images or s.name in failed:
                 continue
             mate = _subject_id(s)
             cands = g.search({0: t}, galleries=[gallery], max_candidates=DEMO_CANDIDATES, operator=DEMO_OPERATOR)
