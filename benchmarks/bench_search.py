@@ -52,7 +52,52 @@ def _templates(n_fingers: int, seed: int, impressions: int = 2):
     return gallery, probes
 
 
-def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Path, build_only: bool = False) -> dict:
+def _real_sets(specs: list[str]) -> tuple[dict, list]:
+    """Real FVC fingers: ({subject: impression-1 template}, [(subject, probe template)] of impressions 2..8)."""
+    import biomatch as bm
+    from biomatch.io import read_image
+
+    from .datasets import list_samples, reference_data_dir
+
+    root = reference_data_dir()
+    mates, probes = {}, []
+    for spec in specs:
+        folder = root / spec
+        if not folder.is_dir():
+            raise SystemExit(f"--real-probes: {folder} is not a folder")
+        for s in list_samples(folder):
+            subject = f"real-{spec.replace('/', '-')}-{s.finger}"
+            t = bm.extract(read_image(s.path, ppi=s.ppi))
+            if s.impression == 1:
+                mates[subject] = t
+            else:
+                probes.append((subject, t))
+    return mates, [p for p in probes if p[0] in mates]
+
+
+def _search_all(g, probes: list) -> tuple[np.ndarray, list, list]:
+    """Ranks of the mate (0: not in the 10 candidates), wall and CPU seconds per search."""
+    lat, cpu, ranks = [], [], []
+    for subject, t in probes:
+        t0, c0 = time.perf_counter(), time.process_time()
+        cands = g.search({0: t}, galleries=["bench"], max_candidates=10, operator="bench")
+        lat.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        names = [c.subject for c in cands]
+        ranks.append(names.index(subject) + 1 if subject in names else 0)
+    return np.array(ranks), lat, cpu
+
+
+def _latency(out: dict, prefix: str, lat: list, cpu: list) -> None:
+    out[f"{prefix}search_ms_median"] = round(1e3 * statistics.median(lat), 1)
+    out[f"{prefix}search_ms_p90"] = round(1e3 * float(np.percentile(lat, 90)), 1)
+    # CPU seconds of the process per search (all its threads): what the search costs the
+    # machine, whatever else runs on it; wall latency is inflated on a loaded machine
+    out[f"{prefix}search_cpu_ms_median"] = round(1e3 * statistics.median(cpu), 1)
+
+
+def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Path, build_only: bool = False,
+               real: tuple[dict, list] | None = None) -> dict:
     from biomatch import gallery as gallery_mod
     from biomatch import scoring
     from biomatch.gallery import Gallery
@@ -60,12 +105,14 @@ def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Pat
     t0 = time.perf_counter()
     gallery, probes = _templates(n, seed)
     gen_s = time.perf_counter() - t0
-    probes = [p for p in probes if p[0] < n_probes][:n_probes]
+    probes = [(f"f{f}", t) for f, t in probes if f < n_probes][:n_probes]
+    mates, real_probes = real if real else ({}, [])
     store = workdir / f"bench_{n}_seed{seed}.db"
     build_log = store.with_suffix(".build.json")  # enrolment figures of a kept store (--keep-stores)
     out: dict = {"fingers": n, "generate_s": round(gen_s, 2)}
     with Gallery.open(store) as g:
-        if build_log.exists() and "bench" in g.galleries() and len(g.subjects(gallery="bench")) == n:
+        enrolled = set(g.subjects(gallery="bench")) if "bench" in g.galleries() else set()
+        if build_log.exists() and sum(1 for s in enrolled if s.startswith("f")) == n:
             out.update(json.loads(build_log.read_text()), store_reused=True)
         else:
             t0 = time.perf_counter()
@@ -74,60 +121,66 @@ def bench_size(n: int, n_probes: int, n_exhaustive: int, seed: int, workdir: Pat
             build = {"enrol_fingers_per_s": round(n / enrol_s, 1), "enrol_s": round(enrol_s, 1)}
             build_log.write_text(json.dumps(build))
             out.update(build)
+        # the real mates join the synthetic gallery (kept stores keep them for the next run)
+        new = [(s, {0: t}) for s, t in sorted(mates.items()) if s not in enrolled]
+        if new:
+            g.enroll_many(new, gallery="bench", operator="bench")
+        out["real_mates"] = len(mates)
         t0 = time.perf_counter()
         idx = g.index("bench")
         out["index_ready_s"] = round(time.perf_counter() - t0, 2)
         out["index"] = idx.describe()
-        out["index_bytes_per_finger"] = round(idx.memory_bytes() / n, 1)
+        out["index_bytes_per_finger"] = round(idx.memory_bytes() / (n + len(mates)), 1)
         if build_only:
             return out
-        for f, t in probes[:3]:  # warm-up (numba dispatch, caches)
+        for _, t in probes[:3]:  # warm-up (numba dispatch, caches)
             g.search({0: t}, galleries=["bench"], max_candidates=10, operator="bench")
-        lat, cpu, hits, ranks = [], [], 0, []
-        for f, t in probes:
-            t0, c0 = time.perf_counter(), time.process_time()
-            cands = g.search({0: t}, galleries=["bench"], max_candidates=10, operator="bench")
-            lat.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-            subjects = [c.subject for c in cands]
-            ranks.append(subjects.index(f"f{f}") + 1 if f"f{f}" in subjects else 0)
-        ranks = np.array(ranks)
-        out["search_ms_median"] = round(1e3 * statistics.median(lat), 1)
-        out["search_ms_p90"] = round(1e3 * float(np.percentile(lat, 90)), 1)
-        # CPU seconds of the process per search (all its threads): what the search costs the
-        # machine, whatever else runs on it; wall latency is inflated on a loaded machine
-        out["search_cpu_ms_median"] = round(1e3 * statistics.median(cpu), 1)
+        ranks, lat, cpu = _search_all(g, probes)
+        _latency(out, "", lat, cpu)
         out["load_average"] = round(os.getloadavg()[0], 2)
         out["probes"] = len(probes)
         out["rank1_index"] = round(100.0 * float(np.mean(ranks == 1)), 2)
         out["rank10_index"] = round(100.0 * float(np.mean(ranks >= 1)), 2)
+        if real_probes:
+            real_ranks, rlat, rcpu = _search_all(g, real_probes)
+            _latency(out, "real_", rlat, rcpu)
+            out["real_probes"] = len(real_probes)
+            out["real_rank1_index"] = round(100.0 * float(np.mean(real_ranks == 1)), 2)
         out["feature_cache_fingers"] = gallery_mod.FEATURE_CACHE_FINGERS
         out["store_bytes"] = g.stats()["store_bytes"]
-        if n_exhaustive <= 0:  # no baseline asked (at 1,000,000 fingers it costs an hour of packing)
-            return out
-        # baseline: exhaustive rescoring of the whole gallery, same probes (first n_exhaustive)
-        sub = probes[:n_exhaustive]
-        gal_templates = [t for _, t in gallery]
-        gal_ids = np.array([f for f, _ in gallery])
-        best = {i: (-1.0, -1) for i in range(len(sub))}
-        t0 = time.perf_counter()
-        chunk = 5000
-        for lo in range(0, n, chunk):
-            packed = scoring.pack(gal_templates[lo : lo + chunk])
-            for i, (f, t) in enumerate(sub):
-                s = scoring.score_packed(t, packed)
-                j = int(np.argmax(s))
-                if s[j] > best[i][0]:
-                    best[i] = (float(s[j]), int(gal_ids[lo + j]))
-            del packed
-        exh_s = time.perf_counter() - t0
-        ex_hits = np.array([best[i][1] == f for i, (f, _) in enumerate(sub)])
-        idx_hits = ranks[: len(sub)] == 1
-        out["exhaustive_probes"] = len(sub)
-        out["exhaustive_ms_per_probe"] = round(1e3 * exh_s / max(len(sub), 1), 1)
-        out["rank1_exhaustive"] = round(100.0 * float(np.mean(ex_hits)), 2)
-        out["rank1_index_same_probes"] = round(100.0 * float(np.mean(idx_hits)), 2)
-        out["rank1_gap_points"] = round(out["rank1_exhaustive"] - out["rank1_index_same_probes"], 2)
+    if n_exhaustive <= 0:  # no baseline asked (at 1,000,000 fingers it costs an hour of packing)
+        return out
+    # baseline: exhaustive rescoring of the whole gallery (synthetic fingers and real mates), same
+    # probes: the first n_exhaustive synthetic probes and every real probe, in one pass over the packs
+    sub = probes[:n_exhaustive] + real_probes
+    gal_templates = [t for _, t in gallery] + [mates[s] for s in sorted(mates)]
+    gal_ids = [f"f{f}" for f, _ in gallery] + sorted(mates)
+    best = [(-1.0, "")] * len(sub)
+    t0 = time.perf_counter()
+    chunk = 5000
+    for lo in range(0, len(gal_templates), chunk):
+        packed = scoring.pack(gal_templates[lo : lo + chunk])
+        for i, (_, t) in enumerate(sub):
+            s = scoring.score_packed(t, packed)
+            j = int(np.argmax(s))
+            if s[j] > best[i][0]:
+                best[i] = (float(s[j]), gal_ids[lo + j])
+        del packed
+    exh_s = time.perf_counter() - t0
+    hits = np.array([best[i][1] == subject for i, (subject, _) in enumerate(sub)])
+    k = min(n_exhaustive, len(probes))
+    out["exhaustive_ms_per_probe"] = round(1e3 * exh_s / max(len(sub), 1), 1)
+    for prefix, ex, idx_hits in (("", hits[:k], ranks[:k] == 1),
+                                 ("real_", hits[k:], real_ranks == 1 if real_probes else np.zeros(0, bool))):
+        if not ex.size:
+            continue
+        out[f"{prefix}exhaustive_probes"] = int(ex.size)
+        out[f"{prefix}rank1_exhaustive"] = round(100.0 * float(np.mean(ex)), 2)
+        out[f"{prefix}rank1_index_same_probes"] = round(100.0 * float(np.mean(idx_hits)), 2)
+        out[f"{prefix}rank1_gap_points"] = round(out[f"{prefix}rank1_exhaustive"] - out[f"{prefix}rank1_index_same_probes"], 2)
+        # probes the index loses and exhaustive rescoring finds, and the reverse
+        out[f"{prefix}index_misses_exhaustive_hits"] = int(np.sum(ex & ~idx_hits))
+        out[f"{prefix}index_hits_exhaustive_misses"] = int(np.sum(~ex & idx_hits))
     return out
 
 
@@ -207,6 +260,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tenprint-subjects", type=int, default=0)
     ap.add_argument("--tenprint-mated", type=int, default=50)
     ap.add_argument("--tenprint-nonmated", type=int, default=100)
+    ap.add_argument("--real-probes", nargs="*", default=["fvc2002_b/DB1_B", "fvc2002_b/DB2_B", "fvc2002_b/DB3_B"],
+                    help="Real FVC folders (under the reference data): impression 1 of each finger joins the "
+                         "gallery, impressions 2..8 are searched; none: synthetic probes only.")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--out", type=Path, default=None)
@@ -233,8 +289,10 @@ def main(argv=None) -> int:
         args.keep_stores.mkdir(parents=True, exist_ok=True)
     place = contextlib.nullcontext(str(args.keep_stores)) if keep else tempfile.TemporaryDirectory(dir=args.workdir)
     with place as tmp:
+        real = _real_sets(args.real_probes) if args.real_probes and args.real_probes != ["none"] else None
         for n in args.sizes:
-            row = bench_size(n, args.probes, args.exhaustive_probes, args.seed, Path(tmp), build_only=args.build_only)
+            row = bench_size(n, args.probes, args.exhaustive_probes, args.seed, Path(tmp), build_only=args.build_only,
+                             real=real)
             report["sizes"].append(row)
             print(json.dumps(row), flush=True)
         if args.tenprint_subjects:

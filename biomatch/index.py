@@ -134,6 +134,13 @@ IVF_TRAIN_PER_LIST = 40
 #: threads (FAISS releases the GIL) and OpenMP teams of a loaded 2-core machine
 #: spin-wait (measured 36 ms vs 0.8 ms for a 35-query search of 1,750 codes).
 FAISS_THREADS = 1
+#: Python threads one search's scan is split over (its probe cylinders in equal
+#: parts, each part a single-threaded FAISS call, which releases the GIL): the
+#: latency of one search on two cores without OpenMP's spin-waiting teams.
+#: A part must scan at least SEARCH_SPLIT_MIN_WORK (query, code) distances to be
+#: worth a thread hand-off (small partitions answer in well under a millisecond).
+SEARCH_THREADS = 2
+SEARCH_SPLIT_MIN_WORK = 2_000_000
 #: Largest piece FAISS's writer hands to a save's stream at once (bytes).
 _STREAM_CHUNK_BYTES = 1 << 20
 #: Version of the on-disk layout; bump when the file or the code changes meaning.
@@ -304,6 +311,21 @@ _LIBC = None
 _FAISS_READY = False
 
 
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def _search_pool():
+    """The threads searches split their FAISS scans over (:data:`SEARCH_THREADS`)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="biomatch-faiss")
+        return _POOL
+
+
 def _faiss():
     """The faiss module, with its OpenMP threads set to FAISS_THREADS once."""
     global _FAISS_READY
@@ -377,7 +399,17 @@ class _Partition:
             return np.zeros((codes.shape[0], 0), np.int32), np.zeros((codes.shape[0], 0), np.int64)
         if self.kind == "ivf":
             self.index.nprobe = IVF_NPROBE
-        return self.index.search(np.ascontiguousarray(codes), k)
+        codes = np.ascontiguousarray(codes)
+        n_q = codes.shape[0]
+        # codes each query scans (an IVF query scans about nprobe / nlist of the partition)
+        scanned = self.ntotal * (min(1.0, IVF_NPROBE / self.index.nlist) if self.kind == "ivf" else 1.0)
+        parts = min(SEARCH_THREADS, n_q, max(1, int(n_q * scanned // SEARCH_SPLIT_MIN_WORK)))
+        if parts <= 1:
+            return self.index.search(codes, k)
+        bounds = np.linspace(0, n_q, parts + 1).astype(int)
+        futures = [_search_pool().submit(self.index.search, codes[a:b], k) for a, b in zip(bounds[:-1], bounds[1:])]
+        results = [f.result() for f in futures]
+        return np.concatenate([d for d, _ in results]), np.concatenate([lab for _, lab in results])
 
     def to_bytes(self) -> np.ndarray:
         """The serialised index (uint8 array; one copy of FAISS's buffer)."""

@@ -85,6 +85,7 @@ __all__ = [
     "PackedTemplates",
     "pack",
     "score_packed",
+    "pairs_packed",
     "MATCHER_VERSION",
 ]
 
@@ -466,11 +467,10 @@ def compare_many(probe: Template, templates: Sequence[Template]) -> np.ndarray:
     return score_packed(probe, pack(templates))
 
 
-def _raw_verify(a: Template, b: Template):
+def _score_rows(ra, rb):
+    """(score, paired minutiae a -> b) of two templates' rows (:func:`_rows`, or a :func:`pack` slice)."""
     from ._scoring_kernels import score_one
 
-    fa, fb = _desc.encode(a), _desc.encode(b)
-    ra, rb = _rows(fa), _rows(fb)
     pairs = np.zeros((MAX_PAIRS + 1, 2), dtype=np.int32)
     if ra[0].shape[0] < 2 or rb[0].shape[0] < 2:
         return 0.0, np.zeros((0, 2), dtype=np.int64)
@@ -479,6 +479,27 @@ def _raw_verify(a: Template, b: Template):
     )
     out = np.stack([ra[5][pairs[:k, 0]], rb[5][pairs[:k, 1]]], axis=1).astype(np.int64)
     return float(score), out
+
+
+def _raw_verify(a: Template, b: Template):
+    return _score_rows(_rows(_desc.encode(a)), _rows(_desc.encode(b)))
+
+
+def pairs_packed(probe, packed: PackedTemplates, t: int) -> tuple[float, np.ndarray]:
+    """:func:`verify`'s (score, pairs) of ``probe`` against template ``t`` of ``packed``.
+
+    The rows of a :func:`pack` are those :func:`verify` builds, so the result
+    is the same without decoding and re-encoding the gallery template (a
+    gallery's candidates come from packed rescoring rows).
+    """
+    if not isinstance(packed, PackedTemplates):
+        raise BiomatchError(f"packed: expected PackedTemplates from scoring.pack, got {type(packed).__name__}")
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < len(packed):
+        raise BiomatchError(f"t: expected a template index 0..{len(packed) - 1}, got {t!r}")
+    lo, hi = int(packed.offsets[t]), int(packed.offsets[t + 1])
+    rb = (packed.bits[lo:hi], packed.mask[lo:hi], packed.maskx[lo:hi], packed.geo[lo:hi], packed.theta[lo:hi],
+          packed.index[lo:hi], packed.hull_rank[lo:hi], packed.overlap_weight[lo:hi])
+    return _score_rows(_rows(_as_features(probe, "probe")), rb)
 
 
 def verify(a: Template, b: Template) -> Match:

@@ -104,6 +104,7 @@ def test_candidate_is_frozen_with_finger_detail(store, mated):
         assert (f.probe_position, f.position) == (3, 3)
         assert f.score == pytest.approx(c.score)
         assert len(f.pairs) > 0 and all(0 <= a < len(probes[0]) and 0 <= b < len(gal[0]) for a, b in f.pairs)
+        assert f.pairs == tuple(map(tuple, bm.verify(probes[0], gal[0]).pairs.tolist()))
         json.dumps(c.to_dict())
 
 

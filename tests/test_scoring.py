@@ -499,6 +499,14 @@ def test_compare_many_equals_verify_and_packed_subsets():
     assert len(packed) == len(gallery)
     np.testing.assert_allclose(sc.score_packed(a, packed, subset=[5, 0, 2]), many[[5, 0, 2]], atol=1e-12)
     assert sc.score_packed(d.encode(a), packed, subset=np.array([], dtype=int)).shape == (0,)
+    # pairs from packed rows (a gallery's candidates) are verify's, without re-encoding
+    for t in range(len(gallery)):
+        score, pairs = sc.pairs_packed(a, packed, t)
+        m = bm.verify(a, gallery[t])
+        assert score == pytest.approx(m.score, abs=1e-12)
+        np.testing.assert_array_equal(pairs, m.pairs)
+    with pytest.raises(BiomatchError, match="^t:"):
+        sc.pairs_packed(a, packed, len(gallery))
 
 
 def test_bad_inputs_raise_named_errors():
