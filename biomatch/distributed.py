@@ -120,9 +120,9 @@ from .gallery import (
     Gallery,
     SubjectRecord,
     _check_context,
+    _check_enrolment,
     _check_fingers,
     _check_gallery_name,
-    _check_originals,
     _check_subject,
     _fisher,
     _json_float,
@@ -642,13 +642,8 @@ class ShardedGallery:
             The sequence number of the coordinator's audit record (the shard's
             store holds its own record, committed with the enrolment).
         """
-        subject_id = _check_subject(subject_id)
-        _check_gallery_name(gallery)
-        operator = _operator(operator)
-        transaction_id = _transaction_id(transaction_id)
-        ctx = _check_context(context)
-        checked = _check_fingers(fingers)
-        extra = _check_originals(originals)
+        subject_id, operator, transaction_id, _, checked, extra, ctx = _check_enrolment(
+            subject_id, fingers, gallery, operator, transaction_id, metadata, originals, context)
         if keep_originals:
             for pos, (_, original) in checked.items():
                 if original is not None:

@@ -89,7 +89,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
 
@@ -403,6 +403,27 @@ def _check_fingers(fingers, field_name: str = "fingers") -> dict[int, tuple[Temp
         p = _check_position(pos, f"{field_name}[{pos!r}]")
         out[p] = _as_template(value, p, f"{field_name}[{p}]")
     return out
+
+
+class _Enrolment(NamedTuple):
+    """Checked arguments of an enrolment (see :func:`_check_enrolment`)."""
+
+    subject_id: str
+    operator: str
+    transaction_id: str | None
+    metadata: str | None  # JSON text
+    fingers: dict  # position -> (Template, original image bytes or None)
+    originals: dict  # position (None: a transaction) -> bytes
+    context: dict | None
+
+
+def _check_enrolment(subject_id, fingers, gallery, operator, transaction_id, metadata, originals, context) -> _Enrolment:
+    """The one set of rules for an enrolment's arguments (:meth:`Gallery.enroll` and a sharded
+    gallery's); raises GalleryError or TemplateError naming the bad argument."""
+    subject_id = _check_subject(subject_id)
+    _check_gallery_name(gallery)
+    return _Enrolment(subject_id, _operator(operator), _transaction_id(transaction_id), _check_metadata(metadata),
+                      _check_fingers(fingers), _check_originals(originals), _check_context(context))
 
 
 def _template_hash(t: Template) -> str:
@@ -739,14 +760,8 @@ class Gallery:
         GalleryError, TemplateError
             Nothing is stored when any input is bad or the subject exists.
         """
-        subject_id = _check_subject(subject_id)
-        _check_gallery_name(gallery)
-        operator = _operator(operator)
-        transaction_id = _transaction_id(transaction_id)
-        meta_text = _check_metadata(metadata)
-        checked = _check_fingers(fingers)
-        extra = _check_originals(originals)
-        ctx = _check_context(context)
+        subject_id, operator, transaction_id, meta_text, checked, extra, ctx = _check_enrolment(
+            subject_id, fingers, gallery, operator, transaction_id, metadata, originals, context)
         prepared = self._prepare(checked)
         with self._write() as con:
             gid, gen = self._gallery_row(con, gallery, create=True)
@@ -1237,7 +1252,6 @@ class Gallery:
 
     def index(self, gallery: str = "default"):
         """The gallery's :class:`biomatch.index.GalleryIndex`, loaded, caught up or rebuilt as needed."""
-        from .index import GalleryIndex
 
         con = self._con()
         gid, gen = self._require_gallery(con, gallery)
@@ -2397,7 +2411,6 @@ class _FeatureStore:
         shas = list(shas)
         if not shas:
             return
-        con = self._con()
         self._delete_where("sha256 = ?", [(s,) for s in shas])
 
     def wipe(self) -> None:
