@@ -172,8 +172,11 @@ def test_rotation_consistency_helps(mated, monkeypatch):
     assert with_rot >= without and with_rot >= 18
 
 
-def test_split_index_neighbours_merge_to_the_single_index(mated):
+@pytest.mark.parametrize("margin", [0, None])  # 0: every tied query is searched again (the widening loop)
+def test_split_index_neighbours_merge_to_the_single_index(mated, monkeypatch, margin):
     """Ties-complete k-NN of two indexes, merged by the explicit tie rule, equal one index's (any add order)."""
+    if margin is not None:
+        monkeypatch.setattr(index, "TIE_MARGIN", margin)
     gal, probes = mated
     entries = [(i, 1 + i % 2, _codes(t)) for i, t in enumerate(gal)]
     entries += [(1000 + i, 1, _codes(gal[0])) for i in range(5)]  # identical codes: distance ties
@@ -245,3 +248,18 @@ def test_streamed_save_that_fails_leaves_the_old_file_and_no_temp(tmp_path, monk
         gi.save(path, "g")
     assert path.read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_search_split_over_threads_gives_the_same_neighbours(mated, monkeypatch):
+    """A scan split over SEARCH_THREADS parts returns what one FAISS call returns."""
+    gal, probes = mated
+    idx = index.GalleryIndex()
+    idx.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
+    q = _codes(probes[0], True).codes
+    monkeypatch.setattr(index, "SEARCH_THREADS", 1)
+    one = idx.neighbours(q, 0, 8)
+    monkeypatch.setattr(index, "SEARCH_THREADS", 2)
+    monkeypatch.setattr(index, "SEARCH_SPLIT_MIN_WORK", 0)
+    split = idx.neighbours(q, 0, 8)
+    for x, y in zip(one, split):
+        assert np.array_equal(x, y)
