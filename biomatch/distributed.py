@@ -54,18 +54,18 @@ A search runs the three steps of :meth:`Gallery._search_gallery` apart:
 Where the guarantee holds: a complete search (every shard answered) of a
 sharded gallery returns the same candidates as a single-machine store
 holding the same subjects - subjects, ranks, scores, FMRs and FPIRs bit for
-bit, and pairs - for any shard count, **while every position partition of
-that single store's index is flat** (exhaustive ``IndexBinaryFlat``: at most
-:data:`biomatch.index.FLAT_MAX_CODES` codes, about 14,000 synthetic fingers
-of one position at ~29 codes each). A shard's partitions are then flat too
-(each holds a subset of the codes) and every k-NN list is exact. Beyond it
-the single store searches IVF lists (:data:`biomatch.index.IVF_NPROBE`
-visited) and so may each shard, with coarse quantisers trained on different
-codes: both are approximate, in different ways, and lists can differ (rarely
-at rank 1: the shortlist still holds the mate at the IVF recall). A store
-whose partition once grew past the limit stays IVF after deletions. Tested
-in ``tests/test_distributed.py`` (2 and 3 shards, 346 fingers with tied
-codes); measured in ``benchmarks/bench_distributed.py``.
+bit, and pairs - for any shard count and any gallery size. Every index,
+the single store's and each shard's, assigns codes to IVF lists with the
+same shipped centroids (:data:`biomatch.index.IVF_NLIST`), and a shard
+visits the lists that one store holding every shard's codes would visit:
+all of them while the gallery's partition (all shards together) holds at
+most :data:`biomatch.index.FLAT_MAX_CODES` codes, the
+:data:`biomatch.index.IVF_NPROBE` nearest centroids beyond
+(:meth:`ShardedGallery._step_neighbours` passes the gallery's sizes).
+Each shard's ties-complete k-NN over those lists then contain the codes the
+single store's k-NN hold. Tested in ``tests/test_distributed.py`` (2 and 3
+shards, 346 fingers with tied codes, exhaustive and IVF search); measured
+in ``benchmarks/bench_distributed.py``.
 
 Missing shards
 --------------
@@ -254,21 +254,26 @@ class _Shard:
             "GROUP BY galleries.id"
         ).fetchall())
 
-    def neighbours(self, probes: dict, galleries) -> dict:
+    def neighbours(self, probes: dict, galleries, nprobe: dict | None = None) -> dict:
         """Step 1 of a search on this shard.
 
-        Returns ``{"counts": {gallery: subjects}, "fingers": {gallery: fingers},
-        "neighbours": {gallery: {probe position: Neighbours}}}`` (the FAISS k-NN of
-        every probe cylinder, ties complete, keyed by subject id).
+        ``nprobe`` ({gallery: {position: IVF lists}}, decided by the
+        coordinator for the whole sharded gallery) sets the lists visited, as
+        one store holding every shard's codes would visit them. Returns ``{"counts": {gallery: subjects}, "fingers":
+        {gallery: fingers}, "neighbours": {gallery: {probe position:
+        Neighbours}}, "sizes": {gallery: {position: codes}}}`` (the FAISS k-NN
+        of every probe cylinder, ties complete, keyed by subject id, and this
+        shard's index sizes).
         """
         con = self.g._con()
         counts = self.counts()
         names = list(counts) if galleries is None else [g for g in galleries if g in counts]
-        fingers, neighbours = {}, {}
+        fingers, neighbours, sizes = {}, {}, {}
         for name in names:
             gid, _ = self.g._require_gallery(con, name)
-            fingers[name], neighbours[name] = self.g._search_neighbours(con, name, gid, probes)
-        return {"counts": {n: counts[n] for n in names}, "fingers": fingers, "neighbours": neighbours}
+            fingers[name], neighbours[name], sizes[name] = self.g._search_neighbours(
+                con, name, gid, probes, (nprobe or {}).get(name))
+        return {"counts": {n: counts[n] for n in names}, "fingers": fingers, "neighbours": neighbours, "sizes": sizes}
 
     def rescore(self, probes: dict, subjects: dict) -> list:
         """Step 3 on this shard: ``{gallery: [subject ids] or None (all)}`` -> [(gallery, subject, per)].
@@ -400,6 +405,7 @@ class ShardedGallery:
         self._lock = threading.RLock()
         self._closed = False
         self._last_counts: dict[int, dict] = {}
+        self._code_totals: dict[str, dict] = {}  # {gallery: {position: codes}} of the last search
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -864,7 +870,7 @@ class ShardedGallery:
             if not requested:
                 raise GalleryError("galleries: empty list")
         self._check_open()
-        answers, missing = self._gather({k: a.neighbours.remote(probes, requested) for k, a in enumerate(self._actors)})
+        answers, missing = self._step_neighbours(probes, requested)
         for k, ans in answers.items():
             self._last_counts[k] = ans["counts"]
         names = sorted({g for ans in answers.values() for g in ans["counts"]}) if requested is None else requested
@@ -927,6 +933,41 @@ class ShardedGallery:
             )
         return SearchResult(candidates, missing_shards=missing, missing_subjects=missing_subjects,
                             searched_subjects=n_subjects)
+
+    def _step_neighbours(self, probes: dict, requested):
+        """Step 1 on every shard, with the gallery's index sizes (codes per position, all shards
+        together) deciding exhaustive or IVF search as on one store (:func:`biomatch.index.nprobe_for`).
+
+        The sizes of the previous search are used, and the step is run again in the rare case
+        that the sizes the shards report now call for other lists (a partition crossed
+        FLAT_MAX_CODES in between).
+        """
+        from .index import nprobe_for
+
+        def totals_of(answers):
+            out: dict = defaultdict(lambda: defaultdict(int))
+            for ans in answers.values():
+                for g, sizes in ans.get("sizes", {}).items():
+                    for pos, n in sizes.items():
+                        out[g][pos] += int(n)
+            return {g: dict(v) for g, v in out.items()}
+
+        def lists(totals):
+            return {g: {pos: nprobe_for(n) for pos, n in sizes.items()} for g, sizes in totals.items()}
+
+        def same_lists(now, used):
+            return all(used.get(g, {}).get(pos) == n for g, sizes in lists(now).items() for pos, n in sizes.items())
+
+        used = lists(self._code_totals)
+        answers, missing = self._gather({k: a.neighbours.remote(probes, requested, used) for k, a in enumerate(self._actors)})
+        now = totals_of(answers)
+        if not same_lists(now, used):
+            used.update(lists(now))
+            answers, missing = self._gather({k: a.neighbours.remote(probes, requested, used)
+                                             for k, a in enumerate(self._actors)})
+            now = totals_of(answers)
+        self._code_totals.update(now)
+        return answers, missing
 
     def _plan(self, answers: dict, names: list, probes: dict) -> dict:
         """Which subjects each shard rescores: ``{shard: {gallery: [subject ids] or None (all)}}``.

@@ -1619,21 +1619,23 @@ class Gallery:
             if pending:
                 self._put_features(pending)
 
-    def _search_neighbours(self, con, gallery: str, gid: int, probes: dict) -> tuple[int, dict]:
-        """(fingers of the gallery, {probe position: Neighbours}) - step 1 of a search, for a shard."""
+    def _search_neighbours(self, con, gallery: str, gid: int, probes: dict, nprobe=None) -> tuple[int, dict, dict]:
+        """(fingers of the gallery, {probe position: Neighbours}, {position: codes}) - step 1 of a
+        search, for a shard; ``nprobe`` ({position: IVF lists}, decided for the whole sharded
+        gallery) as :meth:`biomatch.index.GalleryIndex.neighbours` takes it."""
         n_fingers = self._n_fingers(con, gid)
         if n_fingers == 0:
-            return 0, {}
+            return 0, {}, {}
         idx = self.index(gallery)
         with self._snapshot(con):
-            return n_fingers, self._neighbours(con, probes, idx)
+            return n_fingers, self._neighbours(con, probes, idx, nprobe), idx.sizes()
 
     def _search_rescore(self, con, gallery: str, gid: int, probes: dict, subjects) -> list:
         """Step 3 of a search, for a shard: :meth:`_rescore` in one read snapshot."""
         with self._snapshot(con):
             return self._rescore(con, gallery, gid, probes, subjects)
 
-    def _neighbours(self, con, probes: dict, idx) -> dict:
+    def _neighbours(self, con, probes: dict, idx, nprobe=None) -> dict:
         """Per probe finger, the FAISS k-NN of its cylinders keyed by subject (see :class:`Neighbours`)."""
         from .descriptors import encode
         from .index import ANGLE_ID_BITS, K_NEIGHBOURS, probe_codes
@@ -1641,7 +1643,7 @@ class Gallery:
         out = {}
         for pos, t in probes.items():
             codes = probe_codes(encode(t))
-            raw = idx.neighbours(codes.codes, pos, K_NEIGHBOURS)
+            raw = idx.neighbours(codes.codes, pos, K_NEIGHBOURS, nprobe)
             fid = raw.labels >> ANGLE_ID_BITS
             ufid, inv = np.unique(fid, return_inverse=True)
             owner = self._finger_subjects(con, ufid.tolist())

@@ -37,8 +37,8 @@ on one rotation and chance neighbours do not. The
 fingers with the largest vote totals form the shortlist that
 :mod:`biomatch.scoring` then rescores exhaustively.
 
-Ties: FAISS ``IndexBinaryFlat`` keeps, among codes tied at the k-th
-distance, the earliest *added* (its scan order), which depends on the order
+Ties: FAISS keeps, among codes tied at the k-th distance, the earliest
+*added* (its scan order), which depends on the order
 of enrolment and differs between one index and several holding the same
 codes. :meth:`GalleryIndex.neighbours` therefore returns every code tied with
 the k-th, and :func:`select_neighbours` keeps the k first by an explicit rule
@@ -50,9 +50,15 @@ lists gets bit-identical votes (:mod:`biomatch.distributed`).
 Fingers are partitioned by finger position (ANSI/NIST-ITL FGP): a probe of a
 known position searches its position's partition and the unknown-position
 partition (0); a probe of unknown position searches all of them. A partition
-is an exhaustive ``IndexBinaryFlat`` up to :data:`FLAT_MAX_CODES` codes and an
-``IndexBinaryIVF`` (:data:`IVF_NPROBE` of ``nlist ~ IVF_LISTS_PER_SQRT * sqrt(n)``
-lists visited) beyond.
+is an ``IndexBinaryIVF`` of :data:`IVF_NLIST` lists whose centroids every
+index shares (trained once on synthetic fingers and shipped with the package,
+``benchmarks/train_quantizer.py``; a gallery never trains its own): a query
+visits every list while the gallery's partition holds at most
+:data:`FLAT_MAX_CODES` codes (exhaustive) and the :data:`IVF_NPROBE` nearest
+beyond. Shared centroids are what make a sharded gallery exact at any size:
+each shard visits the same lists for a query as one store holding all the
+codes would, so the union of the shards' ties-complete k-NN contains that
+store's k-NN.
 
 On disk the index of a gallery is one file, written atomically (temporary
 file, fsync, rename): a header with a JSON manifest (format and descriptor
@@ -70,7 +76,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
@@ -83,6 +89,8 @@ __all__ = [
     "K_NEIGHBOURS",
     "FLAT_MAX_CODES",
     "IVF_NPROBE",
+    "IVF_NLIST",
+    "nprobe_for",
     "INDEX_FORMAT_VERSION",
     "index_version",
     "finger_codes",
@@ -121,15 +129,19 @@ ROTATION_BINS = 16
 MAX_INDEXED_PER_FINGER = 40
 #: Nearest gallery codes each probe cylinder looks up.
 K_NEIGHBOURS = 64
-#: Partitions up to this many codes are searched exhaustively (IndexBinaryFlat).
+#: Partitions of up to this many codes (in the whole gallery: a sharded gallery counts
+#: every shard's) are searched exhaustively: every IVF list visited.
 FLAT_MAX_CODES = 400_000
-#: IVF lists per square root of the codes at (re)build time.
-IVF_LISTS_PER_SQRT = 2.0
-#: IVF lists visited per query (on 40,000 synthetic fingers, mate within a 400-finger
-#: shortlist: exhaustive 86.7 %, nprobe 24: 79.3 %, 64: 83.3 %, 128: 84.7 %; 3 / 6 / 9 ms).
-IVF_NPROBE = 128
-#: Codes sampled to train the IVF coarse quantiser (per list).
-IVF_TRAIN_PER_LIST = 40
+#: IVF lists of every partition, with centroids shared by every index
+#: (biomatch/data/ivf_quantizer.npy, made by benchmarks/train_quantizer.py from
+#: synthetic fingers): a search visits the same lists on one store and on each
+#: shard of a sharded gallery, whose merged k-NN are then exactly one store's.
+IVF_NLIST = 2048
+#: IVF lists visited per query beyond FLAT_MAX_CODES (10 % of the lists; at 100,000
+#: synthetic fingers, 2.9 M codes, a gallery-trained quantiser of 1,267 lists with
+#: nprobe 128 kept the mate in a 400-finger shortlist for 81.5 % of probes, one of
+#: 3,388 lists with nprobe 256 81.5 %, exhaustive search 82.5 %).
+IVF_NPROBE = 200
 #: OpenMP threads FAISS may use per call. One: searches run concurrently in
 #: threads (FAISS releases the GIL) and OpenMP teams of a loaded 2-core machine
 #: spin-wait (measured 36 ms vs 0.8 ms for a 35-query search of 1,750 codes).
@@ -144,7 +156,7 @@ SEARCH_SPLIT_MIN_WORK = 2_000_000
 #: Largest piece FAISS's writer hands to a save's stream at once (bytes).
 _STREAM_CHUNK_BYTES = 1 << 20
 #: Version of the on-disk layout; bump when the file or the code changes meaning.
-INDEX_FORMAT_VERSION = 2
+INDEX_FORMAT_VERSION = 3
 
 _MAGIC = b"BMIDX\x00"
 _HEADER = struct.Struct("<6sQ")
@@ -154,7 +166,8 @@ def index_version() -> str:
     """Version string an index file must carry to be used by this build."""
     from .descriptors import DESCRIPTOR_VERSION
 
-    return f"bmidx-{INDEX_FORMAT_VERSION}/{DESCRIPTOR_VERSION}/bits{CODE_BITS}-or{GROUP_BITS}-r{INNER_RADIUS_FRACTION}-seed{CODE_SEED}-max{MAX_INDEXED_PER_FINGER}-ang{ANGLE_ID_BITS}"
+    return (f"bmidx-{INDEX_FORMAT_VERSION}/{DESCRIPTOR_VERSION}/bits{CODE_BITS}-or{GROUP_BITS}-r{INNER_RADIUS_FRACTION}"
+            f"-seed{CODE_SEED}-max{MAX_INDEXED_PER_FINGER}-ang{ANGLE_ID_BITS}-ivf{IVF_NLIST}-{_quantizer()[1][:12]}")
 
 
 _SAMPLE_LOCK = threading.Lock()
@@ -340,13 +353,39 @@ def _faiss():
 # ---------------------------------------------------------------------------
 # One partition (finger position) of a gallery
 # ---------------------------------------------------------------------------
+_QUANTIZER = None
+
+
+def _quantizer() -> tuple[np.ndarray, str]:
+    """The shared IVF centroids (uint8, IVF_NLIST x CODE_BYTES) and their SHA-256."""
+    global _QUANTIZER
+    with _SAMPLE_LOCK:
+        if _QUANTIZER is None:
+            path = Path(__file__).with_name("data") / "ivf_quantizer.npy"
+            try:
+                centroids = np.load(path)
+            except (OSError, ValueError) as exc:
+                raise GalleryError(f"{path}: the index quantiser is missing or unreadable ({exc})") from None
+            if centroids.shape != (IVF_NLIST, CODE_BYTES) or centroids.dtype != np.uint8:
+                raise GalleryError(f"{path}: expected uint8 centroids of shape {(IVF_NLIST, CODE_BYTES)}, "
+                                   f"got {centroids.dtype} {centroids.shape} (run benchmarks/train_quantizer.py)")
+            _QUANTIZER = (np.ascontiguousarray(centroids), hashlib.sha256(centroids.tobytes()).hexdigest())
+        return _QUANTIZER
+
+
 class _Partition:
-    """A FAISS binary index holding codes labelled with finger ids."""
+    """A FAISS binary IVF index (the shared centroids) holding codes labelled with finger ids."""
 
     def __init__(self, index=None):
         faiss = _faiss()
         self.faiss = faiss
-        self.index = index if index is not None else faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(CODE_BITS))
+        if index is None:
+            quantizer = faiss.IndexBinaryFlat(CODE_BITS)
+            quantizer.add(_quantizer()[0])
+            index = faiss.IndexBinaryIVF(quantizer, CODE_BITS, IVF_NLIST)
+            index.own_fields = True
+            quantizer.this.disown()
+        self.index = index
 
     @property
     def ntotal(self) -> int:
@@ -354,13 +393,11 @@ class _Partition:
 
     @property
     def kind(self) -> str:
-        return "ivf" if isinstance(self.index, self.faiss.IndexBinaryIVF) else "flat"
+        return "ivf"
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         if codes.shape[0]:
             self.index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
-        if self.kind == "flat" and self.ntotal > FLAT_MAX_CODES:
-            self._to_ivf()
 
     def remove(self, ids: np.ndarray) -> int:
         if self.ntotal == 0 or len(ids) == 0:
@@ -368,46 +405,22 @@ class _Partition:
         sel = self.faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
         return int(self.index.remove_ids(sel))
 
-    def _flat_contents(self):
-        faiss = self.faiss
-        flat = faiss.downcast_IndexBinary(self.index.index)
-        codes = faiss.vector_to_array(flat.xb).reshape(-1, CODE_BYTES)
-        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        return codes, ids
-
-    def _to_ivf(self) -> None:
-        """Replace an exhaustive partition grown past FLAT_MAX_CODES by an IVF one (same contents)."""
-        faiss = self.faiss
-        codes, ids = self._flat_contents()
-        n = codes.shape[0]
-        nlist = int(max(64, IVF_LISTS_PER_SQRT * np.sqrt(n)))
-        quantizer = faiss.IndexBinaryFlat(CODE_BITS)
-        ivf = faiss.IndexBinaryIVF(quantizer, CODE_BITS, nlist)
-        ivf.own_fields = True
-        quantizer.this.disown()
-        rng = np.random.default_rng(CODE_SEED)
-        n_train = min(n, nlist * IVF_TRAIN_PER_LIST)
-        train = codes[np.sort(rng.choice(n, size=n_train, replace=False))]
-        ivf.train(np.ascontiguousarray(train))
-        ivf.nprobe = IVF_NPROBE
-        ivf.add_with_ids(np.ascontiguousarray(codes), ids)
-        self.index = ivf
-
-    def search(self, codes: np.ndarray, k: int):
+    def search(self, codes: np.ndarray, k: int, nprobe: int):
+        """FAISS k-NN visiting ``nprobe`` lists per query (IVF_NLIST: exhaustive)."""
         k = min(k, self.ntotal)
         if k <= 0 or codes.shape[0] == 0:
             return np.zeros((codes.shape[0], 0), np.int32), np.zeros((codes.shape[0], 0), np.int64)
-        if self.kind == "ivf":
-            self.index.nprobe = IVF_NPROBE
+        params = self.faiss.SearchParametersIVF()
+        params.nprobe = int(nprobe)  # per call: concurrent searches may use different ones
         codes = np.ascontiguousarray(codes)
         n_q = codes.shape[0]
-        # codes each query scans (an IVF query scans about nprobe / nlist of the partition)
-        scanned = self.ntotal * (min(1.0, IVF_NPROBE / self.index.nlist) if self.kind == "ivf" else 1.0)
+        scanned = self.ntotal * min(1.0, nprobe / IVF_NLIST)  # codes each query scans, about
         parts = min(SEARCH_THREADS, n_q) if n_q * scanned >= 2 * SEARCH_SPLIT_MIN_WORK else 1
         if parts <= 1:
-            return self.index.search(codes, k)
+            return self.index.search(codes, k, params=params)
         bounds = np.linspace(0, n_q, parts + 1).astype(int)
-        futures = [_search_pool().submit(self.index.search, codes[a:b], k) for a, b in zip(bounds[:-1], bounds[1:])]
+        futures = [_search_pool().submit(self.index.search, codes[a:b], k, params=params)
+                   for a, b in zip(bounds[:-1], bounds[1:])]
         results = [f.result() for f in futures]
         return np.concatenate([d for d, _ in results]), np.concatenate([lab for _, lab in results])
 
@@ -459,10 +472,7 @@ class _Partition:
 
     def memory_bytes(self) -> int:
         """Bytes held: codes and ids (plus the IVF centroids)."""
-        n = self.ntotal * (CODE_BYTES + 8)
-        if self.kind == "ivf":
-            n += int(self.index.nlist) * CODE_BYTES
-        return n
+        return self.ntotal * (CODE_BYTES + 8) + int(self.index.nlist) * CODE_BYTES
 
 
 @dataclass(frozen=True)
@@ -501,21 +511,28 @@ class RawNeighbours(NamedTuple):
 TIE_MARGIN = 112
 
 
-def _search_ties_complete(part: "_Partition", codes: np.ndarray, k: int):
-    """(rows, dist, labels) of the codes at most as far as each query's k-th nearest in ``part``."""
+def nprobe_for(total_codes: int) -> int:
+    """IVF lists a query visits in a partition of ``total_codes`` codes (in the whole gallery)."""
+    return IVF_NLIST if total_codes <= FLAT_MAX_CODES else min(IVF_NPROBE, IVF_NLIST)
+
+
+def _search_ties_complete(part: "_Partition", codes: np.ndarray, k: int, nprobe: int):
+    """(rows, dist, labels) of the codes at most as far as each query's k-th nearest among
+    the codes of the ``nprobe`` IVF lists it visits in ``part``."""
     n, n_q = part.ntotal, codes.shape[0]
     k = min(int(k), n)
     e = np.zeros(0, np.int64)
     if k <= 0 or n_q == 0:
         return e, np.zeros(0, np.int32), e
     kk = min(k + TIE_MARGIN, n)
-    d, lab = part.search(codes, kk)
-    d_k = d[:, k - 1].copy()
+    d, lab = part.search(codes, kk, nprobe)
+    d_k = d[:, k - 1].copy()  # FAISS pads with INT32_MAX and label -1 when the lists hold fewer
     todo = np.arange(n_q)
     rows, dist, labels = [], [], []
     while True:
-        # a query is complete when its last answer lies beyond its k-th distance (or all codes were seen)
-        done = np.ones(todo.size, bool) if kk >= n else d[:, -1] > d_k[todo]
+        # a query is complete when its last answer lies beyond its k-th distance or is padding
+        # (every code of its lists seen), or when all codes were asked for
+        done = np.ones(todo.size, bool) if kk >= n else (d[:, -1] > d_k[todo]) | (lab[:, -1] < 0)
         keep = (d[done] <= d_k[todo[done], None]) & (lab[done] >= 0)
         r = np.broadcast_to(todo[done, None], keep.shape)
         rows.append(r[keep])
@@ -525,7 +542,7 @@ def _search_ties_complete(part: "_Partition", codes: np.ndarray, k: int):
         if todo.size == 0:
             break
         kk = min(kk * 4, n)
-        d, lab = part.search(np.ascontiguousarray(codes[todo]), kk)
+        d, lab = part.search(np.ascontiguousarray(codes[todo]), kk, nprobe)
     return (np.concatenate(rows).astype(np.int64), np.concatenate(dist).astype(np.int32),
             np.concatenate(labels).astype(np.int64))
 
@@ -708,28 +725,33 @@ class GalleryIndex:
         out = {}
         with self._lock.read():
             for pos, part in self._parts.items():
-                if part.kind == "flat":
-                    ids = faiss.vector_to_array(part.index.id_map).astype(np.int64)
-                else:
-                    inv = part.index.invlists
-                    ids = np.concatenate(
-                        [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy() for i in range(part.index.nlist)]
-                        + [np.zeros(0, np.int64)]
-                    ).astype(np.int64)
+                inv = part.index.invlists
+                ids = np.concatenate(
+                    [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy() for i in range(part.index.nlist)]
+                    + [np.zeros(0, np.int64)]
+                ).astype(np.int64)
                 out[pos] = set((ids >> ANGLE_ID_BITS).tolist())
         return out
 
+    def sizes(self) -> dict[int, int]:
+        """Codes per position partition."""
+        with self._lock.read():
+            return {pos: part.ntotal for pos, part in self._parts.items()}
+
     # -- search -----------------------------------------------------------
-    def neighbours(self, codes: np.ndarray, position: int, k: int = K_NEIGHBOURS) -> RawNeighbours:
+    def neighbours(self, codes: np.ndarray, position: int, k: int = K_NEIGHBOURS,
+                   nprobe: Mapping | None = None) -> RawNeighbours:
         """Nearest indexed codes of each probe cylinder, per position partition, ties complete.
 
         For every probe cylinder and every partition searched, the returned
         entries are all codes whose Hamming distance is at most that of the
-        partition's ``k``-th nearest (``min(k, partition size)``): every code
-        tied with the ``k``-th is included, so that a caller can choose among
-        ties by a rule of its own (:func:`select_neighbours`) instead of the
-        FAISS scan order (``IndexBinaryFlat`` keeps the earliest *added* of
-        tied codes, which depends on the enrolment order).
+        ``k``-th nearest (``min(k, partition size)``) among the codes of the
+        IVF lists visited: every code tied with the ``k``-th is included, so
+        that a caller can choose among ties by a rule of its own
+        (:func:`select_neighbours`) instead of the FAISS scan order (which
+        depends on the enrolment order). Every list is visited while the
+        gallery's partition holds at most :data:`FLAT_MAX_CODES` codes (an
+        exhaustive search), :data:`IVF_NPROBE` beyond (:func:`nprobe_for`).
 
         Parameters
         ----------
@@ -739,6 +761,10 @@ class GalleryIndex:
             FGP code of the probe (0 searches every partition).
         k : int
             Neighbours per probe cylinder and partition.
+        nprobe : mapping of int -> int, optional
+            IVF lists to visit per position partition (default, and for
+            positions not given: :func:`nprobe_for` of the partition's size; a
+            shard of a sharded gallery is given the whole gallery's).
 
         Returns
         -------
@@ -753,7 +779,8 @@ class GalleryIndex:
             else:
                 parts = sorted(self._parts.items())
             for pos, part in parts:
-                rows, d, lab = _search_ties_complete(part, codes, k)
+                lists = nprobe_for(part.ntotal) if nprobe is None or pos not in nprobe else int(nprobe[pos])
+                rows, d, lab = _search_ties_complete(part, codes, k, lists)
                 out.append((rows, np.full(rows.size, pos, np.int64), d, lab))
         if not out:
             e = np.zeros(0, np.int64)

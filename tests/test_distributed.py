@@ -184,16 +184,29 @@ def big(cluster, mated, calibration, tmp_path_factory):
         g.close()
 
 
-@pytest.mark.parametrize("short", [False, True], ids=["default-shortlist", "short-shortlist"])
-def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypatch, short):
+@pytest.mark.parametrize("short,ivf", [(False, False), (True, False), (False, True)],
+                         ids=["default-shortlist", "short-shortlist", "ivf-lists"])
+def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypatch, short, ivf):
+    from biomatch import index as index_mod
+
     single, two, three = big
     if short:  # cut the finger and subject shortlists inside this gallery's size (the coordinator reads them)
         monkeypatch.setattr(gallery_mod, "SHORTLIST_FINGERS", 25)
         monkeypatch.setattr(gallery_mod, "SHORTLIST_SUBJECTS", 24)
         monkeypatch.setattr(gallery_mod, "SHORTLIST_SUBJECTS_MIN", 12)
+    if ivf:  # the gallery counts as large: a few IVF lists per query, decided by the coordinator for the shards
+        monkeypatch.setattr(index_mod, "FLAT_MAX_CODES", 1000)
+        monkeypatch.setattr(index_mod, "IVF_NPROBE", 24)
+        from biomatch.descriptors import encode
+
+        idx = single.index("local")
+        assert max(idx.sizes().values()) > 1000
+        q = index_mod.probe_codes(encode(mated[1][0])).codes
+        every = idx.neighbours(q, 1, nprobe={p: index_mod.IVF_NLIST for p in idx.sizes()})
+        few = idx.neighbours(q, 1)
+        assert few.labels.size != every.labels.size or not np.array_equal(few.labels, every.labels)
     n_fingers = single.stats()["galleries"]["local"]["fingers"]
     assert n_fingers == 346 > gallery_mod.EXHAUSTIVE_MAX_FINGERS  # the FAISS shortlist is used
-    assert all(p["kind"] == "flat" for p in single.index("local").describe()["partitions"].values())
     assert two.stats()["galleries"]["local"]["fingers"] == three.stats()["galleries"]["local"]["fingers"] == n_fingers
     _, probes = mated
     cases = [{1: probes[0]}, {1: probes[7]}, {2: probes[60 + 33]}, {1: probes[5], 2: probes[65]},
@@ -207,7 +220,7 @@ def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypa
                 assert b.complete and b.searched_subjects == 286
                 # subjects, ranks, scores and FMRs bit for bit (floats compared with ==), FPIRs, pairs
                 assert list(b) == list(a)
-    if short:
+    if short or ivf:
         return
     hits = three.search({1: probes[0]}, galleries=["local"], max_candidates=10, operator="desk")
     assert {c.subject for c in hits[:7]} == {"m0", "t0", "t1", "t2", "t3", "t4", "t5"}  # tied twins by name
