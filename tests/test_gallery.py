@@ -475,3 +475,21 @@ def test_caches_are_bounded_in_bytes_not_only_entries(store, mated, monkeypatch)
             g.enroll(f"s{i}", {1: t}, gallery="local")
         g.search({1: probes[3]}, galleries=["local"])
         assert 0 < g._packs.nbytes <= 60_000 and len(g._packs) < 30
+
+
+def test_feature_rows_join_into_the_pack_of_their_templates(mated):
+    """Serialised rescoring rows joined in one batch are scoring.pack of the templates; bad rows are refused."""
+    import dataclasses
+
+    from biomatch.scoring import pack
+
+    gal, probes = mated
+    rows = [gallery_mod._FeatureStore._dump(pack([t])) for t in gal[:12]]
+    joined, whole = gallery_mod._FeatureStore.join(rows), pack(gal[:12])
+    for f in dataclasses.fields(whole):
+        a, b = getattr(joined, f.name), getattr(whole, f.name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), f.name
+    assert joined.bits.flags.writeable
+    assert len(gallery_mod._FeatureStore.join([])) == 0
+    with pytest.raises(ValueError, match="length"):
+        gallery_mod._FeatureStore.join([rows[0][:-8]])
