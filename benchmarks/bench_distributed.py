@@ -16,8 +16,10 @@ count. For each it reports:
 - throughput: probes per second with ``--clients`` concurrent searching threads;
 - identical: probes whose candidate list (subjects, ranks, scores, FMRs,
   FPIRs, pairs) equals the single-machine list; rank-1 identical; rank-1 hit rate
-  (all lists are identical while the single store's index partitions are flat,
-  ``index_partitions`` of the reference row; see docs/scaleout.md).
+  (all lists are identical at any size: every index shares the IVF centroids
+  and the coordinator sets the lists visited; ``index_partitions`` of the
+  reference row says whether the search was exhaustive or by IVF lists;
+  see docs/scaleout.md).
 
 Run (what fits in ~10 min on 2 cores; ``--fingers 1000000`` on a bigger machine)::
 

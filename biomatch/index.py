@@ -683,7 +683,8 @@ class GalleryIndex:
             "generation": self.generation,
             "codes": self.ntotal,
             "memory_bytes": self.memory_bytes(),
-            "partitions": {str(pos): {"kind": p.kind, "codes": p.ntotal} for pos, p in sorted(self._parts.items())},
+            "partitions": {str(pos): {"kind": p.kind, "codes": p.ntotal, "lists_visited": nprobe_for(p.ntotal),
+                                      "lists": IVF_NLIST} for pos, p in sorted(self._parts.items())},
         }
 
     def add(self, entries, generation: int | None = None) -> None:
