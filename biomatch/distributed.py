@@ -61,7 +61,7 @@ visits the lists that one store holding every shard's codes would visit:
 all of them while the gallery's partition (all shards together) holds at
 most :data:`biomatch.index.FLAT_MAX_CODES` codes, the
 :data:`biomatch.index.IVF_NPROBE` nearest centroids beyond
-(:meth:`ShardedGallery._step_neighbours` passes the gallery's sizes).
+(:meth:`ShardedGallery._step_neighbours` decides the lists from the gallery's sizes and passes them).
 Each shard's ties-complete k-NN over those lists then contain the codes the
 single store's k-NN hold. Tested in ``tests/test_distributed.py`` (2 and 3
 shards, 346 fingers with tied codes, exhaustive and IVF search); measured
