@@ -2348,10 +2348,9 @@ class _FeatureStore:
     def _load(data: bytes):
         from .scoring import PackedTemplates
 
-        n = int.from_bytes(data[:4], "little")
         return PackedTemplates(**{
             name: np.frombuffer(data, dtype=dt, count=count, offset=off).reshape(shape)
-            for name, dt, shape, count, off in _feature_layout(bytes(data[4 : 4 + n]))
+            for name, dt, shape, count, off in _FeatureStore._layout_of(data)
         })
 
     @staticmethod
