@@ -83,13 +83,17 @@ Rebalancing
 :meth:`ShardedGallery.add_shard` records the new shard count in the
 coordinator, starts the actor and moves every subject whose owner changed:
 copy to the new owner (one committed transaction per subject), then delete
-from the source. A crash at any point leaves each subject on its source, on
+from the source (:meth:`Gallery.delete_many`, in bulk). A crash at any point leaves each subject on its source, on
 both (the copy committed; searches keep one, the owner's) or moved; the
 coordinator marks the rebalance pending and :meth:`open` finishes it.
 Moved subjects keep their templates, metadata, originals and rescoring rows
 (so they score exactly as before the move); their ``created`` time becomes
 the time of the move, and their FAISS codes are recomputed from the stored
 template bytes.
+
+Migrating a single-machine store: :meth:`ShardedGallery.import_store` has
+every shard copy the subjects it owns, with their FAISS codes and rescoring
+rows (:meth:`Gallery.import_from`), without re-extraction.
 
 Known differences from a single store: :meth:`ShardedGallery.update` with
 finger *images* keeps the extracted templates but not the image bytes;
@@ -181,6 +185,11 @@ def shard_of(subject_id: str, n_shards: int) -> int:
         key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
         j = int((b + 1) * (float(1 << 31) / float((key >> 33) + 1)))
     return b
+
+
+def _owned_by(k: int, n_shards: int, subject_id: str) -> bool:
+    """Whether shard ``k`` of ``n_shards`` owns ``subject_id`` (a picklable selector for imports)."""
+    return shard_of(subject_id, n_shards) == k
 
 
 def _check_shards(n, name: str = "shards") -> int:
@@ -617,14 +626,72 @@ class ShardedGallery:
                     recs = self._get([a.export.remote(g, s) for g, s in part])
                     self._get([self._actors[shard_of(r["subject"], self.n_shards)].import_.remote(r, operator, k)
                                for r in recs])
-                    for g, s in part:  # the copies committed: only now drop the source
-                        self._get(a.call.remote("delete", s, gallery=g, operator=operator,
-                                                context={"rebalance_to_shard": shard_of(s, self.n_shards)}))
+                    # the copies committed: only now drop them from the source, in bulk (one index
+                    # rewrite per call, not one per subject)
+                    by_target: dict = defaultdict(list)
+                    for g, s in part:
+                        by_target[(g, shard_of(s, self.n_shards))].append(s)
+                    for (g, dest), subjects in sorted(by_target.items()):
+                        self._get(a.call.remote("delete_many", subjects, gallery=g, operator=operator,
+                                                context={"rebalance_to_shard": dest}))
                     moved += len(part)
             with self._coord._write() as con:
                 self._set_meta("rebalance", None, con)
                 _audit.append(con, "rebalance", operator, {"shards": self.n_shards, "moved": moved})
         return moved
+
+    def import_store(self, source, *, gallery: str = "default", source_gallery: str | None = None,
+                     source_key=None, on_existing: str = "raise", operator: str | None = None,
+                     transaction_id: str | None = None) -> dict:
+        """Move a single-machine store's gallery onto the shards (a site outgrowing one machine).
+
+        Every shard imports, in parallel, the subjects it owns with
+        :meth:`Gallery.import_from`: templates, metadata, originals, and the
+        FAISS codes and rescoring rows as the source holds them (nothing is
+        re-extracted; at a million fingers a copy, not an enrolment). Each
+        shard reads the source file itself, so it must be reachable at the same
+        path from every shard's node (shared storage on a multi-node cluster).
+        The source is not changed (its index may be brought up to date); the
+        source's calibration and thresholds are not copied: set them on the
+        sharded gallery (:meth:`set_calibration`, :meth:`set_threshold`).
+
+        ``on_existing="skip"`` resumes an interrupted import (subjects already
+        on their shard stay as they are). A shard that fails raises
+        :class:`GalleryError` after the others finished; what they imported
+        stays (run again with ``on_existing="skip"``). Returns ``{shard:
+        subjects imported}``; the coordinator's audit record says the same.
+        """
+        import functools
+
+        self._check_open()
+        operator = _operator(operator)
+        transaction_id = _transaction_id(transaction_id)
+        _check_gallery_name(gallery)
+        if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
+            raise GalleryError(f"source: {source!r} is not a biomatch store file")
+        if self._meta("rebalance") == "pending":
+            raise GalleryError(f"{self.path}: a rebalance is pending; finish it (rebalance()) before an import")
+        path = str(Path(source).resolve())
+        with self._lock:
+            calls = {k: a.call.remote("import_from", path, gallery=gallery, source_gallery=source_gallery,
+                                      select=functools.partial(_owned_by, k, self.n_shards), source_key=source_key,
+                                      on_existing=on_existing, operator=operator, transaction_id=transaction_id)
+                     for k, a in enumerate(self._actors)}
+            done, failed, errors = {}, [], []
+            for k, ref in calls.items():  # wait for every shard before reporting any failure
+                try:
+                    done[k] = self._get(ref)
+                except BiomatchError as exc:
+                    failed.append(k)
+                    errors.append(f"shard {k}: {exc}")
+            self._audit("import", operator, {
+                "transaction_id": transaction_id, "gallery": gallery, "source": path,
+                "source_gallery": source_gallery or gallery, "shards": {str(k): n for k, n in sorted(done.items())},
+                "failed_shards": failed,
+            })
+        if failed:
+            raise GalleryError(f"{self.path}: import of {path} failed on {len(failed)} shard(s): " + "; ".join(errors))
+        return done
 
     # -- enrolment and changes ----------------------------------------------------
     def enroll(

@@ -720,6 +720,55 @@ class GalleryIndex:
                 self.generation = int(generation)
         return removed
 
+    def copy_from(self, source: "GalleryIndex", finger_ids: Mapping, generation: int | None = None) -> int:
+        """Add the codes ``source`` holds for some of its fingers, under new finger ids.
+
+        ``finger_ids`` maps a finger id of ``source`` to its id here. Each code
+        goes into the same IVF list it sits in at the source: every index
+        shares the centroids, so that is the list FAISS would assign it to,
+        and no code is recomputed or re-assigned (a store migrated onto the
+        shards of a sharded gallery, :meth:`biomatch.gallery.Gallery.import_from`).
+        Returns the number of codes added.
+        """
+        faiss = _faiss()
+        src = np.array(sorted(int(f) for f in finger_ids), dtype=np.int64)
+        dst = np.array([int(finger_ids[int(f)]) for f in src], dtype=np.int64)
+        added = 0
+        if src.size == 0:
+            if generation is not None:
+                self.generation = int(generation)
+            return 0
+        with source._lock.read(), self._lock.write():
+            for pos, part in sorted(source._parts.items()):
+                inv = part.index.invlists
+                target = None
+                n_pos = 0
+                for lst in range(part.index.nlist):
+                    n = inv.list_size(lst)
+                    if n == 0:
+                        continue
+                    ids = faiss.rev_swig_ptr(inv.get_ids(lst), n).astype(np.int64)
+                    fids = ids >> ANGLE_ID_BITS
+                    at = np.minimum(np.searchsorted(src, fids), src.size - 1)
+                    keep = src[at] == fids
+                    if not keep.any():
+                        continue
+                    new_ids = np.ascontiguousarray((dst[at[keep]] << ANGLE_ID_BITS) | (ids[keep] & ((1 << ANGLE_ID_BITS) - 1)))
+                    codes = faiss.rev_swig_ptr(inv.get_codes(lst), n * CODE_BYTES).reshape(n, CODE_BYTES)
+                    codes = np.ascontiguousarray(codes[keep])
+                    if target is None:
+                        target = self._parts.get(pos)
+                        if target is None:
+                            target = self._parts[pos] = _Partition()
+                    target.index.invlists.add_entries(lst, len(new_ids), faiss.swig_ptr(new_ids), faiss.swig_ptr(codes))
+                    n_pos += len(new_ids)
+                if target is not None:
+                    target.index.ntotal = target.index.ntotal + n_pos
+                added += n_pos
+            if generation is not None:
+                self.generation = int(generation)
+        return added
+
     def finger_ids(self) -> dict[int, set]:
         """Finger ids held per position partition (for consistency checks)."""
         faiss = _faiss()

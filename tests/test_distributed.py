@@ -227,6 +227,33 @@ def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypa
     assert [c.subject for c in hits[:7] if c.subject != "m0"] == [f"t{j}" for j in range(6)]
 
 
+def test_import_store_onto_shards_searches_as_the_store(big, mated, calibration, tmp_path):
+    """A single-machine store moved onto 3 shards (codes and rows copied): the same candidate lists."""
+    single, _, _ = big
+    _, probes = mated
+    single.flush()
+    with bm.Gallery.open(f"ray://{tmp_path / 'moved'}?shards=3") as g:
+        g.set_calibration(calibration, operator="admin")
+        got = g.import_store(single.path, gallery="local", operator="migrate")
+        assert sum(got.values()) == len(single.subjects(gallery="local")) == 286 and set(got) == {0, 1, 2}
+        for k in range(3):
+            subjects = _shard_subjects(g, k)
+            assert len(subjects) == got[k] and all(dist.shard_of(s, 3) == k for s in subjects)
+            assert ray.get(g._actors[k].call.remote("check"))["ok"]
+        for probe in ({1: probes[0]}, {2: probes[60 + 33]}, {1: probes[5], 2: probes[65]}, {0: probes[150]}):
+            a = single.search(probe, galleries=["local"], max_candidates=10, operator="desk")
+            b = g.search(probe, galleries=["local"], max_candidates=10, operator="desk")
+            assert b.complete and list(b) == list(a)
+        rec = [r for r in g.audit_records() if r["action"] == "import"][-1]
+        assert rec["shards"] == {str(k): n for k, n in got.items()} and rec["failed_shards"] == []
+        with pytest.raises(GalleryError, match="already enrolled"):
+            g.import_store(single.path, gallery="local", operator="migrate")
+        assert g.import_store(single.path, gallery="local", on_existing="skip") == {0: 0, 1: 0, 2: 0}
+        with pytest.raises(GalleryError, match="not a biomatch store file"):
+            g.import_store(tmp_path / "nothing.db", gallery="local")
+        assert len(g.subjects(gallery="local")) == 286
+
+
 def _no_fpir(c):
     import dataclasses
 
