@@ -24,6 +24,14 @@ count. For each it reports:
 Run (what fits in ~10 min on 2 cores; ``--fingers 1000000`` on a bigger machine)::
 
     python -m benchmarks.bench_distributed --fingers 20000 --shards 1 2 4 --out benchmarks/results/distributed.json
+
+At a million fingers, start from a store kept by ``bench_search --keep-stores``
+(its gallery ``bench`` holds the same synthetic fingers ``f<i>``, plus a few
+real mates): ``--from-store STORE`` uses it as the reference and moves it onto
+each shard count with ``ShardedGallery.import_store`` (enrolment rate is then
+bench_search's, and ``import_s`` the migration's)::
+
+    python -m benchmarks.bench_distributed --from-store STORES/bench_1000000_seed2026.db --probes 50 --shards 1 2 4
 """
 
 from __future__ import annotations
@@ -58,10 +66,11 @@ def _probes(n: int, seed: int) -> list:
     return out
 
 
-def _rss_bytes(pid: int) -> int | None:
+def _rss_bytes(pid: int, field: str = "VmRSS") -> int | None:
+    """A process's resident memory; ``RssAnon`` leaves out the memory-mapped store and feature files."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         return None
@@ -110,17 +119,25 @@ def _measure(g, probes: list, clients: int, reference: list | None) -> dict:
     return out, results
 
 
-def bench(n: int, shard_counts: list, n_probes: int, clients: int, seed: int, workdir: Path) -> dict:
+def bench(n: int, shard_counts: list, n_probes: int, clients: int, seed: int, workdir: Path,
+          from_store: Path | None = None) -> dict:
     import ray
 
     import biomatch as bm
 
     probes = _probes(n_probes, seed)
     report: dict = {"fingers": n, "probes": len(probes), "runs": []}
-    with bm.Gallery.open(workdir / "single.db") as g:
+    with bm.Gallery.open(from_store or workdir / "single.db") as g:
         t0 = time.perf_counter()
-        g.enroll_many(_gallery(n, seed), gallery="bench", operator="bench")
-        row = {"shards": 0, "enrol_fingers_per_s": round(n / (time.perf_counter() - t0), 1)}
+        if from_store is None:
+            g.enroll_many(_gallery(n, seed), gallery="bench", operator="bench")
+            row = {"shards": 0, "enrol_fingers_per_s": round(n / (time.perf_counter() - t0), 1)}
+        else:
+            n = report["fingers"] = g.stats()["galleries"]["bench"]["fingers"]
+            row = {"shards": 0, "store": str(from_store)}
+            # a first pass fills the rescoring rows a kept store lacks, which the shards then import:
+            # both sides are then measured with the rows of these probes' shortlists at hand
+            _measure(g, probes, clients, None)
         idx = g.index("bench")
         row["index_bytes_per_finger"] = round(idx.memory_bytes() / n, 1)
         # identical sharded results are guaranteed while every partition of the single store is flat
@@ -133,8 +150,13 @@ def bench(n: int, shard_counts: list, n_probes: int, clients: int, seed: int, wo
     for s in shard_counts:
         with bm.Gallery.open(f"ray://{workdir / f'sharded-{s}'}?shards={s}") as g:
             t0 = time.perf_counter()
-            g.enroll_many(_gallery(n, seed), gallery="bench", operator="bench")
-            row = {"shards": s, "enrol_fingers_per_s": round(n / (time.perf_counter() - t0), 1)}
+            if from_store is None:
+                g.enroll_many(_gallery(n, seed), gallery="bench", operator="bench")
+                row = {"shards": s, "enrol_fingers_per_s": round(n / (time.perf_counter() - t0), 1)}
+            else:  # the store moved onto the shards: codes and rows copied (ShardedGallery.import_store)
+                g.import_store(from_store, gallery="bench", operator="bench")
+                wall = time.perf_counter() - t0
+                row = {"shards": s, "import_s": round(wall, 1), "import_fingers_per_s": round(n / wall, 1)}
             m, _ = _measure(g, probes, clients, reference)
             row.update(m)
             st = g.stats()
@@ -144,6 +166,7 @@ def bench(n: int, shard_counts: list, n_probes: int, clients: int, seed: int, wo
             row["store_bytes_per_shard"] = [x["store_bytes"] for x in st["shard_stats"]]
             pids = ray.get([a.ping.remote() for a in g._actors])
             row["actor_rss_bytes"] = [_rss_bytes(p) for p in pids]
+            row["actor_rss_anon_bytes"] = [_rss_bytes(p, "RssAnon") for p in pids]
         report["runs"].append(row)
         print(json.dumps(row), flush=True)
     return report
@@ -160,6 +183,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--from-store", type=Path, default=None,
+                    help="A kept store of gallery 'bench' (bench_search --keep-stores, same --seed) as the "
+                         "single-machine reference, moved onto the shards by import_store instead of enrolling "
+                         "--fingers anew (a 1M-finger enrolment takes ~40 min on 2 cores).")
     args = ap.parse_args(argv)
     if args.fingers < args.probes or args.probes < 1:
         ap.error("--probes must be 1..--fingers")
@@ -171,7 +198,8 @@ def main(argv=None) -> int:
     try:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             t0 = time.perf_counter()
-            report = bench(args.fingers, args.shards, args.probes, args.clients, args.seed, Path(tmp))
+            report = bench(args.fingers, args.shards, args.probes, args.clients, args.seed, Path(tmp),
+                           from_store=args.from_store)
             report["wall_s"] = round(time.perf_counter() - t0, 1)
     finally:
         ray.shutdown()
