@@ -50,15 +50,16 @@ lists gets bit-identical votes (:mod:`biomatch.distributed`).
 Fingers are partitioned by finger position (ANSI/NIST-ITL FGP): a probe of a
 known position searches its position's partition and the unknown-position
 partition (0); a probe of unknown position searches all of them. A partition
-is an ``IndexBinaryIVF`` of :data:`IVF_NLIST` lists whose centroids every
-index shares (trained once on synthetic fingers and shipped with the package,
-``benchmarks/train_quantizer.py``; a gallery never trains its own): a query
-visits every list while the gallery's partition holds at most
-:data:`FLAT_MAX_CODES` codes (exhaustive) and the :data:`IVF_NPROBE` nearest
-beyond. Shared centroids are what make a sharded gallery exact at any size:
-each shard visits the same lists for a query as one store holding all the
-codes would, so the union of the shards' ties-complete k-NN contains that
-store's k-NN.
+of at most :data:`FLAT_MAX_CODES` codes is flat and
+searched exhaustively; beyond, it is an ``IndexBinaryIVF`` of
+:data:`IVF_NLIST` lists whose centroids every index shares (trained once on
+synthetic fingers and shipped with the package,
+``benchmarks/train_quantizer.py``; a gallery never trains its own), of which
+a query visits the :data:`IVF_NPROBE` nearest. Shared centroids are what make
+a sharded gallery exact at any size: each shard visits the same lists for a
+query as one store holding all the codes would (a shard's small flat
+partition becomes an IVF when told to visit fewer lists than all), so the
+union of the shards' ties-complete k-NN contains that store's k-NN.
 
 On disk the index of a gallery is one file, written atomically (temporary
 file, fsync, rename): a header with a JSON manifest (format and descriptor
@@ -156,17 +157,22 @@ SEARCH_SPLIT_MIN_WORK = 2_000_000
 #: Largest piece FAISS's writer hands to a save's stream at once (bytes).
 _STREAM_CHUNK_BYTES = 1 << 20
 #: Version of the on-disk layout; bump when the file or the code changes meaning.
-INDEX_FORMAT_VERSION = 3
+#: 4: a partition is flat up to FLAT_MAX_CODES codes, IVF beyond (3: IVF at every size;
+#: still read, its small partitions loaded as flat).
+INDEX_FORMAT_VERSION = 4
+#: Older layouts a format still reads (their meaning is a subset of its own).
+_ALSO_READS = {4: (3,)}
 
 _MAGIC = b"BMIDX\x00"
 _HEADER = struct.Struct("<6sQ")
 
 
-def index_version() -> str:
-    """Version string an index file must carry to be used by this build."""
+def index_version(fmt: int | None = None) -> str:
+    """Version string of the index files this build writes (of layout ``fmt``: of older ones it reads)."""
     from .descriptors import DESCRIPTOR_VERSION
 
-    return (f"bmidx-{INDEX_FORMAT_VERSION}/{DESCRIPTOR_VERSION}/bits{CODE_BITS}-or{GROUP_BITS}-r{INNER_RADIUS_FRACTION}"
+    fmt = INDEX_FORMAT_VERSION if fmt is None else fmt
+    return (f"bmidx-{fmt}/{DESCRIPTOR_VERSION}/bits{CODE_BITS}-or{GROUP_BITS}-r{INNER_RADIUS_FRACTION}"
             f"-seed{CODE_SEED}-max{MAX_INDEXED_PER_FINGER}-ang{ANGLE_ID_BITS}-ivf{IVF_NLIST}-{_quantizer()[1][:12]}")
 
 
@@ -374,17 +380,27 @@ def _quantizer() -> tuple[np.ndarray, str]:
 
 
 class _Partition:
-    """A FAISS binary IVF index (the shared centroids) holding codes labelled with finger ids."""
+    """The codes of one position partition, labelled with finger ids: flat while small, IVF beyond.
+
+    A partition of at most :data:`FLAT_MAX_CODES` codes is a flat index
+    (``IndexBinaryIDMap`` over ``IndexBinaryFlat``): an exhaustive search scans
+    its codes once, where an IVF visiting all 2,048 lists paid their overhead
+    too (3.7x a flat scan at 10,000 fingers). It becomes an ``IndexBinaryIVF``
+    over the shared centroids when it grows past that, or when it is asked to
+    visit fewer lists than all (a shard of a large sharded gallery): the search
+    must then see exactly the codes of those lists, as one store would. Both
+    kinds return the same ties-complete k-NN of an exhaustive search
+    (:func:`_search_ties_complete` does not depend on the scan order).
+    """
 
     def __init__(self, index=None):
         faiss = _faiss()
         self.faiss = faiss
         if index is None:
-            quantizer = faiss.IndexBinaryFlat(CODE_BITS)
-            quantizer.add(_quantizer()[0])
-            index = faiss.IndexBinaryIVF(quantizer, CODE_BITS, IVF_NLIST)
+            flat = faiss.IndexBinaryFlat(CODE_BITS)
+            index = faiss.IndexBinaryIDMap(flat)
             index.own_fields = True
-            quantizer.this.disown()
+            flat.this.disown()
         self.index = index
 
     @property
@@ -393,11 +409,66 @@ class _Partition:
 
     @property
     def kind(self) -> str:
-        return "ivf"
+        return "ivf" if isinstance(self.index, self.faiss.IndexBinaryIVF) else "flat"
+
+    def entries(self):
+        """(IVF list or None for a flat partition, ids, codes) of every code held, one list at a time (views)."""
+        faiss = self.faiss
+        if self.kind == "flat":
+            n = self.ntotal
+            ids = faiss.rev_swig_ptr(self.index.id_map.data(), n) if n else np.zeros(0, np.int64)
+            flat = faiss.downcast_IndexBinary(self.index.index)
+            codes = faiss.rev_swig_ptr(flat.xb.data(), n * CODE_BYTES).reshape(n, CODE_BYTES) if n else \
+                np.zeros((0, CODE_BYTES), np.uint8)
+            yield None, ids, codes
+            return
+        inv = self.index.invlists
+        for lst in range(self.index.nlist):
+            n = inv.list_size(lst)
+            if n:
+                yield (lst, faiss.rev_swig_ptr(inv.get_ids(lst), n),
+                       faiss.rev_swig_ptr(inv.get_codes(lst), n * CODE_BYTES).reshape(n, CODE_BYTES))
+
+    def to_ivf(self) -> None:
+        """Turn a flat partition into an IVF over the shared centroids (same codes and ids)."""
+        if self.kind == "ivf":
+            return
+        faiss = self.faiss
+        quantizer = faiss.IndexBinaryFlat(CODE_BITS)
+        quantizer.add(_quantizer()[0])
+        index = faiss.IndexBinaryIVF(quantizer, CODE_BITS, IVF_NLIST)
+        index.own_fields = True
+        quantizer.this.disown()
+        for _, ids, codes in self.entries():
+            if len(ids):
+                index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
+        self.index = index
+
+    def to_flat(self) -> None:
+        """Turn an IVF partition into a flat one (same codes and ids)."""
+        if self.kind == "flat":
+            return
+        parts = [(ids.astype(np.int64), codes.copy()) for _, ids, codes in self.entries()]
+        self.index = _Partition().index
+        if parts:
+            self.add(np.concatenate([c for _, c in parts]), np.concatenate([i for i, _ in parts]))
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         if codes.shape[0]:
+            if self.kind == "flat" and self.ntotal + codes.shape[0] > FLAT_MAX_CODES:
+                self.to_ivf()
             self.index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
+
+    def add_to_list(self, lst: int, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Add codes known to belong to IVF list ``lst`` of the shared centroids (no re-assignment)."""
+        if self.kind == "flat" and self.ntotal + codes.shape[0] <= FLAT_MAX_CODES:
+            self.add(codes, ids)
+            return
+        self.to_ivf()
+        codes = np.ascontiguousarray(codes)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.index.invlists.add_entries(int(lst), len(ids), self.faiss.swig_ptr(ids), self.faiss.swig_ptr(codes))
+        self.index.ntotal = self.index.ntotal + len(ids)
 
     def remove(self, ids: np.ndarray) -> int:
         if self.ntotal == 0 or len(ids) == 0:
@@ -405,22 +476,35 @@ class _Partition:
         sel = self.faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
         return int(self.index.remove_ids(sel))
 
+    def needs_ivf(self, nprobe: int) -> bool:
+        """Whether a search visiting ``nprobe`` lists needs this partition as an IVF."""
+        return self.kind == "flat" and int(nprobe) < IVF_NLIST
+
     def search(self, codes: np.ndarray, k: int, nprobe: int):
-        """FAISS k-NN visiting ``nprobe`` lists per query (IVF_NLIST: exhaustive)."""
+        """FAISS k-NN visiting ``nprobe`` lists per query (IVF_NLIST, or a flat partition: exhaustive)."""
         k = min(k, self.ntotal)
         if k <= 0 or codes.shape[0] == 0:
             return np.zeros((codes.shape[0], 0), np.int32), np.zeros((codes.shape[0], 0), np.int64)
-        params = self.faiss.SearchParametersIVF()
-        params.nprobe = int(nprobe)  # per call: concurrent searches may use different ones
+        if self.kind == "flat":
+            if nprobe < IVF_NLIST:
+                raise GalleryError("internal: a flat partition asked for fewer IVF lists than all (call to_ivf first)")
+            params = None
+            scanned = self.ntotal
+        else:
+            params = self.faiss.SearchParametersIVF()
+            params.nprobe = int(nprobe)  # per call: concurrent searches may use different ones
+            scanned = self.ntotal * min(1.0, nprobe / IVF_NLIST)  # codes each query scans, about
         codes = np.ascontiguousarray(codes)
         n_q = codes.shape[0]
-        scanned = self.ntotal * min(1.0, nprobe / IVF_NLIST)  # codes each query scans, about
         parts = min(SEARCH_THREADS, n_q) if n_q * scanned >= 2 * SEARCH_SPLIT_MIN_WORK else 1
+
+        def run(q):
+            return self.index.search(q, k) if params is None else self.index.search(q, k, params=params)
+
         if parts <= 1:
-            return self.index.search(codes, k, params=params)
+            return run(codes)
         bounds = np.linspace(0, n_q, parts + 1).astype(int)
-        futures = [_search_pool().submit(self.index.search, codes[a:b], k, params=params)
-                   for a, b in zip(bounds[:-1], bounds[1:])]
+        futures = [_search_pool().submit(run, codes[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         results = [f.result() for f in futures]
         return np.concatenate([d for d, _ in results]), np.concatenate([lab for _, lab in results])
 
@@ -468,11 +552,19 @@ class _Partition:
     def from_bytes(cls, data: bytes) -> "_Partition":
         faiss = _faiss()
         index = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
-        return cls(index)
+        if isinstance(index, faiss.IndexBinaryIDMap):
+            index.own_fields = True
+        elif not isinstance(index, faiss.IndexBinaryIVF):
+            raise ValueError(f"unexpected FAISS index type {type(index).__name__}")
+        part = cls(index)
+        if part.kind == "ivf" and part.ntotal <= FLAT_MAX_CODES:
+            part.to_flat()  # written by format 3 (IVF at every size): searched flat from now on
+        return part
 
     def memory_bytes(self) -> int:
         """Bytes held: codes and ids (plus the IVF centroids)."""
-        return self.ntotal * (CODE_BYTES + 8) + int(self.index.nlist) * CODE_BYTES
+        lists = int(self.index.nlist) if self.kind == "ivf" else 0
+        return self.ntotal * (CODE_BYTES + 8) + lists * CODE_BYTES
 
 
 @dataclass(frozen=True)
@@ -683,8 +775,10 @@ class GalleryIndex:
             "generation": self.generation,
             "codes": self.ntotal,
             "memory_bytes": self.memory_bytes(),
-            "partitions": {str(pos): {"kind": p.kind, "codes": p.ntotal, "lists_visited": nprobe_for(p.ntotal),
-                                      "lists": IVF_NLIST} for pos, p in sorted(self._parts.items())},
+            "partitions": {str(pos): {"kind": p.kind, "codes": p.ntotal,
+                                      "lists_visited": nprobe_for(p.ntotal) if p.kind == "ivf" else None,
+                                      "lists": IVF_NLIST if p.kind == "ivf" else None}
+                           for pos, p in sorted(self._parts.items())},
         }
 
     def add(self, entries, generation: int | None = None) -> None:
@@ -723,63 +817,55 @@ class GalleryIndex:
     def copy_from(self, source: "GalleryIndex", finger_ids: Mapping, generation: int | None = None) -> int:
         """Add the codes ``source`` holds for some of its fingers, under new finger ids.
 
-        ``finger_ids`` maps a finger id of ``source`` to its id here. Each code
-        goes into the same IVF list it sits in at the source: every index
-        shares the centroids, so that is the list FAISS would assign it to,
-        and no code is recomputed or re-assigned (a store migrated onto the
-        shards of a sharded gallery, :meth:`biomatch.gallery.Gallery.import_from`).
+        ``finger_ids`` maps a finger id of ``source`` to its id here. A code
+        from an IVF partition goes into the list it sits in at the source:
+        every index shares the centroids, so that is the list FAISS would
+        assign it to, and no code is recomputed or re-assigned (a store moved
+        onto the shards of a sharded gallery, :meth:`biomatch.gallery.Gallery.import_from`).
         Returns the number of codes added.
         """
-        faiss = _faiss()
         src = np.array(sorted(int(f) for f in finger_ids), dtype=np.int64)
         dst = np.array([int(finger_ids[int(f)]) for f in src], dtype=np.int64)
+        low = (1 << ANGLE_ID_BITS) - 1
         added = 0
-        if src.size == 0:
-            if generation is not None:
-                self.generation = int(generation)
-            return 0
+
+        def selected(ids):
+            fids = ids >> ANGLE_ID_BITS
+            at = np.minimum(np.searchsorted(src, fids), max(src.size - 1, 0))
+            keep = src[at] == fids if src.size else np.zeros(ids.size, bool)
+            return keep, at
+
         with source._lock.read(), self._lock.write():
             for pos, part in sorted(source._parts.items()):
-                inv = part.index.invlists
-                target = None
-                n_pos = 0
-                for lst in range(part.index.nlist):
-                    n = inv.list_size(lst)
-                    if n == 0:
-                        continue
-                    ids = faiss.rev_swig_ptr(inv.get_ids(lst), n).astype(np.int64)
-                    fids = ids >> ANGLE_ID_BITS
-                    at = np.minimum(np.searchsorted(src, fids), src.size - 1)
-                    keep = src[at] == fids
+                n_new = sum(int(selected(ids)[0].sum()) for _, ids, _ in part.entries())
+                if n_new == 0:
+                    continue
+                target = self._parts.get(pos)
+                if target is None:
+                    target = self._parts[pos] = _Partition()
+                if target.ntotal + n_new > FLAT_MAX_CODES:
+                    target.to_ivf()  # once, not list by list
+                for lst, ids, codes in part.entries():
+                    ids = ids.astype(np.int64)
+                    keep, at = selected(ids)
                     if not keep.any():
                         continue
-                    new_ids = np.ascontiguousarray((dst[at[keep]] << ANGLE_ID_BITS) | (ids[keep] & ((1 << ANGLE_ID_BITS) - 1)))
-                    codes = faiss.rev_swig_ptr(inv.get_codes(lst), n * CODE_BYTES).reshape(n, CODE_BYTES)
-                    codes = np.ascontiguousarray(codes[keep])
-                    if target is None:
-                        target = self._parts.get(pos)
-                        if target is None:
-                            target = self._parts[pos] = _Partition()
-                    target.index.invlists.add_entries(lst, len(new_ids), faiss.swig_ptr(new_ids), faiss.swig_ptr(codes))
-                    n_pos += len(new_ids)
-                if target is not None:
-                    target.index.ntotal = target.index.ntotal + n_pos
-                added += n_pos
+                    new_ids = (dst[at[keep]] << ANGLE_ID_BITS) | (ids[keep] & low)
+                    if lst is None:
+                        target.add(codes[keep], new_ids)
+                    else:
+                        target.add_to_list(lst, codes[keep], new_ids)
+                added += n_new
             if generation is not None:
                 self.generation = int(generation)
         return added
 
     def finger_ids(self) -> dict[int, set]:
         """Finger ids held per position partition (for consistency checks)."""
-        faiss = _faiss()
         out = {}
         with self._lock.read():
             for pos, part in self._parts.items():
-                inv = part.index.invlists
-                ids = np.concatenate(
-                    [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy() for i in range(part.index.nlist)]
-                    + [np.zeros(0, np.int64)]
-                ).astype(np.int64)
+                ids = np.concatenate([ids.astype(np.int64) for _, ids, _ in part.entries()] + [np.zeros(0, np.int64)])
                 out[pos] = set((ids >> ANGLE_ID_BITS).tolist())
         return out
 
@@ -823,13 +909,24 @@ class GalleryIndex:
         """
         codes = np.ascontiguousarray(codes)
         out = []
-        with self._lock.read():
+
+        def searched():
             if position:
                 parts = [(p, self._parts[p]) for p in (position, 0) if p in self._parts]
             else:
                 parts = sorted(self._parts.items())
-            for pos, part in parts:
-                lists = nprobe_for(part.ntotal) if nprobe is None or pos not in nprobe else int(nprobe[pos])
+            return [(pos, part, nprobe_for(part.ntotal) if nprobe is None or pos not in nprobe else int(nprobe[pos]))
+                    for pos, part in parts]
+
+        with self._lock.read():
+            flat_asked_for_lists = any(part.needs_ivf(lists) for _, part, lists in searched())
+        if flat_asked_for_lists:  # told to visit some lists only: become IVF first (the write side)
+            with self._lock.write():
+                for _, part, lists in searched():
+                    if part.needs_ivf(lists):
+                        part.to_ivf()
+        with self._lock.read():
+            for pos, part, lists in searched():
                 rows, d, lab = _search_ties_complete(part, codes, k, lists)
                 out.append((rows, np.full(rows.size, pos, np.int64), d, lab))
         if not out:
@@ -945,7 +1042,9 @@ class GalleryIndex:
             manifest = json.loads(data[_HEADER.size : _HEADER.size + n])
         except (OSError, ValueError, struct.error, BiomatchError):
             return None
-        if not isinstance(manifest, dict) or manifest.get("version") != index_version() or manifest.get("gallery") != gallery:
+        if (not isinstance(manifest, dict) or manifest.get("version") not in [
+                index_version(f) for f in (INDEX_FORMAT_VERSION, *_ALSO_READS.get(INDEX_FORMAT_VERSION, ()))]
+                or manifest.get("gallery") != gallery):
             return None
         index = cls(int(manifest.get("generation", -1)))
         offset = _HEADER.size + n

@@ -53,26 +53,26 @@ def _comparable(results):
 
 
 def _plain_index(g, gallery):
-    """(position, code bytes, direction bin, subject) of every indexed code: the index's content, ids aside."""
-    import faiss
-
+    """(position, kind, IVF list, code bytes, direction bin, subject) of every indexed code: the index's content,
+    finger ids aside."""
     idx = g.index(gallery)
     con = g._con()
     subject_of = dict(con.execute("SELECT fingers.id, subject FROM fingers JOIN subjects ON subjects.id = subject_id"))
     out = []
     for pos, part in idx._parts.items():
-        inv = part.index.invlists
-        for lst in range(part.index.nlist):
-            n = inv.list_size(lst)
-            if n:
-                ids = faiss.rev_swig_ptr(inv.get_ids(lst), n).copy()
-                codes = faiss.rev_swig_ptr(inv.get_codes(lst), n * 32).reshape(n, 32)
-                out += [(pos, lst, codes[j].tobytes(), int(ids[j]) & 255, subject_of[int(ids[j]) >> 8]) for j in range(n)]
-    return sorted(out)
+        for lst, ids, codes in part.entries():
+            out += [(pos, part.kind, lst, codes[j].tobytes(), int(ids[j]) & 255, subject_of[int(ids[j]) >> 8])
+                    for j in range(len(ids))]
+    return sorted(out, key=repr)
 
 
-def test_import_copies_everything_and_searches_the_same(tmp_path, mated, monkeypatch):
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_import_copies_everything_and_searches_the_same(tmp_path, mated, monkeypatch, kind):
+    from biomatch import index as index_mod
+
     monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)  # through the FAISS shortlist
+    if kind == "ivf":  # partitions past the flat limit: codes copied list by list
+        monkeypatch.setattr(index_mod, "FLAT_MAX_CODES", 300)
     gal, probes = mated
     src_path, dst_path = tmp_path / "src.db", tmp_path / "dst.db"
     with Gallery.open(src_path) as src:
@@ -81,6 +81,7 @@ def test_import_copies_everything_and_searches_the_same(tmp_path, mated, monkeyp
         src.delete("s07", gallery="cch", operator="desk")  # an index caught up past a deletion
         expected = _comparable(_lists(src, _probes(probes), "cch"))
         src_index = _plain_index(src, "cch")
+        assert kind in {k for _, k, *_ in src_index}  # (a one-finger partition stays flat)
         src_subjects = src.subjects(gallery="cch")
     with Gallery.open(dst_path) as dst:
         dst.enroll("local-1", {2: gal[10]}, gallery="other", operator="desk")  # unrelated gallery, kept

@@ -119,11 +119,64 @@ def test_small_partitions_are_searched_exhaustively_large_ones_by_ivf_lists(mate
     monkeypatch.setattr(index, "IVF_NPROBE", index.IVF_NLIST)
     assert got(gi.neighbours(q, 0, k)) == expected
 
+def _entries_of(gi):
+    """Every (position, label, code bytes) an index holds, whatever its partitions' kinds."""
+    return sorted((pos, int(i), c.tobytes()) for pos, part in gi._parts.items()
+                  for _, ids, codes in part.entries() for i, c in zip(ids, codes))
+
+
+def test_partition_flat_while_small_then_ivf_with_the_same_codes_and_neighbours(mated, monkeypatch):
+    gal, probes = mated
+    gi = GalleryIndex()
+    gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal[:20])])
+    assert gi._parts[0].kind == "flat" and gi.describe()["partitions"]["0"]["kind"] == "flat"
+    q = _codes(probes[3], True).codes
+    monkeypatch.setattr(index, "FLAT_MAX_CODES", gi.ntotal + 50)
+    gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal[20:], start=20)])  # grows past the limit
+    assert gi._parts[0].kind == "ivf"
+    flat = GalleryIndex()
+    monkeypatch.setattr(index, "FLAT_MAX_CODES", 10**9)
+    flat.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
+    assert flat._parts[0].kind == "flat" and _entries_of(flat) == _entries_of(gi)
+
+    def got(raw):
+        return sorted(zip(raw.rows.tolist(), raw.labels.tolist(), raw.dist.tolist()))
+
+    every = {0: index.IVF_NLIST}
+    assert got(gi.neighbours(q, 0, 8, nprobe=every)) == got(flat.neighbours(q, 0, 8))
+    # told to visit fewer lists, a flat partition becomes the IVF the other one is, with its answers
+    assert got(flat.neighbours(q, 0, 8, nprobe={0: 5})) == got(gi.neighbours(q, 0, 8, nprobe={0: 5}))
+    assert flat._parts[0].kind == "ivf"
+    # removal on both kinds
+    back = GalleryIndex()
+    back.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
+    n3 = _codes(gal[3]).codes.shape[0]
+    assert back.remove([3]) == gi.remove([3]) == n3 and _entries_of(back) == _entries_of(gi)
+
+
+def test_format_3_file_is_read_its_small_partitions_as_flat(tmp_path, mated, monkeypatch):
+    gal, probes = mated
+    gi = GalleryIndex(generation=3)
+    gi.add([(i, i % 2, _codes(t)) for i, t in enumerate(gal)])
+    for part in gi._parts.values():
+        part.to_ivf()  # format 3 wrote IVF partitions at every size
+    path = tmp_path / "old.faiss"
+    monkeypatch.setattr(index, "INDEX_FORMAT_VERSION", 3)
+    gi.save(path, "g")
+    monkeypatch.undo()
+    assert GalleryIndex.read_manifest(path)["version"] == index.index_version(3) != index.index_version()
+    back = GalleryIndex.load(path, "g")
+    assert back is not None and {p.kind for p in back._parts.values()} == {"flat"}
+    assert _entries_of(back) == _entries_of(gi)
+    q = _codes(probes[5], True)
+    assert back.shortlist(q, 1, 6) == gi.shortlist(q, 1, 6)
+
+
 def test_memory_bound_per_finger(mated):
     gal, _ = mated
     gi = GalleryIndex()
     gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
-    centroids = index.IVF_NLIST * CODE_BYTES  # per partition, whatever the gallery size (64 KiB)
+    centroids = index.IVF_NLIST * CODE_BYTES if gi._parts[0].kind == "ivf" else 0  # 64 KiB per IVF partition
     assert (gi.memory_bytes() - centroids) / len(gal) <= index.MAX_INDEXED_PER_FINGER * (CODE_BYTES + 8) <= 2048
 
 
