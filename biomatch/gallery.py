@@ -142,9 +142,11 @@ RELEASE_INTERVAL_S = 2.0
 MAX_CANDIDATES = 1000
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
 BULK_BATCH = 500
-#: Subjects per transaction of :meth:`Gallery.import_from` and :meth:`Gallery.delete_many`.
-IMPORT_BATCH = 1000
+#: Subjects per transaction of :meth:`Gallery.import_from` and :meth:`Gallery.delete_many`
+#: (each batch is one SQL ``IN`` list: at most 999 parameters in older SQLite builds).
+IMPORT_BATCH = 500
 DELETE_BATCH = 500
+MAX_BATCH = 500
 #: Seconds a writer waits for another process's write lock.
 BUSY_TIMEOUT_S = 60.0
 #: Smallest FMR used in logarithms (Fisher fusion).
@@ -1063,17 +1065,21 @@ class Gallery:
         operator = _operator(operator)
         transaction_id = _transaction_id(transaction_id)
         ctx = _check_context(context)
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise GalleryError(f"batch: expected a positive integer, got {batch!r}")
+        _check_batch(batch)
         if isinstance(subject_ids, str):
             raise GalleryError("subject_ids: expected a collection of subject ids, got one string")
         ids = [_check_subject(s) for s in subject_ids]
         if len(set(ids)) != len(ids):
-            dup = next(s for s in ids if ids.count(s) > 1)
+            dup = next(s for s, n in collections.Counter(ids).items() if n > 1)
             raise GalleryError(f"subject_ids: {dup!r} is given twice")
         con = self._con()
         gid, _ = self._require_gallery(con, gallery)
-        enrolled = set(self.subjects(gallery=gallery)) if ids else set()
+        enrolled: set = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            enrolled.update(r[0] for r in con.execute(
+                f"SELECT subject FROM subjects WHERE gallery_id = ? AND subject IN ({q})", [gid, *part]))
         missing = [s for s in ids if s not in enrolled]
         if missing:
             raise GalleryError(f"subject_id: {missing[0]!r} is not enrolled in gallery {gallery!r}"
@@ -1094,8 +1100,8 @@ class Gallery:
                                       sids).fetchall()
                 shas = sorted({s for _, _, s in fingers})
                 held_elsewhere = set()
-                for j in range(0, len(shas), 500):
-                    chunk = shas[j : j + 500]
+                for j in range(0, len(shas), 400):  # 400 + DELETE_BATCH parameters: under SQLite's old 999 limit
+                    chunk = shas[j : j + 400]
                     qc = ",".join("?" * len(chunk))
                     held_elsewhere.update(r[0] for r in con.execute(
                         f"SELECT sha256 FROM fingers WHERE sha256 IN ({qc}) AND subject_id NOT IN ({qs})",
@@ -1175,8 +1181,7 @@ class Gallery:
         transaction_id = _transaction_id(transaction_id)
         if select is not None and not callable(select):
             raise GalleryError(f"select: expected a callable(subject_id) -> bool, got {type(select).__name__}")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise GalleryError(f"batch: expected a positive integer, got {batch!r}")
+        _check_batch(batch)
         if on_existing not in ("raise", "skip"):
             raise GalleryError(f"on_existing: expected 'raise' or 'skip', got {on_existing!r}")
         if isinstance(source, Gallery):
@@ -2437,6 +2442,14 @@ def _check_metadata(metadata):
         return json.dumps(metadata, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise GalleryError(f"metadata: not JSON-serialisable ({exc})") from None
+
+
+def _check_batch(batch) -> int:
+    """Subjects per transaction of a bulk change: one SQL ``IN`` list each (SQLite builds before
+    3.32 take at most 999 parameters a statement)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise GalleryError(f"batch: expected an integer 1..{MAX_BATCH}, got {batch!r}")
+    return batch
 
 
 def _check_context(context):

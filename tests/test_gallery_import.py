@@ -140,8 +140,9 @@ def test_import_refuses_bad_input_and_keeps_the_store(tmp_path, mated):
             dst.import_from(src_path, gallery="g", source_gallery="nope")
         with pytest.raises(GalleryError, match="select"):
             dst.import_from(src_path, gallery="g", select="all")
-        with pytest.raises(GalleryError, match="batch"):
-            dst.import_from(src_path, gallery="g", batch=0)
+        for bad in (0, 501, True, 2.0):
+            with pytest.raises(GalleryError, match="batch: expected an integer 1..500"):
+                dst.import_from(src_path, gallery="g", batch=bad)
         with pytest.raises(GalleryError, match="source: expected"):
             dst.import_from(42, gallery="g")
         assert dst.subjects(gallery="g") == ["s03"] and len(dst.audit_records()) == audit_before
