@@ -1062,6 +1062,9 @@ class ShardedGallery:
                         seen[name].add(k)
             keeper = {}
             for name, ks in seen.items():
+                if len(ks) == 1:  # the usual case: no hash needed
+                    keeper[name] = next(iter(ks))
+                    continue
                 owner = shard_of(name, self.n_shards)
                 keeper[name] = owner if owner in ks else min(ks)
             per_probe = {}
@@ -1101,9 +1104,13 @@ class ShardedGallery:
                     merged[key] = (k, per)
         rows = []
         fmrs_of = {}
+        # one calibration call for every per-finger score (as Gallery.search; elementwise, so the same values)
+        all_fmrs = fmr_of([s for _, per in merged.values() for _, _, s, _ in per])
+        start = 0
         for (gname, subject), (k, per) in merged.items():
             scores = [s for _, _, s, _ in per]
-            fmrs = fmrs_of[(gname, subject)] = fmr_of(scores)
+            fmrs = fmrs_of[(gname, subject)] = all_fmrs[start : start + len(per)]
+            start += len(per)
             rows.append((_fisher(fmrs), -sum(scores), gname, subject, k, per))
         rows.sort(key=lambda r: (r[0] if not math.isnan(r[0]) else 2.0, r[1], r[2], r[3]))
         if thr is not None:
