@@ -256,12 +256,10 @@ class _Shard:
         return getattr(self.g, method)(*args, **kwargs)
 
     def counts(self) -> dict:
-        """Subjects per gallery."""
+        """Subjects per gallery (counted once per gallery generation: every search asks, twice)."""
         con = self.g._con()
-        return dict(con.execute(
-            "SELECT name, count(subjects.id) FROM galleries LEFT JOIN subjects ON subjects.gallery_id = galleries.id "
-            "GROUP BY galleries.id"
-        ).fetchall())
+        return {name: self.g._n_subjects(con, gid, gen)
+                for gid, name, gen in con.execute("SELECT id, name, generation FROM galleries").fetchall()}
 
     def neighbours(self, probes: dict, galleries, nprobe: dict | None = None) -> dict:
         """Step 1 of a search on this shard.
