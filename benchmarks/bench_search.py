@@ -210,11 +210,12 @@ def bench_tenprint(n_subjects: int, n_mated: int, n_nonmated: int, seed: int, wo
     gallery, probes = _templates(total, seed + 1)
     gal = dict(gallery)
     prb = dict(probes)
-    store = workdir / "tenprint.db"
+    store = workdir / f"tenprint_{n_subjects}_seed{seed}.db"  # a kept store is reused (--keep-stores)
     out = {"subjects": n_subjects, "mated_searches": n_mated, "nonmated_searches": n_nonmated}
     with Gallery.open(store) as g:
+        held = set(g.subjects(gallery="tp")) if "tp" in g.galleries() else set()
         g.enroll_many(
-            ((f"s{s}", {p: gal[s * 10 + p - 1] for p in range(1, 11)}) for s in range(n_subjects)),
+            ((f"s{s}", {p: gal[s * 10 + p - 1] for p in range(1, 11)}) for s in range(n_subjects) if f"s{s}" not in held),
             gallery="tp", operator="bench",
         )
         g.index("tp")
