@@ -644,6 +644,35 @@ def delete(
         typer.echo(f"{store}: deleted {subject!r} from {gallery!r}")
 
 
+@app.command("import")
+def import_store(
+    source: Path = typer.Argument(..., help="The store to copy from (not changed)."),
+    store: Path = _STORE_OPT,
+    gallery: str = typer.Option("default", "--gallery", help="Gallery to import into (created if absent)."),
+    source_gallery: Optional[str] = typer.Option(None, "--source-gallery", help="Gallery of the source (default: --gallery)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing",
+                                       help="Leave subjects already enrolled here as they are (resume an import)."),
+    operator: Optional[str] = _OPERATOR_OPT,
+    transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Copy a gallery of another store into this one: templates, metadata, originals, index codes and
+    rescoring rows (nothing re-extracted); one audit record per subject."""
+    from .gallery import Gallery
+
+    if not source.is_file():
+        raise BiomatchError(f"{source}: no such store")
+    with Gallery.open(store) as g:
+        n = g.import_from(source, gallery=gallery, source_gallery=source_gallery,
+                          on_existing="skip" if skip_existing else "raise", operator=operator,
+                          transaction_id=transaction_id)
+    if as_json:
+        emit_json({"store": str(store), "gallery": gallery, "source": str(source),
+                   "source_gallery": source_gallery or gallery, "imported": n})
+    else:
+        typer.echo(f"{store}: imported {n} subjects into {gallery!r} from {source}")
+
+
 @app.command()
 def info(
     store: Path = _STORE_OPT,

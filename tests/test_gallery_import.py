@@ -210,3 +210,23 @@ def test_delete_many_checks_every_id_first(tmp_path, mated):
             g.delete_many(["s01"], gallery="g", batch=0)
         assert g.subjects(gallery="g") == before
         assert g.delete_many([], gallery="g") == 0
+
+
+def test_cli_import(tmp_path, mated, capsys):
+    import json
+
+    from biomatch.cli import main
+
+    gal, probes = mated
+    src_path, dst_path = _source(tmp_path, gal[:8])
+    assert main(["import", str(src_path), "--store", str(dst_path), "--gallery", "g", "--operator", "m", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["imported"] == 8 and out["gallery"] == "g"
+    with Gallery.open(dst_path) as g:
+        assert len(g.subjects(gallery="g")) == 8
+    assert main(["import", str(src_path), "--store", str(dst_path), "--gallery", "g"]) == 1  # all there already
+    assert "already enrolled" in capsys.readouterr().err
+    assert main(["import", str(src_path), "--store", str(dst_path), "--gallery", "g", "--skip-existing", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["imported"] == 0
+    assert main(["import", str(tmp_path / "none.db"), "--store", str(dst_path)]) == 1
+    assert "no such store" in capsys.readouterr().err
