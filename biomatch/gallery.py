@@ -906,20 +906,30 @@ class Gallery:
         for pos in sorted(prepared):
             p = prepared[pos]
             t = p["template"]
-            fid = con.execute(
-                "INSERT INTO fingers(subject_id, position, template, sha256, n_minutiae, quality) VALUES (?, ?, ?, ?, ?, ?)",
-                (sid, pos, self._seal(con, p["bytes"], _AAD_TEMPLATE), p["sha256"], len(t), t.quality),
-            ).lastrowid
-            con.execute(
-                "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'add', ?, ?)",
-                (gid, generation, fid, pos),
-            )
+            fid = self._insert_finger(con, sid, pos, p["bytes"], p["sha256"], len(t), t.quality, gid, generation)
             added.append((fid, pos, p["codes"], t, p["sha256"], p["packed"]))
         return added
+
+    def _insert_finger(self, con, sid: int, pos: int, data: bytes, sha: str, n_minutiae: int, quality: int,
+                       gid: int, generation: int) -> int:
+        """One finger row (template sealed) and its 'add' change; returns the finger id."""
+        fid = con.execute(
+            "INSERT INTO fingers(subject_id, position, template, sha256, n_minutiae, quality) VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, pos, self._seal(con, data, _AAD_TEMPLATE), sha, n_minutiae, quality),
+        ).lastrowid
+        con.execute(
+            "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'add', ?, ?)",
+            (gid, generation, fid, pos),
+        )
+        return fid
 
     def _insert_originals(self, con, sid: int, checked: dict, extra: dict) -> None:
         rows = [(pos, "image", original) for pos, (_, original) in checked.items() if original is not None]
         rows += [(pos, "transaction" if pos is None else "image", data) for pos, data in extra.items()]
+        self._insert_original_rows(con, sid, rows)
+
+    def _insert_original_rows(self, con, sid: int, rows) -> None:
+        """Originals [(position or None, kind, bytes)] of a subject, sealed."""
         for pos, kind, data in rows:
             con.execute(
                 "INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, ?, ?)",
@@ -1021,32 +1031,50 @@ class Gallery:
             row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
             if row is None:
                 raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
-            sid = row[0]
-            fingers = con.execute("SELECT id, position, sha256 FROM fingers WHERE subject_id = ?", (sid,)).fetchall()
-            # derived rows go before the commit too: a kill between the commit and the drop below
-            # would otherwise leave them behind (a row missing for a still-enrolled finger is recomputed)
-            shared = {s for _, _, s in fingers
-                      if con.execute("SELECT 1 FROM fingers WHERE sha256 = ? AND subject_id != ?", (s, sid)).fetchone()}
-            with self._feat_lock:
-                self._featstore.delete([s for _, _, s in fingers if s not in shared])
-            for fid, pos, _ in fingers:
-                con.execute(
-                    "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
-                    (gid, gen + 1, fid, pos),
-                )
-            con.execute("DELETE FROM subjects WHERE id = ?", (sid,))  # cascades to fingers, originals
-            con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
-            rec = _audit.append(
-                con, "delete", operator,
-                {"transaction_id": transaction_id, "gallery": gallery, "subject": subject_id, "context": ctx},
-            )
-        removed = [f for f, _, _ in fingers]
-        self._forget(removed)
-        self._drop_features([sha for _, _, sha in fingers])
-        self._index_changed(gallery, gen, [], removed, save=True)
+            fingers, rec = self._delete_rows(con, gid, gen, [(row[0], subject_id)], gallery, operator,
+                                             transaction_id, ctx)
+        self._deleted(gallery, gen, fingers, save=True)
         # readers (other threads or processes) can block it: the WAL copy goes at the next full checkpoint
         self._checkpoint()
         return rec["seq"]
+
+    def _delete_rows(self, con, gid: int, gen: int, rows: list, gallery: str, operator: str, transaction_id,
+                     ctx) -> tuple[list, dict]:
+        """Delete subjects ``rows`` [(subjects.id, subject id)] inside the caller's write transaction:
+        their derived rows, a 'del' change per finger, the rows (cascading to fingers and originals),
+        the generation bump and one audit record per subject. Returns (fingers [(id, position,
+        sha256)], the last audit record)."""
+        sids = [r[0] for r in rows]
+        fingers = []
+        for i in range(0, len(sids), 400):  # SQL IN lists under older SQLite's 999-parameter limit
+            part = sids[i : i + 400]
+            q = ",".join("?" * len(part))
+            fingers += con.execute(f"SELECT id, position, sha256 FROM fingers WHERE subject_id IN ({q})", part).fetchall()
+        # derived rows go before the commit too: a kill between the commit and the drop after it
+        # would otherwise leave them behind (a row missing for a still-enrolled finger is recomputed)
+        gone = set(sids)
+        shared = {sha for _, _, sha in fingers
+                  if any(r[0] not in gone for r in con.execute("SELECT subject_id FROM fingers WHERE sha256 = ?", (sha,)))}
+        with self._feat_lock:
+            self._featstore.delete(sorted({sha for _, _, sha in fingers} - shared))
+        con.executemany(
+            "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
+            [(gid, gen + 1, fid, pos) for fid, pos, _ in fingers],
+        )
+        con.executemany("DELETE FROM subjects WHERE id = ?", [(sid,) for sid in sids])  # cascades
+        con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
+        rec = None
+        for _, subject in rows:
+            rec = _audit.append(con, "delete", operator, {"transaction_id": transaction_id, "gallery": gallery,
+                                                         "subject": subject, "context": ctx})
+        return fingers, rec
+
+    def _deleted(self, gallery: str, gen_before: int, fingers: list, save: bool) -> None:
+        """After a deletion committed: caches, derived rows written back meanwhile, the index."""
+        removed = [f for f, _, _ in fingers]
+        self._forget(removed)
+        self._drop_features([sha for _, _, sha in fingers])
+        self._index_changed(gallery, gen_before, [], removed, save=save)
 
     def delete_many(self, subject_ids, *, gallery: str = "default", operator: str | None = None,
                     transaction_id: str | None = None, context: dict | None = None,
@@ -1094,32 +1122,8 @@ class Gallery:
                 if len(rows) != len(part):  # deleted by another writer since the check
                     gone = sorted(set(part) - {s for _, s in rows})
                     raise GalleryError(f"subject_id: {gone[0]!r} is not enrolled in gallery {gallery!r}")
-                sids = [r[0] for r in rows]
-                qs = ",".join("?" * len(sids))
-                fingers = con.execute(f"SELECT id, position, sha256 FROM fingers WHERE subject_id IN ({qs})",
-                                      sids).fetchall()
-                shas = sorted({s for _, _, s in fingers})
-                held_elsewhere = set()
-                for j in range(0, len(shas), 400):  # 400 + DELETE_BATCH parameters: under SQLite's old 999 limit
-                    chunk = shas[j : j + 400]
-                    qc = ",".join("?" * len(chunk))
-                    held_elsewhere.update(r[0] for r in con.execute(
-                        f"SELECT sha256 FROM fingers WHERE sha256 IN ({qc}) AND subject_id NOT IN ({qs})",
-                        [*chunk, *sids]))
-                with self._feat_lock:  # before the commit, as delete()
-                    self._featstore.delete([s for s in shas if s not in held_elsewhere])
-                con.executemany(
-                    "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
-                    [(gid, gen + 1, fid, pos) for fid, pos, _ in fingers],
-                )
-                con.execute(f"DELETE FROM subjects WHERE id IN ({qs})", sids)
-                con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
-                for _, subject in rows:
-                    _audit.append(con, "delete", operator, {"transaction_id": transaction_id, "gallery": gallery,
-                                                           "subject": subject, "context": ctx})
-            removed = [f for f, _, _ in fingers]
-            self._forget(removed)
-            self._index_changed(gallery, gen, [], removed)
+                fingers, _ = self._delete_rows(con, gid, gen, rows, gallery, operator, transaction_id, ctx)
+            self._deleted(gallery, gen, fingers, save=False)
         if ids:
             with self._index_lock:  # one rewrite of the index file, without the deleted codes
                 if gallery in self._indexes or self._index_path(gallery).exists():
@@ -1269,17 +1273,9 @@ class Gallery:
                             (gid, subject, meta_text, created, updated)).lastrowid
                         shas = {}
                         for fid, pos, data, sha, n_min, quality in by_subject[s_id]:
-                            new = con.execute(
-                                "INSERT INTO fingers(subject_id, position, template, sha256, n_minutiae, quality) "
-                                "VALUES (?, ?, ?, ?, ?, ?)",
-                                (rowid, pos, self._seal(con, data, _AAD_TEMPLATE), sha, n_min, quality)).lastrowid
-                            con.execute("INSERT INTO changes(gallery_id, generation, op, finger_id, position) "
-                                        "VALUES (?, ?, 'add', ?, ?)", (gid, gen + 1, new, pos))
-                            fid_map[fid] = new
+                            fid_map[fid] = self._insert_finger(con, rowid, pos, data, sha, n_min, quality, gid, gen + 1)
                             shas[str(pos)] = sha
-                        for pos, kind, data in orig_by[s_id]:
-                            con.execute("INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, ?, ?)",
-                                        (rowid, pos, kind, self._seal(con, data, _AAD_ORIGINAL)))
+                        self._insert_original_rows(con, rowid, orig_by[s_id])
                         _audit.append(con, "import", operator, {
                             "transaction_id": transaction_id, "gallery": gallery, "subject": subject,
                             "fingers": shas, "source": origin})
@@ -1287,10 +1283,7 @@ class Gallery:
                 batches += 1
                 # rescoring rows: copied as they are (keyed by template hash, never stale); absent ones are
                 # recomputed on first use, as after a crash
-                rows = src._featstore.get(sorted({f[4] for f in fingers}), raw=True)
-                with self._feat_lock:
-                    held = self._held_shas(list(rows))
-                    self._featstore.put_raw([(sha, data) for sha, data in rows.items() if sha in held])
+                self._put_features(list(src._featstore.get(sorted({f[4] for f in fingers}), raw=True).items()), raw=True)
                 if progress is not None:
                     progress(len(part))
             if batches:
@@ -1321,15 +1314,16 @@ class Gallery:
             held = self._held_shas(shas)
             self._featstore.delete([s for s in set(shas) if s not in held])
 
-    def _put_features(self, items) -> None:
-        """Write derived rows (sha, packed) of templates still enrolled (outside any transaction).
+    def _put_features(self, items, raw: bool = False) -> None:
+        """Write derived rows (sha, packed; serialised rows with ``raw``) of templates still
+        enrolled (outside any transaction).
 
         Under the same lock as :meth:`_drop_features`, so that a search that
         read a template just before its deletion cannot write its row back after it.
         """
         with self._feat_lock:
             held = self._held_shas([sha for sha, _ in items])
-            self._featstore.put([(sha, e) for sha, e in items if sha in held])
+            (self._featstore.put_raw if raw else self._featstore.put)([(sha, e) for sha, e in items if sha in held])
 
     def _held_shas(self, shas) -> set:
         con = self._con()
