@@ -339,15 +339,8 @@ def orientation_field(normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     coherence : ndarray of float32, shape (h, w)
         ``sqrt((gxx - gyy)^2 + 4 gxy^2) / (gxx + gyy)``, 0-1.
     """
-    gx = ndi.gaussian_filter(normalized, GRADIENT_SIGMA_PX, order=(0, 1), truncate=3.0)
-    gy = ndi.gaussian_filter(normalized, GRADIENT_SIGMA_PX, order=(1, 0), truncate=3.0)
-    # The tensor is smooth at this scale: average it over 2x2 blocks, smooth at
-    # half resolution and expand back (4x less work than at full resolution).
     h, w = normalized.shape
-    fine = [
-        ndi.gaussian_filter(_half(g), COHERENCE_SIGMA_PX / 2.0, truncate=2.5, mode="nearest")
-        for g in (gx * gx, gy * gy, gx * gy)
-    ]
+    fine = _half_resolution_tensor(normalized, COHERENCE_SIGMA_PX)
     _, coherence = _tensor_orientation(fine)
     # Gaussians compose: the wide window is the local one smoothed by sqrt(s_o^2 - s_c^2).
     extra = np.sqrt(max(ORIENTATION_SIGMA_PX**2 - COHERENCE_SIGMA_PX**2, 0.0)) / 2.0
@@ -372,14 +365,8 @@ def refine_orientation(enhanced: np.ndarray, mask: np.ndarray, orientation: np.n
     ndarray of float32, shape (h, w)
         Ridge direction in radians in [0, pi), image frame (x right, y down).
     """
-    gx = ndi.gaussian_filter(enhanced, GRADIENT_SIGMA_PX, order=(0, 1), truncate=3.0)
-    gy = ndi.gaussian_filter(enhanced, GRADIENT_SIGMA_PX, order=(1, 0), truncate=3.0)
     h, w = enhanced.shape
-    tensor = [
-        ndi.gaussian_filter(_half(g), REFINED_ORIENTATION_SIGMA_PX / 2.0, truncate=2.5, mode="nearest")
-        for g in (gx * gx, gy * gy, gx * gy)
-    ]
-    refined, _ = _tensor_orientation(tensor)
+    refined, _ = _tensor_orientation(_half_resolution_tensor(enhanced, REFINED_ORIENTATION_SIGMA_PX))
     return np.where(mask, _double(refined, h, w), orientation).astype(np.float32)
 
 
@@ -696,6 +683,21 @@ def _remove_small(binary: np.ndarray, min_area: int) -> np.ndarray:
     small = sizes < min_area
     small[0] = False
     return binary & ~small[labels]
+
+
+def _half_resolution_tensor(image: np.ndarray, sigma_px: float) -> list:
+    """Gradient structure tensor (gxx, gyy, gxy) smoothed by a Gaussian of ``sigma_px``, at half resolution.
+
+    The tensor is smooth at this scale: it is averaged over 2x2 blocks and
+    smoothed at half resolution (4x less work than at full resolution);
+    ``_double`` expands what is computed from it back.
+    """
+    gx = ndi.gaussian_filter(image, GRADIENT_SIGMA_PX, order=(0, 1), truncate=3.0)
+    gy = ndi.gaussian_filter(image, GRADIENT_SIGMA_PX, order=(1, 0), truncate=3.0)
+    return [
+        ndi.gaussian_filter(_half(g), sigma_px / 2.0, truncate=2.5, mode="nearest")
+        for g in (gx * gx, gy * gy, gx * gy)
+    ]
 
 
 def _tensor_orientation(tensor) -> tuple[np.ndarray, np.ndarray]:
