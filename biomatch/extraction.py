@@ -140,9 +140,12 @@ class Extraction:
     mask : ndarray of bool, shape (h, w)
         Foreground.
     orientation : ndarray of float32, shape (h, w)
-        Ridge orientation in radians, image frame (x right, y down), in [0, pi).
+        Ridge orientation in radians, image frame (x right, y down), in [0, pi):
+        the second-pass field (``refine_orientation``) that the final
+        enhancement and the minutia directions used.
     coherence : ndarray of float32, shape (h, w)
-        Orientation coherence, 0 (isotropic) to 1 (perfectly oriented).
+        Orientation coherence of the first pass (local window), 0 (isotropic)
+        to 1 (perfectly oriented).
     period : ndarray of float32, shape (h, w)
         Ridge period in pixels.
     enhanced : ndarray of float32, shape (h, w)
