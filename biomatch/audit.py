@@ -21,6 +21,9 @@ a separate system - ``biomatch audit export`` - to detect even that.)
 
 Records never hold biometric data: probes are identified by the SHA-256 of
 their template bytes, enrolled fingers by position and template hash.
+Enrolment, update and search records also name the software that made their
+templates and scores (``software``: :func:`software`), and a search record the
+calibration that turned its scores into false match rates.
 """
 
 from __future__ import annotations
@@ -55,6 +58,17 @@ def utc_now() -> str:
 def canonical_json(record: dict) -> str:
     """Canonical JSON text of a record (sorted keys, compact separators, UTF-8 kept)."""
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def software() -> dict:
+    """Versions that decide a record's templates and scores: the package, the extractor
+    (:data:`biomatch.extraction.EXTRACTOR_VERSION`) and the matcher
+    (:data:`biomatch.scoring.MATCHER_VERSION`)."""
+    from . import __version__
+    from .extraction import EXTRACTOR_VERSION
+    from .scoring import MATCHER_VERSION
+
+    return {"biomatch": __version__, "extractor": EXTRACTOR_VERSION, "matcher": MATCHER_VERSION}
 
 
 def chain_hash(previous: str, text: str) -> str:

@@ -947,7 +947,8 @@ class ShardedGallery:
             configured = {self.threshold(g) for g in names}
             threshold = min(v for v in configured if v is not None) if configured - {None} else None
         thr = None if threshold is None else _threshold_value(threshold)
-        cal = self.calibration()
+        cal_entry = self._coord._calibration_entry()
+        cal = cal_entry[1]
         if thr is not None and cal is None:
             raise CalibrationError("threshold: no calibration in the store and no default calibration installed")
         n_subjects = sum(n for ans in answers.values() for g, n in ans["counts"].items() if g in names)
@@ -985,6 +986,7 @@ class ShardedGallery:
             "probe": {str(p): _template_hash(t) for p, t in sorted(probes.items())},
             "galleries": names, "gallery_subjects": n_subjects, "max_candidates": int(max_candidates),
             "threshold": thr, "decision": decision, "context": ctx,
+            "software": _audit.software(), "calibration": self._coord._calibration_label(cal_entry),
             "shards": self.n_shards, "missing_shards": missing, "missing_subjects": missing_subjects,
             "candidates": [] if decision.startswith("refused") else [
                 {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6),

@@ -53,7 +53,12 @@ from .errors import ImageError, TemplateError
 from .io import FingerImage, WORKING_PPI, read_image, to_working_resolution
 from .template import FINGER_POSITIONS, MinutiaType, Template, make_minutiae
 
-__all__ = ["extract", "extract_detailed", "Extraction"]
+__all__ = ["extract", "extract_detailed", "Extraction", "EXTRACTOR_VERSION"]
+
+#: Version of the extractor: changes whenever the minutiae it finds in an image
+#: change, so that an audit record says which extractor made a template
+#: (2: second orientation pass on the enhanced image, 2026-12-02).
+EXTRACTOR_VERSION = "biomatch-extract-2"
 
 # ---------------------------------------------------------------------------
 # Tuned constants (all lengths at the 500 ppi working resolution)

@@ -794,6 +794,7 @@ class Gallery:
                     "subject": subject_id,
                     "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
                     "context": ctx,
+                    "software": _audit.software(),
                 },
             )
         self._index_added(gallery, gen, added)
@@ -874,6 +875,7 @@ class Gallery:
                         "gallery": gallery,
                         "subject": sid,
                         "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
+                        "software": _audit.software(),
                     },
                 )
             con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
@@ -1005,6 +1007,7 @@ class Gallery:
                     "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
                     "removed_positions": removing,
                     "metadata_replaced": metadata is not None,
+                    "software": _audit.software(),
                 },
             )
         self._forget(removed)
@@ -1649,12 +1652,16 @@ class Gallery:
 
     def calibration(self):
         """The calibration searches use: the store's latest, else biomatch's default, else None."""
+        return self._calibration_entry()[1]
+
+    def _calibration_entry(self):
+        """(store calibration id or None for the default, the calibration or None)."""
         con = self._con()
         row = con.execute("SELECT id, doc FROM calibration ORDER BY id DESC LIMIT 1").fetchone()
         cache = getattr(self, "_cal_cache", None)
         key = row[0] if row else None
         if cache is not None and cache[0] == key:
-            return cache[1]
+            return cache
         from . import calibration as _cal
 
         cal = None
@@ -1666,7 +1673,17 @@ class Gallery:
             except (BiomatchError, OSError):
                 cal = None
         self._cal_cache = (key, cal)
-        return cal
+        return key, cal
+
+    @staticmethod
+    def _calibration_label(entry) -> str | None:
+        """A calibration entry (:meth:`_calibration_entry`) as an audit record names it:
+        ``"store:<id>"`` (one set by :meth:`set_calibration`, whose own audit record holds
+        its SHA-256), ``"default:<fit date>"`` (biomatch's shipped default) or None."""
+        key, cal = entry
+        if cal is None:
+            return None
+        return f"store:{key}" if key is not None else f"default:{cal.metadata.get('date', 'unknown')}"
 
     def set_threshold(self, value: float, *, gallery: str | None = None, operator: str | None = None,
                       transaction_id: str | None = None) -> int:
@@ -1763,7 +1780,8 @@ class Gallery:
             configured = {self.threshold(g) for g in names}
             threshold = min(v for v in configured if v is not None) if configured - {None} else None
         thr = None if threshold is None else _threshold_value(threshold)
-        cal = self.calibration()
+        cal_entry = self._calibration_entry()
+        cal = cal_entry[1]
         if thr is not None and cal is None:
             raise CalibrationError("threshold: no calibration in the store and no default calibration installed")
 
@@ -1818,6 +1836,8 @@ class Gallery:
                     "threshold": thr,
                     "decision": decision,
                     "context": ctx,
+                    "software": _audit.software(),
+                    "calibration": self._calibration_label(cal_entry),
                     "candidates": [
                         {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6),
                          "fmr": _json_float(c.fmr)}

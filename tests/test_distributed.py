@@ -106,7 +106,13 @@ def test_threshold_and_calibration_held_by_coordinator(pair, mated):
     try:
         assert sharded.threshold("local") == 0.9
         assert list(sharded.search(probe, galleries=["local"], operator="desk")) == []
-        assert sharded.audit_records()[-1]["decision"] == "no-hit"
+        rec = sharded.audit_records()[-1]
+        assert rec["decision"] == "no-hit"
+        # the coordinator's record names the software and the calibration, as a single store's does
+        single.search(probe, galleries=["local"], operator="desk")
+        plain = single.audit_records()[-1]
+        assert rec["software"] == plain["software"] and rec["software"]["matcher"]
+        assert rec["calibration"] == plain["calibration"] and rec["calibration"] is not None
     finally:
         sharded.set_threshold(0.0, gallery="local", operator="admin")
     assert sharded.calibration().to_json() == single.calibration().to_json()

@@ -161,9 +161,36 @@ def test_threshold_decision_and_audit(store, mated, calibration):
         assert set(last["probe"]) == {"2"} and len(last["probe"]["2"]) == 64  # sha256, not the template
 
 
+def test_records_name_the_software_and_the_calibration(store, mated):
+    """Enrolment, update and search records say which extractor / matcher made their
+    templates and scores, and a search record which calibration made its FMRs."""
+    from biomatch import __version__
+    from biomatch.calibration import Calibration, default_calibration
+    from biomatch.extraction import EXTRACTOR_VERSION
+    from biomatch.scoring import MATCHER_VERSION
+
+    gal, probes = mated
+    software = {"biomatch": __version__, "extractor": EXTRACTOR_VERSION, "matcher": MATCHER_VERSION}
+    with Gallery.open(store) as g:
+        g.enroll("a", {2: gal[0]}, gallery="local", operator="desk")
+        g.enroll_many([("b", {2: gal[1]})], gallery="local", operator="desk")
+        g.update("a", {3: gal[2]}, gallery="local", operator="desk")
+        g.search({2: probes[0]}, galleries=["local"], operator="desk")
+        enrol, bulk, update, search = g.audit_records()[-4:]
+        assert [r["action"] for r in (enrol, bulk, update, search)] == ["enroll", "enroll", "update", "search"]
+        for r in (enrol, bulk, update, search):
+            assert r["software"] == software
+        assert search["calibration"] == f"default:{default_calibration().metadata['date']}"
+        rng = np.random.default_rng(0)
+        g.set_calibration(Calibration.fit(rng.uniform(0.0, 0.05, 2000), source="test", matcher_version=MATCHER_VERSION), operator="admin")
+        g.search({2: probes[0]}, galleries=["local"], operator="desk")
+        stored = g.audit_records()[-1]["calibration"]
+        assert stored.startswith("store:") and stored != search["calibration"]
+
+
 def test_threshold_needs_calibration(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(Gallery, "calibration", lambda self: None)
+    monkeypatch.setattr(Gallery, "_calibration_entry", lambda self: (None, None))
     with Gallery.open(store) as g:
         g.enroll("a", {2: gal[0]}, gallery="local", operator="desk")
         with pytest.raises(CalibrationError, match="threshold"):
