@@ -730,7 +730,7 @@ class ShardedGallery:
         return self._audit("enroll", operator, {
             "transaction_id": transaction_id, "gallery": gallery, "subject": subject_id,
             "fingers": {str(p): _template_hash(templates[p]) for p in sorted(templates)},
-            "context": ctx, "shard": k, "shard_seq": shard_seq,
+            "context": ctx, "shard": k, "shard_seq": shard_seq, "software": _audit.software(),
         })
 
     def enroll_many(
@@ -766,7 +766,7 @@ class ShardedGallery:
             n = sum(self._get(refs))
             self._audit("enroll_many", operator, {
                 "transaction_id": transaction_id, "gallery": gallery, "subjects": n,
-                "shards": {str(k): len(v) for k, v in sorted(groups.items())},
+                "shards": {str(k): len(v) for k, v in sorted(groups.items())}, "software": _audit.software(),
             })
             total += n
             if progress is not None:
@@ -815,7 +815,7 @@ class ShardedGallery:
             "transaction_id": transaction_id, "gallery": gallery, "subject": subject_id,
             "fingers": {str(p): _template_hash(t) for p, t in sorted((templates or {}).items())},
             "removed_positions": sorted(int(p) for p in removing), "metadata_replaced": metadata is not None,
-            "shard": shard_of(subject_id, self.n_shards), "shard_seq": shard_seq,
+            "shard": shard_of(subject_id, self.n_shards), "shard_seq": shard_seq, "software": _audit.software(),
         })
 
     def delete(self, subject_id: str, *, gallery: str = "default", operator: str | None = None,

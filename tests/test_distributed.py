@@ -137,6 +137,8 @@ def test_routing_of_enrol_update_delete(pair, mated):
     with pytest.raises(GalleryError, match="already enrolled"):
         g.enroll("s1", {1: gal[0]}, gallery="local", operator="desk")
     assert [r["action"] for r in g.audit_records()[-3:]] == ["enroll", "update", "delete"]
+    enrol, update, _ = g.audit_records()[-3:]
+    assert enrol["software"] == update["software"] == own[-1]["software"]  # coordinator and shard agree
     assert g.subjects(gallery="local") == sorted(f"s{i}" for i in range(40))
     assert g.verify_audit() > len(g.audit_records())
 
