@@ -1,14 +1,18 @@
 """The geometry behind benchmarks/extractor_agreement.py (motion estimate, mates, repeatability)."""
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
-import pytest
 
 from biomatch import verify
 from biomatch.template import MINUTIA_DTYPE, Template
 
-agreement = pytest.importorskip("benchmarks.extractor_agreement")
+# benchmarks/ is not installed with the package. Appending (not prepending) the
+# checkout keeps the installed biomatch, with its built extension, first on the path.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks import extractor_agreement as agreement  # noqa: E402
 
 
 def _template(xy_up, ang):
