@@ -58,7 +58,7 @@ __all__ = ["extract", "extract_detailed", "Extraction", "EXTRACTOR_VERSION"]
 #: Version of the extractor: changes whenever the minutiae it finds in an image
 #: change, so that an audit record says which extractor made a template
 #: (2: second orientation pass on the enhanced image, 2026-12-02).
-EXTRACTOR_VERSION = "biomatch-extract-2"
+EXTRACTOR_VERSION = "biomatch-extract-3"
 
 # ---------------------------------------------------------------------------
 # Tuned constants (all lengths at the 500 ppi working resolution)
@@ -122,7 +122,8 @@ GOOD_COHERENCE = 0.45
 #: normalised image, i.e. the share of the local signal that is a clean oriented
 #: ridge wave), Gaussian window of this sigma ...
 CLARITY_SIGMA_PX = 8.0
-#: ... and its value on well-defined ridges (minutia quality saturates here).
+#: ... and its value on well-defined ridges (minutia quality saturates here;
+#: the bridge rule applies only below it).
 GOOD_CLARITY = 0.40
 #: Foreground area regarded as a full print for image quality: 0.5 x 0.6 in.
 FULL_PRINT_AREA_PX = int(0.30 * WORKING_PPI**2)
@@ -219,7 +220,7 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0) -> Extr
     border_distance = distance_to_border(mask)
     clarity = ridge_clarity(enhanced)
     raw = detect(skeleton, mask, orientation)
-    minutiae = remove_false(raw, mask, border_distance, period)
+    minutiae = remove_false(raw, mask, border_distance, period, clarity)
     minutiae_quality = minutia_quality(minutiae, coherence, clarity, border_distance, period)
     image_quality = print_quality(mask, coherence, period_ok)
 
@@ -562,10 +563,20 @@ def detect(skeleton: np.ndarray, mask: np.ndarray, orientation: np.ndarray) -> d
     return {"y": y, "x": x, "type": kind, "angle": np.mod(refined, 2 * np.pi), "branches": branches}
 
 
-def remove_false(raw: dict, mask: np.ndarray, border_distance: np.ndarray, period: np.ndarray) -> dict:
+def remove_false(
+    raw: dict, mask: np.ndarray, border_distance: np.ndarray, period: np.ndarray, clarity: np.ndarray
+) -> dict:
     """Drop false minutiae: border, short ridges, spurs, bridges/holes, broken ridges, clusters.
 
-    All distances scale with the local ridge period.
+    All distances scale with the local ridge period. The bridge rule (two
+    junctions linked by a short branch: a ladder rung or a hole) applies only
+    where ridge clarity (:func:`ridge_clarity`) is below :data:`GOOD_CLARITY`.
+    On clear ridges such a link is the filter's faithful response to real
+    ridge structure, not smudge, and removing it there cost real minutiae: on
+    FVC2002 B, 36-62 % of the candidates the spur and bridge rules removed on
+    clear ridges were in the vendor's templates too, 8-17 % on murky ones.
+    (Spurs are found from both ends, so limiting the spur rule alone changes
+    nothing.)
     """
     y, x, kind, br = raw["y"], raw["x"], raw["type"], raw["branches"]
     n = y.size
@@ -586,10 +597,11 @@ def remove_false(raw: dict, mask: np.ndarray, border_distance: np.ndarray, perio
     is_end = kind == 1
     # short ridge: an ending whose ridge ends again soon (both ends go)
     short = is_end & (reason[:, 0] == 2) & (steps[:, 0] < SHORT_RIDGE_PERIODS * p)
+    murky = clarity[y, x] < GOOD_CLARITY  # where the bridge rule applies
     # spur: an ending whose ridge reaches a junction soon (both go)
     spur = is_end & (reason[:, 0] == 3) & (steps[:, 0] < SPUR_PERIODS * p)
-    # bridge / hole: a bifurcation linked to another junction by a short branch
-    bridge = (~is_end)[:, None] & (reason == 3) & (steps < BRIDGE_PERIODS * p[:, None])
+    # bridge / hole: a bifurcation linked to another junction by a short branch, on murky ridges
+    bridge = (murky & ~is_end)[:, None] & (reason == 3) & (steps < BRIDGE_PERIODS * p[:, None])
     bif_spur = (~is_end)[:, None] & (reason == 2) & (steps < SPUR_PERIODS * p[:, None])
     drop = short | spur | bridge.any(axis=1) | bif_spur.any(axis=1)
     partners = np.concatenate(

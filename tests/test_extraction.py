@@ -595,3 +595,28 @@ def test_real_image_quarter_turn(fvc2002, name):
     expected["angle"] = np.mod(m["angle"] + np.pi / 2, 2 * np.pi)
     assert matched_fraction(expected, rotated) >= 0.8
     assert matched_fraction(rotated, expected) >= 0.8
+
+
+
+def _skeleton_with_bridge(rung_px: int = 8):
+    """Two parallel 1-px ridges joined by a short rung (a bridge: two junctions)."""
+    skel = np.zeros((80, 140), np.uint8)
+    skel[36, 10:130] = 1
+    skel[36 + rung_px + 1, 10:130] = 1
+    skel[37 : 37 + rung_px, 70] = 1
+    return skel
+
+
+@pytest.mark.parametrize("clarity_value, bridge_kept", [(0.1, False), (0.6, True)])
+def test_bridge_rule_applies_only_on_murky_ridges(clarity_value, bridge_kept):
+    skel = _skeleton_with_bridge()
+    mask = np.ones_like(skel, dtype=bool)
+    raw = ex.detect(skel, mask, np.zeros(skel.shape, np.float32))
+    at_rung = (raw["type"] == 2) & (np.abs(raw["x"] - 70) < 3)
+    assert at_rung.sum() == 2  # the rung's two junctions are candidates
+    period = np.full(skel.shape, 9.0, np.float32)  # the rung (9 px) is shorter than BRIDGE_PERIODS periods
+    border = np.full(skel.shape, 1e3, np.float32)  # no border rule
+    clarity = np.full(skel.shape, clarity_value, np.float32)
+    kept = ex.remove_false(raw, mask, border, period, clarity)
+    kept_at_rung = (kept["type"] == 2) & (np.abs(kept["x"] - 70) < 3)
+    assert kept_at_rung.sum() == (2 if bridge_kept else 0)
