@@ -178,8 +178,10 @@ def load_templates(competition: str, db: str, source: str, peer_dir: Path | None
                 w, h = image_size(s.path)
                 templates.append(Template(np.zeros(0, dtype=MINUTIA_DTYPE), w, h, s.ppi))
                 continue
-            f.write_bytes(t.to_bytes())
-            templates.append(t)
+            stored = t.to_bytes()
+            f.write_bytes(stored)
+            # the stored (quantised) form, so a fresh run scores what a cached run will
+            templates.append(Template.from_bytes(stored))
     labels = np.array([s.finger for s in samples])
     return templates, labels
 

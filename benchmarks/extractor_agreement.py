@@ -47,6 +47,15 @@ def _points(t) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([m["x"], -m["y"]], axis=1).astype(np.float64), m["angle"].astype(np.float64)
 
 
+def _rotation(phi: float) -> np.ndarray:
+    return np.array([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
+
+
+def _apply(motion, xy, ang):
+    phi, shift = motion
+    return xy @ _rotation(phi).T + shift, ang + phi
+
+
 def rigid_motion(match, a, b):
     """(rotation rad, translation) taking ``a`` onto ``b`` from the matcher's pairs, or None."""
     if match.pairs.shape[0] < MIN_ALIGNMENT_PAIRS:
@@ -57,18 +66,10 @@ def rigid_motion(match, a, b):
     pc, qc = p.mean(axis=0), q.mean(axis=0)
     h = (p - pc).T @ (q - qc)
     phi = math.atan2(h[0, 1] - h[1, 0], h[0, 0] + h[1, 1])
-    rot = np.array([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
-    shift = qc - rot @ pc
-    rms = float(np.sqrt(np.mean(np.sum((p @ rot.T + shift - q) ** 2, axis=1))))
-    if rms > MAX_ALIGNMENT_RMS_PX:
-        return None
-    return phi, shift
-
-
-def _apply(motion, xy, ang):
-    phi, shift = motion
-    rot = np.array([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
-    return xy @ rot.T + shift, ang + phi
+    motion = (phi, qc - _rotation(phi) @ pc)
+    moved, _ = _apply(motion, p, np.zeros(len(p)))
+    rms = float(np.sqrt(np.mean(np.sum((moved - q) ** 2, axis=1))))
+    return motion if rms <= MAX_ALIGNMENT_RMS_PX else None
 
 
 def motions_agree(m1, m2, centre: np.ndarray) -> bool:
@@ -143,10 +144,9 @@ def agreement(ours, reference, tol_px, tol_rad) -> tuple[int, int, int, int]:
 
 def measure_db(competition: str, db: str, tol_px: float, tol_deg: float) -> dict:
     from biomatch import verify
-
-    tol_rad = math.radians(tol_deg)
     from biomatch.errors import FormatError
 
+    tol_rad = math.radians(tol_deg)
     try:
         vendor, labels = load_templates(competition, db, "vendor")
     except FormatError as exc:

@@ -597,7 +597,6 @@ def test_real_image_quarter_turn(fvc2002, name):
     assert matched_fraction(rotated, expected) >= 0.8
 
 
-
 def _skeleton_with_bridge(rung_px: int = 8):
     """Two parallel 1-px ridges joined by a short rung (a bridge: two junctions)."""
     skel = np.zeros((80, 140), np.uint8)
