@@ -47,16 +47,10 @@ MIN_MINUTIAE = 12
 
 def assign(ours: np.ndarray, theirs: np.ndarray, max_angle: float = MATCH_ANGLE_RAD) -> list[tuple[int, int]]:
     """One-to-one pairs (i, j) within MATCH_DISTANCE_PX and ``max_angle`` (Hungarian on distance)."""
-    from scipy.optimize import linear_sum_assignment
+    from benchmarks.extractor_agreement import pair_records
 
-    if len(ours) == 0 or len(theirs) == 0:
-        return []
-    d = np.hypot(ours["x"][:, None] - theirs["x"][None, :], ours["y"][:, None] - theirs["y"][None, :])
-    da = np.abs(np.angle(np.exp(1j * (ours["angle"][:, None].astype(float) - theirs["angle"][None, :]))))
-    ok = (d <= MATCH_DISTANCE_PX) & (da <= max_angle)
-    rows, cols = linear_sum_assignment(np.where(ok, d, 1e6))
-    keep = ok[rows, cols]
-    return list(zip(rows[keep].tolist(), cols[keep].tolist()))
+    rows, cols = pair_records(ours, theirs, MATCH_DISTANCE_PX, max_angle)
+    return list(zip(rows.tolist(), cols.tolist()))
 
 
 def _median_time(fn, arg, repeats: int) -> tuple[float, float]:

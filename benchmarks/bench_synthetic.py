@@ -10,7 +10,7 @@ Prints one section per measurement:
 * realism: minutiae count and image quality from ``biomatch.extract`` on the
   synthetic images vs FVC2002 DB1_B..DB3_B (real sensors) and DB4_B (SFinGe);
 * recovery of the known master minutiae by ``biomatch.extract`` (precision
-  and recall at 15 px / 30 degrees, one-to-one greedy pairing);
+  and recall at 15 px / 30 degrees, one-to-one Hungarian pairing);
 * EER of ``biomatch.compare_many`` with the FVC protocol (all genuine pairs,
   all cross-finger first-impression impostor pairs), when the matcher exists.
 """
@@ -43,23 +43,10 @@ def _ref_dir() -> Path | None:
 
 
 def pair_minutiae(found, truth, max_dist=MATCH_DISTANCE_PX, max_angle_deg=MATCH_ANGLE_DEG) -> int:
-    """Number of one-to-one pairs (greedy by distance) within the distance and angle tolerances."""
-    if found.size == 0 or truth.size == 0:
-        return 0
-    dx = found["x"][:, None].astype(float) - truth["x"][None, :]
-    dy = found["y"][:, None].astype(float) - truth["y"][None, :]
-    d = np.hypot(dx, dy)
-    da = np.abs(np.angle(np.exp(1j * (found["angle"][:, None].astype(float) - truth["angle"][None, :]))))
-    d = np.where((d <= max_dist) & (da <= np.radians(max_angle_deg)), d, np.inf)
-    n = 0
-    while True:
-        k = np.argmin(d)
-        i, j = np.unravel_index(k, d.shape)
-        if not np.isfinite(d[i, j]):
-            return n
-        n += 1
-        d[i, :] = np.inf
-        d[:, j] = np.inf
+    """Number of one-to-one pairs (Hungarian on distance) within the distance and angle tolerances."""
+    from benchmarks.extractor_agreement import pair_records
+
+    return int(pair_records(found, truth, max_dist, np.radians(max_angle_deg))[0].size)
 
 
 def eer(genuine, impostor) -> float:

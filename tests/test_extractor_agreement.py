@@ -64,3 +64,13 @@ def test_count_mates_is_one_to_one_and_respects_both_tolerances():
 def test_too_few_pairs_give_no_motion():
     a, b = _moved_pair(n=3)
     assert agreement.rigid_motion(verify(a, b), a, b) is None
+
+
+def test_pairing_finds_as_many_mates_as_the_tolerances_allow():
+    # nearest-first would pair a0-b0 (6 px) and leave a1 (20 px from b1) unpaired;
+    # the assignment pairs a0-b1 (8 px) and a1-b0 (6 px)
+    xy_a = np.array([[0.0, 0.0], [12.0, 0.0]])
+    xy_b = np.array([[6.0, 0.0], [-8.0, 0.0]])
+    ang = np.zeros(2)
+    ia, ib = agreement.pair_mates(xy_a, ang, xy_b, ang, 15.0, 0.5)
+    assert sorted(zip(ia.tolist(), ib.tolist())) == [(0, 1), (1, 0)]
