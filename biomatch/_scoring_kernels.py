@@ -397,9 +397,12 @@ def _fuse(s_local, g, gparams):
 @njit(cache=True, nogil=True, error_model="numpy")
 def score_one(
     a_bits, a_mask, a_maskx, a_geo, a_theta, a_hull_rank, a_w, b_bits, b_mask, b_maskx, b_geo, b_theta, b_hull_rank, b_w,
-    plane_words, min_common_cells, params, luts, gparams, out_pairs,
+    plane_words, min_common_cells, params, luts, gparams, out_pairs, out_agreed,
 ):
-    """Score of one template pair (rows of valid cylinders); returns (score, LSS-R score, pairs written)."""
+    """Score of one template pair (rows of valid cylinders); returns (score, LSS-R score, pairs written).
+
+    ``out_agreed`` (nb,) int32 receives, for each row of b, the row of a it agrees with under the
+    global stage's final alignment (the m pairs G counts), or -1."""
     na = a_bits.shape[0]
     nb = b_bits.shape[0]
     cap = max(na * nb, 1)
@@ -441,12 +444,20 @@ def score_one(
     s_local, k, n_r = lssr_score(
         a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho, rho_k, rho_n, lam, lam_new, dcos, dsin, cg, dir_gate, out_pairs
     )
+    out_agreed[:] = -1
     if s_local <= 0.0:
         return 0.0, 0.0, k
+    best_a[:] = -1  # the global stage may stop before counting: then nothing agrees
+    best_b[:] = -1
     g = global_overlap_score(
         a_geo, a_w, a_hull, a_h, a_order, a_start, agrid, b_geo, b_w, b_hull_rank, cand_i, cand_j, sel, n_r, gparams,
         best_a, best_b, dist_a, dist_b, qb, hull_buf, order, cg, dcos, dsin,
     )
+    if g > 0.0:  # best_a / best_b hold the mutual nearest neighbours of the last count (the final alignment)
+        for j in range(nb):
+            i = best_b[j]
+            if i >= 0 and best_a[i] == j:
+                out_agreed[j] = i
     return _fuse(s_local, g, gparams), s_local, k
 
 

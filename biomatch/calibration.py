@@ -34,6 +34,29 @@ For a 1:N search against a gallery of ``N`` independent non-mated entries
 the false positive identification rate is ``FPIR = 1 - (1 - FMR)^N``
 (:func:`fpir_from_fmr`, :func:`fmr_from_fpir`); the independence assumption
 holds approximately for a gallery of distinct fingers.
+
+What a calibration can support: the FMR bound
+---------------------------------------------
+An estimate far below ``1/n`` (n non-mated scores behind the fit) is the tail
+model talking, not the data. :attr:`Calibration.fmr_floor` is the smallest
+FMR a calibration supports:
+
+* ``1 / n`` when the tail is not validated: n scores cannot show a rate
+  below that of a single false match among them;
+* ``1 / (TAIL_EXTRAPOLATION_FACTOR * n)`` when the fitted tail is validated
+  (at least ``MIN_VALIDATED_EXCEEDANCES`` exceedances, and a
+  Kolmogorov-Smirnov test of the exceedances against the fitted tail
+  model not rejected at ``TAIL_GOF_MIN_PVALUE``): peaks-over-threshold
+  extrapolation is trusted for one decade beyond the sample, no further.
+  The check is made by :meth:`Calibration.fit` and stored in
+  ``metadata["tail_check"]``; a calibration without it (fitted before the
+  check existed) counts as not validated.
+
+Every FMR shown to a person goes through :meth:`Calibration.bounded_fmr`:
+an estimate below the floor is reported as the floor with a flag saying it
+is a bound (``FMR <= floor``; :func:`format_fmr` prints ``"<= 2.9e-05"``).
+Fused multi-finger FMRs get the same floor: the fusion assumes independent
+fingers, a model the impostor scores behind the fit cannot check either.
 """
 
 from __future__ import annotations
@@ -57,6 +80,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "DEFAULT_CALIBRATION_PATH",
+    "format_fmr",
 ]
 
 FORMAT_NAME = "biomatch-calibration"
@@ -73,6 +97,19 @@ TAIL_FRACTION = 0.05
 MIN_TAIL_EXCEEDANCES = 30
 #: At most this many knots keep the empirical body (JSON stays small whatever n).
 BODY_KNOTS = 512
+#: A validated tail supports FMRs down to 1 / (TAIL_EXTRAPOLATION_FACTOR * n_scores); one decade.
+TAIL_EXTRAPOLATION_FACTOR = 10.0
+#: Fewest exceedances for the tail to count as validated.
+MIN_VALIDATED_EXCEEDANCES = 100
+#: Kolmogorov-Smirnov p-value of the exceedances against the fitted tail below which the tail is not validated.
+TAIL_GOF_MIN_PVALUE = 0.05
+
+
+def format_fmr(fmr, is_bound: bool = False, digits: int = 2) -> str:
+    """An FMR for a person: ``"3.10e-03"``, ``"<= 2.89e-05"`` for a bound, ``"n/a"`` for NaN / None."""
+    if fmr is None or fmr != fmr:
+        return "n/a"
+    return f"{'<= ' if is_bound else ''}{float(fmr):.{digits}e}"
 
 
 def fpir_from_fmr(fmr, gallery_size: int):
@@ -145,7 +182,8 @@ class Calibration:
     matcher_version : str
         Version of the matcher whose scores were fitted.
     metadata : dict
-        Fit metadata: ``n_scores``, ``n_exceedances``, ``source``, ``date`` (UTC ISO 8601), ``method``.
+        Fit metadata: ``n_scores``, ``n_exceedances``, ``source``, ``date`` (UTC ISO 8601), ``method``,
+        ``tail_check`` (the tail's goodness of fit, which sets :attr:`fmr_floor`).
     """
 
     body_scores: np.ndarray
@@ -235,6 +273,7 @@ class Calibration:
             "source": source,
             "date": date,
             "method": f"empirical survival + generalized Pareto tail above the top {k} scores (shape clipped >= 0)",
+            "tail_check": _tail_check(exceed, shape, scale),
         }
         return cls(uniq.astype(np.float64), fmr.astype(np.float64), u, p_u, shape, scale, matcher_version, meta)
 
@@ -259,6 +298,47 @@ class Calibration:
             out = np.where(hi, self.tail_probability * self._tail_sf(np.where(hi, x - self.tail_threshold, 0.0)), out)
         out = np.where(np.isnan(x), np.nan, out)
         return float(out) if out.ndim == 0 else out
+
+    @property
+    def tail_validated(self) -> bool:
+        """Whether the fit validated its tail (see the module docstring: enough exceedances, fit not rejected)."""
+        check = self.metadata.get("tail_check")
+        if not isinstance(check, dict) or check.get("valid") is not True:
+            return False
+        k = check.get("exceedances")
+        return isinstance(k, int) and not isinstance(k, bool) and k >= MIN_VALIDATED_EXCEEDANCES
+
+    @property
+    def fmr_floor(self) -> float:
+        """Smallest FMR this calibration supports: ``1/n``, or ``1/(TAIL_EXTRAPOLATION_FACTOR n)`` with a validated tail."""
+        factor = TAIL_EXTRAPOLATION_FACTOR if self.tail_validated else 1.0
+        return 1.0 / (factor * int(self.metadata["n_scores"]))
+
+    def bounded_fmr(self, scores):
+        """FMR of raw scores as it may be reported: the estimate, or the floor where the estimate is below it.
+
+        Parameters
+        ----------
+        scores : float or array_like of float, shape (...)
+
+        Returns
+        -------
+        fmr : float or numpy.ndarray of float64, shape (...)
+            ``max(self.fmr(scores), self.fmr_floor)``; NaN scores give NaN.
+        is_bound : bool or numpy.ndarray of bool, shape (...)
+            True where the estimate was below the floor: the value is then a bound, FMR <= value.
+        """
+        return self.bound(self.fmr(scores))
+
+    def bound(self, fmr):
+        """Apply the floor to FMRs already estimated (fused FMRs too): ``(max(fmr, floor), fmr < floor)``."""
+        f = np.asarray(fmr, dtype=np.float64)
+        floor = self.fmr_floor
+        is_bound = f < floor  # NaN compares False: stays NaN, not a bound
+        out = np.where(is_bound, floor, f)
+        if out.ndim == 0:
+            return float(out), bool(is_bound)
+        return out, is_bound
 
     def _tail_sf(self, y: np.ndarray) -> np.ndarray:
         if self.tail_shape == 0.0:
@@ -431,6 +511,23 @@ class Calibration:
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # mutable-looking arrays inside: not hashable
+
+
+def _tail_check(exceed: np.ndarray, shape: float, scale: float) -> dict:
+    """Goodness of fit of the tail model to its exceedances (Kolmogorov-Smirnov, parameters as fitted).
+
+    The p-value is optimistic (the parameters come from the same data), so the test only
+    screens out tails the model plainly does not describe (tied or bimodal exceedances)."""
+    from scipy import stats
+
+    if shape == 0.0:
+        cdf = stats.expon(scale=scale).cdf
+    else:
+        cdf = stats.genpareto(shape, loc=0.0, scale=scale).cdf
+    p = float(stats.kstest(exceed, cdf).pvalue)
+    valid = bool(exceed.size >= MIN_VALIDATED_EXCEEDANCES and p >= TAIL_GOF_MIN_PVALUE)
+    return {"test": "Kolmogorov-Smirnov", "p_value": p, "min_p_value": TAIL_GOF_MIN_PVALUE,
+            "exceedances": int(exceed.size), "min_exceedances": MIN_VALIDATED_EXCEEDANCES, "valid": valid}
 
 
 def _field_array(obj: dict, key: str, name: str) -> np.ndarray:

@@ -185,7 +185,8 @@ def plot_cmc(cmc, path, *, title: str = "CMC") -> Path:
 
 
 def plot_pairs(a, b, match, path, *, images=(None, None), names=("A", "B"), tick_px: float = 12.0) -> Path:
-    """Two prints side by side, their minutiae, and the paired minutiae joined.
+    """Two prints side by side, their minutiae, and the pairs the score rests on joined
+    (``match.pairs``: those agreeing under the matcher's final alignment).
 
     Parameters
     ----------
@@ -233,8 +234,11 @@ def plot_pairs(a, b, match, path, *, images=(None, None), names=("A", "B"), tick
         if pairs.size:
             ma, mb = a.minutiae[pairs[:, 0]], b.minutiae[pairs[:, 1]]
             ax.plot(np.stack([ma["x"], mb["x"] + offset_b]), np.stack([ma["y"], mb["y"]]), color="lime", linewidth=1.0, alpha=0.8)
-        fmr = "n/a" if match.fmr != match.fmr else f"{match.fmr:.1e}"
-        ax.set_title(f"{names[0]} vs {names[1]}: score {match.score:.3f}, est. FMR {fmr}, {len(pairs)} pairs", fontsize=9)
+        from .calibration import format_fmr
+
+        fmr = format_fmr(match.fmr, getattr(match, "fmr_is_bound", False), digits=1)
+        ax.set_title(f"{names[0]} vs {names[1]}: score {match.score:.3f}, est. FMR {fmr}, "
+                     f"{len(pairs)} minutiae pairs agree under one alignment", fontsize=9)
         ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         ax.set_axis_off()

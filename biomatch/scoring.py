@@ -211,25 +211,35 @@ class Match:
     fmr : float
         Estimated false match rate at this score: the fraction of comparisons
         of different fingers expected to score at least ``score``, from the
-        default calibration. NaN when no calibration is available.
-    pairs : ndarray of int64, shape (k, 2)
-        Minutiae paired by the matcher: column 0 indexes ``a.minutiae``,
-        column 1 ``b.minutiae``; the pairs that make up the score.
+        default calibration. When the estimate is below what the calibration
+        supports (:attr:`biomatch.calibration.Calibration.fmr_floor`), ``fmr``
+        is that floor and ``fmr_is_bound`` is True: FMR <= ``fmr``. NaN when no
+        calibration is available.
+    pairs : ndarray of int64, shape (m, 2)
+        The minutiae pairs the score rests on: those that agree under the
+        global stage's final alignment (mutual nearest neighbours within
+        :data:`ALIGN_DISTANCE_PX` and :data:`ALIGN_ANGLE_RAD`; the m of G).
+        Column 0 indexes ``a.minutiae``, column 1 ``b.minutiae``. A non-match
+        has few or none.
+    fmr_is_bound : bool
+        True when ``fmr`` is an upper bound (the calibration's floor), not an estimate.
     """
 
     score: float
     fmr: float
     pairs: np.ndarray
+    fmr_is_bound: bool = False
 
     @property
     def n_pairs(self) -> int:
-        """Number of paired minutiae."""
+        """Number of minutiae pairs that agree under the final alignment (what the score rests on)."""
         return int(self.pairs.shape[0])
 
     def to_dict(self) -> dict:
         return {
             "score": round(float(self.score), 6),
             "fmr": None if math.isnan(self.fmr) else float(self.fmr),
+            "fmr_is_bound": bool(self.fmr_is_bound),
             "n_pairs": self.n_pairs,
             "pairs": self.pairs.tolist(),
             "matcher_version": MATCHER_VERSION,
@@ -468,16 +478,22 @@ def compare_many(probe: Template, templates: Sequence[Template]) -> np.ndarray:
 
 
 def _score_rows(ra, rb):
-    """(score, paired minutiae a -> b) of two templates' rows (:func:`_rows`, or a :func:`pack` slice)."""
+    """(score, the minutiae pairs a -> b the score rests on) of two templates' rows
+    (:func:`_rows`, or a :func:`pack` slice): the pairs agreeing under the global stage's
+    final alignment, ordered by the minutia index in a."""
     from ._scoring_kernels import score_one
 
-    pairs = np.zeros((MAX_PAIRS + 1, 2), dtype=np.int32)
     if ra[0].shape[0] < 2 or rb[0].shape[0] < 2:
         return 0.0, np.zeros((0, 2), dtype=np.int64)
-    score, _, k = score_one(
-        *ra[:5], *ra[6:], *rb[:5], *rb[6:], _desc.PLANE_WORDS, _MIN_COMMON_CELLS, _PARAMS, _COMPAT_TABLES, _GPARAMS, pairs,
+    lssr_pairs = np.zeros((MAX_PAIRS + 1, 2), dtype=np.int32)
+    agreed = np.empty(rb[0].shape[0], dtype=np.int32)
+    score, _, _ = score_one(
+        *ra[:5], *ra[6:], *rb[:5], *rb[6:], _desc.PLANE_WORDS, _MIN_COMMON_CELLS, _PARAMS, _COMPAT_TABLES, _GPARAMS,
+        lssr_pairs, agreed,
     )
-    out = np.stack([ra[5][pairs[:k, 0]], rb[5][pairs[:k, 1]]], axis=1).astype(np.int64)
+    jb = np.flatnonzero(agreed >= 0)
+    out = np.stack([ra[5][agreed[jb]], rb[5][jb]], axis=1).astype(np.int64)
+    out = out[np.argsort(out[:, 0], kind="stable")]
     return float(score), out
 
 
@@ -521,17 +537,23 @@ def verify(a: Template, b: Template) -> Match:
             raise TemplateError(f"{name}: expected a Template, got {type(t).__name__}")
     score, pairs = _raw_verify(a, b)
     pairs.setflags(write=False)
-    return Match(score=score, fmr=estimated_fmr(score), pairs=pairs)
+    fmr, is_bound = reported_fmr(score)
+    return Match(score=score, fmr=fmr, pairs=pairs, fmr_is_bound=is_bound)
 
 
-def estimated_fmr(score: float) -> float:
-    """Estimated false match rate of a raw score from the default calibration (NaN if none)."""
-    try:
-        from .calibration import default_calibration
-    except ImportError:
-        return float("nan")
+def reported_fmr(score: float) -> tuple[float, bool]:
+    """(FMR, is it a bound) of a raw score from the default calibration, as it may be shown
+    (:meth:`Calibration.bounded_fmr`); (NaN, False) without a calibration."""
+    from .calibration import default_calibration
+
     try:
         cal = default_calibration()
     except (BiomatchError, OSError):
-        return float("nan")
-    return float(np.asarray(cal.fmr(np.asarray([score], dtype=np.float64))).ravel()[0])
+        return float("nan"), False
+    return cal.bounded_fmr(float(score))
+
+
+def estimated_fmr(score: float) -> float:
+    """Estimated false match rate of a raw score from the default calibration, floored at what
+    it supports (NaN if none); :func:`reported_fmr` also says whether it is a bound."""
+    return reported_fmr(score)[0]

@@ -224,3 +224,80 @@ def test_shipped_default_calibration_is_valid():
     cal = calmod.default_calibration()
     x = np.linspace(cal.body_scores[0], cal.tail_threshold * 3 + 1, 1000)
     assert np.all(np.diff(cal.fmr(x)) <= 0)
+
+
+# ---------------------------------------------------------------------------
+# the FMR bound: no reported FMR below what the calibration supports
+# ---------------------------------------------------------------------------
+def test_fmr_floor_follows_the_scores_and_the_tail_check(gamma_cal):
+    scores, cal = gamma_cal
+    check = cal.metadata["tail_check"]
+    assert check["test"] == "Kolmogorov-Smirnov" and check["exceedances"] == cal.metadata["n_exceedances"]
+    assert cal.tail_validated is check["valid"] is True  # gamma exceedances are what a GPD describes
+    assert cal.fmr_floor == pytest.approx(1 / (calmod.TAIL_EXTRAPOLATION_FACTOR * 5000))
+    # a tail the model plainly does not describe (two tight clusters of exceedances) is not validated: 1/n
+    rng = np.random.default_rng(4)
+    body = rng.uniform(0, 1, 4000)
+    tail = np.concatenate([rng.normal(2.0, 0.001, 150), rng.normal(9.0, 0.001, 50)])
+    bad = Calibration.fit(np.concatenate([body, tail]), source="bimodal", matcher_version="t")
+    assert not bad.tail_validated and bad.fmr_floor == pytest.approx(1 / 4200)
+    # too few exceedances to validate, whatever the test says
+    small = Calibration.fit(rng.gamma(2.0, 5.0, 300), source="small", matcher_version="t")
+    assert small.metadata["n_exceedances"] < calmod.MIN_VALIDATED_EXCEEDANCES and not small.tail_validated
+    assert small.fmr_floor == pytest.approx(1 / 300)
+
+
+def test_a_calibration_without_tail_check_is_bounded_at_one_over_n(gamma_cal):
+    _, cal = gamma_cal
+    doc = cal.to_dict()
+    del doc["fit"]["tail_check"]
+    old = Calibration.from_dict(doc)
+    assert not old.tail_validated and old.fmr_floor == pytest.approx(1 / 5000)
+    # the check survives the JSON round trip
+    assert Calibration.from_json(cal.to_json()).fmr_floor == cal.fmr_floor
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(100, 3000), seed=st.integers(0, 10_000),
+       scores=st.lists(st.floats(-1e3, 1e6, allow_nan=False), min_size=1, max_size=20))
+def test_no_reported_fmr_is_below_the_floor(n, seed, scores):
+    """Property: whatever the impostor sample and the scores asked about, a reported FMR is
+    >= the floor; it is flagged as a bound exactly where the estimate was below it."""
+    rng = np.random.default_rng(seed)
+    cal = Calibration.fit(rng.gamma(2.0, 5.0, n), source="prop", matcher_version="t")
+    est = np.asarray(cal.fmr(scores))
+    got, is_bound = cal.bounded_fmr(scores)
+    assert np.all(got >= cal.fmr_floor)
+    np.testing.assert_array_equal(is_bound, est < cal.fmr_floor)
+    np.testing.assert_array_equal(got[~is_bound], est[~is_bound])
+    one, one_bound = cal.bounded_fmr(float(scores[0]))
+    assert isinstance(one, float) and one >= cal.fmr_floor and one_bound == bool(est[0] < cal.fmr_floor)
+
+
+def test_nan_stays_nan_and_is_no_bound(gamma_cal):
+    _, cal = gamma_cal
+    v, b = cal.bounded_fmr(float("nan"))
+    assert v != v and b is False
+
+
+def test_verify_reports_the_default_calibrations_bound():
+    """Match.fmr is never below the default calibration's floor; a print against itself says it is a bound."""
+    from biomatch.template import MINUTIA_DTYPE, Template
+
+    rng = np.random.default_rng(3)
+    floor = calmod.default_calibration().fmr_floor
+
+    def random_template(n=40):
+        m = np.zeros(n, dtype=MINUTIA_DTYPE)
+        m["x"], m["y"] = rng.uniform(40, 260, n), rng.uniform(40, 360, n)
+        m["angle"], m["type"], m["quality"] = rng.uniform(0, 2 * np.pi, n), 1, 60
+        return Template(m, 300, 400, 500.0, 1, 60)
+
+    t = random_template()
+    same = bm.verify(t, t)
+    assert same.fmr_is_bound and same.fmr == pytest.approx(floor)
+    assert same.to_dict()["fmr_is_bound"] is True
+    assert calmod.format_fmr(same.fmr, same.fmr_is_bound).startswith("<= ")
+    for _ in range(5):
+        r = bm.verify(t, random_template())
+        assert r.fmr >= floor and r.fmr_is_bound == (r.fmr == floor)

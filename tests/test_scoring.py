@@ -157,9 +157,10 @@ def _inside_hull(points, hull_xy):
     return np.all(cross >= 0, axis=1)
 
 
-def reference_global(a: Template, b: Template, pi, pj) -> float:
+def reference_global(a: Template, b: Template, pi, pj, agreeing_pairs=None) -> float:
     """The global stage, written out: proposals by single candidate pairs, consensus,
-    least-squares refit on the inliers, mutual-nearest-neighbour count, hull overlap."""
+    least-squares refit on the inliers, mutual-nearest-neighbour count, hull overlap.
+    ``agreeing_pairs``, a set, receives the m agreeing (minutia of a, minutia of b)."""
     from scipy.spatial import ConvexHull
 
     fa, fb = d.encode(a), d.encode(b)
@@ -203,7 +204,10 @@ def reference_global(a: Template, b: Template, pi, pj) -> float:
     dist2 = np.where(ok, dist2, np.inf)
     nn_a = np.where(ok.any(1), dist2.argmin(1), -1)
     nn_b = np.where(ok.any(0), dist2.argmin(0), -1)
-    m = sum(1 for j in range(xb.shape[0]) if nn_b[j] >= 0 and nn_a[nn_b[j]] == j)  # a count, not weighted
+    mutual = [(int(va[nn_b[j]]), int(vb[j])) for j in range(xb.shape[0]) if nn_b[j] >= 0 and nn_a[nn_b[j]] == j]
+    m = len(mutual)  # a count, not weighted
+    if agreeing_pairs is not None and m:
+        agreeing_pairs.update(mutual)
     if m == 0:
         return 0.0
     qb = move(rot, t, xb)
@@ -312,14 +316,18 @@ def test_global_stage_kernel_matches_reference_and_bounds_the_score():
             a, b = with_quality(a, rng), with_quality(b, rng)
         ra, rb = sc._rows(d.encode(a)), sc._rows(d.encode(b))
         pairs = np.zeros((sc.MAX_PAIRS + 1, 2), np.int32)
+        agreed = np.empty(len(rb[0]), np.int32)
         score, s_local, _ = score_one(
             *ra[:5], *ra[6:], *rb[:5], *rb[6:], d.PLANE_WORDS, sc._MIN_COMMON_CELLS, sc._PARAMS, sc._COMPAT_TABLES,
-            sc._GPARAMS, pairs,
+            sc._GPARAMS, pairs, agreed,
         )
         ref_local, pi, pj = reference_lssr(a, b)
         assert s_local == pytest.approx(ref_local, abs=1e-9)
         g = (score / s_local) ** (1.0 / sc.FUSION_GLOBAL_EXP) if s_local > 0 else 0.0
-        assert g == pytest.approx(reference_global(a, b, pi, pj), abs=1e-7)
+        ref_pairs = set()
+        assert g == pytest.approx(reference_global(a, b, pi, pj, ref_pairs), abs=1e-7)
+        # the pairs the score rests on (Match.pairs) are the reference's m agreeing pairs
+        assert {tuple(p) for p in bm.verify(a, b).pairs.tolist()} == ref_pairs
         assert 0.0 <= score <= s_local + 1e-12
         if k < 3:
             assert g > 0.3  # most kept minutiae agree under one alignment
