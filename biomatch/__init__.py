@@ -45,6 +45,8 @@ _LAZY = {
     "Calibration": "calibration",
     "verify": "scoring",
     "compare_many": "scoring",
+    "pack": "scoring",
+    "PackedTemplates": "scoring",
     "Match": "scoring",
     "Gallery": "gallery",
     "Candidate": "gallery",

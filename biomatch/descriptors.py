@@ -220,6 +220,7 @@ def encode(template: Template) -> Features:
         quality=_readonly(m["quality"].astype(np.float32)),
     )
     template._cache["features"] = features
+    template._cache.pop("packed", None)  # scoring's packed rows of the old features
     return features
 
 

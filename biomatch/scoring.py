@@ -294,43 +294,71 @@ def _as_features(obj, name: str) -> "_desc.Features":
 
 
 def pack(features_list: Sequence) -> PackedTemplates:
-    """Pack the valid cylinders of many templates once, for :func:`score_packed`.
+    """Pack the valid cylinders of many templates once, for :func:`compare_many` and
+    :func:`score_packed`.
+
+    Pack a gallery once and pass the result to every :func:`compare_many`
+    call: the gallery's rows are then used as they are, with no per-call
+    work. Each template keeps its own packed rows (cached on it, like its
+    descriptors), so packing templates seen before only concatenates them.
 
     Parameters
     ----------
     features_list : sequence of Features or Template
-        Templates are encoded (and their features cached) on the way.
+        Templates are encoded (and their features and rows cached) on the way.
 
     Returns
     -------
     PackedTemplates
     """
-    feats = [_as_features(f, f"templates[{i}]") for i, f in enumerate(features_list)]
-    counts = np.array([f.n_valid for f in feats], dtype=np.int64)
-    offsets = np.zeros(len(feats) + 1, dtype=np.int64)
+    parts = [_packed_one(f, f"templates[{i}]") for i, f in enumerate(features_list)]
+    if len(parts) == 1:
+        return parts[0]
+    counts = np.array([p.offsets[1] for p in parts], dtype=np.int64)
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    total = int(offsets[-1])
-    words = _desc.DESCRIPTOR_BYTES // 8
-    mwords = _desc.MASK_BYTES // 8
-    bits = np.zeros((total, words), dtype=np.uint64)
-    mask = np.zeros((total, mwords), dtype=np.uint64)
-    maskx = np.zeros((total, words), dtype=np.uint64)
-    geo = np.zeros((total, 4), dtype=np.float64)
-    theta = np.zeros(total, dtype=np.float64)
-    index = np.zeros(total, dtype=np.int32)
-    hull_rank = np.zeros(total, dtype=np.int32)
-    weight = np.zeros(total, dtype=np.float64)
-    for f, lo, hi in zip(feats, offsets[:-1], offsets[1:]):
-        rows = _rows(f)
-        bits[lo:hi] = rows[0]
-        mask[lo:hi] = rows[1]
-        maskx[lo:hi] = rows[2]
-        geo[lo:hi] = rows[3]
-        theta[lo:hi] = rows[4]
-        index[lo:hi] = rows[5]
-        hull_rank[lo:hi] = rows[6]
-        weight[lo:hi] = rows[7]
-    return PackedTemplates(bits, mask, maskx, geo, theta, offsets, index, hull_rank, weight)
+    fields = {}
+    for name, shape, dtype in _PACKED_FIELDS:
+        if parts:
+            fields[name] = np.concatenate([getattr(p, name) for p in parts])
+        else:
+            fields[name] = np.zeros((0, *shape), dtype=dtype)
+    return PackedTemplates(offsets=offsets, **fields)
+
+
+#: Per-row fields of a PackedTemplates: (name, shape of one row, dtype).
+_PACKED_FIELDS = (
+    ("bits", (_desc.DESCRIPTOR_BYTES // 8,), np.uint64),
+    ("mask", (_desc.MASK_BYTES // 8,), np.uint64),
+    ("maskx", (_desc.DESCRIPTOR_BYTES // 8,), np.uint64),
+    ("geo", (4,), np.float64),
+    ("theta", (), np.float64),
+    ("index", (), np.int32),
+    ("hull_rank", (), np.int32),
+    ("overlap_weight", (), np.float64),
+)
+
+
+def _packed_one(obj, name: str) -> PackedTemplates:
+    """The rows of one template (or Features) as a one-template PackedTemplates, cached on a
+    Template (``_cache["packed"]``; :func:`biomatch.descriptors.encode` drops it when it
+    re-encodes). Not to be written to: :func:`pack` of one template hands out the cached one."""
+    if isinstance(obj, Template):
+        f = _desc.encode(obj)
+        cached = obj._cache.get("packed")
+        if cached is not None:
+            return cached
+    else:
+        f = _as_features(obj, name)
+    rows = _rows(f)
+    one = PackedTemplates(
+        bits=rows[0], mask=rows[1], maskx=rows[2], geo=rows[3], theta=rows[4],
+        offsets=np.array([0, rows[0].shape[0]], dtype=np.int64), index=rows[5], hull_rank=rows[6],
+        overlap_weight=rows[7],
+    )
+    if isinstance(obj, Template):
+        obj._cache["packed"] = one
+    return one
 
 
 def overlap_weights(quality) -> np.ndarray:
@@ -413,7 +441,7 @@ def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
 
     if not isinstance(packed, PackedTemplates):
         raise BiomatchError(f"packed: expected PackedTemplates from scoring.pack, got {type(packed).__name__}")
-    f = _as_features(probe, "probe")
+    a = _packed_one(probe, "probe")
     n = len(packed)
     if subset is None:
         idx = np.arange(n, dtype=np.int64)
@@ -427,15 +455,14 @@ def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
     out = np.zeros(idx.size, dtype=np.float64)
     if idx.size == 0:
         return out
-    a_bits, a_mask, a_maskx, a_geo, a_theta, _, a_hull_rank, a_weight = _rows(f)
     score_batch(
-        a_bits,
-        a_mask,
-        a_maskx,
-        a_geo,
-        a_theta,
-        a_hull_rank,
-        a_weight,
+        a.bits,
+        a.mask,
+        a.maskx,
+        a.geo,
+        a.theta,
+        a.hull_rank,
+        a.overlap_weight,
         packed.bits,
         packed.mask,
         packed.maskx,
@@ -455,13 +482,19 @@ def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
     return out
 
 
-def compare_many(probe: Template, templates: Sequence[Template]) -> np.ndarray:
+def compare_many(probe: Template, templates) -> np.ndarray:
     """Raw scores of one probe against many templates (the fast path).
+
+    For repeated searches of one gallery, pack it once with :func:`pack`
+    and pass the :class:`PackedTemplates`: each call then only encodes the
+    probe and runs the scoring kernel. A sequence of templates works too (each
+    template's packed rows are cached on it, so a gallery scored before is
+    only concatenated again).
 
     Parameters
     ----------
     probe : Template
-    templates : sequence of Template
+    templates : PackedTemplates or sequence of Template
 
     Returns
     -------
@@ -470,6 +503,12 @@ def compare_many(probe: Template, templates: Sequence[Template]) -> np.ndarray:
     """
     if not isinstance(probe, Template):
         raise TemplateError(f"probe: expected a Template, got {type(probe).__name__}")
+    if isinstance(templates, PackedTemplates):
+        return score_packed(probe, templates)
+    if isinstance(templates, (str, bytes, Template)) or not hasattr(templates, "__iter__"):
+        raise TemplateError(
+            f"templates: expected a sequence of Template or PackedTemplates, got {type(templates).__name__}"
+        )
     templates = list(templates)
     for i, t in enumerate(templates):
         if not isinstance(t, Template):
