@@ -36,11 +36,11 @@ GALLERY = "local"
 
 def child(store: str, seed: int, conn) -> None:
     """One writer: report the check, then write until killed."""
-    from biomatch import gallery as gallery_mod
+    from biomatch.gallery import searching as gallery_search
     from biomatch.gallery import Gallery
     from biomatch.synthetic import template_batch
 
-    gallery_mod.EXHAUSTIVE_MAX_FINGERS = 0  # searches and check go through the index file
+    gallery_search.EXHAUSTIVE_MAX_FINGERS = 0  # searches and check go through the index file
     rng = random.Random(seed)
     ts = next(template_batch(40, 1, seed=seed % 1000)).templates()
     g = Gallery.open(store)

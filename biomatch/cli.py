@@ -519,7 +519,7 @@ def _ebts_fingers(path: Path):
 
 def _folder_subjects(folder: Path) -> list:
     """SUBJECT_POS.ext files (POS an FGP code 0-10; other names: position 0), grouped by subject."""
-    from .gallery import _TEMPLATE_SUFFIXES
+    from .gallery.checks import TEMPLATE_SUFFIXES as _TEMPLATE_SUFFIXES
 
     image_suffixes = {".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".wsq", ".pgm"}
     groups: dict = {}

@@ -115,28 +115,24 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from . import audit as _audit
-from . import gallery as _gallery_mod
 from .errors import BiomatchError, CalibrationError, GalleryError
-from .gallery import (
-    MAX_CANDIDATES,
-    Candidate,
-    FingerScore,
-    Gallery,
-    SubjectRecord,
-    _check_context,
-    _check_enrolment,
-    _check_fingers,
-    _check_gallery_name,
-    _check_subject,
-    _fisher,
-    _json_float,
-    _merge_neighbours,
-    _operator,
-    _shortlist_subjects,
-    _template_hash,
-    _threshold_value,
-    _transaction_id,
-)
+from .gallery import Gallery, SubjectRecord
+from .gallery import searching as _gallery_search
+from .gallery.checks import check_context as _check_context
+from .gallery.checks import check_enrolment as _check_enrolment
+from .gallery.checks import check_fingers as _check_fingers
+from .gallery.checks import check_gallery_name as _check_gallery_name
+from .gallery.checks import check_operator as _operator
+from .gallery.checks import check_subject as _check_subject
+from .gallery.checks import check_transaction_id as _transaction_id
+from .gallery.checks import template_hash as _template_hash
+from .gallery.checks import threshold_value as _threshold_value
+from .gallery.searching import MAX_CANDIDATES
+from .search.ranking import fisher_fmr as _fisher
+from .search.results import Candidate, FingerScore
+from .search.results import json_float as _json_float
+from .search.shortlist import merge_neighbours as _merge_neighbours
+from .search.shortlist import shortlist_subjects as _shortlist_subjects
 from .template import Template
 
 __all__ = ["ShardedGallery", "SearchResult", "shard_of", "parse_url", "MAX_SHARDS"]
@@ -1050,7 +1046,7 @@ class ShardedGallery:
             holders = {k: ans for k, ans in answers.items() if ans["fingers"].get(g)}
             if not holders:
                 continue
-            if sum(ans["fingers"][g] for ans in holders.values()) <= _gallery_mod.EXHAUSTIVE_MAX_FINGERS:
+            if sum(ans["fingers"][g] for ans in holders.values()) <= _gallery_search.EXHAUSTIVE_MAX_FINGERS:
                 for k in holders:
                     plan[k][g] = None
                 continue

@@ -10,9 +10,8 @@ import sys
 import textwrap
 import time
 
-import pytest
 
-from biomatch import gallery as gallery_mod
+from biomatch.gallery import searching as gallery_search
 from biomatch.gallery import Gallery
 
 CHILD = textwrap.dedent(
@@ -71,7 +70,7 @@ def _run_child(store, mode, wait_for, timeout=60.0, delay_s=0.0):
 
 def _check_consistent(store, monkeypatch):
     """The store reopens, its audit verifies and its index matches the store."""
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     con = sqlite3.connect(store)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -9,6 +9,7 @@ import pytest
 
 import biomatch as bm
 from biomatch import gallery as gallery_mod
+from biomatch.search import shortlist as shortlist_mod
 from biomatch.errors import GalleryError
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install biomatch[distributed])")
@@ -199,9 +200,9 @@ def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypa
 
     single, two, three = big
     if short:  # cut the finger and subject shortlists inside this gallery's size (the coordinator reads them)
-        monkeypatch.setattr(gallery_mod, "SHORTLIST_FINGERS", 25)
-        monkeypatch.setattr(gallery_mod, "SHORTLIST_SUBJECTS", 24)
-        monkeypatch.setattr(gallery_mod, "SHORTLIST_SUBJECTS_MIN", 12)
+        monkeypatch.setattr(shortlist_mod, "SHORTLIST_FINGERS", 25)
+        monkeypatch.setattr(shortlist_mod, "SHORTLIST_SUBJECTS", 24)
+        monkeypatch.setattr(shortlist_mod, "SHORTLIST_SUBJECTS_MIN", 12)
     if ivf:  # the gallery counts as large: a few IVF lists per query, decided by the coordinator for the shards
         monkeypatch.setattr(index_mod, "FLAT_MAX_CODES", 1000)
         monkeypatch.setattr(index_mod, "IVF_NPROBE", 24)

@@ -13,8 +13,11 @@ import pytest
 
 import biomatch as bm
 from biomatch import gallery as gallery_mod
+from biomatch.gallery import searching as gallery_search
 from biomatch.errors import AuditError, CalibrationError, GalleryError, TemplateError
 from biomatch.gallery import Candidate, Gallery
+from biomatch.gallery import features as gallery_features
+from biomatch.search.ranking import fisher_fmr
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_single_finger_search_finds_mate_exhaustive_and_indexed(store, mated, mo
     with Gallery.open(store) as g:
         g.enroll_many([(f"s{i}", {0: t}) for i, t in enumerate(gal)], gallery="local", operator="desk")
         for exhaustive_max in (10_000, 0):  # whole-gallery rescoring, then the FAISS shortlist
-            monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", exhaustive_max)
+            monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", exhaustive_max)
             hits = 0
             for i in range(10):
                 cands = g.search({0: probes[i]}, galleries=["local"], max_candidates=5, operator="desk")
@@ -136,7 +139,7 @@ def test_unknown_position_is_best_of(store, mated):
 
 
 def test_fisher_single_finger_is_identity_and_monotone():
-    f = gallery_mod._fisher
+    f = fisher_fmr
     assert f(np.array([1e-3])) == pytest.approx(1e-3)
     assert f(np.array([1e-3, 1e-3])) < 1e-3
     assert f(np.array([1e-3, 0.5])) > f(np.array([1e-3, 1e-2]))
@@ -224,7 +227,7 @@ def test_update_replaces_finger_and_metadata(store, mated):
 
 def test_delete_is_true_deletion(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     with Gallery.open(store) as g:
         g.enroll("a", {2: gal[0]}, gallery="local", operator="desk", originals={None: b"EBTS-BYTES"})
         g.enroll("b", {2: gal[1]}, gallery="local", operator="desk")
@@ -298,7 +301,7 @@ def test_bad_input_names_field_and_changes_nothing(store, mated, call, error, fi
 
 def test_concurrent_searches_and_a_writer(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     with Gallery.open(store) as g:
         g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(20)], gallery="local", operator="desk")
         errors, results = [], {}
@@ -330,7 +333,7 @@ def test_concurrent_searches_and_a_writer(store, mated, monkeypatch):
 
 def test_second_handle_sees_committed_data_and_index_catches_up(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     with Gallery.open(store) as a, Gallery.open(store) as b:
         a.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(10)], gallery="local", operator="a")
         assert b.search({0: probes[3]}, galleries=["local"], operator="b")[0].subject == "s3"
@@ -343,7 +346,7 @@ def test_second_handle_sees_committed_data_and_index_catches_up(store, mated, mo
 
 def test_index_file_stale_or_foreign_is_rebuilt(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     path = store.with_name(store.name + ".local.faiss")
     with Gallery.open(store) as g:
         g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(10)], gallery="local", operator="a")
@@ -444,7 +447,7 @@ def test_cli_ebts_enrol_and_search_audit_ori_tcn(tmp_path, formats_data, capsys)
 
 def test_scores_identical_after_derived_files_are_lost(store, mated, calibration, monkeypatch):
     """Enrolment derives its rows and codes from the template as stored: a rebuild scores the same."""
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)  # through the FAISS shortlist too
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)  # through the FAISS shortlist too
     gal, probes = mated
     probe_sets = [{2: probes[i]} for i in range(0, 40, 7)] + [{0: probes[3], 2: probes[4]}]
 
@@ -471,11 +474,11 @@ def test_caches_are_bounded_in_bytes_not_only_entries(store, mated, monkeypatch)
     from biomatch.scoring import pack
 
     gal, probes = mated
-    lru = gallery_mod._LRU(100, max_bytes=50_000)
+    lru = gallery_mod.LRU(100, max_bytes=50_000)
     sizes = {}
     for i, t in enumerate(gal[:20]):
         e = pack([t])
-        sizes[i] = gallery_mod._nbytes(e)
+        sizes[i] = gallery_features.nbytes(e)
         assert sizes[i] > sum(getattr(e, f).nbytes for f in e.__dataclass_fields__) - 1
         lru.put(i, e)
         assert lru.nbytes <= 50_000
@@ -485,18 +488,18 @@ def test_caches_are_bounded_in_bytes_not_only_entries(store, mated, monkeypatch)
     lru.pop(19)
     assert lru.nbytes == sum(sizes[k] for k in lru._d)
     # a row read back from the feature file is a view of its bytes: those count
-    row = gallery_mod._FeatureStore._dump(pack([gal[0]]))
-    view = gallery_mod._FeatureStore._load(row)
-    assert gallery_mod._nbytes(view) >= len(row)
+    row = gallery_mod.FeatureStore._dump(pack([gal[0]]))
+    view = gallery_mod.FeatureStore._load(row)
+    assert gallery_features.nbytes(view) >= len(row)
     # a template counts its descriptors once they are cached on it
     t = bm.load_template(gal[1].to_bytes())
-    bare = gallery_mod._nbytes(t)
+    bare = gallery_features.nbytes(t)
     from biomatch.descriptors import encode
 
     encode(t)
-    assert gallery_mod._nbytes(t) > bare + 1000
+    assert gallery_features.nbytes(t) > bare + 1000
     # the gallery's own caches honour the byte bound through searches
-    monkeypatch.setattr(gallery_mod, "FEATURE_CACHE_BYTES", 60_000)
+    monkeypatch.setattr(gallery_features, "FEATURE_CACHE_BYTES", 60_000)
     with Gallery.open(store) as g:
         for i, t in enumerate(gal[:30]):
             g.enroll(f"s{i}", {1: t}, gallery="local")
@@ -511,12 +514,12 @@ def test_feature_rows_join_into_the_pack_of_their_templates(mated):
     from biomatch.scoring import pack
 
     gal, probes = mated
-    rows = [gallery_mod._FeatureStore._dump(pack([t])) for t in gal[:12]]
-    joined, whole = gallery_mod._FeatureStore.join(rows), pack(gal[:12])
+    rows = [gallery_mod.FeatureStore._dump(pack([t])) for t in gal[:12]]
+    joined, whole = gallery_mod.FeatureStore.join(rows), pack(gal[:12])
     for f in dataclasses.fields(whole):
         a, b = getattr(joined, f.name), getattr(whole, f.name)
         assert a.dtype == b.dtype and np.array_equal(a, b), f.name
     assert joined.bits.flags.writeable
-    assert len(gallery_mod._FeatureStore.join([])) == 0
+    assert len(gallery_mod.FeatureStore.join([])) == 0
     with pytest.raises(ValueError, match="length"):
-        gallery_mod._FeatureStore.join([rows[0][:-8]])
+        gallery_mod.FeatureStore.join([rows[0][:-8]])

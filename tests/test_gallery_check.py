@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biomatch import gallery as gallery_mod
+from biomatch.gallery import searching as gallery_search
 from biomatch.cli import main as cli_main
 from biomatch.errors import BiomatchError, GalleryError, TemplateError
 from biomatch.gallery import Gallery
@@ -28,7 +28,7 @@ def mated():
 
 @pytest.fixture
 def filled(tmp_path, mated, monkeypatch):
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     gal, probes = mated
     store = tmp_path / "b.db"
     with Gallery.open(store) as g:

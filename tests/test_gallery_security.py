@@ -12,11 +12,11 @@ import threading
 import numpy as np
 import pytest
 
-from biomatch import gallery as gallery_mod
+from biomatch.gallery import searching as gallery_search
 from biomatch import index as index_mod
 from biomatch.encryption import ENV_KEY, MAGIC, generate_key, key_id
 from biomatch.errors import GalleryError
-from biomatch.gallery import Gallery, _FeatureStore
+from biomatch.gallery import FeatureStore, Gallery
 from biomatch.template import Template
 
 pytest.importorskip("cryptography")
@@ -35,7 +35,7 @@ def mated():
 @pytest.fixture
 def indexed(monkeypatch):
     """Searches go through the FAISS index and the feature file even for tiny galleries."""
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
+    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
 
 
 def _files(folder):
@@ -64,7 +64,7 @@ def _secrets(t) -> dict:
         "template": data,
         "minutiae": data[16:40],  # the first three (x, y, angle, type, quality) records
         "codes": [bytes(c) for c in codes[:8]],
-        "features": _FeatureStore._dump(pack([t]))[-64:],
+        "features": FeatureStore._dump(pack([t]))[-64:],
     }
 
 

@@ -1,5 +1,6 @@
 """Search results stay what they were: a fixed synthetic gallery, searched exhaustively and through the
-FAISS shortlist, must give the candidates, scores and FMRs recorded in tests/data/search_regression.json.
+FAISS shortlist, must give the candidates, scores and FMRs recorded in tests/data/search_regression.json
+(the minutia pairs shown per finger are left out: what they list is the scoring stage's business).
 
 The reference was recorded from the code before the gallery / distributed / search restructuring
 (issue 20). Regenerate it only for a deliberate change of the matcher, index or calibration:
@@ -41,7 +42,7 @@ def _search_results(tmp_path, exhaustive: bool) -> list:
             out.append([
                 {"rank": c.rank, "subject": c.subject, "gallery": c.gallery, "score": c.score, "fmr": c.fmr,
                  "fpir": c.fpir,
-                 "fingers": [[f.probe_position, f.position, f.score, f.fmr, len(f.pairs)] for f in c.fingers]}
+                 "fingers": [[f.probe_position, f.position, f.score, f.fmr] for f in c.fingers]}
                 for c in cands
             ])
     return out
@@ -52,7 +53,10 @@ def _params(exhaustive: bool) -> dict:
     try:
         from biomatch.search import SearchParams
     except ImportError:  # before SearchParams existed the module global was the setting
-        from biomatch import gallery as gallery_mod
+        try:
+            from biomatch.gallery import searching as gallery_mod
+        except ImportError:
+            from biomatch import gallery as gallery_mod
 
         gallery_mod.EXHAUSTIVE_MAX_FINGERS = 10_000 if exhaustive else 0
         return {}
@@ -82,7 +86,10 @@ def _compare(got, want, where: str) -> None:
 
 @pytest.fixture
 def restore_globals():
-    from biomatch import gallery as gallery_mod
+    try:
+        from biomatch.gallery import searching as gallery_mod
+    except ImportError:
+        from biomatch import gallery as gallery_mod
 
     saved = getattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", None)
     yield

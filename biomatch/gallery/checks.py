@@ -1,0 +1,191 @@
+"""Argument checks of the gallery API: names, subjects, positions, fingers, metadata, context."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Mapping, NamedTuple
+
+import numpy as np
+
+from ..errors import GalleryError, TemplateError
+from ..template import FINGER_POSITIONS, Template
+MAX_BATCH = 500
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MAX_SUBJECT_LEN = 128
+TEMPLATE_SUFFIXES = {".bmt", ".iso", ".ist", ".ansi", ".378", ".fmr"}
+
+
+def check_gallery_name(name, field_name: str = "gallery") -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise GalleryError(
+            f"{field_name}: {name!r} is not a valid gallery name (1-64 characters: letters, digits, '.', '_', '-', "
+            "starting with a letter or digit)"
+        )
+    return name
+
+
+def check_subject(subject_id) -> str:
+    if not isinstance(subject_id, str) or not subject_id.strip() or len(subject_id) > _MAX_SUBJECT_LEN:
+        raise GalleryError(f"subject_id: expected a non-empty string of at most {_MAX_SUBJECT_LEN} characters, got {subject_id!r}")
+    if not subject_id.isprintable():
+        raise GalleryError(f"subject_id: {subject_id!r} holds non-printable characters")
+    return subject_id
+
+
+def check_position(pos, field_name: str) -> int:
+    if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)) or int(pos) not in FINGER_POSITIONS:
+        raise GalleryError(f"{field_name}: finger position {pos!r} is not an ANSI/NIST-ITL FGP code 0-10")
+    return int(pos)
+
+
+def check_operator(operator) -> str:
+    if operator is None:
+        try:
+            return getpass.getuser()
+        except Exception:  # no login name available (containers)
+            return "unknown"
+    if not isinstance(operator, str) or not operator.strip() or len(operator) > 256:
+        raise GalleryError(f"operator: expected a non-empty string, got {operator!r}")
+    return operator
+
+
+def check_transaction_id(tid):
+    if tid is not None and (not isinstance(tid, str) or len(tid) > 256):
+        raise GalleryError(f"transaction_id: expected a string of at most 256 characters, got {tid!r}")
+    return tid
+
+
+def as_template(value, position: int, name: str) -> tuple[Template, bytes | None]:
+    """A Template at ``position`` from a Template, template file/bytes, image file or array; plus original bytes."""
+    original = None
+    if isinstance(value, Template):
+        t = value
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        from ..formats import load_template
+
+        t = load_template(bytes(value), name=name)
+    elif isinstance(value, (str, os.PathLike)):
+        path = Path(value)
+        if path.suffix.lower() in TEMPLATE_SUFFIXES:
+            from ..formats import load_template
+
+            t = load_template(path, name=f"{name} ({path})")
+        else:
+            from ..extraction import extract
+
+            try:
+                original = path.read_bytes()
+            except OSError as exc:
+                raise GalleryError(f"{name}: cannot read {path} ({exc.strerror or exc})") from None
+            t = extract(path, position=position)
+    elif isinstance(value, np.ndarray):
+        from ..extraction import extract
+
+        t = extract(value, position=position)
+    else:
+        raise GalleryError(f"{name}: expected a Template, template bytes, a file path or an image array, got {type(value).__name__}")
+    if t.position not in (0, position):
+        raise GalleryError(f"{name}: the template says finger position {t.position}, the key says {position}")
+    if t.position != position:
+        t = Template(np.array(t.minutiae), t.width, t.height, t.ppi, position, t.quality)
+    if len(t) < 2:
+        raise TemplateError(f"{name}: template has {len(t)} minutiae; at least 2 are needed to match")
+    return t, original
+
+
+def check_fingers(fingers, field_name: str = "fingers") -> dict[int, tuple[Template, bytes | None]]:
+    if not isinstance(fingers, Mapping):
+        raise GalleryError(f"{field_name}: expected a dict of finger position -> template/image, got {type(fingers).__name__}")
+    if not fingers:
+        raise GalleryError(f"{field_name}: no fingers given")
+    out = {}
+    for pos, value in fingers.items():
+        p = check_position(pos, f"{field_name}[{pos!r}]")
+        out[p] = as_template(value, p, f"{field_name}[{p}]")
+    return out
+
+
+class Enrolment(NamedTuple):
+    """Checked arguments of an enrolment (see :func:`check_enrolment`)."""
+
+    subject_id: str
+    operator: str
+    transaction_id: str | None
+    metadata: str | None  # JSON text
+    fingers: dict  # position -> (Template, original image bytes or None)
+    originals: dict  # position (None: a transaction) -> bytes
+    context: dict | None
+
+
+def check_enrolment(subject_id, fingers, gallery, operator, transaction_id, metadata, originals, context) -> Enrolment:
+    """The one set of rules for an enrolment's arguments (:meth:`Gallery.enroll` and a sharded
+    gallery's); raises GalleryError or TemplateError naming the bad argument."""
+    subject_id = check_subject(subject_id)
+    check_gallery_name(gallery)
+    return Enrolment(subject_id, check_operator(operator), check_transaction_id(transaction_id), check_metadata(metadata),
+                      check_fingers(fingers), check_originals(originals), check_context(context))
+
+
+def template_hash(t: Template) -> str:
+    return hashlib.sha256(t.to_bytes()).hexdigest()
+
+
+def threshold_value(value) -> float:
+    v = getattr(value, "value", value)
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(float(v)):
+        raise GalleryError(f"threshold: expected a raw score (number) or a Threshold, got {value!r}")
+    v = float(v)
+    if not 0.0 <= v <= 1.0:
+        raise GalleryError(f"threshold: raw scores lie in [0, 1], got {v}")
+    return v
+
+
+def check_metadata(metadata):
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise GalleryError(f"metadata: expected a dict, got {type(metadata).__name__}")
+    try:
+        return json.dumps(metadata, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise GalleryError(f"metadata: not JSON-serialisable ({exc})") from None
+
+
+def check_batch(batch) -> int:
+    """Subjects per transaction of a bulk change: one SQL ``IN`` list each (SQLite builds before
+    3.32 take at most 999 parameters a statement)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise GalleryError(f"batch: expected an integer 1..{MAX_BATCH}, got {batch!r}")
+    return batch
+
+
+def check_context(context):
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise GalleryError(f"context: expected a dict, got {type(context).__name__}")
+    try:
+        return json.loads(json.dumps(dict(context), sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise GalleryError(f"context: not JSON-serialisable ({exc})") from None
+
+
+def check_originals(originals) -> dict:
+    if originals is None:
+        return {}
+    if not isinstance(originals, Mapping):
+        raise GalleryError(f"originals: expected a dict of position -> bytes, got {type(originals).__name__}")
+    out = {}
+    for pos, data in originals.items():
+        p = None if pos is None else check_position(pos, f"originals[{pos!r}]")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise GalleryError(f"originals[{pos!r}]: expected bytes, got {type(data).__name__}")
+        out[p] = bytes(data)
+    return out

@@ -1,0 +1,392 @@
+"""Rescoring rows: the derived feature file and the in-memory caches of rows and templates."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import math
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GalleryError
+from ..template import Template
+from .store import AAD_FEATURES, BUSY_TIMEOUT_S, STORE_MMAP_BYTES
+#: Enrolled fingers whose rescoring rows (scoring.pack, ~11 KB each at 35 minutiae, up to
+#: ~330 KB at 1024) stay in memory (LRU), and the bytes those rows may hold in all:
+#: the count alone does not bound the memory (the LRU drifts towards the fingers most
+#: often shortlisted, which have more minutiae). Beyond it rows come from the derived
+#: feature file (<store>.features).
+FEATURE_CACHE_FINGERS = 5_000
+FEATURE_CACHE_BYTES = 64 << 20
+#: Decoded enrolled templates (with descriptors, ~8 KB each) kept for candidates' minutia
+#: pairs (LRU), by count and by bytes.
+TEMPLATE_CACHE_FINGERS = 2_000
+TEMPLATE_CACHE_BYTES = 32 << 20
+
+
+def nbytes(value) -> int:
+    """Bytes of the NumPy arrays a cached value holds (a PackedTemplates, or a Template
+    with the descriptors cached on it); views count the buffer they keep alive."""
+    arrays = []
+    if isinstance(value, Template):
+        arrays.append(value.minutiae)
+        for v in value._cache.values():
+            arrays += [a for a in vars(v).values() if isinstance(a, np.ndarray)] if hasattr(v, "__dict__") else []
+    elif hasattr(value, "__dataclass_fields__"):
+        arrays += [getattr(value, f) for f in value.__dataclass_fields__]
+    n, bases = 0, set()
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            continue
+        base = a.base
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        if isinstance(base, (bytes, bytearray, memoryview)):  # e.g. np.frombuffer of a feature row
+            if id(base) not in bases:
+                bases.add(id(base))
+                n += len(base) if not isinstance(base, memoryview) else base.nbytes
+        else:
+            n += a.nbytes
+    return n + 256  # object overhead
+
+
+class LRU:
+    """A small thread-safe LRU map bounded by entries and by the bytes of its values (:func:`nbytes`)."""
+
+    def __init__(self, capacity: int, max_bytes: int | None = None):
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._d: collections.OrderedDict = collections.OrderedDict()  # key -> (value, bytes)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key):
+        with self._lock:
+            e = self._d.get(key)
+            if e is None:
+                return None
+            self._d.move_to_end(key)
+            return e[0]
+
+    def put(self, key, value, size: int | None = None) -> None:
+        """Cache ``value``; ``size`` in bytes when the caller knows it (else :func:`nbytes`)."""
+        if size is None:
+            size = nbytes(value) if self.max_bytes is not None else 0
+        with self._lock:
+            old = self._d.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[1]
+            self._d[key] = (value, size)
+            self.nbytes += size
+            while len(self._d) > self.capacity or (
+                self.max_bytes is not None and self.nbytes > self.max_bytes and len(self._d) > 1
+            ):
+                _, (_, b) = self._d.popitem(last=False)
+                self.nbytes -= b
+
+    def pop(self, key) -> None:
+        with self._lock:
+            e = self._d.pop(key, None)
+            if e is not None:
+                self.nbytes -= e[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _feature_layout(head: bytes) -> tuple:
+    """Parsed header of a feature row: (name, dtype, shape, count) per array. Rows share a
+    handful of headers (they differ only in the number of cylinders), so parsing each
+    once keeps decoding a shortlist's rows off the search's critical path."""
+    out = []
+    off = 4 + len(head)
+    for name, dtype, shape in json.loads(head):
+        shape = tuple(int(d) for d in shape)
+        dt = np.dtype(dtype)
+        count = math.prod(shape) if shape else 1
+        out.append((name, dt, shape, count, off))
+        off += count * dt.itemsize
+    return tuple(out)
+
+
+class FeatureStore:
+    """Derived rescoring rows of enrolled templates, in ``<store>.features`` (SQLite, WAL).
+
+    Content-addressed: the key is the SHA-256 of the template bytes, the value
+    the serialised ``scoring.pack([template])`` rows, so a row can never be
+    stale for its key; the file is dropped and refilled lazily when the
+    matcher version changes. Rows are written after the enrolment commits; a
+    row missing after a crash is recomputed on first use. Deleting a subject
+    deletes its rows (``secure_delete``). Saves re-encoding each shortlisted
+    finger at every search (about 1 ms each).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._ready = False
+        self.crypt = None  # (seal, open) of an encrypted store's keyring: rows are sealed at rest
+
+    def _con(self):
+        con = getattr(self._local, "con", None)
+        if con is None:
+            from ..scoring import MATCHER_VERSION
+
+            if not self.path.exists():
+                try:
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+                except OSError as exc:
+                    raise GalleryError(f"{self.path}: cannot create the feature file ({exc.strerror or exc})") from None
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # derived data: a lost row is recomputed
+            con.execute("PRAGMA secure_delete=ON")
+            con.execute(f"PRAGMA mmap_size={STORE_MMAP_BYTES}")
+            with self._lock:
+                if not self._ready:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    con.execute("CREATE TABLE IF NOT EXISTS rows(sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)")
+                    row = con.execute("SELECT value FROM meta WHERE key = 'matcher_version'").fetchone()
+                    if row is None or row[0] != MATCHER_VERSION:
+                        con.execute("DELETE FROM rows")
+                        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('matcher_version', ?)", (MATCHER_VERSION,))
+                    con.execute("COMMIT")
+                    self._ready = True
+            self._local.con = con
+        return con
+
+    @staticmethod
+    def _dump(packed) -> bytes:
+        import dataclasses
+
+        parts = []
+        head = []
+        for f in dataclasses.fields(packed):
+            a = np.ascontiguousarray(getattr(packed, f.name))
+            head.append([f.name, a.dtype.str, list(a.shape)])
+            parts.append(a.tobytes())
+        h = json.dumps(head).encode()
+        return len(h).to_bytes(4, "little") + h + b"".join(parts)
+
+    @staticmethod
+    def _load(data: bytes):
+        from ..scoring import PackedTemplates
+
+        return PackedTemplates(**{
+            name: np.frombuffer(data, dtype=dt, count=count, offset=off).reshape(shape)
+            for name, dt, shape, count, off in FeatureStore._layout_of(data)
+        })
+
+    @staticmethod
+    def _layout_of(data: bytes) -> tuple:
+        """The layout of a serialised row, checked against its length (ValueError when malformed)."""
+        n = int.from_bytes(data[:4], "little")
+        layout = _feature_layout(bytes(data[4 : 4 + n]))
+        name, dt, _, count, off = layout[-1]
+        if off + count * dt.itemsize != len(data):
+            raise ValueError("feature row: length does not match its header")
+        return layout
+
+    @classmethod
+    def join(cls, rows: list):
+        """Serialised rows of several fingers (:meth:`_dump` each) as one batch for rescoring.
+
+        One copy per field for the whole batch: building a PackedTemplates per
+        row and concatenating them cost ~25 us a row, a third of the rows' cost.
+        """
+        from ..scoring import PackedTemplates, pack
+
+        if not rows:
+            return pack([])
+        layouts = [cls._layout_of(d) for d in rows]
+        counts = np.array([lay[0][2][0] for lay in layouts], dtype=np.int64)  # the first field's rows
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        arrays = {"offsets": offsets}
+        for j, (name, dt, shape, _, _) in enumerate(layouts[0]):
+            if name == "offsets":
+                continue
+            if any(lay[j][0] != name or lay[j][1] != dt or lay[j][2][1:] != shape[1:] for lay in layouts):
+                raise GalleryError("feature rows of different layouts in one batch")
+            buf = bytearray().join(d[lay[j][4] : lay[j][4] + lay[j][3] * dt.itemsize] for d, lay in zip(rows, layouts))
+            arrays[name] = np.frombuffer(buf, dtype=dt).reshape((-1, *shape[1:]))  # writable: a bytearray
+        return PackedTemplates(**arrays)
+
+    def get(self, shas: list, raw: bool = False) -> dict:
+        """{sha: PackedTemplates} of the rows held (serialised bytes with ``raw``); unreadable rows left out."""
+        if not shas:
+            return {}
+        out = {}
+        con = self._con()
+        for i in range(0, len(shas), 500):
+            part = shas[i : i + 500]
+            q = ",".join("?" * len(part))
+            for sha, data in con.execute(f"SELECT sha256, data FROM rows WHERE sha256 IN ({q})", part):
+                try:
+                    if self.crypt is not None:
+                        data = self.crypt[1](data, AAD_FEATURES, f"{self.path} row {sha[:12]}")
+                    if raw:
+                        self._layout_of(data)
+                        out[sha] = bytes(data)
+                    else:
+                        out[sha] = self._load(data)
+                except (ValueError, TypeError, KeyError, GalleryError):
+                    pass  # unreadable row (corrupt, plaintext or an old key's): recomputed by the caller
+        return out
+
+    def put(self, items) -> None:
+        self.put_raw([(sha, self._dump(p)) for sha, p in items])
+
+    def put_raw(self, items) -> None:
+        """Write serialised rows (:meth:`_dump`, as :meth:`get` with ``raw`` returns them)."""
+        items = list(items)
+        if self.crypt is not None:
+            items = [(sha, self.crypt[0](data, AAD_FEATURES)) for sha, data in items]
+        if not items:
+            return
+        con = self._con()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT OR REPLACE INTO rows(sha256, data) VALUES (?, ?)", items)
+            con.execute("COMMIT")
+        except sqlite3.OperationalError:  # derived data: a row not written is recomputed later
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass
+
+    def delete(self, shas) -> None:
+        shas = list(shas)
+        if not shas:
+            return
+        self._delete_where("sha256 = ?", [(s,) for s in shas])
+
+    def wipe(self) -> None:
+        """Delete every row; rows are recomputed on use."""
+        self._delete_where("1", [()])
+
+    def _delete_where(self, condition: str, params: list) -> None:
+        """Delete rows (zeroed: secure_delete) and truncate the WAL so that no copy of them stays behind."""
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany(f"DELETE FROM rows WHERE {condition}", params)
+        con.execute("COMMIT")
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass
+
+    def shas(self) -> set:
+        """Keys of every row (for :meth:`Gallery.check`)."""
+        return {r[0] for r in self._con().execute("SELECT sha256 FROM rows")}
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+
+class FeaturesMixin:
+    """Rescoring rows of enrolled fingers: feature file, caches, minutia pairs (part of :class:`Gallery`)."""
+
+    def _drop_features(self, shas) -> None:
+        """Delete derived rows of templates no finger of the store holds any more."""
+        with self._feat_lock:
+            held = self._held_shas(shas)
+            self._featstore.delete([s for s in set(shas) if s not in held])
+
+    def _put_features(self, items, raw: bool = False) -> None:
+        """Write derived rows (sha, packed; serialised rows with ``raw``) of templates still
+        enrolled (outside any transaction).
+
+        Under the same lock as :meth:`_drop_features`, so that a search that
+        read a template just before its deletion cannot write its row back after it.
+        """
+        with self._feat_lock:
+            held = self._held_shas([sha for sha, _ in items])
+            (self._featstore.put_raw if raw else self._featstore.put)([(sha, e) for sha, e in items if sha in held])
+
+    def _held_shas(self, shas) -> set:
+        con = self._con()
+        shas = sorted(set(shas))
+        held = set()
+        for i in range(0, len(shas), 500):
+            part = shas[i : i + 500]
+            q = ",".join("?" * len(part))
+            held.update(r[0] for r in con.execute(f"SELECT sha256 FROM fingers WHERE sha256 IN ({q})", part))
+        return held
+
+    def _forget(self, finger_ids) -> None:
+        for fid in finger_ids:
+            self._features.pop(fid)
+            self._packs.pop(fid)
+
+    def _packed_for(self, con, finger_ids: list):
+        """Rescoring rows of enrolled fingers as one :class:`biomatch.scoring.PackedTemplates`.
+
+        Each finger's rows (``scoring.pack`` of that one template, serialised as
+        in the feature file) are kept in an LRU cache bounded by
+        :data:`FEATURE_CACHE_FINGERS` and :data:`FEATURE_CACHE_BYTES`; misses
+        come from the feature file, or are decoded from the store and encoded.
+        Packing per search would cost more than the rescoring itself.
+        """
+        from ..scoring import pack
+
+        singles = {}
+        missing = []
+        for fid in finger_ids:
+            e = self._packs.get(fid)
+            if e is None:
+                missing.append(fid)
+            else:
+                singles[fid] = e
+        computed = []
+        for i in range(0, len(missing), 500):
+            part = missing[i : i + 500]
+            q = ",".join("?" * len(part))
+            rows = con.execute(f"SELECT id, sha256 FROM fingers WHERE id IN ({q})", part).fetchall()
+            stored = self._featstore.get([sha for _, sha in rows], raw=True)
+            need = []
+            for fid, sha in rows:
+                data = stored.get(sha)
+                if data is None:
+                    need.append(fid)
+                else:
+                    self._packs.put(fid, data, len(data) + 256)
+                    singles[fid] = data
+            if need:  # not in the feature file (written after a crash, other version): compute and keep
+                q = ",".join("?" * len(need))
+                for fid, sha, blob in con.execute(f"SELECT id, sha256, template FROM fingers WHERE id IN ({q})", need):
+                    t = self._features.get(fid) or self._template(blob, fid)
+                    e = pack([t])
+                    data = FeatureStore._dump(e)
+                    self._packs.put(fid, data, len(data) + 256)
+                    singles[fid] = data
+                    computed.append((sha, e))
+        if computed:  # written after the search's read snapshot ends (see _put_features)
+            self._local.pending_features = getattr(self._local, "pending_features", []) + computed
+        return FeatureStore.join([singles[fid] for fid in finger_ids])
+
+    def _pairs(self, probe: Template, finger_id: int) -> tuple:
+        from ..scoring import pairs_packed, verify
+
+        row = self._packs.get(finger_id)  # the rescoring rows just used: no template decode and encode
+        if row is not None:
+            return tuple((int(a), int(b)) for a, b in pairs_packed(probe, FeatureStore._load(row), 0)[1])
+        t = self._features.get(finger_id)
+        if t is None:
+            row = self._con().execute("SELECT template FROM fingers WHERE id = ?", (finger_id,)).fetchone()
+            if row is None:
+                return ()
+            t = self._template(row[0], finger_id)
+        m = verify(probe, t)
+        return tuple((int(a), int(b)) for a, b in m.pairs)

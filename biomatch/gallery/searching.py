@@ -1,0 +1,300 @@
+"""Search orchestration of one store: neighbours, shortlist, rescoring, ranking, audit."""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from .. import audit as _audit
+from ..errors import CalibrationError, GalleryError
+from ..search.ranking import fisher_fmr
+from ..search.results import Candidate, FingerScore, json_float
+from ..search.shortlist import Neighbours, merge_neighbours, shortlist_subjects
+from .checks import (
+    check_context,
+    check_fingers,
+    check_gallery_name,
+    check_operator,
+    check_transaction_id,
+    template_hash,
+    threshold_value,
+)
+#: Galleries up to this many fingers are rescored exhaustively (no shortlist).
+EXHAUSTIVE_MAX_FINGERS = 200
+#: Largest candidate list a search may ask for.
+MAX_CANDIDATES = 1000
+#: Seconds between two returns of the heap's free pages to the OS after searches
+#: (:func:`biomatch.index.release_memory`; a few ms each).
+RELEASE_INTERVAL_S = 2.0
+
+
+class SearchMixin:
+    """1:N search of a store (part of :class:`Gallery`)."""
+
+    # -- search -------------------------------------------------------------------------------
+    def search(
+        self,
+        probe_fingers: Mapping,
+        *,
+        galleries: Iterable[str] | None = None,
+        max_candidates: int = 10,
+        threshold=None,
+        operator: str | None = None,
+        transaction_id: str | None = None,
+        context: dict | None = None,
+    ) -> list[Candidate]:
+        """Search probe fingers against one or more galleries.
+
+        Parameters
+        ----------
+        probe_fingers : dict of int -> Template, template bytes/path, image path or array
+            Keyed by FGP position (0 when unknown).
+        galleries : list of str, optional
+            Default: every gallery of the store.
+        max_candidates : int
+            Candidate list length L (1..1000).
+        threshold : float or Threshold, optional
+            Raw single-finger score; default the configured threshold (:meth:`set_threshold`).
+            With a threshold only hits are returned (see the module docstring for multi-finger probes).
+        operator, transaction_id : str, optional
+            Recorded in the audit.
+        context : dict, optional
+            JSON-ready facts for the audit record (e.g. the transaction's ORI).
+
+        Returns
+        -------
+        list of Candidate
+            Best first.
+        """
+        probes = {p: t for p, (t, _) in check_fingers(probe_fingers, "probe_fingers").items()}
+        operator = check_operator(operator)
+        transaction_id = check_transaction_id(transaction_id)
+        ctx = check_context(context)
+        if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or not 1 <= max_candidates <= MAX_CANDIDATES:
+            raise GalleryError(f"max_candidates: expected an integer 1..{MAX_CANDIDATES}, got {max_candidates!r}")
+        con = self._con()
+        if galleries is None:
+            names = self.galleries()
+        else:
+            if isinstance(galleries, str):
+                galleries = [galleries]
+            names = list(dict.fromkeys(check_gallery_name(g, "galleries") for g in galleries))
+            if not names:
+                raise GalleryError("galleries: empty list")
+            for g in names:
+                self._require_gallery(con, g)
+        if threshold is None and names:
+            configured = {self.threshold(g) for g in names}
+            threshold = min(v for v in configured if v is not None) if configured - {None} else None
+        thr = None if threshold is None else threshold_value(threshold)
+        cal_entry = self._calibration_entry()
+        cal = cal_entry[1]
+        if thr is not None and cal is None:
+            raise CalibrationError("threshold: no calibration in the store and no default calibration installed")
+
+        from ..calibration import fpir_from_fmr
+
+        raw: list = []
+        n_subjects = 0
+        for g in names:
+            gid, generation = self._require_gallery(con, g)
+            n_subjects += self._n_subjects(con, gid, generation)
+            raw += self._search_gallery(con, g, gid, probes)
+
+        def fmr_of(scores):
+            if cal is None:
+                return np.full(len(scores), np.nan)
+            return np.asarray(cal.fmr(np.asarray(scores, dtype=np.float64)), dtype=np.float64).ravel()
+
+        # one calibration call for every per-finger score of the search (not one per subject)
+        all_fmrs = fmr_of([s for _, _, per in raw for _, _, s, _ in per])
+        rows = []
+        start = 0
+        for gname, subject, per in raw:  # per: list of (probe_pos, pos, score, fid)
+            fmrs = all_fmrs[start : start + len(per)]
+            start += len(per)
+            fused = fisher_fmr(fmrs)
+            rows.append((fused, -sum(s for _, _, s, _ in per), gname, subject, per, fmrs))
+        rows.sort(key=lambda r: (r[0] if not math.isnan(r[0]) else 2.0, r[1], r[2], r[3]))
+        thr_fmr = float(fmr_of([thr])[0]) if thr is not None else None
+        if thr_fmr is not None:
+            rows = [r for r in rows if r[0] <= thr_fmr]
+        rows = rows[:max_candidates]
+        candidates = []
+        for rank, (fused, neg, gname, subject, per, fmrs) in enumerate(rows, start=1):
+            fingers = tuple(
+                FingerScore(pp, pos, float(s), float(f), self._pairs(probes[pp], fid))
+                for (pp, pos, s, fid), f in zip(per, fmrs)
+            )
+            fpir = float(fpir_from_fmr(fused, max(n_subjects, 1))) if not math.isnan(fused) else float("nan")
+            candidates.append(Candidate(rank, subject, gname, float(-neg), float(fused), fpir, fingers))
+        decision = "candidates" if thr is None else ("hit" if candidates else "no-hit")
+        with self._write() as wcon:
+            _audit.append(
+                wcon,
+                "search",
+                operator,
+                {
+                    "transaction_id": transaction_id,
+                    "probe": {str(p): template_hash(t) for p, t in sorted(probes.items())},
+                    "galleries": names,
+                    "gallery_subjects": n_subjects,
+                    "max_candidates": int(max_candidates),
+                    "threshold": thr,
+                    "decision": decision,
+                    "context": ctx,
+                    "software": _audit.software(),
+                    "calibration": self._calibration_label(cal_entry),
+                    "candidates": [
+                        {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6),
+                         "fmr": json_float(c.fmr)}
+                        for c in candidates
+                    ],
+                },
+            )
+        self._release_memory()
+        return candidates
+
+    def _release_memory(self) -> None:
+        """Return the heap's free pages after a search's transient arrays, at most every RELEASE_INTERVAL_S."""
+        now = time.monotonic()
+        if now - self._released >= RELEASE_INTERVAL_S:
+            self._released = now
+            from ..index import release_memory
+
+            release_memory()
+
+    def _search_gallery(self, con, gallery: str, gid: int, probes: dict) -> list:
+        """Rescored subjects of one gallery: list of (gallery, subject, [(probe_pos, pos, score, finger_id)]).
+
+        The three steps a sharded gallery runs apart (:mod:`biomatch.distributed`):
+        :meth:`_neighbours` (FAISS k-NN of the probe cylinders), :func:`shortlist_subjects`
+        (votes -> subjects), :meth:`_rescore`.
+        """
+        n_fingers = self._n_fingers(con, gid)
+        if n_fingers == 0:
+            return []
+        idx = self.index(gallery) if n_fingers > EXHAUSTIVE_MAX_FINGERS else None
+        # one read snapshot from the shortlist's owners to the rescoring rows: a finger deleted
+        # meanwhile by another thread is either wholly in this search or wholly out of it
+        with self._snapshot(con):
+            subjects = None  # exhaustive: every subject
+            if idx is not None:
+                subjects = shortlist_subjects(self._neighbours(con, probes, idx), len(probes))
+                if not subjects:
+                    return []
+            return self._rescore(con, gallery, gid, probes, subjects)
+
+    @staticmethod
+    def _n_fingers(con, gid: int) -> int:
+        """Fingers of a gallery, counted up to EXHAUSTIVE_MAX_FINGERS + 1 (all a search needs to
+        choose between exhaustive rescoring and the index; a full count costs O(N) per search)."""
+        return con.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
+            "WHERE gallery_id = ? LIMIT ?)", (gid, EXHAUSTIVE_MAX_FINGERS + 1)
+        ).fetchone()[0]
+
+    def _search_neighbours(self, con, gallery: str, gid: int, probes: dict, nprobe=None) -> tuple[int, dict, dict]:
+        """(fingers of the gallery, {probe position: Neighbours}, {position: codes}) - step 1 of a
+        search, for a shard; ``nprobe`` ({position: IVF lists}, decided for the whole sharded
+        gallery) as :meth:`biomatch.index.GalleryIndex.neighbours` takes it."""
+        n_fingers = self._n_fingers(con, gid)
+        if n_fingers == 0:
+            return 0, {}, {}
+        idx = self.index(gallery)
+        with self._snapshot(con):
+            return n_fingers, self._neighbours(con, probes, idx, nprobe), idx.sizes()
+
+    def _search_rescore(self, con, gallery: str, gid: int, probes: dict, subjects) -> list:
+        """Step 3 of a search, for a shard: :meth:`_rescore` in one read snapshot."""
+        with self._snapshot(con):
+            return self._rescore(con, gallery, gid, probes, subjects)
+
+    def _neighbours(self, con, probes: dict, idx, nprobe=None) -> dict:
+        """Per probe finger, the FAISS k-NN of its cylinders keyed by subject (see :class:`Neighbours`)."""
+        from ..descriptors import encode
+        from ..index import ANGLE_ID_BITS, K_NEIGHBOURS, probe_codes
+
+        out = {}
+        for pos, t in probes.items():
+            codes = probe_codes(encode(t))
+            raw = idx.neighbours(codes.codes, pos, K_NEIGHBOURS, nprobe)
+            fid = raw.labels >> ANGLE_ID_BITS
+            ufid, inv = np.unique(fid, return_inverse=True)
+            owner = self._finger_subjects(con, ufid.tolist())
+            names = np.array(sorted(set(owner.values())), dtype=object)
+            held = np.array([f in owner for f in ufid.tolist()], dtype=bool)
+            subj = np.searchsorted(names, np.array([owner.get(f, "") for f in ufid.tolist()], dtype=object))
+            keep = held[inv]  # a finger deleted after the index saw it votes for nobody
+            nb = Neighbours(
+                np.asarray(codes.angle_bins, np.int64), raw.rows[keep], raw.partition[keep], raw.dist[keep],
+                (raw.labels & ((1 << ANGLE_ID_BITS) - 1))[keep], subj[inv][keep].astype(np.int64), names,
+            )
+            out[pos] = merge_neighbours([nb])
+        return out
+
+    def _finger_subjects(self, con, finger_ids: list) -> dict:
+        """finger id -> subject id (name) of the fingers still in the store."""
+        out = {}
+        for i in range(0, len(finger_ids), 500):
+            part = finger_ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            out.update(con.execute(
+                f"SELECT fingers.id, subjects.subject FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
+                f"WHERE fingers.id IN ({q})", part,
+            ).fetchall())
+        return out
+
+    def _rescore(self, con, gallery: str, gid: int, probes: dict, subjects) -> list:
+        """Rescore ``subjects`` (ids of this gallery; None: all) against the probe fingers.
+
+        Returns list of (gallery, subject, [(probe_pos, pos, score, finger_id)]); subjects
+        no longer enrolled are left out.
+        """
+        from ..descriptors import encode
+
+        names: dict[int, str] = {}
+        if subjects is None:
+            names.update(con.execute("SELECT id, subject FROM subjects WHERE gallery_id = ?", (gid,)).fetchall())
+        else:
+            subjects = list(subjects)
+            for i in range(0, len(subjects), 500):
+                part = subjects[i : i + 500]
+                q = ",".join("?" * len(part))
+                names.update(con.execute(
+                    f"SELECT id, subject FROM subjects WHERE gallery_id = ? AND subject IN ({q})", [gid, *part]
+                ).fetchall())
+        subject_ids = sorted(names, key=names.get)
+        if not subject_ids:
+            return []
+        # fingers of the shortlisted subjects
+        fingers_of: dict[int, list] = collections.defaultdict(list)
+        for i in range(0, len(subject_ids), 500):
+            part = subject_ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            for fid, sid, pos in con.execute(f"SELECT id, subject_id, position FROM fingers WHERE subject_id IN ({q})", part):
+                fingers_of[sid].append((fid, pos))
+        # per probe finger: the compatible enrolled fingers to rescore
+        from ..scoring import score_packed
+
+        results = {sid: [] for sid in subject_ids}
+        for ppos, t in probes.items():
+            targets = []
+            for sid in results:
+                for fid, pos in sorted(fingers_of.get(sid, ()), key=lambda f: f[1]):
+                    if ppos == 0 or pos == 0 or pos == ppos:
+                        targets.append((sid, fid, pos))
+            if not targets:
+                continue
+            scores = score_packed(encode(t), self._packed_for(con, [fid for _, fid, _ in targets]))
+            best: dict[int, tuple] = {}
+            for (sid, fid, pos), s in zip(targets, scores):
+                if sid not in best or s > best[sid][2]:
+                    best[sid] = (ppos, pos, float(s), fid)
+            for sid, b in best.items():
+                results[sid].append(b)
+        return [(gallery, names[sid], per) for sid, per in results.items() if per]

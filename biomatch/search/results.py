@@ -1,0 +1,83 @@
+"""Search results: per-finger scores and candidates (frozen, JSON-ready)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def json_float(v: float):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+@dataclass(frozen=True)
+class FingerScore:
+    """One probe finger compared with one enrolled finger of a candidate.
+
+    Attributes
+    ----------
+    probe_position, position : int
+        FGP codes of the probe finger and of the enrolled finger it matched.
+    score : float
+        Raw similarity in [0, 1] (:mod:`biomatch.scoring`).
+    fmr : float
+        Estimated false match rate of ``score`` (NaN without calibration).
+    pairs : tuple of (int, int)
+        Paired minutiae: (index in the probe's minutiae, index in the enrolled template's).
+    """
+
+    probe_position: int
+    position: int
+    score: float
+    fmr: float
+    pairs: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "probe_position": self.probe_position,
+            "position": self.position,
+            "score": round(self.score, 6),
+            "fmr": json_float(self.fmr),
+            "n_pairs": len(self.pairs),
+            "pairs": [list(p) for p in self.pairs],
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One entry of a candidate list.
+
+    Attributes
+    ----------
+    rank : int
+        1-based.
+    subject, gallery : str
+    score : float
+        Fused raw score: sum of the per-finger raw scores.
+    fmr : float
+        Estimated false match rate of the fused evidence (Fisher combination
+        of the per-finger FMRs; see the module docstring). NaN without calibration.
+    fpir : float
+        Estimated false positive identification rate at this FMR for the
+        number of subjects searched.
+    fingers : tuple of FingerScore
+    """
+
+    rank: int
+    subject: str
+    gallery: str
+    score: float
+    fmr: float
+    fpir: float
+    fingers: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "subject": self.subject,
+            "gallery": self.gallery,
+            "score": round(self.score, 6),
+            "fmr": json_float(self.fmr),
+            "fpir": json_float(self.fpir),
+            "fingers": [f.to_dict() for f in self.fingers],
+        }
