@@ -433,6 +433,68 @@ def test_malformed_extended_data():
         quiet(read_record, two)
 
 
+# ----------------------------------------------------------------------------
+# records as real systems write them
+# ----------------------------------------------------------------------------
+def _ansi2004_one_view(version: bytes = b" 20\x00", ext: bytes = b"\x00\x00", minutiae=((10, 20, 45, 1, 60), (50, 80, 90, 2, 40))) -> bytes:
+    """A hand-made ANSI INCITS 378-2004 record: 26-byte header (2-byte length), one view."""
+    body = struct.pack(">BBBB", 2, 0, 70, len(minutiae))
+    for x, y, a, kind, q in minutiae:
+        body += struct.pack(">HHBB", (kind << 14) | x, y, a, q)
+    body += ext
+    total = 26 + len(body)
+    header = struct.pack(">HHHHHHHHBB", total, 0x0033, 0x0001, 0, 200, 240, 197, 197, 1, 0)
+    return b"FMR\x00" + version + header + body
+
+
+def test_ansi2004_version_020_reads_as_20():
+    """SDKs write ANSI INCITS 378-2004 with the version bytes '020\\0' as well as ' 20\\0': both read the same."""
+    std, sdk = _ansi2004_one_view(), _ansi2004_one_view(version=b"020\x00")
+    assert detect_format(sdk) == "fmr20"
+    rec_std, rec_sdk = read_record(std), read_record(sdk)
+    assert rec_sdk.format == rec_std.format == "ansi2004"
+    a, b = bm.load_template(std), bm.load_template(sdk)
+    np.testing.assert_array_equal(a.minutiae, b.minutiae)
+    assert (len(b), b.position, b.width, b.height, b.minutiae["x"].tolist()) == (2, 2, 200, 240, [10, 50])
+
+
+@pytest.mark.parametrize("padding", [1, 3, 64])
+@pytest.mark.parametrize("make", ["iso", "ansi"])
+def test_zero_padding_after_the_record_is_read_with_a_warning(make, padding):
+    data = _iso_one_view() if make == "iso" else _ansi2004_one_view()
+    padded = data + bytes(padding)
+    with pytest.warns(FormatWarning, match=f"{padding} zero bytes of padding after the record's {len(data)} bytes"):
+        t = bm.load_template(padded)
+    np.testing.assert_array_equal(t.minutiae, quiet(bm.load_template, data).minutiae)
+    # the header counting the padding too is the same record
+    counted = bytearray(padded)
+    if make == "iso":
+        counted[8:12] = struct.pack(">I", len(padded))
+    else:
+        counted[8:10] = struct.pack(">H", len(padded))
+    with pytest.warns(FormatWarning, match="zero bytes of padding"):
+        assert len(bm.load_template(bytes(counted))) == len(t)
+
+
+def test_extended_data_blocks_are_read():
+    """Extended data (ridge counts, core/delta, vendor areas) in both 2004/2005 layouts: kept, minutiae unchanged."""
+    ridge_counts = struct.pack(">HH", 0x0001, 4 + 7) + bytes([1, 1, 0, 1, 5, 0, 1])
+    vendor = struct.pack(">HH", 0x0102, 4 + 3) + b"abc"
+    block = ridge_counts + vendor
+    ext = struct.pack(">H", len(block)) + block  # the block length counts the areas, not itself
+    for data in (_iso_one_view(ext=ext), _ansi2004_one_view(ext=ext), _ansi2004_one_view(version=b"020\x00", ext=ext)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a well-formed block reads without a warning
+            rec = read_record(data)
+        (view,) = rec.views
+        assert [t for t, _ in view.extended] == [0x0001, 0x0102]
+        assert dict(view.extended)[0x0102] == b"abc"
+        assert len(bm.load_template(data)) >= 1
+    # extended data then zero padding: both handled
+    with pytest.warns(FormatWarning, match="padding"):
+        assert [t for t, _ in read_record(_ansi2004_one_view(ext=ext) + bytes(8)).views[0].extended] == [1, 0x0102]
+
+
 def test_handmade_iso_record_is_valid():
     t = bm.load_template(_iso_one_view())
     assert (len(t), t.position, t.quality, t.minutiae["x"][0], t.minutiae["y"][0]) == (1, 1, 60, 10, 20)
@@ -446,7 +508,8 @@ def test_handmade_iso_record_is_valid():
         (b"1.001:20\x1d1.002:0400\x1c", "read it with read_transaction"),
         (b"FMR\x00 99\x00" + bytes(20), "field 'version'"),
         (_iso_one_view()[:-3], "truncated|fields end"),
-        (_iso_one_view() + b"\x00", "fields end after"),
+        (_iso_one_view() + b"\x01", "fields end after"),
+        (_iso_one_view() + b"\x00\x00\x07", "fields end after"),  # not padding: a non-zero byte
         (_iso_one_view(count=200), "truncated"),
         (_iso_one_view(b"\x40\xc8\x00\x14\x20\x32"), "minutia 0: field 'x/y': \\(200, 20\\) lies outside the 100x120 image"),
         (_iso_one_view(b"\xc0\x0a\x00\x14\x20\x32"), "field 'type': code 3 is reserved"),

@@ -79,6 +79,8 @@ CM_PER_INCH = 2.54
 DEFAULT_PPI = 500.0
 _MAGIC = b"FMR\x00"
 _V20 = b" 20\x00"
+#: " 20" as some SDKs write it in ANSI INCITS 378-2004 records: read as the same version.
+_V20_ZERO = b"020\x00"
 _V30 = b"030\x00"
 _V35 = b"035\x00"  # INCITS 378-2009/AM1-2010: the 2009 layout under its own version number
 _MAX_14BIT = 0x3FFF
@@ -187,7 +189,7 @@ def detect_format(data: bytes) -> str | None:
         return "biomatch"
     if head.startswith(_MAGIC):
         version = head[4:8]
-        if version == _V20:
+        if version in (_V20, _V20_ZERO):
             return "fmr20"
         if version == _V30:
             return "fmr30"
@@ -282,6 +284,8 @@ def _read_extended(r: ByteReader, where: str, tail_end: int | None = None) -> tu
         areas = _parse_extended(r, where)
         if tail_end is None or r.pos == tail_end:
             return areas, None
+        if tail_end == len(r.data) and r.pos < tail_end and not any(r.data[r.pos:tail_end]):
+            return areas, None  # zero padding after the record, counted in its length: the record reader warns
         problem = f"extended data block ends at byte {r.pos}, but the {'record' if tail_end == len(r.data) else 'representation'} ends at {tail_end}"
     except FormatError as exc:
         if tail_end is None or tail_end - start < 2:
@@ -513,6 +517,12 @@ def _try(fmt: str, data: bytes, name: str):
         except FormatError as exc:
             return None, str(exc), []
     label = f"{name}: {FORMATS[fmt]} record"
+    if consumed < len(data) and declared in (consumed, len(data)) and not any(data[consumed:]):
+        # zero padding after the record (common in records that real systems write): read, with a warning
+        caught.append(warnings.WarningMessage(
+            f"{label}: {len(data) - consumed} zero bytes of padding after the record's {consumed} bytes; ignored",
+            FormatWarning, __file__, 0))
+        return record, None, caught
     if consumed != len(data):
         return None, f"{label}: field 'record length': the record's fields end after {consumed} bytes but the input holds {len(data)}", []
     if declared != len(data):
@@ -558,7 +568,8 @@ def _read_record_bytes(data: bytes, name: str, format: str | None = None) -> Min
             candidates = ["ansi2009"]
         elif kind == "fmr?":
             raise FormatError(f"{name}: field 'version': {bytes(data[4:8])!r} is not a known finger minutiae record "
-                              "version (' 20' for ISO 2005/ANSI 2004, '030' for ISO 2011/ANSI 2009, '035' for ANSI 2009/AM1)")
+                              "version (' 20' or '020' for ISO 2005/ANSI 2004, '030' for ISO 2011/ANSI 2009, "
+                              "'035' for ANSI 2009/AM1)")
         elif kind == "an2k":
             raise FormatError(f"{name}: is an ANSI/NIST-ITL transaction, not a minutiae record; read it with read_transaction")
         else:
