@@ -9,11 +9,19 @@ every original (image or transaction bytes) is written as a sealed blob::
 The key id is the first 8 bytes of ``SHA-256("biomatch key id" | key)``: it
 names the key without revealing it, so that a store can hold rows under an
 old and a new key while :meth:`biomatch.Gallery.rotate_key` re-encrypts it.
-The associated data names what the blob is (the column, or the gallery of an
-index file), so a ciphertext cannot be passed off as another kind of data.
+The associated data names what the blob is and, for a store row, where it
+belongs (:func:`row_aad`: the kind of data, gallery, subject and finger
+position), so a ciphertext moved to another subject's row, another position or
+another kind of data fails to decrypt. Blobs written before rows were bound
+(magic :data:`LEGACY_MAGIC`) are still read, with the associated data of their
+day (the column only); :meth:`biomatch.Gallery.rotate_key` re-seals them bound
+and :meth:`biomatch.Gallery.check` counts them.
 The derived files hold biometric-derived data too and are sealed with the
 same key: the rescoring rows in ``<store>.features`` and each gallery's FAISS
 index file (bit-packed MCC cylinder codes), decrypted into memory on load.
+
+The key also authenticates exported audit heads (:meth:`KeyRing.mac`: an
+HMAC-SHA-256 under a key derived from the store key, never the key itself).
 
 Keys are 16, 24 or 32 raw bytes (AES-128/192/256), or the same base64
 encoded. A list of keys means: the first is the one this handle expects to
@@ -29,17 +37,23 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import json
 import os
 from typing import Iterable
 
 from .errors import GalleryError
 
-__all__ = ["ENV_KEY", "MAGIC", "KeyRing", "key_id", "is_sealed", "sealed_key_id", "generate_key"]
+__all__ = ["ENV_KEY", "MAGIC", "LEGACY_MAGIC", "KeyRing", "key_id", "is_sealed", "is_legacy", "sealed_key_id",
+           "generate_key", "row_aad"]
 
 #: Environment variable holding the store key(s), base64, comma-separated.
 ENV_KEY = "BIOMATCH_STORE_KEY"
-#: First bytes of every sealed blob.
-MAGIC = b"BME\x01"
+#: First bytes of every sealed blob written now (associated data as :func:`row_aad` makes it for rows).
+MAGIC = b"BME\x02"
+#: First bytes of blobs sealed before rows were bound (associated data named the column only).
+LEGACY_MAGIC = b"BME\x01"
+_MAGICS = (MAGIC, LEGACY_MAGIC)
 KEY_ID_BYTES = 8
 NONCE_BYTES = 12
 HEADER_BYTES = len(MAGIC) + KEY_ID_BYTES + NONCE_BYTES
@@ -58,7 +72,31 @@ def key_id(key: bytes) -> str:
 
 def is_sealed(blob) -> bool:
     """Whether ``blob`` is a sealed (encrypted) biomatch blob."""
-    return isinstance(blob, (bytes, bytearray, memoryview)) and bytes(blob[: len(MAGIC)]) == MAGIC and len(blob) > HEADER_BYTES
+    return isinstance(blob, (bytes, bytearray, memoryview)) and bytes(blob[: len(MAGIC)]) in _MAGICS and len(blob) > HEADER_BYTES
+
+
+def is_legacy(blob) -> bool:
+    """Whether ``blob`` was sealed before store rows were bound to their place (:data:`LEGACY_MAGIC`)."""
+    return is_sealed(blob) and bytes(blob[: len(LEGACY_MAGIC)]) == LEGACY_MAGIC
+
+
+def row_aad(kind: str, **binding) -> bytes:
+    """Associated data that binds a sealed store row to its place.
+
+    Parameters
+    ----------
+    kind : str
+        What the blob is (``"template"``, ``"original"``).
+    **binding
+        Where it belongs, e.g. ``gallery``, ``subject``, ``position`` (JSON
+        values). The same values must be given to open it: a ciphertext copied
+        into another row fails to decrypt.
+    """
+    return f"biomatch:{kind}:".encode() + json.dumps(binding, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _mac_key(key: bytes) -> bytes:
+    return hashlib.sha256(b"biomatch audit head mac\x00" + key).digest()
 
 
 def sealed_key_id(blob) -> str | None:
@@ -102,8 +140,10 @@ class KeyRing:
     def __init__(self, keys: list[bytes]):
         aesgcm = _aesgcm()
         self._ciphers: dict[str, object] = {}
+        self._mac_keys: dict[str, bytes] = {}
         for k in keys:
             self._ciphers.setdefault(key_id(k), aesgcm(k))
+            self._mac_keys.setdefault(key_id(k), _mac_key(k))
         self.preferred = key_id(keys[0])
 
     @classmethod
@@ -139,6 +179,7 @@ class KeyRing:
         """A ring holding both rings' keys, ``other``'s preferred key preferred."""
         ring = object.__new__(KeyRing)
         ring._ciphers = {**self._ciphers, **other._ciphers}
+        ring._mac_keys = {**self._mac_keys, **other._mac_keys}
         ring.preferred = other.preferred
         return ring
 
@@ -146,6 +187,7 @@ class KeyRing:
         """A ring holding only the key ``kid``."""
         ring = object.__new__(KeyRing)
         ring._ciphers = {kid: self._ciphers[kid]}
+        ring._mac_keys = {kid: self._mac_keys[kid]}
         ring.preferred = kid
         return ring
 
@@ -156,8 +198,13 @@ class KeyRing:
         ct = self._ciphers[kid].encrypt(nonce, bytes(plaintext), aad)
         return MAGIC + bytes.fromhex(kid) + nonce + ct
 
-    def open(self, blob, aad: bytes, name: str) -> bytes:
-        """Decrypt a sealed blob; GalleryError naming ``name`` when the key is not held or the blob is corrupt."""
+    def open(self, blob, aad: bytes, name: str, *, legacy_aad: bytes | None = None) -> bytes:
+        """Decrypt a sealed blob; GalleryError naming ``name`` when the key is not held or the blob is corrupt.
+
+        A blob sealed before rows were bound (:data:`LEGACY_MAGIC`) is opened
+        with ``legacy_aad`` (default ``aad``: for blobs whose associated data
+        did not change).
+        """
         from cryptography.exceptions import InvalidTag
 
         blob = bytes(blob)
@@ -167,8 +214,22 @@ class KeyRing:
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise GalleryError(f"{name}: encrypted under key id {kid}, which this handle does not hold (held: {', '.join(self.ids)})")
+        if is_legacy(blob) and legacy_aad is not None:
+            aad = legacy_aad
         nonce = blob[len(MAGIC) + KEY_ID_BYTES : HEADER_BYTES]
         try:
             return cipher.decrypt(nonce, blob[HEADER_BYTES:], aad)
         except InvalidTag:
-            raise GalleryError(f"{name}: decryption failed (corrupt ciphertext or wrong key)") from None
+            raise GalleryError(
+                f"{name}: decryption failed (corrupt ciphertext, wrong key, or a ciphertext moved from another row)"
+            ) from None
+
+    def mac(self, message: bytes, kid: str | None = None) -> str:
+        """HMAC-SHA-256 hex of ``message`` under key ``kid``'s MAC key (derived from it; default the preferred key)."""
+        return hmac.new(self._mac_keys[kid or self.preferred], bytes(message), hashlib.sha256).hexdigest()
+
+    def check_mac(self, message: bytes, kid: str, mac: str) -> bool | None:
+        """Whether ``mac`` is key ``kid``'s HMAC of ``message``; None when this ring does not hold ``kid``."""
+        if kid not in self._mac_keys:
+            return None
+        return hmac.compare_digest(self.mac(message, kid), str(mac))

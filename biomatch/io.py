@@ -11,16 +11,20 @@ the original pixel frame.
 Bad input raises :class:`~biomatch.errors.ImageError` naming the source and
 the reason: unreadable or truncated files, resolutions outside 250-2000 ppi,
 images too small to hold a print, declared sizes so large they would exhaust
-memory (checked before decoding), blank or uniform images, WSQ data that
-crashes or hangs the decoder, and images whose 500 ppi working image exceeds
-:data:`MAX_WORKING_PIXELS` (checked before resampling; it bounds the time and
-memory extraction spends on one image).
+memory, blank or uniform images, WSQ data that crashes or hangs the decoder,
+and images whose 500 ppi working image exceeds :data:`MAX_WORKING_PIXELS` (it
+bounds the time and memory extraction spends on one image). Sizes are checked
+from the file's header (Pillow's, or the WSQ frame header), against the
+resolution the header states, before any pixel is decoded. Files are read with
+:func:`read_file_bounded`: regular files only (not FIFOs, devices or sockets),
+at most :data:`MAX_IMAGE_FILE_BYTES`.
 """
 
 from __future__ import annotations
 
 import io as _io
 import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -41,6 +45,9 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_WORKING_PIXELS",
     "working_size",
+    "read_file_bounded",
+    "encoded_size",
+    "MAX_IMAGE_FILE_BYTES",
 ]
 
 WORKING_PPI = 500.0
@@ -61,6 +68,12 @@ MAX_IMAGE_PIXELS = 80_000_000
 #: resampling: a 250 ppi image is enlarged 2x, so it may hold at most 1 Mpx,
 #: while a 2000 ppi one may hold 64 Mpx (under MAX_IMAGE_PIXELS).
 MAX_WORKING_PIXELS = 4_000_000
+#: Largest image file read (an uncompressed 16-bit 64 Mpx image, the most a
+#: 2000 ppi image may hold, is 128 MB); larger files are refused unread.
+MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024
+#: Image formats Pillow may decode: the finger-image formats of the ANSI/NIST-ITL
+#: and ISO standards. Others (EPS, PSD, ...) are refused unparsed.
+PIL_FORMATS = ("PNG", "TIFF", "BMP", "JPEG", "JPEG2000")
 #: Below this gray-level standard deviation an image is treated as blank.
 MIN_CONTRAST_STD = 4.0
 #: Seconds a WSQ decode may take in its child process (a 1000 ppi rolled print decodes in well under 1 s).
@@ -111,10 +124,62 @@ def _check_ppi(ppi, name: str, what: str) -> float:
     return value
 
 
-def _wsq_frame_size(data: bytes, name: str) -> tuple[int, int]:
-    """Read width and height from a WSQ Start-Of-Frame marker, before decoding."""
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_file_bounded(path, max_bytes: int, name: str, what: str, error=ImageError) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, read without blocking on anything else.
+
+    ``/dev/zero`` would be read until memory runs out and a FIFO would block
+    forever, so the file is opened non-blocking, its kind checked on the open
+    descriptor (no race with a rename), and at most ``max_bytes + 1`` bytes are
+    read (a regular file may still grow while it is read).
+
+    Raises
+    ------
+    error
+        (:class:`ImageError` unless told otherwise) naming ``name``: missing or
+        unreadable files, directories, FIFOs, devices, sockets and files over
+        ``max_bytes``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{name}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{name}: is a directory, not {what}") from None
+    except OSError as exc:
+        raise error(f"{name}: cannot read file ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((label for test, label in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+            raise error(f"{name}: is {kind}, not {what} (only regular files are read)")
+        if info.st_size > max_bytes:
+            raise error(f"{name}: {info.st_size} bytes, larger than the {max_bytes}-byte limit for {what}")
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise error(f"{name}: cannot read file ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise error(f"{name}: more than the {max_bytes}-byte limit for {what} (the file grew while read)")
+    return data
+
+
+def _wsq_header(data: bytes, name: str) -> tuple[int, int, float | None]:
+    """Width, height (Start-Of-Frame marker) and resolution (NISTCOM ``PPI``, None when absent), before decoding."""
     pos = 2
     n = len(data)
+    ppi = None
     while pos + 4 <= n:
         marker = data[pos : pos + 2]
         if marker[0] != 0xFF:
@@ -123,29 +188,45 @@ def _wsq_frame_size(data: bytes, name: str) -> tuple[int, int]:
             if pos + 10 > n:
                 break
             height, width = struct.unpack_from(">HH", data, pos + 6)
-            return width, height
+            return width, height, ppi
         if marker[1] in (0xA0, 0xA1):
             pos += 2
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
         if length < 2:
             break
+        if marker[1] == 0xA8:  # COM; the NISTCOM one holds "PPI <n>" (-1: unknown)
+            ppi = _nistcom_ppi(data[pos + 4 : pos + 2 + length]) or ppi
         pos += 2 + length
     raise ImageError(f"{name}: WSQ data holds no valid frame header (truncated or corrupt)")
 
 
-def _decode_wsq(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
-    width, height = _wsq_frame_size(data, name)
-    _check_pixel_count(width, height, name)  # before any decoder runs or allocates
+def _nistcom_ppi(comment: bytes) -> float | None:
+    if not comment.startswith(b"NIST_COM"):
+        return None
+    for line in comment.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        if key == b"PPI":
+            try:
+                ppi = float(value)
+            except ValueError:
+                return None
+            return ppi if ppi > 0 else None
+    return None
+
+
+def _decode_wsq(data: bytes, name: str, ppi: float | None, file_ppi_first: bool) -> tuple[np.ndarray, float | None]:
+    width, height, file_ppi = _wsq_header(data, name)
+    _check_declared_size(width, height, file_ppi if file_ppi_first else None, ppi, name)  # before any decoder runs or allocates
     if not hasattr(os, "fork"):  # pragma: no cover - platforms without fork
         return _decode_wsq_in_process(data, name)
-    pixels, ppi = _decode_wsq_isolated(data, name, width * height)
+    pixels, decoded_ppi = _decode_wsq_isolated(data, name, width * height)
     if pixels.shape != (height, width):
         raise ImageError(
             f"{name}: WSQ frame header declares {width}x{height} but the data decodes to "
             f"{pixels.shape[1]}x{pixels.shape[0]} (corrupt)"
         )
-    return pixels, ppi
+    return pixels, decoded_ppi
 
 
 def _decode_wsq_in_process(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
@@ -272,6 +353,30 @@ def _check_pixel_count(width: int, height: int, name: str) -> None:
         )
 
 
+def _working_limit_problem(width: int, height: int, ppi: float) -> str | None:
+    """Why an image of this size and resolution is over :data:`MAX_WORKING_PIXELS` (None when it is not)."""
+    new_w, new_h = working_size(width, height, ppi)
+    if new_w * new_h <= MAX_WORKING_PIXELS:
+        return None
+    return (f"{width}x{height} px at {ppi:g} ppi is {new_w}x{new_h} px at {WORKING_PPI:g} ppi, "
+            f"more than the extraction limit of {MAX_WORKING_PIXELS} pixels "
+            f"({MAX_WORKING_PIXELS / WORKING_PPI**2:g} sq in, larger than any finger or slap image)")
+
+
+def _check_declared_size(width: int, height: int, file_ppi: float | None, ppi: float | None, name: str) -> None:
+    """Refuse, from the header alone, a size no extraction would accept, at the resolution read_image will use."""
+    _check_pixel_count(width, height, name)
+    if file_ppi is not None:
+        resolution = _check_ppi(file_ppi, name, "file")
+    elif ppi is not None:
+        resolution = _check_ppi(ppi, name, "given")
+    else:
+        resolution = DEFAULT_PPI
+    problem = _working_limit_problem(width, height, resolution)
+    if problem:
+        raise ImageError(f"{name}: declared image size {problem} (refused before decoding)")
+
+
 def _pil_ppi(img) -> float | None:
     dpi = img.info.get("dpi")
     if dpi:
@@ -285,14 +390,14 @@ def _pil_ppi(img) -> float | None:
     return None
 
 
-def _decode_pil(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
+def _decode_pil(data: bytes, name: str, ppi: float | None, file_ppi_first: bool) -> tuple[np.ndarray, float | None]:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(_io.BytesIO(data))
-            _check_pixel_count(img.size[0], img.size[1], name)
+            img = Image.open(_io.BytesIO(data), formats=PIL_FORMATS)  # reads the header only
+            _check_declared_size(img.size[0], img.size[1], _pil_ppi(img) if file_ppi_first else None, ppi, name)
             img.load()
     except ImageError:
         raise
@@ -300,12 +405,9 @@ def _decode_pil(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
         raise ImageError(f"{name}: not a readable image ({exc})") from None
     except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, TypeError) as exc:
         raise ImageError(f"{name}: cannot decode image, truncated or corrupt ({exc})") from None
-    ppi = _pil_ppi(img)
+    file_ppi = _pil_ppi(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        pixels = arr.astype(np.uint8)
+        pixels = _stretch_to_uint8(np.asarray(img))
     else:
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             # Composite on white so transparent background reads as paper, not ink.
@@ -313,10 +415,61 @@ def _decode_pil(data: bytes, name: str) -> tuple[np.ndarray, float | None]:
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(background, rgba)
         pixels = np.asarray(img.convert("L"), dtype=np.uint8)
-    return pixels, ppi
+    return pixels, file_ppi
 
 
-def read_image(source, ppi: float | None = None, *, name: str | None = None) -> FingerImage:
+#: Rows converted at a time from 16/32-bit gray, so the float temporaries stay small.
+_STRETCH_ROWS = 256
+
+
+def _stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Map the gray range of a 16/32-bit image linearly onto 0-255 (a flat image becomes 0)."""
+    lo, hi = float(arr.min()), float(arr.max())
+    out = np.zeros(arr.shape, np.uint8)
+    if hi > lo:
+        factor = 255.0 / (hi - lo)
+        for start in range(0, arr.shape[0], _STRETCH_ROWS):
+            rows = arr[start : start + _STRETCH_ROWS].astype(np.float64)
+            out[start : start + _STRETCH_ROWS] = ((rows - lo) * factor).astype(np.uint8)
+    return out
+
+
+def _gray_std(pixels: np.ndarray) -> float:
+    """Standard deviation of uint8 gray levels from their histogram (no float copy of the image)."""
+    counts = np.bincount(pixels.ravel(), minlength=256).astype(np.float64)
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    levels = np.arange(counts.size, dtype=np.float64)
+    mean = (counts @ levels) / total
+    return float(np.sqrt(max(0.0, (counts @ (levels - mean) ** 2) / total)))
+
+
+def encoded_size(data: bytes, name: str = "image bytes") -> tuple[int, int]:
+    """(width, height) an encoded image's header declares (WSQ frame header or Pillow's), decoding no pixel.
+
+    Raises
+    ------
+    ImageError
+        The header is missing, unreadable or not of a supported format.
+    """
+    if data[:2] == b"\xff\xa0":
+        width, height, _ = _wsq_header(data, name)
+        return width, height
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(_io.BytesIO(data), formats=PIL_FORMATS) as img:
+                return int(img.size[0]), int(img.size[1])
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{name}: not a readable image ({exc})") from None
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, TypeError) as exc:
+        raise ImageError(f"{name}: cannot read the image header, truncated or corrupt ({exc})") from None
+
+
+def read_image(source, ppi: float | None = None, *, name: str | None = None, file_ppi_first: bool = True) -> FingerImage:
     """Read a finger image from a path, bytes or a 2-D uint8 array.
 
     Parameters
@@ -329,6 +482,10 @@ def read_image(source, ppi: float | None = None, *, name: str | None = None) -> 
         neither, 500 ppi is assumed and a :class:`ResolutionWarning` is issued.
     name : str, optional
         Label used in error messages; defaults to the file name.
+    file_ppi_first : bool, default True
+        False: ``ppi`` wins over the file's own resolution (a transaction
+        record's resolution fields are authoritative over the compressed
+        data they carry).
 
     Returns
     -------
@@ -338,7 +495,9 @@ def read_image(source, ppi: float | None = None, *, name: str | None = None) -> 
     ------
     ImageError
         Unreadable, truncated, absurdly large, too small, blank or uniform
-        images and resolutions outside 250-2000 ppi.
+        images, resolutions outside 250-2000 ppi, encoded images whose header
+        declares more than extraction accepts at the resolution used (refused
+        before decoding), and paths that are not regular files.
     """
     file_ppi = None
     if isinstance(source, np.ndarray):
@@ -361,24 +520,16 @@ def read_image(source, ppi: float | None = None, *, name: str | None = None) -> 
             data = bytes(source)
             name = name or "image bytes"
         elif isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            name = name or str(path)
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise ImageError(f"{name}: file not found") from None
-            except IsADirectoryError:
-                raise ImageError(f"{name}: is a directory, not an image file") from None
-            except OSError as exc:
-                raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
+            name = name or str(Path(source))
+            data = read_file_bounded(source, MAX_IMAGE_FILE_BYTES, name, "an image file")
         else:
             raise ImageError(f"image source must be a path, bytes or a 2-D uint8 array, got {type(source).__name__}")
         if not data:
             raise ImageError(f"{name}: file is empty")
-        if data[:2] == b"\xff\xa0":
-            pixels, file_ppi = _decode_wsq(data, name)
-        else:
-            pixels, file_ppi = _decode_pil(data, name)
+        decode = _decode_wsq if data[:2] == b"\xff\xa0" else _decode_pil
+        pixels, file_ppi = decode(data, name, ppi, file_ppi_first or ppi is None)
+        if not (file_ppi_first or ppi is None):
+            file_ppi = None
 
     if file_ppi is not None:
         resolution, origin = _check_ppi(file_ppi, name, "file"), "file"
@@ -394,8 +545,9 @@ def read_image(source, ppi: float | None = None, *, name: str | None = None) -> 
             f"{name}: image {pixels.shape[1]}x{pixels.shape[0]} px at {resolution:g} ppi is too small to hold a print "
             f"(each side must be at least {MIN_PRINT_SIDE_IN:g} in = {min_side:.0f} px)"
         )
-    if float(pixels.std()) < MIN_CONTRAST_STD:
-        raise ImageError(f"{name}: image is blank or uniform (gray-level std {pixels.std():.2f}), no print to read")
+    contrast = _gray_std(pixels)
+    if contrast < MIN_CONTRAST_STD:
+        raise ImageError(f"{name}: image is blank or uniform (gray-level std {contrast:.2f}), no print to read")
     pixels = np.ascontiguousarray(pixels)
     pixels.setflags(write=False)
     return FingerImage(pixels=pixels, ppi=resolution, name=name, ppi_source=origin)
@@ -426,13 +578,10 @@ def to_working_resolution(image: FingerImage) -> tuple[np.ndarray, float]:
         before resampling, so before extraction spends time or memory on it).
     """
     h, w = image.pixels.shape
+    problem = _working_limit_problem(w, h, image.ppi)
+    if problem:
+        raise ImageError(f"{image.name}: image {problem}")
     new_w, new_h = working_size(w, h, image.ppi)
-    if new_w * new_h > MAX_WORKING_PIXELS:
-        raise ImageError(
-            f"{image.name}: image {w}x{h} px at {image.ppi:g} ppi is {new_w}x{new_h} px at {WORKING_PPI:g} ppi, "
-            f"more than the extraction limit of {MAX_WORKING_PIXELS} pixels "
-            f"({MAX_WORKING_PIXELS / WORKING_PPI**2:g} sq in, larger than any finger or slap image)"
-        )
     if (new_w, new_h) == (w, h):
         return image.pixels, 1.0
     from PIL import Image

@@ -279,6 +279,8 @@ class Template:
     @classmethod
     def from_bytes(cls, data: bytes, *, name: str = "template") -> "Template":
         """Parse the compact form, checking every field; raise TemplateError naming it."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TemplateError(f"{name}: template data must be bytes, got {type(data).__name__}")
         data = bytes(data)
         hs = cls._HEADER.size
         if len(data) < hs + 4:

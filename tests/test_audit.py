@@ -120,3 +120,102 @@ def test_export_json_lines(tmp_path):
         assert [r["seq"] for r in lines] == [1, 2] and lines[1]["previous"] == 0.5
         assert g.export_audit(tmp_path / "audit.jsonl") == 2
         assert (tmp_path / "audit.jsonl").read_text().count("\n") == 2
+
+
+# ----------------------------------------------------------------------------
+# exported heads: a cut tail with a re-pointed head is caught
+# ----------------------------------------------------------------------------
+
+
+def _cut_tail(con: sqlite3.Connection, keep: int) -> None:
+    """What an attacker with write access does: delete the last records and re-point the stored head."""
+    digest = con.execute("SELECT hash FROM audit WHERE seq = ?", (keep,)).fetchone()[0]
+    con.execute("DELETE FROM audit WHERE seq > ?", (keep,))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'audit_count'", (str(keep),))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", (digest,))
+
+
+def test_a_cut_tail_with_a_repointed_head_fools_the_store_but_not_an_exported_head():
+    con = _log(6)
+    exported = audit.current_head(con)
+    assert (exported.count, exported.hash) == audit.head(con)
+    _cut_tail(con, 4)
+    assert audit.verify(con) == 4  # the store alone cannot tell
+    with pytest.raises(AuditError, match=r"audit head count=6 .*the log has only 4 records"):
+        audit.verify_heads(con, [exported])
+    # a log that grew since the head extends it; an older head is still proven
+    con2 = _log(6)
+    old = audit.current_head(con2)
+    con2.execute("BEGIN IMMEDIATE")
+    audit.append(con2, "search", "op", {})
+    con2.execute("COMMIT")
+    assert audit.verify_heads(con2, [old, audit.current_head(con2)]) == {"verified": 7, "heads": 2, "signed": 0, "unsigned": 2}
+
+
+def test_a_rewritten_log_does_not_extend_an_exported_head():
+    con = _log(5)
+    exported = audit.current_head(con)
+    # rewrite records 3.. and re-chain them consistently (edit, re-hash, re-point the head)
+    previous = con.execute("SELECT hash FROM audit WHERE seq = 2").fetchone()[0]
+    for seq, text in con.execute("SELECT seq, record FROM audit WHERE seq >= 3 ORDER BY seq").fetchall():
+        record = json.loads(text)
+        record["operator"] = "someone else"
+        text = audit.canonical_json(record)
+        previous = audit.chain_hash(previous, text)
+        con.execute("UPDATE audit SET record = ?, hash = ? WHERE seq = ?", (text, previous, seq))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", (previous,))
+    assert audit.verify(con) == 5
+    with pytest.raises(AuditError, match=r"record 5 now has hash .*rewritten after this head"):
+        audit.verify_heads(con, [exported])
+
+
+def test_head_text_round_trips_and_short_form_parses():
+    con = _log(3)
+    h = audit.current_head(con)
+    assert audit.AuditHead.parse(h.text()) == h
+    short = audit.AuditHead.parse(f"{h.count}:{h.hash}")
+    assert (short.count, short.hash, short.hmac) == (3, h.hash, None)
+    for bad in ("", "3:xyz", "biomatch-audit-head/1 count=-1 hash=" + "0" * 64, "hello world"):
+        with pytest.raises(AuditError):
+            audit.AuditHead.parse(bad)
+
+
+def test_signed_head_detects_a_forged_head():
+    pytest.importorskip("cryptography")
+    from biomatch.encryption import KeyRing, generate_key
+
+    ring = KeyRing([generate_key()])
+    con = _log(6)
+    h = audit.current_head(con, ring)
+    assert h.key_id == ring.preferred and len(h.hmac) == 64
+    assert audit.verify_heads(con, [h], ring)["signed"] == 1
+    # an attacker who cut the log to 4 records forges a head for it: without the key the HMAC is wrong
+    digest4 = con.execute("SELECT hash FROM audit WHERE seq = 4").fetchone()[0]
+    forged = audit.AuditHead.parse(h.text().replace("count=6", "count=4").replace(h.hash, digest4))
+    with pytest.raises(AuditError, match="HMAC does not match"):
+        audit.verify_heads(con, [forged], ring)
+    # another store key cannot check it: reported as unsigned, not as proven
+    assert audit.verify_heads(con, [h], KeyRing([generate_key()]))["unsigned"] == 1
+
+
+def test_head_file_is_append_only_and_owner_only(tmp_path):
+    import os
+    import stat
+
+    con = _log(2)
+    path = tmp_path / "heads.txt"
+    old = os.umask(0)
+    try:
+        audit.export_head(path, audit.current_head(con))
+    finally:
+        os.umask(old)
+    con.execute("BEGIN IMMEDIATE")
+    audit.append(con, "search", "op", {})
+    con.execute("COMMIT")
+    audit.export_head(path, audit.current_head(con))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    heads = audit.read_heads(path)
+    assert [h.count for h in heads] == [2, 3]
+    assert audit.verify_heads(con, heads)["heads"] == 2
+    with pytest.raises(AuditError, match="neither a file nor an audit head"):
+        audit.read_heads(str(tmp_path / "missing.txt"))

@@ -76,6 +76,29 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+def _png16_header(width: int, height: int) -> bytes:
+    data = bytearray(_png_header(width, height))
+    data[8 + 8 + 8] = 16  # IHDR bit depth: 16-bit gray
+    data[8 + 8 + 13 : 8 + 8 + 17] = struct.pack(">I", zlib.crc32(bytes(data[12 : 8 + 8 + 13])))
+    return bytes(data)
+
+
+def _bmp_header(width: int, height: int) -> bytes:
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 0, 0, 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + 64, 0, 0, offset) + info + palette + bytes(64)
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_ridges(64, 64)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")  # marker, length(2), precision(1), height(2), width(2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)  # the scan data of a 64x64 image
+
+
 def _tiff_header(width: int, height: int) -> bytes:
     # little-endian baseline TIFF, 8-bit gray, one strip of 64 bytes
     tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 0),
@@ -146,6 +169,14 @@ CASES = {
                               r"bomb: declared image size 65535x65535 exceeds the limit of 80000000 pixels"),
     "wsq frame 9000x9000": ("image", lambda: _wsq_declaring(9000, 9000), ImageError,
                             r"bomb: declared image size 9000x9000 exceeds the limit"),
+    # under the decoder's 80 Mpx cap, far over what extraction accepts: refused from the header, undecoded
+    **{f"{fmt} 8944x8944 (under the decode cap, over the extraction limit)": (
+        "image", make, ImageError,
+        r"bomb: declared image size 8944x8944 px at 500 ppi is 8944x8944 px at 500 ppi, more than the extraction "
+        r"limit of 4000000 pixels .*\(refused before decoding\)")
+       for fmt, make in (("png", lambda: _png_header(8944, 8944)), ("png 16-bit", lambda: _png16_header(8944, 8944)),
+                         ("tiff", lambda: _tiff_header(8944, 8944)), ("bmp", lambda: _bmp_header(8944, 8944)),
+                         ("jpeg", lambda: _jpeg_header(8944, 8944)), ("wsq", lambda: _wsq_declaring(8944, 8944)))},
     "an2k 1.003 CNT 5000 records": (
         "transaction", lambda: _transaction(GOOD_T9, cnt="1\x1f5000\x1e" + "\x1e".join(["9\x1f01"] * 5000)),
         FormatError, r"bomb: record 0 \(Type-1\): field 1.003 CNT: 5000 records cannot fit .*\(limit 1000\)"),
@@ -155,7 +186,16 @@ CASES = {
                                 FormatError, r"record 1 \(Type-4\): field HLL/VLL: image size 65535x65535 exceeds"),
     "an2k Type-4 WSQ frame 65535x65535": (
         "transaction", lambda: _type4_transaction(_wsq_declaring(65535, 65535)), FormatError,
-        r"record 1 \(Type-4\): image data \(WSQ20\): declared image size 65535x65535 exceeds"),
+        r"record 1 \(Type-4\): field HLL/VLL: declare 400x400 but the WSQ20 data inside declares 65535x65535"),
+    # one flipped bit in a WSQ frame header: under the decoder's size cap, not what the Type-4 record says
+    "an2k Type-4 WSQ frame 400x34376 in a 400x400 record": (
+        "transaction", lambda: _type4_transaction(_wsq_declaring(400, 34376)), FormatError,
+        r"bomb: record 1 \(Type-4\): field HLL/VLL: declare 400x400 but the WSQ20 data inside declares 400x34376 "
+        r"\(corrupt record\)"),
+    "an2k Type-4 record and WSQ frame both 8944x8944": (
+        "transaction", lambda: _type4_transaction(_wsq_declaring(8944, 8944), 8944, 8944), FormatError,
+        r"record 1 \(Type-4\): image data \(WSQ20\): declared image size 8944x8944 px at 500.126 ppi .*"
+        r"more than the extraction limit of 4000000 pixels .*\(refused before decoding\)"),
     "an2k Type-14 LEN 1 GB": ("transaction", lambda: _type14_len(999_999_999), FormatError,
                               r"record 1 \(Type-14\): field 14.001 LEN: 999999999 bytes does not fit"),
     "an2k Type-14 99999x99999 uncompressed": (
@@ -274,3 +314,88 @@ def test_the_allocation_check_sees_numpy_and_pillow():
         _refused(numpy_then_refuse, ImageError, "late")
     with pytest.raises(AssertionError, match="pillow allocated image memory"):
         _refused(pillow_then_refuse, ImageError, "late")
+
+
+def test_header_check_uses_the_resolution_the_file_states():
+    # 2100 x 2100 px: 4.4 Mpx at 500 ppi (over the extraction limit), 525 x 525 at 2000 ppi (fine)
+    buf = io.BytesIO()
+    Image.fromarray(_ridges(2100, 2100)).save(buf, "PNG", dpi=(2000, 2000))
+    assert read_image(buf.getvalue(), name="hi-res.png").ppi == pytest.approx(2000, abs=0.01)
+    buf = io.BytesIO()
+    Image.fromarray(_ridges(2100, 2100)).save(buf, "PNG")
+    data = buf.getvalue()
+    _refused(lambda: read_image(data, ppi=500, name="plain.png"), ImageError,
+             r"plain\.png: declared image size 2100x2100 px at 500 ppi .*extraction limit")
+    assert read_image(data, ppi=2000, name="plain.png").pixels.shape == (2100, 2100)
+
+
+def test_wsq_header_resolution_is_read_before_decoding(monkeypatch):
+    data = _wsq_declaring(8944, 8944).replace(b"PPI 500", b"PPI 999")  # the same length
+    started = []
+    monkeypatch.setattr(bio, "_decode_wsq_isolated", lambda *a: started.append(a[1]))
+    with pytest.raises(ImageError, match=r"8944x8944 px at 999 ppi is 4476x4476 px at 500 ppi"):
+        read_image(data, name="bomb.wsq")
+    assert started == []
+
+
+def test_type4_wsq_that_disagrees_with_its_record_is_refused_undecoded(monkeypatch):
+    started = []
+    monkeypatch.setattr(bio, "_decode_wsq_isolated", lambda *a: started.append(a[1]))
+    with pytest.raises(FormatError, match=r"declare 400x400 but the WSQ20 data inside declares 1000x400"):
+        read_transaction(_type4_transaction(_wsq_declaring(1000, 400)), name="flip.an2")
+    assert started == []
+
+
+# ----------------------------------------------------------------------------
+# paths that never end: devices, FIFOs
+# ----------------------------------------------------------------------------
+
+
+def _readers():
+    import biomatch as bm
+
+    return {"extract": (bm.extract, ImageError), "read_image": (read_image, ImageError),
+            "load_template": (load_template, FormatError), "read_transaction": (read_transaction, FormatError)}
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("reader", ["extract", "read_image", "load_template", "read_transaction"])
+def test_a_device_is_refused_unread(reader):
+    call, error = _readers()[reader]
+    _refused(lambda: call("/dev/zero"), error, r"/dev/zero: is a character device, not .* \(only regular files are read\)")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("reader", ["extract", "read_image", "load_template", "read_transaction"])
+def test_a_fifo_is_refused_without_blocking(reader, tmp_path):
+    import os
+    import threading
+
+    call, error = _readers()[reader]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    # The test holds the FIFO open with a little junk in it, so a reader that opens and reads it does not
+    # hang the suite: it sees the junk once this end closes and fails with another message.
+    holder = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    os.write(holder, b"junk")
+    outcome = {}
+
+    def run():
+        try:
+            call(str(fifo))
+        except Exception as exc:  # noqa: BLE001 - the assertion below names what it was
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(5.0)  # a refusal needs no time; a reader that blocks is released right after
+    os.close(holder)
+    worker.join()
+    exc = outcome.get("error")
+    assert isinstance(exc, error) and "is a FIFO (named pipe), not" in str(exc), exc
+
+
+def test_template_from_bytes_of_none_is_a_template_error():
+    for bad in (None, 17, "BMT", [1, 2]):
+        with pytest.raises(TemplateError, match=r"t: template data must be bytes, got "):
+            Template.from_bytes(bad, name="t")

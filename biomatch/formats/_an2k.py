@@ -424,8 +424,10 @@ def _pillow_has_jpeg2000() -> bool:
     return bool(features.check("jpg_2000"))
 
 
-def _decode(rec: _Record, compression: str, data: bytes, width: int, height: int, ppi: float, bpx: int = 8) -> np.ndarray:
-    from ..io import read_image
+def _decode(rec: _Record, compression: str, data: bytes, width: int, height: int, ppi: float, bpx: int = 8,
+            *, exact_size: bool = False) -> np.ndarray:
+    """Decoded pixels; with ``exact_size`` the compressed data's header must declare HLL x VLL (checked before decoding)."""
+    from ..io import encoded_size, read_image
 
     label = f"{rec.where}: image data ({compression})"
     if compression == "NONE":
@@ -441,12 +443,20 @@ def _decode(rec: _Record, compression: str, data: bytes, width: int, height: int
     else:
         if compression == "WSQ20" and data[:2] != b"\xff\xa0":
             rec.fail("DATA", "declared WSQ but the data does not start with a WSQ marker")
+        if exact_size:
+            try:
+                inner = encoded_size(data, label)
+            except ImageError as exc:
+                raise FormatError(str(exc)) from None
+            if inner != (width, height):
+                rec.fail("HLL/VLL", f"declare {width}x{height} but the {compression} data inside declares "
+                                    f"{inner[0]}x{inner[1]} (corrupt record)")
         source = data
     try:
         # WSQ is decoded in a forked child by biomatch.io: a decoder crash becomes an ImageError
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pixels = read_image(source, ppi=ppi, name=label).pixels
+            pixels = read_image(source, ppi=ppi, name=label, file_ppi_first=False).pixels
     except ImageError as exc:
         raise FormatError(str(exc)) from None
     except Exception as exc:  # a third-party decoder failing in a way biomatch.io does not map
@@ -499,7 +509,8 @@ def _type4_image(rec: _Record, type1: _Record, decode: bool) -> TransactionImage
     _check_image_size(rec, width, height)
     compression = COMPRESSIONS[gca]
     data = rec.data[13:]
-    pixels = _decode(rec, compression, data, width, height, ppi) if decode else None
+    # a Type-4 header is binary and fixed: a WSQ frame that disagrees with it is corruption, not vendor habit
+    pixels = _decode(rec, compression, data, width, height, ppi, exact_size=True) if decode else None
     if pixels is not None:
         height, width = pixels.shape
     return TransactionImage(4, rec.idc, positions[0] if positions else 0, positions, impression, ppi, width, height,

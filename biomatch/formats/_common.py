@@ -22,28 +22,17 @@ class FormatWarning(UserWarning):
 def load_source(source, name: str | None, what: str) -> tuple[bytes, str]:
     """Return (bytes, name) for a path or a bytes-like source.
 
-    Raises FormatError for missing/unreadable/empty/oversized files and wrong types.
+    Raises FormatError for missing/unreadable/empty/oversized files, paths that are
+    not regular files (FIFOs, devices, sockets, directories) and wrong types.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = name or f"{what} bytes"
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = name or str(path)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise FormatError(f"{name}: file not found") from None
-        except OSError as exc:
-            raise FormatError(f"{name}: cannot read file ({exc.strerror or exc})") from None
-        if path.is_dir():
-            raise FormatError(f"{name}: is a directory, not a {what} file")
-        if size > MAX_RECORD_BYTES:
-            raise FormatError(f"{name}: {size} bytes, larger than the {MAX_RECORD_BYTES}-byte limit for a {what}")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise FormatError(f"{name}: cannot read file ({exc.strerror or exc})") from None
+        from ..io import read_file_bounded  # regular files only, never more than the cap (not /dev/zero, not a FIFO)
+
+        name = name or str(Path(source))
+        data = read_file_bounded(source, MAX_RECORD_BYTES, name, f"a {what} file", error=FormatError)
     else:
         raise FormatError(f"{what} source must be a path or bytes, got {type(source).__name__}")
     if not data:
