@@ -36,15 +36,16 @@ A search runs the three steps of :meth:`Gallery._search_gallery` apart:
 2. the coordinator merges them into the global k nearest of every
    (cylinder, partition) under the one explicit tie rule (distance, then
    subject id, then the gallery minutia's direction bin;
-   :func:`biomatch.gallery._merge_neighbours`), which the single store
+   :func:`biomatch.search.shortlist.merge_neighbours`), which the single store
    applies to its own index too, and computes the votes and the subject
    shortlist with the single store's function
-   (:func:`biomatch.gallery._shortlist_subjects`; ties by subject id);
+   (:func:`biomatch.search.shortlist.shortlist_subjects`; ties by subject id);
    a gallery of at most :data:`biomatch.gallery.EXHAUSTIVE_MAX_FINGERS`
    fingers *in all* is rescored whole, as on one store;
 3. each shard rescores the shortlisted subjects it holds (numba, next to its
-   data); the coordinator then does exactly what :meth:`Gallery.search`
-   does: the calibration (the coordinator's) turns each raw score into an
+   data); the coordinator then ranks with the one function
+   :meth:`Gallery.search` calls (:func:`biomatch.search.ranking.rank`):
+   the calibration (the coordinator's) turns each raw score into an
    FMR, Fisher fusion, the same ranking key (fused FMR, then summed raw
    score, gallery, subject), the same threshold rule in the FMR domain, FPIR
    for ``N`` = the subjects of every searched shard together, the top
@@ -104,7 +105,6 @@ finger *images* keeps the extracted templates but not the image bytes;
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import threading
 from collections import defaultdict
@@ -115,22 +115,20 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from . import audit as _audit
-from .errors import BiomatchError, CalibrationError, GalleryError
+from .errors import BiomatchError, GalleryError
 from .gallery import Gallery, SubjectRecord
 from .gallery import searching as _gallery_search
 from .gallery.checks import check_context as _check_context
 from .gallery.checks import check_enrolment as _check_enrolment
 from .gallery.checks import check_fingers as _check_fingers
+from .gallery.checks import check_galleries
 from .gallery.checks import check_gallery_name as _check_gallery_name
 from .gallery.checks import check_operator as _operator
 from .gallery.checks import check_subject as _check_subject
 from .gallery.checks import check_transaction_id as _transaction_id
 from .gallery.checks import template_hash as _template_hash
-from .gallery.checks import threshold_value as _threshold_value
-from .gallery.searching import MAX_CANDIDATES
-from .search.ranking import fisher_fmr as _fisher
-from .search.results import Candidate, FingerScore
-from .search.results import json_float as _json_float
+from .search import ranking
+from .search.results import SearchResult
 from .search.shortlist import merge_neighbours as _merge_neighbours
 from .search.shortlist import shortlist_subjects as _shortlist_subjects
 from .template import Template
@@ -351,39 +349,6 @@ class _Shard:
 
     def close(self) -> None:
         self.g.close()
-
-
-# ---------------------------------------------------------------------------
-# Result
-# ---------------------------------------------------------------------------
-class SearchResult(list):
-    """A candidate list (``list`` of :class:`~biomatch.gallery.Candidate`, best first) plus what was searched.
-
-    Attributes
-    ----------
-    missing_shards : tuple of int
-        Shards that did not answer; their subjects were not searched.
-    missing_subjects : int or None
-        Subjects those shards held when last seen (None when never seen).
-    searched_subjects : int
-        Subjects searched (the N of the FPIR).
-    complete : bool
-        True when every shard answered.
-    """
-
-    def __init__(self, candidates=(), *, missing_shards=(), missing_subjects=0, searched_subjects=0):
-        super().__init__(candidates)
-        self.missing_shards = tuple(missing_shards)
-        self.missing_subjects = missing_subjects
-        self.searched_subjects = int(searched_subjects)
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing_shards
-
-    @property
-    def incomplete(self) -> bool:
-        return bool(self.missing_shards)
 
 
 # ---------------------------------------------------------------------------
@@ -918,18 +883,10 @@ class ShardedGallery:
         operator = _operator(operator)
         transaction_id = _transaction_id(transaction_id)
         ctx = _check_context(context)
-        if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or not 1 <= max_candidates <= MAX_CANDIDATES:
-            raise GalleryError(f"max_candidates: expected an integer 1..{MAX_CANDIDATES}, got {max_candidates!r}")
+        max_candidates = ranking.check_max_candidates(max_candidates)
         if on_missing not in _ON_MISSING:
             raise GalleryError(f"on_missing: expected one of {_ON_MISSING}, got {on_missing!r}")
-        if galleries is None:
-            requested = None
-        else:
-            if isinstance(galleries, str):
-                galleries = [galleries]
-            requested = list(dict.fromkeys(_check_gallery_name(g, "galleries") for g in galleries))
-            if not requested:
-                raise GalleryError("galleries: empty list")
+        requested = check_galleries(galleries)
         self._check_open()
         answers, missing = self._step_neighbours(probes, requested)
         for k, ans in answers.items():
@@ -939,14 +896,9 @@ class ShardedGallery:
             for g in requested:
                 if not any(g in ans["counts"] for ans in answers.values()):
                     raise GalleryError(f"gallery: no gallery named {g!r} in {self.path}")
-        if threshold is None and names:
-            configured = {self.threshold(g) for g in names}
-            threshold = min(v for v in configured if v is not None) if configured - {None} else None
-        thr = None if threshold is None else _threshold_value(threshold)
         cal_entry = self._coord._calibration_entry()
         cal = cal_entry[1]
-        if thr is not None and cal is None:
-            raise CalibrationError("threshold: no calibration in the store and no default calibration installed")
+        thr = ranking.search_threshold(threshold, [self.threshold(g) for g in names], cal)
         n_subjects = sum(n for ans in answers.values() for g, n in ans["counts"].items() if g in names)
         lost = [self._last_counts.get(k) for k in missing]
         missing_subjects = None if any(c is None for c in lost) else sum(
@@ -954,41 +906,29 @@ class ShardedGallery:
         plan = self._plan(answers, names, probes)
         rescored, late = self._gather({k: self._actors[k].rescore.remote(probes, w) for k, w in plan.items()})
         missing = sorted(set(missing) | set(late))
-        ranked, fmrs_of = self._rank(rescored, cal, thr, max_candidates)
+        owners, merged = self._merge_rescored(rescored)
+        ranked = ranking.rank(merged, cal, thr, max_candidates)
         # minutia pairs of the final candidates only, from their owning shards
         want: dict[int, list] = defaultdict(list)
-        for k, (gname, subject, per) in ranked:
-            want[k] += [(pp, fid) for pp, _, _, fid in per]
+        for r in ranked:
+            want[owners[(r.gallery, r.subject)]] += [(pp, fid) for pp, _, _, fid in r.per]
         got, late = self._gather({k: self._actors[k].pairs.remote(probes, w) for k, w in want.items()})
         missing = sorted(set(missing) | set(late))
-        pairs = {k: iter(v) for k, v in got.items()}
-        candidates = []
-        from .calibration import fpir_from_fmr
-
-        for rank, (k, (gname, subject, per)) in enumerate(ranked, start=1):
-            fmrs = fmrs_of[(gname, subject)]
-            fused = _fisher(fmrs)
-            fingers = tuple(
-                FingerScore(pp, pos, float(s), float(f), next(pairs[k]) if k in pairs else ())
-                for (pp, pos, s, _), f in zip(per, fmrs)
-            )
-            fpir = float(fpir_from_fmr(fused, max(n_subjects, 1))) if not math.isnan(fused) else float("nan")
-            candidates.append(Candidate(rank, subject, gname, float(sum(s for _, _, s, _ in per)), float(fused), fpir, fingers))
-        decision = "candidates" if thr is None else ("hit" if candidates else "no-hit")
+        shard_pairs = {k: iter(v) for k, v in got.items()}
+        pairs = []
+        for r in ranked:
+            k = owners[(r.gallery, r.subject)]
+            pairs.append([next(shard_pairs[k]) if k in shard_pairs else () for _ in r.per])
+        candidates = ranking.candidates(ranked, n_subjects, pairs)
+        decision = ranking.decision(thr, candidates)
         if missing and on_missing == "raise":
             decision = "refused: shards missing"
-        self._audit("search", operator, {
-            "transaction_id": transaction_id,
-            "probe": {str(p): _template_hash(t) for p, t in sorted(probes.items())},
-            "galleries": names, "gallery_subjects": n_subjects, "max_candidates": int(max_candidates),
-            "threshold": thr, "decision": decision, "context": ctx,
-            "software": _audit.software(), "calibration": self._coord._calibration_label(cal_entry),
-            "shards": self.n_shards, "missing_shards": missing, "missing_subjects": missing_subjects,
-            "candidates": [] if decision.startswith("refused") else [
-                {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6),
-                 "fmr": _json_float(c.fmr)} for c in candidates
-            ],
-        })
+        self._audit("search", operator, ranking.audit_payload(
+            transaction_id=transaction_id, probe_hashes={p: _template_hash(t) for p, t in probes.items()},
+            galleries=names, n_subjects=n_subjects, max_candidates=max_candidates, thr=thr, decision=decision,
+            context=ctx, software=_audit.software(), calibration=self._coord._calibration_label(cal_entry),
+            found=[] if decision.startswith("refused") else candidates,
+            shards=self.n_shards, missing_shards=missing, missing_subjects=missing_subjects))
         if missing and on_missing == "raise":
             raise GalleryError(
                 f"{self.path}: shard(s) {missing} did not answer; {missing_subjects if missing_subjects is not None else 'an unknown number of'} "
@@ -1081,38 +1021,20 @@ class ShardedGallery:
                 plan[keeper[subject]].setdefault(g, []).append(subject)
         return dict(plan)
 
-    def _rank(self, rescored: dict, cal, thr, max_candidates: int):
-        """Merge the shards' rescored subjects and rank them exactly as :meth:`Gallery.search` does.
+    def _merge_rescored(self, rescored: dict) -> tuple[dict, list]:
+        """The shards' rescored subjects as one list for :func:`biomatch.search.ranking.rank`,
+        and the shard each came from: ({(gallery, subject): shard}, [Rescored]).
 
-        Returns ([(shard, (gallery, subject, per))] best first, {(gallery, subject): per-finger FMRs}).
+        Mid-rebalance a subject can sit on two shards: its owner's copy is kept.
         """
-        def fmr_of(scores):
-            if cal is None:
-                return np.full(len(scores), np.nan)
-            return np.asarray(cal.fmr(np.asarray(scores, dtype=np.float64)), dtype=np.float64).ravel()
-
         merged: dict = {}
         for k, rows_k in rescored.items():
             for gname, subject, per in rows_k:
                 key = (gname, subject)
-                # mid-rebalance a subject can sit on two shards: keep its owner's copy
                 if key not in merged or shard_of(subject, self.n_shards) == k:
                     merged[key] = (k, per)
-        rows = []
-        fmrs_of = {}
-        # one calibration call for every per-finger score (as Gallery.search; elementwise, so the same values)
-        all_fmrs = fmr_of([s for _, per in merged.values() for _, _, s, _ in per])
-        start = 0
-        for (gname, subject), (k, per) in merged.items():
-            scores = [s for _, _, s, _ in per]
-            fmrs = fmrs_of[(gname, subject)] = all_fmrs[start : start + len(per)]
-            start += len(per)
-            rows.append((_fisher(fmrs), -sum(scores), gname, subject, k, per))
-        rows.sort(key=lambda r: (r[0] if not math.isnan(r[0]) else 2.0, r[1], r[2], r[3]))
-        if thr is not None:
-            thr_fmr = float(fmr_of([thr])[0])
-            rows = [r for r in rows if r[0] <= thr_fmr]
-        return [(r[4], (r[2], r[3], r[5])) for r in rows[:max_candidates]], fmrs_of
+        owners = {key: k for key, (k, _) in merged.items()}
+        return owners, [ranking.Rescored(g, subject, per) for (g, subject), (_, per) in merged.items()]
 
     # -- audit ------------------------------------------------------------------------------
     def verify_audit(self) -> int:

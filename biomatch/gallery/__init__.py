@@ -60,7 +60,8 @@ Enrolment derives the index codes and rescoring rows from the template as
 stored (decoded from its bytes), so a store whose derived files are lost
 scores identically once they are rebuilt.
 
-Fusion rule (documented, principled): each per-finger raw score ``s_i`` is
+Fusion rule (:func:`biomatch.search.ranking.rank`, the one ranking of a single
+store and of a sharded gallery): each per-finger raw score ``s_i`` is
 turned into its estimated false match rate ``p_i`` by the calibration; the
 subject's FMR is Fisher's combination of the ``k`` per-finger FMRs,
 ``FMR = P(chi2_2k >= -2 * sum(ln p_i))``, the probability that ``k``
@@ -95,14 +96,15 @@ from pathlib import Path
 
 from .. import encryption as _enc
 from ..errors import GalleryError
+from ..search.ranking import MAX_CANDIDATES  # noqa: F401 (re-exported)
 from ..search.results import Candidate, FingerScore
-from ..search.shortlist import SHORTLIST_FINGERS, SHORTLIST_SUBJECTS, SHORTLIST_SUBJECTS_MIN
+from ..search.shortlist import SHORTLIST_FINGERS, SHORTLIST_SUBJECTS, SHORTLIST_SUBJECTS_MIN  # noqa: F401 (re-exported)
 from . import features
 from .enrolment import EnrolmentMixin
 from .features import FeaturesMixin, FeatureStore, LRU
 from .indexes import IndexesMixin
 from .keys import KeysMixin
-from .searching import EXHAUSTIVE_MAX_FINGERS, MAX_CANDIDATES, SearchMixin
+from .searching import EXHAUSTIVE_MAX_FINGERS, SearchMixin  # noqa: F401 (re-exported)
 from .store import SCHEMA_VERSION, StoreMixin, SubjectRecord, store_errors
 from .thresholds import ThresholdsMixin
 from .transfer import TransferMixin

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -137,14 +136,16 @@ def template_hash(t: Template) -> str:
     return hashlib.sha256(t.to_bytes()).hexdigest()
 
 
-def threshold_value(value) -> float:
-    v = getattr(value, "value", value)
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(float(v)):
-        raise GalleryError(f"threshold: expected a raw score (number) or a Threshold, got {value!r}")
-    v = float(v)
-    if not 0.0 <= v <= 1.0:
-        raise GalleryError(f"threshold: raw scores lie in [0, 1], got {v}")
-    return v
+def check_galleries(galleries) -> list[str] | None:
+    """The galleries a search names: None (all), one name, or a list (duplicates dropped, order kept)."""
+    if galleries is None:
+        return None
+    if isinstance(galleries, str):
+        galleries = [galleries]
+    names = list(dict.fromkeys(check_gallery_name(g, "galleries") for g in galleries))
+    if not names:
+        raise GalleryError("galleries: empty list")
+    return names
 
 
 def check_metadata(metadata):

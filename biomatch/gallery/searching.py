@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import collections
-import math
 import time
 from typing import Iterable, Mapping
 
 import numpy as np
 
 from .. import audit as _audit
-from ..errors import CalibrationError, GalleryError
-from ..search.ranking import fisher_fmr
-from ..search.results import Candidate, FingerScore, json_float
+from ..search import ranking
+from ..search.results import Candidate
 from ..search.shortlist import Neighbours, merge_neighbours, shortlist_subjects
 from .checks import (
     check_context,
     check_fingers,
-    check_gallery_name,
+    check_galleries,
     check_operator,
     check_transaction_id,
     template_hash,
-    threshold_value,
 )
 #: Galleries up to this many fingers are rescored exhaustively (no shortlist).
 EXHAUSTIVE_MAX_FINGERS = 200
-#: Largest candidate list a search may ask for.
-MAX_CANDIDATES = 1000
 #: Seconds between two returns of the heap's free pages to the OS after searches
 #: (:func:`biomatch.index.release_memory`; a few ms each).
 RELEASE_INTERVAL_S = 2.0
@@ -74,88 +69,34 @@ class SearchMixin:
         operator = check_operator(operator)
         transaction_id = check_transaction_id(transaction_id)
         ctx = check_context(context)
-        if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or not 1 <= max_candidates <= MAX_CANDIDATES:
-            raise GalleryError(f"max_candidates: expected an integer 1..{MAX_CANDIDATES}, got {max_candidates!r}")
+        max_candidates = ranking.check_max_candidates(max_candidates)
         con = self._con()
-        if galleries is None:
+        requested = check_galleries(galleries)
+        if requested is None:
             names = self.galleries()
         else:
-            if isinstance(galleries, str):
-                galleries = [galleries]
-            names = list(dict.fromkeys(check_gallery_name(g, "galleries") for g in galleries))
-            if not names:
-                raise GalleryError("galleries: empty list")
+            names = requested
             for g in names:
                 self._require_gallery(con, g)
-        if threshold is None and names:
-            configured = {self.threshold(g) for g in names}
-            threshold = min(v for v in configured if v is not None) if configured - {None} else None
-        thr = None if threshold is None else threshold_value(threshold)
         cal_entry = self._calibration_entry()
         cal = cal_entry[1]
-        if thr is not None and cal is None:
-            raise CalibrationError("threshold: no calibration in the store and no default calibration installed")
+        thr = ranking.search_threshold(threshold, [self.threshold(g) for g in names], cal)
 
-        from ..calibration import fpir_from_fmr
-
-        raw: list = []
+        rescored: list = []
         n_subjects = 0
         for g in names:
             gid, generation = self._require_gallery(con, g)
             n_subjects += self._n_subjects(con, gid, generation)
-            raw += self._search_gallery(con, g, gid, probes)
-
-        def fmr_of(scores):
-            if cal is None:
-                return np.full(len(scores), np.nan)
-            return np.asarray(cal.fmr(np.asarray(scores, dtype=np.float64)), dtype=np.float64).ravel()
-
-        # one calibration call for every per-finger score of the search (not one per subject)
-        all_fmrs = fmr_of([s for _, _, per in raw for _, _, s, _ in per])
-        rows = []
-        start = 0
-        for gname, subject, per in raw:  # per: list of (probe_pos, pos, score, fid)
-            fmrs = all_fmrs[start : start + len(per)]
-            start += len(per)
-            fused = fisher_fmr(fmrs)
-            rows.append((fused, -sum(s for _, _, s, _ in per), gname, subject, per, fmrs))
-        rows.sort(key=lambda r: (r[0] if not math.isnan(r[0]) else 2.0, r[1], r[2], r[3]))
-        thr_fmr = float(fmr_of([thr])[0]) if thr is not None else None
-        if thr_fmr is not None:
-            rows = [r for r in rows if r[0] <= thr_fmr]
-        rows = rows[:max_candidates]
-        candidates = []
-        for rank, (fused, neg, gname, subject, per, fmrs) in enumerate(rows, start=1):
-            fingers = tuple(
-                FingerScore(pp, pos, float(s), float(f), self._pairs(probes[pp], fid))
-                for (pp, pos, s, fid), f in zip(per, fmrs)
-            )
-            fpir = float(fpir_from_fmr(fused, max(n_subjects, 1))) if not math.isnan(fused) else float("nan")
-            candidates.append(Candidate(rank, subject, gname, float(-neg), float(fused), fpir, fingers))
-        decision = "candidates" if thr is None else ("hit" if candidates else "no-hit")
+            rescored += self._search_gallery(con, g, gid, probes)
+        ranked = ranking.rank(rescored, cal, thr, max_candidates)
+        pairs = [[self._pairs(probes[pp], fid) for pp, _, _, fid in r.per] for r in ranked]
+        candidates = ranking.candidates(ranked, n_subjects, pairs)
         with self._write() as wcon:
-            _audit.append(
-                wcon,
-                "search",
-                operator,
-                {
-                    "transaction_id": transaction_id,
-                    "probe": {str(p): template_hash(t) for p, t in sorted(probes.items())},
-                    "galleries": names,
-                    "gallery_subjects": n_subjects,
-                    "max_candidates": int(max_candidates),
-                    "threshold": thr,
-                    "decision": decision,
-                    "context": ctx,
-                    "software": _audit.software(),
-                    "calibration": self._calibration_label(cal_entry),
-                    "candidates": [
-                        {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6),
-                         "fmr": json_float(c.fmr)}
-                        for c in candidates
-                    ],
-                },
-            )
+            _audit.append(wcon, "search", operator, ranking.audit_payload(
+                transaction_id=transaction_id, probe_hashes={p: template_hash(t) for p, t in probes.items()},
+                galleries=names, n_subjects=n_subjects, max_candidates=max_candidates, thr=thr,
+                decision=ranking.decision(thr, candidates), context=ctx, software=_audit.software(),
+                calibration=self._calibration_label(cal_entry), found=candidates))
         self._release_memory()
         return candidates
 

@@ -8,7 +8,8 @@ import json
 
 from .. import audit as _audit
 from ..errors import BiomatchError, CalibrationError
-from .checks import check_gallery_name, check_operator, check_transaction_id, threshold_value
+from ..search.ranking import threshold_value
+from .checks import check_gallery_name, check_operator, check_transaction_id
 
 
 class ThresholdsMixin:

@@ -1,10 +1,21 @@
-"""Ranking: fusion of per-finger FMRs (Fisher), candidate order, FPIR."""
+"""Ranking: the one candidate order of a search (single store and sharded gallery).
+
+Per-finger raw scores become FMRs through the calibration, a subject's FMR is Fisher's
+combination of its fingers' (``FMR = P(chi2_2k >= -2 sum ln p_i)``), candidates are ordered by
+it, the threshold applies in the FMR domain, FPIR ``= 1 - (1 - FMR)^N`` for the N subjects
+searched; plus the audit record of a search. No SQL, no Ray, no I/O.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Iterable, NamedTuple
 
 import numpy as np
+
+from .._validate import check_int
+from ..errors import CalibrationError, GalleryError
+from .results import Candidate, FingerScore, json_float
 
 #: Smallest FMR used in logarithms (Fisher fusion).
 FMR_FLOOR = 1e-300
@@ -27,3 +38,141 @@ def fisher_fmr(fmrs: np.ndarray) -> float:
         term *= half / j
         total += term
     return float(min(1.0, math.exp(-half) * total))
+
+
+#: Largest candidate list a search may ask for.
+MAX_CANDIDATES = 1000
+
+
+class Rescored(NamedTuple):
+    """One subject rescored against the probe: what every store (single or shard) hands to :func:`rank`.
+
+    ``per`` lists (probe position, enrolled position, raw score, finger reference) per compared
+    finger; the finger reference (a store's finger id) is opaque here and only passed back.
+    """
+
+    gallery: str
+    subject: str
+    per: list
+
+
+class Ranked(NamedTuple):
+    """A ranked subject: its rescoring, per-finger FMRs and fused FMR (Fisher)."""
+
+    gallery: str
+    subject: str
+    per: list
+    fmrs: np.ndarray
+    fused: float
+
+    @property
+    def score(self) -> float:
+        """Fused raw score: the sum of the per-finger raw scores."""
+        return float(sum(s for _, _, s, _ in self.per))
+
+
+def check_max_candidates(max_candidates) -> int:
+    """The candidate list length L of a search (1..MAX_CANDIDATES)."""
+    return check_int(max_candidates, "max_candidates", 1, MAX_CANDIDATES, error=GalleryError)
+
+
+def threshold_value(value) -> float:
+    """A raw single-finger score in [0, 1] from a number or a :class:`biomatch.calibration` threshold."""
+    v = getattr(value, "value", value)
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(float(v)):
+        raise GalleryError(f"threshold: expected a raw score (number) or a Threshold, got {value!r}")
+    v = float(v)
+    if not 0.0 <= v <= 1.0:
+        raise GalleryError(f"threshold: raw scores lie in [0, 1], got {v}")
+    return v
+
+
+def search_threshold(threshold, configured: Iterable, cal) -> float | None:
+    """The raw threshold a search applies: ``threshold`` if given, else the lowest configured
+    threshold of the searched galleries (None when none is); refused without a calibration."""
+    if threshold is None:
+        values = [v for v in configured if v is not None]
+        threshold = min(values) if values else None
+    thr = None if threshold is None else threshold_value(threshold)
+    if thr is not None and cal is None:
+        raise CalibrationError("threshold: no calibration in the store and no default calibration installed")
+    return thr
+
+
+def fmr_of(cal, scores) -> np.ndarray:
+    """Estimated FMRs of raw scores under ``cal`` (NaN without a calibration), float64, shape (n,)."""
+    if cal is None:
+        return np.full(len(scores), np.nan)
+    return np.asarray(cal.fmr(np.asarray(scores, dtype=np.float64)), dtype=np.float64).ravel()
+
+
+def rank(rescored: Iterable[Rescored], cal, thr: float | None, max_candidates: int) -> list[Ranked]:
+    """The candidate order of a search: the one ranking of a single store and of a sharded gallery.
+
+    Each per-finger raw score becomes its FMR under ``cal`` (one calibration call for the
+    whole search; elementwise, so the order of the rows does not matter); a subject's FMR is
+    Fisher's combination of its fingers' (:func:`fisher_fmr`). Order: fused FMR (NaN last),
+    then summed raw score (higher first), gallery, subject. With a threshold ``thr`` (raw
+    single-finger score) only subjects whose fused FMR is at most the threshold's FMR stay.
+    The first ``max_candidates`` are returned.
+    """
+    rows = [r if isinstance(r, Rescored) else Rescored(*r) for r in rescored]
+    all_fmrs = fmr_of(cal, [s for r in rows for _, _, s, _ in r.per])
+    ranked = []
+    start = 0
+    for r in rows:
+        fmrs = all_fmrs[start : start + len(r.per)]
+        start += len(r.per)
+        ranked.append(Ranked(r.gallery, r.subject, r.per, fmrs, fisher_fmr(fmrs)))
+    ranked.sort(key=lambda r: (r.fused if not math.isnan(r.fused) else 2.0, -sum(s for _, _, s, _ in r.per),
+                               r.gallery, r.subject))
+    if thr is not None:
+        thr_fmr = float(fmr_of(cal, [thr])[0])
+        ranked = [r for r in ranked if r.fused <= thr_fmr]
+    return ranked[:max_candidates]
+
+
+def candidates(ranked: list[Ranked], n_subjects: int, pairs: list) -> list[Candidate]:
+    """Candidates (rank 1 first) of ranked subjects; ``pairs[i][j]``: the minutia pairs of
+    subject i's j-th compared finger; FPIR for the ``n_subjects`` searched."""
+    from ..calibration import fpir_from_fmr
+
+    out = []
+    for i, r in enumerate(ranked):
+        fingers = tuple(
+            FingerScore(pp, pos, float(s), float(f), pairs[i][j])
+            for j, ((pp, pos, s, _), f) in enumerate(zip(r.per, r.fmrs))
+        )
+        fpir = float(fpir_from_fmr(r.fused, max(n_subjects, 1))) if not math.isnan(r.fused) else float("nan")
+        out.append(Candidate(i + 1, r.subject, r.gallery, r.score, float(r.fused), fpir, fingers))
+    return out
+
+
+def decision(thr: float | None, found: list) -> str:
+    """The search's decision as audited: a candidate list, or hit / no-hit under a threshold."""
+    return "candidates" if thr is None else ("hit" if found else "no-hit")
+
+
+def audit_payload(*, transaction_id, probe_hashes: dict, galleries: list, n_subjects: int, max_candidates: int,
+                  thr, decision: str, context, software: dict, calibration, found: list, **extra) -> dict:
+    """The audit record of a search (one shape for a single store and a sharded gallery; the
+    sharded one adds what it searched in ``extra``). Holds no biometric data: probe template
+    hashes, gallery names, subject ids, scores."""
+    record = {
+        "transaction_id": transaction_id,
+        "probe": {str(p): h for p, h in sorted(probe_hashes.items())},
+        "galleries": galleries,
+        "gallery_subjects": n_subjects,
+        "max_candidates": int(max_candidates),
+        "threshold": thr,
+        "decision": decision,
+        "context": context,
+        "software": software,
+        "calibration": calibration,
+    }
+    record.update(extra)
+    record["candidates"] = [
+        {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6), "fmr": json_float(c.fmr)}
+        for c in found
+    ]
+    return record

@@ -1,4 +1,4 @@
-"""Search results: per-finger scores and candidates (frozen, JSON-ready)."""
+"""Search results: per-finger scores and candidates (frozen, JSON-ready), and a sharded search's list."""
 
 from __future__ import annotations
 
@@ -81,3 +81,33 @@ class Candidate:
             "fpir": json_float(self.fpir),
             "fingers": [f.to_dict() for f in self.fingers],
         }
+
+
+class SearchResult(list):
+    """A candidate list (``list`` of :class:`Candidate`, best first) plus what was searched.
+
+    Attributes
+    ----------
+    missing_shards : tuple of int
+        Shards that did not answer; their subjects were not searched.
+    missing_subjects : int or None
+        Subjects those shards held when last seen (None when never seen).
+    searched_subjects : int
+        Subjects searched (the N of the FPIR).
+    complete : bool
+        True when every shard answered.
+    """
+
+    def __init__(self, candidates=(), *, missing_shards=(), missing_subjects=0, searched_subjects=0):
+        super().__init__(candidates)
+        self.missing_shards = tuple(missing_shards)
+        self.missing_subjects = missing_subjects
+        self.searched_subjects = int(searched_subjects)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_shards
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing_shards)
