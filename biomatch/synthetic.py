@@ -550,6 +550,13 @@ class Impression:
         0-based finger index and 0-based impression index.
     params : dict
         The drawn acquisition parameters (for the manifest).
+    ridge : ndarray of float32, shape (H, W), optional
+        The master ridge pattern mapped into this impression, in [-1, 1], > 0 on
+        ridges (before pressure, skin and sensor): the clean ridge map that an
+        enhancement model is trained to recover.
+    contact : ndarray of float32, shape (H, W), optional
+        Contact strength 0-1 (the print's foreground); ground truth counts
+        where it is at least :data:`TRUTH_CONTACT_MIN`.
     """
 
     pixels: np.ndarray
@@ -557,6 +564,8 @@ class Impression:
     finger: int
     impression: int
     params: dict = field(default_factory=dict)
+    ridge: np.ndarray | None = None
+    contact: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -704,7 +713,8 @@ def make_impression(master: MasterFinger, impression: int) -> Impression:
         "pressure": round(pressure, 3),
         "dryness": round(dryness, 3),
     }
-    return Impression(pixels=pixels, truth=truth, finger=master.index, impression=int(impression), params=params)
+    return Impression(pixels=pixels, truth=truth, finger=master.index, impression=int(impression), params=params,
+                      ridge=ridge, contact=contact)
 
 
 # ---------------------------------------------------------------------------

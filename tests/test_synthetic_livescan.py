@@ -1,0 +1,83 @@
+"""Hard livescan renderings of synthetic impressions: reproducible, exact ground truth, the conditions asked for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biomatch import BiomatchError
+from biomatch import synthetic as S
+from biomatch.synthetic_livescan import SENSORS, SKIN_CONDITIONS, render_livescan
+
+
+@pytest.fixture(scope="module")
+def impression():
+    return S.make_impression(S.make_finger(1, 11), 2)
+
+
+def test_rendering_is_reproducible(impression):
+    a = render_livescan(impression, 5)
+    b = render_livescan(impression, 5)
+    assert np.array_equal(a.pixels, b.pixels) and a.params == b.params
+    c = render_livescan(impression, 6)
+    assert not np.array_equal(a.pixels, c.pixels)
+
+
+@pytest.mark.parametrize("sensor", SENSORS)
+def test_every_sensor_gives_a_print_with_its_truth(impression, sensor):
+    live = render_livescan(impression, 1, sensor=sensor, wsq=False)
+    assert live.pixels.dtype == np.uint8 and live.pixels.shape == live.ridge.shape == live.mask.shape
+    assert live.params["sensor"] == sensor
+    # ridges are darker than valleys inside the contact area
+    inside = live.mask
+    assert live.pixels[inside & (live.ridge > 0.5)].mean() < live.pixels[inside & (live.ridge < -0.5)].mean()
+    # every truth minutia lies in the contact area
+    m = live.truth.minutiae
+    assert len(m) > 5
+    assert live.mask[np.rint(m["y"]).astype(int), np.rint(m["x"]).astype(int)].all()
+
+
+def test_scale_moves_truth_and_size_together(impression):
+    live = render_livescan(impression, 3, wsq=False)
+    s = live.params["scale"]
+    h, w = impression.pixels.shape
+    assert live.pixels.shape == (int(round(h * s)), int(round(w * s)))
+    # each kept truth minutia is a scaled copy of one of the impression's
+    src = impression.truth.minutiae
+    for m in live.truth.minutiae[:10]:
+        d = np.hypot((src["x"] + 0.5) * s - 0.5 - m["x"], (src["y"] + 0.5) * s - 0.5 - m["y"])
+        assert d.min() < 0.05  # params round the scale to 4 decimals
+
+
+def test_dry_prints_break_ridges_and_wet_prints_fill_valleys(impression):
+    dry = render_livescan(impression, 2, sensor="optical", skin="dry", wsq=False)
+    wet = render_livescan(impression, 2, sensor="optical", skin="wet", wsq=False)
+
+    def levels(live):
+        ridge = live.pixels[live.mask & (live.ridge > 0.3)].astype(float)
+        valley = live.pixels[live.mask & (live.ridge < -0.3)].astype(float)
+        return ridge, valley
+
+    r_dry, v_dry = levels(dry)
+    r_wet, v_wet = levels(wet)
+    # dry: more ridge pixels as bright as a valley (breaks, dots)
+    assert (r_dry >= np.median(v_dry)).mean() > (r_wet >= np.median(v_wet)).mean()
+    # wet: more valley pixels as dark as a ridge (smudged shut)
+    assert (v_wet <= np.median(r_wet)).mean() > (v_dry <= np.median(r_dry)).mean()
+
+
+def test_wsq_round_trip_keeps_the_size(impression):
+    live = render_livescan(impression, 4, wsq=True)
+    assert live.params["wsq"] is True
+    assert live.pixels.shape == live.ridge.shape
+
+
+def test_bad_arguments_are_refused(impression):
+    with pytest.raises(BiomatchError, match="sensor"):
+        render_livescan(impression, sensor="ultrasonic")
+    with pytest.raises(BiomatchError, match="skin"):
+        render_livescan(impression, skin="oily")
+    bare = S.Impression(impression.pixels, impression.truth, 0, 0)
+    with pytest.raises(BiomatchError, match="ridge map"):
+        render_livescan(bare)
+    assert set(SKIN_CONDITIONS) == {"normal", "dry", "wet", "faint"}
