@@ -57,9 +57,28 @@ def _wrap_pi(a):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def sqrt_table(n_words):
+    """float64 (64 n_words + 1,): the square root of every bit count of a cylinder row. The
+    same values as math.sqrt of the count (both correctly rounded), read instead of computed."""
+    return np.sqrt(np.arange(64 * n_words + 1).astype(np.float64))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def local_similarities(
     a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells, out_sim, out_i, out_j,
     row_start, row_best,
+):
+    """:func:`local_similarities_rooted` with its own square-root table."""
+    return local_similarities_rooted(
+        a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells, out_sim, out_i,
+        out_j, row_start, row_best, sqrt_table(a_bits.shape[1]),
+    )
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def local_similarities_rooted(
+    a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells, out_sim, out_i, out_j,
+    row_start, row_best, root,
 ):
     """MCC bit-based local similarity of every matchable cylinder pair.
 
@@ -70,7 +89,8 @@ def local_similarities(
     (capacity na * nb), by row of a then row of b, and returns their number.
     For :func:`_select_pairs`: row i's pairs are ``row_start[i]:row_start[i + 1]``
     (shape (na + 1,)) and ``row_best[i]`` is its most similar one (the first on
-    ties; -1 when none).
+    ties; -1 when none). ``root``: :func:`sqrt_table` of the row width (square roots of
+    counts are looked up).
     """
     na = a_bits.shape[0]
     nb = b_bits.shape[0]
@@ -106,10 +126,10 @@ def local_similarities(
                 pb += _popcount(bv & amx[w])
                 pab += _popcount(av & bv)
             x = pa + pb - 2 * pab
-            den = math.sqrt(pa) + math.sqrt(pb)
+            den = root[pa] + root[pb]
             if den <= 0.0:
                 continue
-            s = 1.0 - math.sqrt(x) / den
+            s = 1.0 - root[x] / den
             if s <= 0.0:
                 continue
             out_sim[count] = s
@@ -322,14 +342,22 @@ def lssr_score(
     # k > r ones, so appending keeps them in order
     for r in range(n_r):
         rho_n[r] = 0
+    near = row_col  # scratch (na >= n_r), free once the pairs are selected
     for r in range(n_r):
         dcr = dcos[r]
         dsr = dsin[r]
+        # the k > r past the direction gate, in increasing k, gathered without a branch (the
+        # gate passes about one pair in four, at random: a branch on it mispredicts)
+        n_near = 0
         for k in range(r + 1, n_r):
+            near[n_near] = k
+            n_near += dcr * dcos[k] + dsr * dsin[k] >= dir_gate
+        for q in range(n_near):
+            k = near[q]
             v = 0.0
             v2 = 0.0
             cdir = dcr * dcos[k] + dsr * dsin[k]
-            if cdir >= dir_gate and (one_to_one or (cand_i[sel[k]] != cand_i[sel[r]] and cand_j[sel[k]] != cand_j[sel[r]])):
+            if one_to_one or (cand_i[sel[k]] != cand_i[sel[r]] and cand_j[sel[k]] != cand_j[sel[r]]):
                 # the direction term first: it needs no square root and rejects most pairs
                 z2 = _lut_cos(luts, 1, cdir)
                 if z2 > 1e-6:
@@ -437,9 +465,9 @@ def score_one(
     dir_gate = _lut_gate(luts, 1)
     agrid = np.empty(3)
     a_order, a_start = _x_grid(a_geo, gparams[2], agrid)  # the probe's minutiae by x, for the global stage
-    n_cand = local_similarities(
+    n_cand = local_similarities_rooted(
         a_bits, a_mask, a_maskx, a_geo, b_bits, b_mask, b_maskx, b_geo, plane_words, min_common_cells,
-        cand_sim, cand_i, cand_j, row_start, row_best,
+        cand_sim, cand_i, cand_j, row_start, row_best, sqrt_table(a_bits.shape[1]),
     )
     s_local, k, n_r = lssr_score(
         a_geo, a_theta, b_geo, b_theta, n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho, rho_k, rho_n, lam, lam_new, dcos, dsin, cg, dir_gate, out_pairs
@@ -525,6 +553,7 @@ def score_batch(
     dir_gate = _lut_gate(luts, 1)
     agrid = np.empty(3)
     a_order, a_start = _x_grid(a_geo, gparams[2], agrid)  # the probe's minutiae by x, for the global stage
+    root = sqrt_table(a_bits.shape[1])
     for t in range(subset.shape[0]):
         s = subset[t]
         lo = offsets[s]
@@ -533,9 +562,9 @@ def score_batch(
         if na < 2 or nb < 2:
             out[t] = 0.0
             continue
-        n_cand = local_similarities(
+        n_cand = local_similarities_rooted(
             a_bits, a_mask, a_maskx, a_geo, bits[lo:hi], mask[lo:hi], maskx[lo:hi], geo[lo:hi], plane_words,
-            min_common_cells, cand_sim, cand_i, cand_j, row_start, row_best,
+            min_common_cells, cand_sim, cand_i, cand_j, row_start, row_best, root,
         )
         sc, k, n_r = lssr_score(
             a_geo, a_theta, geo[lo:hi], theta[lo:hi], n_cand, cand_sim, cand_i, cand_j, na, nb, params, luts, row_start, row_best, sel, used_b, taken, row_sim, row_col, rho,
