@@ -1,33 +1,48 @@
 """The ``biomatch`` command line: a thin layer over the library.
 
 Every verb that prints results takes ``--json`` (machine-readable output on
-stdout). Library errors become one line on stderr and exit code 1; usage
-errors exit 2 (typer's convention).
+stdout). Exit codes, error lines (JSON under ``--json``), Ctrl-C, output
+files and warnings follow :mod:`biomatch.cli_conventions`: 0 success, 1 a
+biomatch error, 2 bad usage, 130 interrupted; no traceback.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from .cli_conventions import OutputFiles, check_output_dir, check_output_file, removed_on_failure, run_app
 from .errors import BiomatchError
+
+#: -h works wherever --help does (sub-commands inherit the context setting).
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="biomatch",
     help="Fingerprint identification engine: extract, verify, enroll, search, tune, bench.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=_CONTEXT,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"biomatch {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
     """Fingerprint identification engine: extract, verify, enroll, search, tune, bench."""
     # A callback keeps `biomatch VERB ...` a verb even while only one verb is registered.
 
@@ -89,14 +104,15 @@ def extract(
     """Extract minutiae from a finger image."""
     from .extraction import extract_detailed
 
-    result = extract_detailed(image, ppi=ppi, position=position)
-    template = result.template
-    if out is not None:
-        _write_template(template, out)
-    if plot is not None:
-        from .plots import plot_extraction
+    with OutputFiles(out=out, plot=plot) as tmp:
+        result = extract_detailed(image, ppi=ppi, position=position)
+        template = result.template
+        if out is not None:
+            _write_template(template, tmp["out"])
+        if plot is not None:
+            from .plots import plot_extraction
 
-        plot_extraction(result, plot)
+            plot_extraction(result, tmp["plot"])
     if as_json:
         doc = template.to_dict()
         doc["source"] = str(image)
@@ -158,30 +174,33 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print score, estimated FMR and pairs as JSON."),
 ):
     """Compare two prints: raw score, its estimated false match rate, paired minutiae."""
+    from .calibration import format_fmr
     from .scoring import verify as _verify
 
-    ta, ra = _load_print(a, ppi)
-    tb, rb = _load_print(b, ppi)
-    match = _verify(ta, tb)
-    if plot is not None:
-        from .plots import plot_pairs
+    with OutputFiles(plot=plot) as tmp:
+        ta, ra = _load_print(a, ppi)
+        tb, rb = _load_print(b, ppi)
+        match = _verify(ta, tb)
+        if plot is not None:
+            from .plots import plot_pairs
 
-        plot_pairs(ta, tb, match, plot, images=(ra.image.pixels if ra else None, rb.image.pixels if rb else None),
-                   names=(a.name, b.name))
+            plot_pairs(ta, tb, match, tmp["plot"], names=(a.name, b.name),
+                       images=(ra.image.pixels if ra else None, rb.image.pixels if rb else None))
     if as_json:
         doc = match.to_dict()
         doc.update({"a": str(a), "b": str(b), "minutiae_a": len(ta), "minutiae_b": len(tb)})
         emit_json(doc)
     else:
-        fmr = "n/a (no calibration)" if match.fmr != match.fmr else f"{match.fmr:.2e}"
-        typer.echo(f"{a.name} vs {b.name}: score {match.score:.4f}, estimated FMR {fmr}, "
-                   f"{match.n_pairs} paired minutiae ({len(ta)} / {len(tb)} minutiae)")
+        fmr = "n/a (no calibration)" if match.fmr != match.fmr else format_fmr(match.fmr, match.fmr_is_bound)
+        typer.echo(f"{a.name} vs {b.name}: score {match.score:.4f}, estimated FMR {fmr}; "
+                   f"{match.n_pairs} minutiae pairs agree under the matcher's alignment "
+                   f"({len(ta)} / {len(tb)} minutiae)")
 
 
 # ---------------------------------------------------------------------------
 # synth (biomatch.synthetic)
 # ---------------------------------------------------------------------------
-synth_app = typer.Typer(help="Generate synthetic fingerprints: images or templates (FVC-style F_I names).", no_args_is_help=True)
+synth_app = typer.Typer(help="Generate synthetic fingerprints: images or templates (FVC-style F_I names).")
 app.add_typer(synth_app, name="synth")
 
 
@@ -190,6 +209,7 @@ def _synth_run(kind: str, fingers: int, impressions: int, seed: int, out: Path, 
 
     from . import synthetic
 
+    check_output_dir(out, "--out")
     generate = partial(synthetic.generate_images, workers=workers) if kind == "images" else synthetic.generate_templates
     total = fingers * impressions
     manifest = run_with_progress(f"synth {kind}", total, lambda progress: generate(
@@ -255,7 +275,8 @@ def tune(
     protocol: str = typer.Option("all", help="Impostor protocol for a dataset folder: all | fvc."),
     ppi: Optional[float] = typer.Option(None, help="Resolution of the dataset images (default: known FVC value or 500)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Write the chosen threshold into this JSON config file."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Write the chosen threshold into this gallery store (audited)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Write the chosen threshold into this existing gallery store (audited)."),
+    create: bool = typer.Option(False, "--create", help="Create --store when it does not exist."),
     gallery: str = typer.Option("default", "--gallery", help="Gallery whose threshold --store sets."),
     operator: str = typer.Option("cli", "--operator", help="Operator recorded in the audit trail."),
     as_json: bool = typer.Option(False, "--json", help="Print the table and the chosen threshold as JSON."),
@@ -263,6 +284,9 @@ def tune(
     """Operating point table (threshold, FMR with CI, FNMR per FMR target) and the chosen threshold."""
     from . import bench
 
+    check_output_file(config, "--config")
+    if not create:
+        _existing_store_path(store)
     scores, _ = _scores_with_progress(source, protocol, ppi)
     table = bench.operating_table(scores)
     chosen = None
@@ -275,7 +299,7 @@ def tune(
     if chosen is not None and config is not None:
         written.append(str(bench.write_threshold_config(chosen, config, source=str(source))))
     if chosen is not None and store is not None:
-        written.append(_store_threshold(chosen, store, gallery, operator, str(source)))
+        written.append(_store_threshold(chosen, store, gallery, operator, create))
     if as_json:
         emit_json({"source": str(source), "n_mated": int(scores.mated.sum()), "n_nonmated": int((~scores.mated).sum()),
                    "table": table, "threshold": None if chosen is None else chosen.to_dict(), "written": written})
@@ -308,11 +332,9 @@ def tune(
             console.print(f"written to {w}")
 
 
-def _store_threshold(threshold, store: Path, gallery: str, operator: str, source: str) -> str:
+def _store_threshold(threshold, store: Path, gallery: str, operator: str, create: bool) -> str:
     """Record the threshold in a gallery store through the gallery's audited setter."""
-    from .gallery import Gallery
-
-    with Gallery.open(store) as g:
+    with _store_for_writing(store, create) as g:
         seq = g.set_threshold(threshold, gallery=gallery, operator=operator)
     return f"{store} (gallery {gallery}, audit record {seq})"
 
@@ -325,39 +347,49 @@ def calibrate(
     matcher_version: Optional[str] = typer.Option(None, "--matcher-version", help="Matcher version of the scores (default: this biomatch's)."),
     protocol: str = typer.Option("all", help="Impostor protocol for a dataset folder: all | fvc."),
     ppi: Optional[float] = typer.Option(None, help="Resolution of the dataset images."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Also store the calibration in this gallery store (audited)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Also store the calibration in this existing gallery store (audited)."),
+    create: bool = typer.Option(False, "--create", help="Create --store when it does not exist."),
     operator: str = typer.Option("cli", "--operator", help="Operator recorded in the audit trail (with --store)."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit summary as JSON."),
 ):
     """Refit the score -> FMR calibration from a site's own non-mated scores."""
     from .calibration import Calibration
 
-    scores, _ = _scores_with_progress(source, protocol, ppi)
-    if matcher_version is None:
-        from .bench import _matcher_version
+    with OutputFiles(out=out) as tmp:
+        if not create:
+            _existing_store_path(store)
+        scores, _ = _scores_with_progress(source, protocol, ppi)
+        if matcher_version is None:
+            from .bench import _matcher_version
 
-        matcher_version = _matcher_version() or "unknown"
-    cal = Calibration.fit(scores.score[~scores.mated], source=source_name or str(source), matcher_version=matcher_version)
-    cal.save(out)
+            matcher_version = _matcher_version() or "unknown"
+        cal = Calibration.fit(scores.score[~scores.mated], source=source_name or str(source),
+                              matcher_version=matcher_version)
+        cal.save(tmp["out"])
     if store is not None:
-        from .gallery import Gallery
-
-        with Gallery.open(store) as g:
+        with _store_for_writing(store, create) as g:
             g.set_calibration(cal, operator=operator)
-    points = {f"{f:g}": cal.threshold_for(f) for f in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)}
+    floor = cal.fmr_floor
+    points = {f"{f:g}": cal.threshold_for(f) for f in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6) if f >= floor}
+    unsupported = [f"{f:g}" for f in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6) if f < floor]
+    tail = "validated" if cal.tail_validated else "not validated"
     if as_json:
         emit_json({"out": str(out), "store": None if store is None else str(store),
                    "matcher_version": cal.matcher_version, "fit": cal.metadata,
                    "tail": {"threshold": cal.tail_threshold, "probability": cal.tail_probability,
-                            "shape": cal.tail_shape, "scale": cal.tail_scale},
-                   "threshold_for_fmr": points})
+                            "shape": cal.tail_shape, "scale": cal.tail_scale, "validated": cal.tail_validated},
+                   "fmr_floor": floor, "threshold_for_fmr": points, "unsupported_fmr": unsupported})
     else:
-        typer.echo(f"{out}: calibration from {cal.metadata['n_scores']} non-mated scores "
-                   f"(tail above {cal.tail_threshold:.4g}, shape {cal.tail_shape:.3g}, scale {cal.tail_scale:.3g}); "
-                   + ", ".join(f"FMR {k} at score {v:.4g}" for k, v in points.items()))
+        line = (f"{out}: calibration from {cal.metadata['n_scores']} non-mated scores "
+                f"(tail above {cal.tail_threshold:.4g}, shape {cal.tail_shape:.3g}, scale {cal.tail_scale:.3g}, {tail}); "
+                + ", ".join(f"FMR {k} at score {v:.4g}" for k, v in points.items()))
+        typer.echo(line)
+        typer.echo(f"  these scores support FMRs down to {floor:.2g}: lower estimates are reported as '<= {floor:.2g}'"
+                   + (f"; no threshold for FMR {', '.join(unsupported)} (more non-mated scores needed)"
+                      if unsupported else ""))
 
 
-bench_app = typer.Typer(help="Benchmark suites: accuracy (1:1), identification (1:N), speed.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmark suites: accuracy (1:1), identification (1:N), speed.")
 app.add_typer(bench_app, name="bench")
 
 
@@ -373,6 +405,7 @@ def bench_accuracy(
     """1:1 accuracy: EER (FVC), FMR100/1000/10000, ZeroFMR, FTE, comparison counts, timings."""
     from . import bench
 
+    check_output_dir(out, "--out")
     scores, info = _scores_with_progress(source, protocol, ppi)
     report = bench.accuracy_report(scores, info, protocol=protocol if source.is_dir() else "scores file",
                                    dataset=str(source))
@@ -425,6 +458,7 @@ def bench_identification(
     """1:N identification: CMC, FNIR at FPIR for the gallery size."""
     from . import bench
 
+    check_output_dir(out, "--out")
     report = run_with_progress("extract", lambda: len(bench.list_dataset(source, ppi)),
                                lambda progress: bench.identification_report(source, ppi=ppi, max_rank=max_rank,
                                                                              progress=progress))
@@ -432,8 +466,9 @@ def bench_identification(
         from .plots import plot_cmc
 
         out.mkdir(parents=True, exist_ok=True)
-        (out / "identification.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-        plot_cmc(report["cmc"], out / "cmc.png", title=f"CMC, gallery of {report['gallery_size']}")
+        with OutputFiles(report=out / "identification.json", cmc=out / "cmc.png") as tmp:
+            tmp["report"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+            plot_cmc(report["cmc"], tmp["cmc"], title=f"CMC, gallery of {report['gallery_size']}")
     if as_json:
         emit_json(report)
         return
@@ -452,17 +487,28 @@ def bench_speed(
     source: Path = typer.Argument(..., help="FVC-style dataset folder."),
     ppi: Optional[float] = typer.Option(None, help="Resolution of the images."),
     images: int = typer.Option(20, "--images", help="Images to extract and compare."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Also time searches against this existing gallery store."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Also time searches against (a copy of) this gallery store."),
     gallery: Optional[str] = typer.Option(None, "--gallery", help="Gallery searched with --store (default: all)."),
+    audit: bool = typer.Option(False, "--audit", help="Search --store itself, writing each timed search into its "
+                               "audit log (default: search a temporary copy, the store's log untouched)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Median extraction time per image, comparison time per pair, search time (with --store)."""
+    import tempfile
+
     from . import bench
 
-    if store is not None and not store.exists():
-        fail(f"--store {store}: no such gallery store")
-    report = bench.speed_report(source, ppi=ppi, n_images=images, store=store,
-                                galleries=None if gallery is None else [gallery])
+    _existing_store_path(store)
+    with tempfile.TemporaryDirectory(prefix="biomatch-bench-") as tmp:
+        searched = store
+        if store is not None and not audit:  # timed searches are audited: let them go into a copy's log
+            searched = Path(tmp) / "store.db"
+            with _existing_store(store) as g:
+                g.backup(searched)
+        report = bench.speed_report(source, ppi=ppi, n_images=images, store=searched,
+                                    galleries=None if gallery is None else [gallery])
+    if report["search"]:
+        report["search"].update(store=str(store), audited=audit)
     if as_json:
         emit_json(report)
         return
@@ -476,7 +522,9 @@ def bench_speed(
 # ---------------------------------------------------------------------------
 # enroll / search / delete / info / audit (biomatch.gallery)
 # ---------------------------------------------------------------------------
-_STORE_OPT = typer.Option(Path("biomatch.db"), "--store", help="Gallery store (SQLite file; created if absent).")
+_STORE_OPT = typer.Option(Path("biomatch.db"), "--store", help="Gallery store (SQLite file; must exist).")
+_NEW_STORE_OPT = typer.Option(Path("biomatch.db"), "--store", help="Gallery store (SQLite file; created if absent).")
+_PPI_OPT = typer.Option(None, "--ppi", help="Resolution of images that state none (default 500).")
 _GALLERY_HELP = "Gallery name."
 _OPERATOR_OPT = typer.Option(None, "--operator", help="Who does this (audit); default the login name.")
 _FINGER_HELP = "POS=FILE: finger position (FGP 0-10) and an image or template file; repeatable."
@@ -493,6 +541,37 @@ def _parse_fingers(specs: list) -> dict:
             raise BiomatchError(f"--finger {spec!r}: position {p} given twice")
         fingers[p] = Path(path)
     return fingers
+
+
+def _load_fingers(specs: list, ppi: Optional[float]) -> tuple[dict, dict]:
+    """Templates and original image bytes of --finger POS=FILE specs; a file is a template or an image
+    by its content (:func:`_load_print`), whatever its name."""
+    fingers, originals = {}, {}
+    for pos, path in _parse_fingers(specs).items():
+        template, extraction = _load_print(path, ppi)
+        fingers[pos] = template
+        if extraction is not None:
+            try:
+                originals[pos] = path.read_bytes()
+            except OSError as exc:
+                raise BiomatchError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return fingers, originals
+
+
+#: ANSI/NIST-ITL record types the engine does not read, as a person would name them.
+_UNSUPPORTED_RECORDS = {
+    2: "user-defined descriptive text", 7: "user-defined image", 8: "signature image",
+    10: "face, other body part or scar/mark/tattoo image", 11: "voice", 12: "forensic dental",
+    13: "latent print", 15: "palm print", 16: "user-defined test image", 17: "iris image",
+    18: "DNA", 19: "plantar (foot) print", 20: "source representation", 21: "associated context",
+    22: "non-photographic imagery", 98: "information assurance", 99: "CBEFF biometric data",
+}
+
+
+def _unsupported_records(tx) -> list:
+    """'Type-13 latent print record' for each record type of ``tx`` that the engine does not read."""
+    types = sorted({t for t, _ in tx.records if t in _UNSUPPORTED_RECORDS})
+    return [f"Type-{t} {_UNSUPPORTED_RECORDS[t]} record" for t in types]
 
 
 def _ebts_fingers(path: Path):
@@ -512,8 +591,16 @@ def _ebts_fingers(path: Path):
 
         for img in images:
             fingers.setdefault(img.position, extract(img.pixels, ppi=img.ppi, position=img.position))
+    unsupported = _unsupported_records(tx)
     if not fingers:
+        if unsupported:
+            raise BiomatchError(f"{path}: not supported: {', '.join(unsupported)} (this engine reads single-finger "
+                                "images, Type-4/14, and minutiae, Type-9)")
         raise BiomatchError(f"{path}: the transaction holds no finger images or templates")
+    if unsupported:
+        import warnings
+
+        warnings.warn(f"{path}: not supported, ignored: {', '.join(unsupported)}", stacklevel=2)
     return fingers, tx.tcn or None, {"ori": tx.ori, "tcn": tx.tcn, "tot": tx.tot, "source": path.name}, data
 
 
@@ -544,8 +631,9 @@ def enroll(
     finger: list[str] = typer.Option(None, "--finger", "-f", help=_FINGER_HELP),
     folder: Optional[Path] = typer.Option(None, "--folder", help="Bulk: enrol every SUBJECT_POS.ext file of a folder."),
     ebts: Optional[Path] = typer.Option(None, "--ebts", help="ANSI/NIST-ITL booking transaction to enrol."),
-    store: Path = _STORE_OPT,
+    store: Path = _NEW_STORE_OPT,
     gallery: str = typer.Option("default", "--gallery", help=_GALLERY_HELP),
+    ppi: Optional[float] = _PPI_OPT,
     operator: Optional[str] = _OPERATOR_OPT,
     transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -553,28 +641,34 @@ def enroll(
     """Enrol a subject's fingers (images or templates), an EBTS transaction, or a folder in bulk."""
     from .gallery import Gallery
 
-    with Gallery.open(store) as g:
+    if folder is None:  # read and extract every print before the store is touched
+        if not subject:
+            raise BiomatchError("enroll: give a SUBJECT id (or --folder)")
+        if finger and ebts is not None:
+            raise BiomatchError("enroll: give the fingers either with --finger or with --ebts, not both")
+        fingers, originals = _load_fingers(finger, ppi)
+        context = None
+        if ebts is not None:
+            fingers, tcn, context, raw = _ebts_fingers(ebts)
+            transaction_id = transaction_id or tcn
+            originals = {None: raw}
+        if not fingers:
+            raise BiomatchError("enroll: give fingers with --finger POS=FILE, --ebts FILE or --folder DIR")
+    with removed_on_failure(store), Gallery.open(store) as g:
         if folder is not None:
             if subject or finger or ebts:
                 raise BiomatchError("--folder: give either a folder or SUBJECT with --finger/--ebts, not both")
             items = _folder_subjects(folder)
+            subjects = items
+            if ppi is not None:  # extracted here at that resolution, one subject at a time (originals not kept)
+                subjects = ((s, {p: _load_print(f, ppi)[0] for p, f in fs.items()}) for s, fs in items)
             n = run_with_progress("enrol", len(items), lambda progress: g.enroll_many(
-                items, gallery=gallery, operator=operator, transaction_id=transaction_id, progress=progress))
+                subjects, gallery=gallery, operator=operator, transaction_id=transaction_id, progress=progress))
             result = {"store": str(store), "gallery": gallery, "enrolled": n,
                       "fingers": sum(len(f) for _, f in items)}
         else:
-            if not subject:
-                raise BiomatchError("enroll: give a SUBJECT id (or --folder)")
-            fingers = _parse_fingers(finger)
-            context, originals = None, None
-            if ebts is not None:
-                tx_fingers, tcn, context, raw = _ebts_fingers(ebts)
-                for p, t in tx_fingers.items():
-                    fingers.setdefault(p, t)
-                transaction_id = transaction_id or tcn
-                originals = {None: raw}
             seq = g.enroll(subject, fingers, gallery=gallery, operator=operator, transaction_id=transaction_id,
-                           originals=originals, context=context)
+                           originals=originals or None, context=context)
             result = {"store": str(store), "gallery": gallery, "subject": subject,
                       "positions": sorted(fingers), "audit_seq": seq}
     if as_json:
@@ -593,23 +687,25 @@ def search(
     gallery: list[str] = typer.Option(None, "--gallery", help="Gallery to search; repeatable (default: all)."),
     max_candidates: int = typer.Option(10, "--max-candidates", "-L", help="Candidate list length."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Raw single-finger score; only hits are listed."),
+    ppi: Optional[float] = _PPI_OPT,
     operator: Optional[str] = _OPERATOR_OPT,
     transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
     as_json: bool = typer.Option(False, "--json", help="Print the candidate list as JSON."),
 ):
     """Search probe fingers against galleries; prints the ranked candidate list."""
-    from .gallery import Gallery
+    from .calibration import format_fmr
 
-    fingers = _parse_fingers(finger)
+    _existing_store_path(store)
+    if finger and ebts is not None:
+        raise BiomatchError("search: give the probe either with --finger or with --ebts, not both")
+    fingers, _ = _load_fingers(finger, ppi)
     context = None
     if ebts is not None:
-        tx_fingers, tcn, context, _ = _ebts_fingers(ebts)
-        for p, t in tx_fingers.items():
-            fingers.setdefault(p, t)
+        fingers, tcn, context, _ = _ebts_fingers(ebts)
         transaction_id = transaction_id or tcn
     if not fingers:
         raise BiomatchError("search: give probe fingers with --finger POS=FILE or --ebts FILE")
-    with Gallery.open(store) as g:
+    with _existing_store(store) as g:
         cands = g.search(fingers, galleries=gallery or None, max_candidates=max_candidates, threshold=threshold,
                          operator=operator, transaction_id=transaction_id, context=context)
         seq = g.audit_records()[-1]["seq"] if cands is not None else None
@@ -619,7 +715,7 @@ def search(
     if not cands:
         typer.echo("no candidates" + (" at or above the threshold" if threshold is not None else ""))
     for c in cands:
-        fmr = "n/a" if c.fmr != c.fmr else f"{c.fmr:.2e}"
+        fmr = format_fmr(c.fmr, getattr(c, "fmr_is_bound", False))
         typer.echo(f"{c.rank:3d}  {c.gallery}/{c.subject}  score {c.score:.4f}  FMR {fmr}  "
                    f"fingers {','.join(str(f.position) for f in c.fingers)}")
 
@@ -634,9 +730,7 @@ def delete(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Delete a subject for good (templates, originals, index entries); the audit keeps that it happened."""
-    from .gallery import Gallery
-
-    with Gallery.open(store) as g:
+    with _existing_store(store) as g:
         seq = g.delete(subject, gallery=gallery, operator=operator, transaction_id=transaction_id)
     if as_json:
         emit_json({"store": str(store), "gallery": gallery, "deleted": subject, "audit_seq": seq})
@@ -644,10 +738,44 @@ def delete(
         typer.echo(f"{store}: deleted {subject!r} from {gallery!r}")
 
 
+@app.command()
+def update(
+    subject: str = typer.Argument(..., help="Subject id (already enrolled)."),
+    finger: list[str] = typer.Option(None, "--finger", "-f", help=_FINGER_HELP + " Replaces or adds that finger."),
+    remove: list[int] = typer.Option(None, "--remove", help="Finger position to remove; repeatable."),
+    metadata: Optional[str] = typer.Option(None, "--metadata", help="JSON object replacing the subject's metadata."),
+    store: Path = _STORE_OPT,
+    gallery: str = typer.Option("default", "--gallery", help=_GALLERY_HELP),
+    ppi: Optional[float] = _PPI_OPT,
+    operator: Optional[str] = _OPERATOR_OPT,
+    transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Replace or add fingers of an enrolled subject, remove fingers, or replace its metadata (audited)."""
+    _existing_store_path(store)
+    meta = None
+    if metadata is not None:
+        try:
+            meta = json.loads(metadata)
+        except ValueError as exc:
+            raise BiomatchError(f"--metadata: not valid JSON ({exc})") from None
+    fingers, _ = _load_fingers(finger, ppi)
+    with _existing_store(store) as g:
+        seq = g.update(subject, fingers or None, gallery=gallery, operator=operator, metadata=meta,
+                       remove_positions=remove or (), transaction_id=transaction_id)
+    result = {"store": str(store), "gallery": gallery, "subject": subject, "replaced": sorted(fingers),
+              "removed": sorted(remove or ()), "metadata": meta is not None, "audit_seq": seq}
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"{store}: updated {subject!r} in {gallery!r}: fingers {result['replaced']} replaced or added, "
+                   f"{result['removed']} removed" + (", metadata replaced" if meta is not None else ""))
+
+
 @app.command("import")
 def import_store(
     source: Path = typer.Argument(..., help="The store to copy from (not changed)."),
-    store: Path = _STORE_OPT,
+    store: Path = _NEW_STORE_OPT,
     gallery: str = typer.Option("default", "--gallery", help="Gallery to import into (created if absent)."),
     source_gallery: Optional[str] = typer.Option(None, "--source-gallery", help="Gallery of the source (default: --gallery)."),
     skip_existing: bool = typer.Option(False, "--skip-existing",
@@ -662,7 +790,7 @@ def import_store(
 
     if not source.is_file():
         raise BiomatchError(f"{source}: no such store")
-    with Gallery.open(store) as g:
+    with removed_on_failure(store), Gallery.open(store) as g:
         n = g.import_from(source, gallery=gallery, source_gallery=source_gallery,
                           on_existing="skip" if skip_existing else "raise", operator=operator,
                           transaction_id=transaction_id)
@@ -679,11 +807,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the store's statistics as JSON."),
 ):
     """Galleries, subjects, fingers, index state and audit length of a store."""
-    from .gallery import Gallery
-
-    if not store.exists():
-        raise BiomatchError(f"{store}: no such store")
-    with Gallery.open(store) as g:
+    with _existing_store(store) as g:
         st = g.stats()
     if as_json:
         emit_json(st)
@@ -694,12 +818,27 @@ def info(
                    f"index file generation {s['index_file_generation']}")
 
 
+def _existing_store_path(store: Optional[Path]) -> None:
+    """Fail at once (before any work) when ``store`` is given and is not an existing store file."""
+    if store is not None and not store.is_file():
+        raise BiomatchError(f"{store}: no such store" + (" (a folder)" if store.is_dir() else "")
+                            + "; `biomatch enroll` or `biomatch import` creates one")
+
+
+def _store_for_writing(store: Path, create: bool):
+    """An open Gallery on ``store``; created only when ``create`` (``--create``) says so."""
+    if create:
+        from .gallery import Gallery
+
+        return Gallery.open(store)
+    return _existing_store(store)
+
+
 def _existing_store(store: Path):
     """An open Gallery on a store that must already exist (key from BIOMATCH_STORE_KEY)."""
     from .gallery import Gallery
 
-    if not store.exists():
-        raise BiomatchError(f"{store}: no such store")
+    _existing_store_path(store)
     return Gallery.open(store)
 
 
@@ -745,7 +884,7 @@ def backup(
 @app.command()
 def restore(
     source: Path = typer.Argument(..., help="A backup made by `biomatch backup`."),
-    store: Path = _STORE_OPT,
+    store: Path = typer.Option(Path("biomatch.db"), "--store", help="Store to restore to (created)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing store (close every handle on it first)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
@@ -759,7 +898,7 @@ def restore(
         typer.echo(f"{source} -> {store}: restored, {res['audit_records']} audit records verified")
 
 
-audit_app = typer.Typer(help="The hash-chained audit log: list, verify, export.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log: list, verify, export.")
 app.add_typer(audit_app, name="audit")
 
 
@@ -771,11 +910,7 @@ def audit_list(
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
 ):
     """List audit records (not verified; see `audit verify`)."""
-    from .gallery import Gallery
-
-    if not store.exists():
-        raise BiomatchError(f"{store}: no such store")
-    with Gallery.open(store) as g:
+    with _existing_store(store) as g:
         recs = g.audit_records(since=since, limit=limit)
     if as_json:
         emit_json(recs)
@@ -791,11 +926,7 @@ def audit_verify(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Re-check the whole chain; exit 1 naming the first edited, removed or reordered record."""
-    from .gallery import Gallery
-
-    if not store.exists():
-        raise BiomatchError(f"{store}: no such store")
-    with Gallery.open(store) as g:
+    with _existing_store(store) as g:
         n = g.verify_audit()
         head = g.audit_records(since=n, limit=1)
     digest = head[0]["hash"] if head else None
@@ -811,12 +942,8 @@ def audit_export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON-lines file (default stdout)."),
 ):
     """Export the audit log as JSON lines (each record with its hash)."""
-    from .gallery import Gallery
-
-    if not store.exists():
-        raise BiomatchError(f"{store}: no such store")
-    with Gallery.open(store) as g:
-        n = g.export_audit(out if out is not None else sys.stdout)
+    with OutputFiles(out=out) as tmp, _existing_store(store) as g:
+        n = g.export_audit(tmp["out"] if out is not None else sys.stdout)
     if out is not None:
         typer.echo(f"{out}: {n} audit records", err=True)
 
@@ -827,7 +954,7 @@ def audit_export(
 @app.command()
 def demo(
     data: Path = typer.Option(Path("data/synthetic"), "--data", help="FVC-style FINGER_IMPRESSION images."),
-    store: Path = _STORE_OPT,
+    store: Path = _NEW_STORE_OPT,
     gallery: str = typer.Option("default", "--gallery", help=_GALLERY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome of every search as JSON."),
 ):
@@ -835,8 +962,9 @@ def demo(
     from . import bench
     from .demo import run_demo
 
-    result = run_with_progress("demo", lambda: 2 * len(bench.list_dataset(data)) if data.is_dir() else 0,
-                               lambda progress: run_demo(data, store, gallery=gallery, progress=progress))
+    with removed_on_failure(store):
+        result = run_with_progress("demo", lambda: 2 * len(bench.list_dataset(data)) if data.is_dir() else 0,
+                                   lambda progress: run_demo(data, store, gallery=gallery, progress=progress))
     if as_json:
         emit_json(result)
         return
@@ -854,29 +982,8 @@ def demo(
 
 
 def main(argv=None) -> int:
-    """Entry point: run the app, turning library errors into one stderr line."""
-    warnings.simplefilter("default")
-    try:
-        app(args=argv, standalone_mode=False)
-    except BiomatchError as exc:
-        typer.echo(f"biomatch: error: {exc}", err=True)
-        return 1
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except typer.Abort:
-        typer.echo("biomatch: aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        typer.echo("biomatch: interrupted", err=True)
-        return 130
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
-    return 0
+    """Entry point: run the app under :mod:`biomatch.cli_conventions` (exit 0/1/2/130, one error line)."""
+    return run_app(app, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -136,6 +136,15 @@ def test_calibrate_writes_valid_json(capsys, scores_csv, tmp_path):
     assert cal.metadata["n_scores"] == sum(1 for r in rows if not r[3])
     doc = json.loads(stdout)
     assert doc["threshold_for_fmr"]["0.001"] == pytest.approx(cal.threshold_for(1e-3))
+    # no threshold is claimed for an FMR below what these scores support
+    assert doc["fmr_floor"] == pytest.approx(cal.fmr_floor)
+    assert all(float(k) >= cal.fmr_floor for k in doc["threshold_for_fmr"])
+    assert doc["unsupported_fmr"] == [k for k in ("0.01", "0.001", "0.0001", "1e-05", "1e-06") if float(k) < cal.fmr_floor]
+    assert "1e-06" in doc["unsupported_fmr"]  # a few thousand scores cannot show 1e-6
+    code, stdout, err = _run(capsys, "calibrate", path, "--out", out, "--source", "site A", "--matcher-version", "m1")
+    assert code == 0, err
+    assert "FMR 1e-06 at" not in stdout and f"support FMRs down to {cal.fmr_floor:.2g}" in stdout
+    assert "no threshold for FMR" in stdout and "1e-06" in stdout.splitlines()[-1]
 
 
 def test_bench_accuracy_on_scores_file(capsys, scores_csv, tmp_path):
@@ -266,8 +275,11 @@ def test_tune_and_calibrate_into_gallery_store(capsys, tmp_path):
         w.writerow(["probe", "reference", "score", "mated"])
         w.writerows((p, r, s / 100.0, m) for p, r, s, m in rows)
     store = tmp_path / "site.db"
+    # a store is created only when asked (a mistyped --store must not read as a new, empty store)
+    code, out, err = _run(capsys, "tune", path, "--target-fmr", "1e-2", "--store", store, "--json")
+    assert code == 1 and "no such store" in out and not store.exists()
     code, out, err = _run(capsys, "tune", path, "--target-fmr", "1e-2", "--store", store, "--gallery", "local",
-                          "--operator", "admin-1", "--json")
+                          "--operator", "admin-1", "--create", "--json")
     assert code == 0, err
     value = json.loads(out)["threshold"]["value"]
     code, out, err = _run(capsys, "calibrate", path, "--out", tmp_path / "cal.json", "--store", store, "--json")

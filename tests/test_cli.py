@@ -1,0 +1,412 @@
+"""The ``biomatch`` command as a Unix tool: every verb run in a subprocess.
+
+Exit codes 0 (success), 1 (bad input, missing store), 2 (bad usage), 130 (Ctrl-C);
+errors in one line (JSON under --json), never a traceback; output paths checked
+before the work; no half-written output; a missing store is never created by a
+verb that reads. Small synthetic data shared by module fixtures keeps it fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import biomatch as bm
+from biomatch.cli_conventions import OutputFiles
+
+
+def run(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """``biomatch ARGS`` in a fresh interpreter; never a traceback, whatever the outcome."""
+    proc = subprocess.run([sys.executable, "-m", "biomatch.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    return proc
+
+
+def one_error_line(proc, status: int, *, usage: bool = False) -> str:
+    """The run failed with ``status``, saying so in one line on stderr (plus one usage line for bad usage)."""
+    assert proc.returncode == status, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[0].startswith("biomatch: error: "), proc.stderr
+    if usage:
+        assert len(lines) == 2 and lines[1].startswith("Usage: biomatch") and "-h'" in lines[1], proc.stderr
+    else:
+        assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def json_error(proc, status: int, code: str) -> str:
+    assert proc.returncode == status, (proc.returncode, proc.stdout, proc.stderr)
+    doc = json.loads(proc.stdout)
+    assert doc["error"]["code"] == code and doc["error"]["exit_status"] == status
+    return doc["error"]["message"]
+
+
+def audit_count(store: Path) -> int:
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------
+# shared data: synthetic templates, a store, a few images, a scores file
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def templates(work) -> Path:
+    out = work / "templates"
+    proc = run("synth", "templates", "-n", 4, "-k", 2, "--seed", 3, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(work, templates) -> Path:
+    """Subjects s1..s4 enrolled (first impressions at position 1) by `enroll --folder`."""
+    folder = work / "enrol"
+    folder.mkdir()
+    for f in range(1, 5):
+        shutil.copy(templates / f"{f}_1.bmt", folder / f"s{f}_1.bmt")
+    path = work / "site.db"
+    proc = run("enroll", "--folder", folder, "--store", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["enrolled"] == 4
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(work, synthetic_sample) -> Path:
+    """An FVC-style folder of six synthetic images (three fingers, two impressions)."""
+    out = work / "images"
+    out.mkdir()
+    for name in ("1_1", "1_2", "2_1", "2_2", "3_1", "3_2"):
+        shutil.copy(synthetic_sample / f"{name}.png", out / f"{name}.png")
+    return out
+
+
+@pytest.fixture(scope="module")
+def scores_csv(work) -> Path:
+    rng = np.random.default_rng(0)
+    path = work / "scores.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["probe", "reference", "score", "mated"])
+        for f in range(40):
+            w.writerow([f"D/{f}_1", f"D/{f}_2", rng.normal(0.08, 0.02), 1])
+            for h in range(f + 1, 40):
+                w.writerow([f"D/{f}_1", f"D/{h}_1", rng.gamma(2.0, 0.004), 0])
+    return path
+
+
+# ---------------------------------------------------------------------------
+# bad usage: exit 2, one line and a usage hint
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, says", [
+    ([], "no verb given"),
+    (["nosuch"], "No such command"),
+    (["verify"], "Missing argument"),
+    (["verify", "--bogus", "a", "b"], "No such option: --bogus"),
+    (["extract", "x.png", "--ppi", "abc"], "--ppi"),
+    (["search", "--max-candidates", "many"], "--max-candidates"),
+    (["synth"], "a sub-command is needed"),
+    (["bench"], "a sub-command is needed"),
+    (["audit"], "a sub-command is needed"),
+])
+def test_bad_usage_exits_2_with_one_line_and_a_hint(argv, says):
+    proc = run(*argv)
+    line = one_error_line(proc, 2, usage=True)
+    assert says in line and proc.stdout == ""
+
+
+def test_bad_usage_under_json_is_a_json_error():
+    message = json_error(run("verify", "--json"), 2, "usage")
+    assert "Missing argument" in message
+
+
+def test_help_and_version():
+    for argv in (["-h"], ["--help"], ["verify", "-h"], ["audit", "verify", "-h"], ["bench", "speed", "-h"]):
+        proc = run(*argv)
+        assert proc.returncode == 0 and "Usage" in proc.stdout, (argv, proc.stderr)
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"biomatch {bm.__version__}"
+    top = run("-h").stdout
+    for verb in ("extract", "verify", "enroll", "update", "search", "delete", "import", "info", "check", "backup",
+                 "restore", "audit", "tune", "calibrate", "bench", "synth", "demo"):
+        assert f" {verb} " in top, verb
+
+
+# ---------------------------------------------------------------------------
+# a missing store is an error, never created by a verb that reads
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["search", "-f", "1=T"], ["info"], ["check"], ["audit", "list"], ["audit", "verify"], ["audit", "export"],
+    ["delete", "s1"], ["update", "s1", "-f", "1=T"], ["backup", "COPY"],
+])
+def test_reading_verbs_never_create_a_store(argv, work, templates):
+    missing = work / "mistyped.db"
+    argv = [a.replace("T", str(templates / "1_2.bmt")) if a == "1=T" else a for a in argv]
+    argv = [str(work / "copy.db") if a == "COPY" else a for a in argv]
+    line = one_error_line(run(*argv, "--store", missing), 1)
+    assert f"{missing}: no such store" in line
+    assert not missing.exists() and not (work / "copy.db").exists()
+
+
+def test_missing_store_under_json(work, templates):
+    missing = work / "mistyped.db"
+    message = json_error(run("search", "-f", f"1={templates / '1_2.bmt'}", "--store", missing, "--json"), 1, "input")
+    assert "no such store" in message and not missing.exists()
+
+
+# ---------------------------------------------------------------------------
+# the store verbs on a real store
+# ---------------------------------------------------------------------------
+def test_search_finds_the_mate_and_never_reports_fmr_below_the_floor(store, templates):
+    proc = run("search", "-f", f"1={templates / '2_2.bmt'}", "--store", store, "--json")
+    assert proc.returncode == 0, proc.stderr
+    cands = json.loads(proc.stdout)["candidates"]
+    assert cands[0]["subject"] == "s2"
+    # FMR_FLOOR_CHECK
+    text = run("search", "-f", f"1={templates / '2_2.bmt'}", "--store", store)
+    assert text.returncode == 0 and "default/s2" in text.stdout.splitlines()[0]
+
+
+def test_info_check_and_audit_verbs(store, work):
+    assert "s1" not in run("info", "--store", store).stderr
+    info = json.loads(run("info", "--store", store, "--json").stdout)
+    assert info["galleries"]["default"]["subjects"] == 4
+    check = run("check", "--store", store)
+    assert check.returncode == 0 and "consistent" in check.stdout
+    assert run("audit", "list", "--store", store).returncode == 0
+    verified = json.loads(run("audit", "verify", "--store", store, "--json").stdout)["verified"]
+    assert verified == audit_count(store)
+    out = work / "audit.jsonl"
+    proc = run("audit", "export", "--store", store, "-o", out)
+    assert proc.returncode == 0 and len(out.read_text().splitlines()) == audit_count(store)
+    assert not list(work.glob(".audit.part-*"))
+
+
+def test_update_delete_backup_restore_import(store, templates, work):
+    copy = work / "scratch.db"
+    assert run("backup", copy, "--store", store).returncode == 0
+    proc = run("update", "s1", "-f", f"2={templates / '1_2.bmt'}", "--store", copy, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["replaced"] == [2]
+    assert run("update", "nobody", "-f", f"2={templates / '1_2.bmt'}", "--store", copy).returncode == 1
+    assert run("delete", "s4", "--store", copy).returncode == 0
+    assert one_error_line(run("delete", "s4", "--store", copy), 1)
+    restored = work / "restored.db"
+    assert run("restore", copy, "--store", restored).returncode == 0
+    merged = work / "merged.db"
+    proc = run("import", restored, "--store", merged, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["imported"] == 3
+    # enrolling someone already there names a verb that exists
+    line = one_error_line(run("enroll", "s1", "-f", f"1={templates / '1_1.bmt'}", "--store", copy), 1)
+    assert "(use update)" in line and run("update", "-h").returncode == 0
+
+
+def test_enroll_reads_a_template_by_content_not_suffix(work, templates):
+    data = work / "record.dat"
+    data.write_bytes(bm.write_iso(bm.load_template(templates / "3_1.bmt")))
+    path = work / "content.db"
+    proc = run("enroll", "x", "-f", f"1={data}", "--store", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["positions"] == [1]
+
+
+def test_failed_enrolment_leaves_no_store(work):
+    bad = work / "garbage.png"
+    bad.write_bytes(b"not an image at all")
+    path = work / "never.db"
+    one_error_line(run("enroll", "x", "-f", f"1={bad}", "--store", path), 1)
+    assert not path.exists()
+
+
+def test_demo_failure_leaves_no_store(work):
+    empty = work / "no-images"
+    empty.mkdir()
+    path = work / "demo.db"
+    one_error_line(run("demo", "--data", empty, "--store", path), 1)
+    assert not path.exists() and not list(work.glob("demo.db*"))
+
+
+# ---------------------------------------------------------------------------
+# prints and images
+# ---------------------------------------------------------------------------
+def test_extract_and_verify(images, work):
+    iso, plot = work / "1_1.iso", work / "pairs.png"
+    assert run("extract", images / "1_1.png", "-o", iso, "--json").returncode == 0
+    assert bm.load_template(iso).width == 300
+    genuine = run("verify", images / "1_2.png", iso, "--plot", plot, "--json")
+    assert genuine.returncode == 0, genuine.stderr
+    g = json.loads(genuine.stdout)
+    assert plot.stat().st_size > 0 and not list(work.glob(".pairs.part-*"))
+    impostor = json.loads(run("verify", images / "2_1.png", iso, "--json").stdout)
+    # the pairs shown are those the score rests on: a non-match has few
+    assert g["n_pairs"] == len(g["pairs"]) > impostor["n_pairs"]
+    assert impostor["fmr_is_bound"] is False and impostor["fmr"] > 1e-3
+    text = run("verify", images / "1_2.png", iso).stdout
+    assert "minutiae pairs agree" in text and ("<= " in text) == g["fmr_is_bound"]
+
+
+def test_bad_input_is_one_line_or_json(work):
+    bad = work / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    line = one_error_line(run("verify", bad, bad), 1)
+    assert str(bad) in line
+    assert str(bad) in json_error(run("verify", bad, bad, "--json"), 1, "input")
+
+
+def test_a_missing_resolution_warns_once_per_run(work, images):
+    from PIL import Image
+
+    names = []
+    for name in ("1_1", "2_1"):
+        p = work / f"nodpi_{name}.png"
+        Image.open(images / f"{name}.png").save(p)  # no dpi
+        names.append(p)
+    proc = run("enroll", "w", "-f", f"1={names[0]}", "-f", f"2={names[1]}", "--store", work / "w.db")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("no resolution") == 1 and proc.stderr.count("1 more images without a resolution") == 1
+    proc = run("enroll", "w2", "-f", f"1={names[0]}", "-f", f"2={names[1]}", "--ppi", "500", "--store", work / "w.db")
+    assert proc.returncode == 0 and "resolution" not in proc.stderr
+
+
+def test_output_paths_are_checked_before_the_work(work, images, scores_csv):
+    line = one_error_line(run("extract", images / "1_1.png", "-o", work / "absent" / "x.iso"), 1)
+    assert "--out" in line and "does not exist" in line
+    line = one_error_line(run("calibrate", scores_csv, "-o", work), 1)
+    assert "is a folder" in line
+    a_file = work / "a-file"
+    a_file.write_text("x")
+    line = one_error_line(run("bench", "accuracy", scores_csv, "--out", a_file), 1)
+    assert "not a folder" in line
+
+
+def test_output_files_are_whole_or_absent(tmp_path):
+    target = tmp_path / "out.json"
+    for exc in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)):
+            with OutputFiles(out=target) as tmp:
+                tmp["out"].write_text("half")
+                raise exc
+        assert not target.exists() and list(tmp_path.iterdir()) == []
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with OutputFiles(out=target) as tmp:
+            tmp["out"].write_text("new, half")
+            raise RuntimeError
+    assert target.read_text() == "old"
+    with OutputFiles(out=target, plot=None) as tmp:
+        assert tmp["plot"] is None and tmp["out"].suffix == ".json"
+        tmp["out"].write_text("new")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
+
+
+def test_ctrl_c_exits_130_with_one_line(work, images):
+    """SIGINT while `verify` waits on its first print (a FIFO, opened to tell a template from an image
+    by its first bytes): exit 130, one line, no plot written."""
+    fifo = work / "probe.fifo"
+    os.mkfifo(fifo)
+    out = work / "interrupted.png"
+    proc = subprocess.Popen([sys.executable, "-m", "biomatch.cli", "verify", str(fifo), str(images / "1_1.png"),
+                             "--plot", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:  # a writer can open the FIFO once the verb has opened it for reading
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO and proc.poll() is None, proc.stderr
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate()
+        os.close(fd)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "biomatch: error: interrupted" and stdout == ""
+    assert not out.exists() and not list(work.glob(".interrupted.part-*"))
+
+
+# ---------------------------------------------------------------------------
+# EBTS intake
+# ---------------------------------------------------------------------------
+def _latent_only_transaction(path: Path) -> Path:
+    nistitl = pytest.importorskip("nistitl")
+    from biomatch.formats import write_transaction
+    from biomatch.template import Template, make_minutiae
+
+    t = Template(make_minutiae([20, 80, 120], [30, 90, 150], [0.3, 1.7, 3.9], [1, 2, 1], [40, 50, 60]), 200, 240, 500, 1)
+    msg = nistitl.Message()
+    msg.parse(write_transaction({1: t}, tot="CAR", ori="WV0000001", tcn="L-1", date="20261122"))
+    del msg[1]  # the Type-9 record: only the latent remains
+    r13 = nistitl.AsciiRecord(13)
+    r13.IDC = 1
+    for tag, value in {3: "4", 4: "SRC", 5: "20261122", 6: "30", 7: "40", 8: "1", 9: "500", 10: "500", 11: "NONE",
+                       12: "8", 13: "0"}.items():
+        r13 += nistitl.Field(13, tag, value)
+    r13.DATA = np.full((40, 30), 200, np.uint8).tobytes()
+    msg += r13
+    path.write_bytes(msg.NIST)
+    return path
+
+
+def test_ebts_records_not_handled_are_named(work, store, templates):
+    latent = _latent_only_transaction(work / "latent.eft")
+    for verb in (["search", "--ebts", latent, "--store", store], ["enroll", "l1", "--ebts", latent, "--store", store]):
+        line = one_error_line(run(*verb), 1)
+        assert "not supported: Type-13 latent print record" in line
+    line = one_error_line(run("search", "--ebts", latent, "-f", f"1={templates / '1_2.bmt'}", "--store", store), 1)
+    assert "not both" in line
+
+
+# ---------------------------------------------------------------------------
+# tune, calibrate, bench, synth images
+# ---------------------------------------------------------------------------
+def test_scores_verbs(work, scores_csv):
+    assert run("tune", scores_csv, "--target-fmr", "1e-2", "--json").returncode == 0
+    cal = work / "cal.json"
+    proc = run("calibrate", scores_csv, "-o", cal)
+    assert proc.returncode == 0 and "support FMRs down to" in proc.stdout
+    assert bm.Calibration.load(cal).metadata["n_scores"] == 40 * 39 // 2
+    assert run("bench", "accuracy", scores_csv, "--json").returncode == 0
+    assert one_error_line(run("tune", work / "absent.csv"), 1)
+
+
+def test_bench_identification_and_speed(images, store, work):
+    proc = run("bench", "identification", images, "--out", work / "ident", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "ident" / "cmc.png").exists() and (work / "ident" / "identification.json").exists()
+    before = audit_count(store)
+    proc = run("bench", "speed", images, "--images", 2, "--store", store, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["search"]["audited"] is False
+    assert audit_count(store) == before  # timed searches went to a copy's audit log
+    proc = run("bench", "speed", images, "--images", 2, "--store", store, "--audit", "--json")
+    assert proc.returncode == 0 and audit_count(store) > before
+
+
+def test_synth_images(work):
+    out = work / "synth"
+    proc = run("synth", "images", "-n", 1, "-k", 1, "-o", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files"] == 1
