@@ -12,10 +12,11 @@ from .errors import BiomatchError
 
 
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None, *,
-              error: type[BiomatchError] = BiomatchError) -> int:
+              error: type[BiomatchError] = BiomatchError, kind: str = "an integer") -> int:
     """``value`` as an int within [minimum, maximum] (either bound optional); bools are refused.
 
-    Raises ``error`` ("<name>: expected an integer 1..1000, got 0").
+    Raises ``error`` ("<name>: expected <kind> 1..1000, got 0"; ``kind`` says what the
+    integer is, e.g. "a shard number").
     """
     ok = not isinstance(value, bool) and isinstance(value, (int, np.integer))
     if ok:
@@ -23,12 +24,12 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
         ok = (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
     if not ok:
         if minimum is not None and maximum is not None:
-            want = f"an integer {minimum}..{maximum}"
+            want = f"{kind} {minimum}..{maximum}"
         elif minimum is not None:
-            want = f"an integer >= {minimum}"
+            want = f"{kind} >= {minimum}"
         elif maximum is not None:
-            want = f"an integer <= {maximum}"
+            want = f"{kind} <= {maximum}"
         else:
-            want = "an integer"
+            want = kind
         raise error(f"{name}: expected {want}, got {value!r}")
     return value

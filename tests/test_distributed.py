@@ -59,7 +59,7 @@ def _fill(g, calibration, items, gallery="local"):
 
 
 def _shard_subjects(g, k, gallery="local"):
-    counts = ray.get(g._actors[k].counts.remote())
+    counts = ray.get(g._actors[k].call.remote("subject_counts"))
     return ray.get(g._actors[k].call.remote("subjects", gallery=gallery)) if gallery in counts else []
 
 
@@ -308,6 +308,9 @@ def test_add_shard_rebalance_preserves_everything(cluster, mated, calibration, t
             now = g.get(sid, gallery="local")
             assert {p: t.to_bytes() for p, t in now.fingers.items()} == {p: t.to_bytes() for p, t in rec.fingers.items()}
             assert now.metadata == rec.metadata and now.originals == rec.originals
+            assert (now.created, now.updated) == (rec.created, rec.updated)  # copied by import_from, as they were
+        for k in range(3):
+            assert ray.get(g._actors[k].call.remote("check"))["ok"]
         after = g.search(probe, galleries=["local"], max_candidates=30, operator="desk")
         assert after.complete and list(after) == before
         assert g.verify_audit() > 0
@@ -315,6 +318,29 @@ def test_add_shard_rebalance_preserves_everything(cluster, mated, calibration, t
         bm.Gallery.open(url)  # still says shards=2
     with bm.Gallery.open(f"ray://{tmp_path / 'grow'}") as g:
         assert g.n_shards == 3 and len(g.subjects(gallery="local")) == 30
+
+
+def test_key_opens_every_store_and_rebalance_keeps_them_encrypted(cluster, mated, calibration, tmp_path, monkeypatch):
+    from biomatch.gallery import Gallery
+
+    monkeypatch.delenv("BIOMATCH_STORE_KEY", raising=False)
+    gal, probes = mated
+    subjects = _subjects(gal, 16)
+    key = bytes(range(32))
+    folder = tmp_path / "enc"
+    with bm.Gallery.open(f"ray://{folder}?shards=2", key=key) as g:
+        _fill(g, calibration, subjects)
+        probe = {1: probes[2 * 5], 2: probes[2 * 5 + 1]}
+        before = list(g.search(probe, galleries=["local"], max_candidates=5, operator="desk"))
+        assert before[0].subject == "s5"
+        assert g.add_shard(operator="admin") == sum(dist.shard_of(s, 3) != dist.shard_of(s, 2) for s, _, _ in subjects)
+        assert list(g.search(probe, galleries=["local"], max_candidates=5, operator="desk")) == before
+    for name in ("coordinator.db", "shard-0.db", "shard-1.db", "shard-2.db"):
+        with pytest.raises(GalleryError, match="encrypted"):
+            Gallery.open(folder / name)
+    with Gallery.open(folder / "shard-2.db", key=key) as s2:  # the new shard: every subject it holds was moved there
+        assert s2.encrypted and s2.subjects(gallery="local")
+        assert s2.check()["ok"]
 
 
 def test_dead_shard_reported_then_data_intact_on_restart(cluster, mated, calibration, tmp_path):

@@ -19,8 +19,9 @@ Layout
 (encryption at rest, key rotation), ``features`` (rescoring rows: feature
 file and caches), ``indexes`` (FAISS index upkeep), ``enrolment`` (enrol,
 update, delete), ``transfer`` (import, check, backup, restore),
-``thresholds`` (calibration and thresholds) and ``searching`` (search
-orchestration); ``checks`` holds the argument checks. Shortlisting, ranking
+``thresholds`` (calibration and thresholds), ``searching`` (search
+orchestration) and ``shard`` (the narrow API :mod:`biomatch.distributed`
+calls); ``checks`` holds the argument checks. Shortlisting, ranking
 and the result objects live in :mod:`biomatch.search`.
 
 Protected data
@@ -105,6 +106,7 @@ from .features import FeaturesMixin, FeatureStore, LRU
 from .indexes import IndexesMixin
 from .keys import KeysMixin
 from .searching import EXHAUSTIVE_MAX_FINGERS, SearchMixin  # noqa: F401 (re-exported)
+from .shard import ShardMixin
 from .store import SCHEMA_VERSION, StoreMixin, SubjectRecord, store_errors
 from .thresholds import ThresholdsMixin
 from .transfer import TransferMixin
@@ -114,7 +116,8 @@ __all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SCHEMA_VERSI
 _FeatureStore = FeatureStore  # the name tests/test_scoring.py imports
 
 
-class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin, TransferMixin, ThresholdsMixin, SearchMixin):
+class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin, TransferMixin, ThresholdsMixin,
+              SearchMixin, ShardMixin):
     """A store of galleries with FAISS-indexed search (see the module docstring).
 
     Open with :meth:`open` (a context manager); the object is thread-safe.
@@ -156,7 +159,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         path : str or os.PathLike
             SQLite file; created with mode 0600 with its folder when absent.
             ``"ray://DIR?shards=N"`` opens a gallery sharded over a Ray cluster
-            (:class:`biomatch.distributed.ShardedGallery`).
+            (:class:`biomatch.distributed.ShardedGallery`; ``key`` opens its stores).
         key : bytes, str or list of them, optional
             AES key (16/24/32 bytes, or base64) for encryption at rest
             (:mod:`biomatch.encryption`); default the ``BIOMATCH_STORE_KEY``
@@ -173,7 +176,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         if isinstance(path, str) and path.startswith("ray://"):
             from ..distributed import ShardedGallery  # optional: needs biomatch[distributed]
 
-            return ShardedGallery.open(path)
+            return ShardedGallery.open(path, key=key)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
         return cls(path, key=key, _token=_OPEN_TOKEN)
@@ -217,7 +220,9 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
 # every public method that reads or writes the store (one place, so that none is missed)
 for _name in ("galleries", "enroll", "enroll_many", "update", "delete", "delete_many", "import_from", "rotate_key", "get", "originals", "subjects",
               "stats", "index", "rebuild_index", "set_calibration", "calibration", "set_threshold", "threshold", "search",
-              "check", "backup", "verify_audit", "audit_records", "export_audit", "flush"):
+              "check", "backup", "verify_audit", "audit_records", "export_audit", "flush",
+              "subject_counts", "search_neighbours", "search_rescore", "search_pairs", "subject_keys",
+              "search_calibration", "setting", "record"):
     setattr(Gallery, _name, store_errors(getattr(Gallery, _name)))
 del _name
 
