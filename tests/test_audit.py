@@ -219,3 +219,58 @@ def test_head_file_is_append_only_and_owner_only(tmp_path):
     assert audit.verify_heads(con, heads)["heads"] == 2
     with pytest.raises(AuditError, match="neither a file nor an audit head"):
         audit.read_heads(str(tmp_path / "missing.txt"))
+
+
+def _cut_store_tail(path, keep: int) -> None:
+    con = sqlite3.connect(path)
+    _cut_tail(con, keep)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_store_whose_tail_was_cut_fails_against_its_exported_head(tmp_path, encrypted):
+    from biomatch.gallery import Gallery
+
+    key = None
+    if encrypted:
+        pytest.importorskip("cryptography")
+        from biomatch.encryption import generate_key
+
+        key = generate_key()
+    store = tmp_path / "a.db"
+    with Gallery.open(store, key=key) as g:
+        for i in range(5):
+            g.set_threshold(0.5 + i / 100, operator="admin")
+        exported = g.audit_head()
+        assert exported.count == len(g.audit_records()) and (exported.hmac is not None) == encrypted
+        assert g.verify_audit_heads(exported.text())["signed"] == int(encrypted)
+    _cut_store_tail(store, exported.count - 2)
+    with Gallery.open(store, key=key) as g:
+        assert g.verify_audit() == exported.count - 2 and g.check()["ok"]  # the store alone is fooled
+        with pytest.raises(AuditError, match=f"audit head count={exported.count} .*the log has only {exported.count - 2}"):
+            g.verify_audit_heads(exported)
+        with pytest.raises(AuditError):
+            g.verify_audit_heads(f"{exported.count}:{exported.hash}")
+
+
+def test_heads_are_exported_to_the_head_file_as_the_log_grows(tmp_path, monkeypatch):
+    from biomatch.gallery import Gallery
+
+    heads = tmp_path / "heads.log"
+    monkeypatch.setenv(audit.ENV_HEAD_FILE, str(heads))
+    monkeypatch.setattr(audit, "HEAD_EXPORT_INTERVAL_S", 0.0)
+    store = tmp_path / "a.db"
+    with Gallery.open(store) as g:
+        g.set_threshold(0.5, operator="admin")
+        g.set_threshold(0.6, operator="admin")
+        n = len(g.audit_records())
+    lines = audit.read_heads(heads)
+    assert [h.count for h in lines] == list(range(1, n + 1)) and lines[-1].count == n
+    with Gallery.open(store) as g:
+        assert g.verify_audit_heads(heads)["heads"] == n
+    _cut_store_tail(store, n - 1)
+    monkeypatch.delenv(audit.ENV_HEAD_FILE)
+    with Gallery.open(store) as g:
+        with pytest.raises(AuditError, match=f"count={n} .*only {n - 1} records"):
+            g.verify_audit_heads(heads)

@@ -227,3 +227,139 @@ def test_rotate_key_encrypts_a_plaintext_store(tmp_path, mated, indexed):
         assert g.rotate_key(key)["templates"] == 3
         assert g.search({1: probes[0]}, galleries=["local"], operator="desk")[0].subject == "s0"
     assert _found(_raw(tmp_path), {**secrets, "original": ORIGINAL}) == []
+
+
+# ----------------------------------------------------------------------------
+# issue 23: what an independent attack found
+# ----------------------------------------------------------------------------
+
+
+def _swap_rows(store, a: str, b: str) -> None:
+    """With plain sqlite3 and no key: swap the template, sha256, n_minutiae and quality of two subjects' rows."""
+    con = sqlite3.connect(store)
+    rows = {s: con.execute("SELECT fingers.id, template, sha256, n_minutiae, quality FROM fingers JOIN subjects "
+                           "ON subjects.id = fingers.subject_id WHERE subject = ?", (s,)).fetchone() for s in (a, b)}
+    for mine, theirs in ((a, b), (b, a)):
+        con.execute("UPDATE fingers SET template = ?, sha256 = ?, n_minutiae = ?, quality = ? WHERE id = ?",
+                    (*rows[theirs][1:], rows[mine][0]))
+    con.commit()
+    con.close()
+
+
+def test_encrypted_rows_swapped_without_the_key_do_not_decrypt_and_check_says_so(tmp_path, mated, indexed):
+    gal, probes = mated
+    store = tmp_path / "b.db"
+    key = generate_key()
+    with Gallery.open(store, key=key) as g:
+        _enrol_and_search(g, gal, probes, n=3)
+        assert g.check()["ok"]
+    _swap_rows(store, "s0", "s1")
+    for derived in tmp_path.glob("b.db.*"):  # force every read through the swapped rows
+        derived.unlink()
+    with Gallery.open(store, key=key) as g:
+        report = g.check()
+        assert not report["ok"]
+        assert any("decryption failed" in p and "moved from another row" in p for p in report["problems"]), report
+        with pytest.raises(GalleryError, match="decryption failed"):
+            g.get("s0", gallery="local")
+        # the attack's payoff - s0's probe answered with s1 - is impossible: the search fails instead
+        with pytest.raises(GalleryError, match="decryption failed"):
+            g.search({1: probes[0]}, galleries=["local"], operator="desk")
+
+
+def test_a_renamed_subject_row_no_longer_decrypts(tmp_path, mated):
+    gal, _ = mated
+    store = tmp_path / "b.db"
+    with Gallery.open(store, key=(key := generate_key())) as g:
+        for i in range(2):
+            g.enroll(f"s{i}", {1: gal[i]}, gallery="local", operator="desk", originals={1: ORIGINAL})
+    con = sqlite3.connect(store)
+    con.execute("UPDATE subjects SET subject = 'tmp' WHERE subject = 's0'")
+    con.execute("UPDATE subjects SET subject = 's0' WHERE subject = 's1'")
+    con.execute("UPDATE subjects SET subject = 's1' WHERE subject = 'tmp'")
+    con.commit()
+    con.close()
+    with Gallery.open(store, key=key) as g:
+        problems = g.check()["problems"]
+        assert sum("decryption failed" in p for p in problems) == 4  # two templates, two originals
+        with pytest.raises(GalleryError, match="decryption failed"):
+            g.originals("s0", gallery="local")
+
+
+def test_update_leaves_no_trace_of_the_replaced_template(tmp_path, mated, indexed):
+    gal, probes = mated
+    store = tmp_path / "booking.db"
+    victim = _secrets(gal[0])
+    with Gallery.open(store) as g:
+        _enrol_and_search(g, gal, probes, n=3)
+        assert {w for _, w in _found(_raw(tmp_path), victim)} >= {"template", "minutiae", "codes"}
+        g.update("s0", {1: gal[5]}, gallery="local", operator="desk")
+        assert _found(_raw(tmp_path), victim) == []
+        assert g.search({1: probes[5]}, galleries=["local"], operator="desk")[0].subject == "s0"
+    assert _found(_raw(tmp_path), victim) == []
+
+
+def test_a_garbage_schema_version_is_a_gallery_error(tmp_path):
+    store = tmp_path / "b.db"
+    with Gallery.open(store):
+        pass
+    con = sqlite3.connect(store)
+    con.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(GalleryError, match=r"b\.db: store schema version 'abc', this build reads 1"):
+        Gallery.open(store)
+
+
+def test_folders_and_the_audit_export_are_owner_only(tmp_path):
+    old = os.umask(0)
+    try:
+        store = tmp_path / "new" / "deeper" / "b.db"
+        with Gallery.open(store) as g:
+            g.set_threshold(0.5, operator="admin")
+            out = tmp_path / "audit.jsonl"
+            out.write_text("old\n")
+            os.chmod(out, 0o666)
+            assert g.export_audit(out) == 1
+            assert g.export_audit(tmp_path / "fresh.jsonl") == 1
+    finally:
+        os.umask(old)
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "new", tmp_path / "new" / "deeper",
+                                                          tmp_path / "audit.jsonl", tmp_path / "fresh.jsonl")}
+    assert modes == {tmp_path / "new": 0o700, tmp_path / "new" / "deeper": 0o700,
+                     tmp_path / "audit.jsonl": 0o600, tmp_path / "fresh.jsonl": 0o600}
+    assert (tmp_path / "audit.jsonl").read_text().count("\n") == 1
+
+
+def test_check_while_another_process_writes_reports_no_false_fault(tmp_path, mated, monkeypatch):
+    from biomatch.gallery import transfer
+
+    gal, _ = mated
+    store = tmp_path / "b.db"
+    with Gallery.open(store) as g:
+        for i in range(3):
+            g.enroll(f"s{i}", {1: gal[i]}, gallery="local", operator="desk")
+    writer = Gallery.open(store)  # another handle: its own connections and lock, as another process has
+    checker = Gallery.open(store)
+    real_index = Gallery.index
+    enrolled = iter(range(3, 12))
+
+    def index_then_someone_writes(self, name="default"):
+        idx = real_index(self, name)
+        if self is checker:  # between the index catching up and the check's snapshot, a writer commits
+            writer.enroll(f"s{next(enrolled)}", {1: gal[len(writer.subjects(gallery='local'))]}, gallery="local",
+                          operator="desk")
+        return idx
+
+    try:
+        monkeypatch.setattr(Gallery, "index", index_then_someone_writes)
+        monkeypatch.setattr(transfer, "CHECK_ATTEMPTS", 2)
+        report = checker.check()
+        assert report["problems"] == [] and report["busy"]
+        assert any("store busy" in w for w in report["warnings"])
+        monkeypatch.setattr(Gallery, "index", real_index)  # quiet again: a clean, complete check
+        report = checker.check()
+        assert report["ok"] and not report.get("busy") and report["galleries"]["local"]["indexed_fingers"] == 5
+    finally:
+        writer.close()
+        checker.close()

@@ -22,7 +22,6 @@ from .checks import (
     check_subject,
     check_transaction_id,
 )
-from .store import AAD_ORIGINAL, AAD_TEMPLATE
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
 BULK_BATCH = 500
 DELETE_BATCH = 500
@@ -225,7 +224,7 @@ class EnrolmentMixin:
         """One finger row (template sealed) and its 'add' change; returns the finger id."""
         fid = con.execute(
             "INSERT INTO fingers(subject_id, position, template, sha256, n_minutiae, quality) VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, pos, self._seal(con, data, AAD_TEMPLATE), sha, n_minutiae, quality),
+            (sid, pos, self._seal_finger(con, sid, pos, data), sha, n_minutiae, quality),
         ).lastrowid
         con.execute(
             "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'add', ?, ?)",
@@ -243,7 +242,7 @@ class EnrolmentMixin:
         for pos, kind, data in rows:
             con.execute(
                 "INSERT INTO originals(subject_id, position, kind, data) VALUES (?, ?, ?, ?)",
-                (sid, pos, kind, self._seal(con, data, AAD_ORIGINAL)),
+                (sid, pos, kind, self._seal_original(con, sid, pos, kind, data)),
             )
 
     # -- update / delete -------------------------------------------------------
@@ -320,7 +319,10 @@ class EnrolmentMixin:
             )
         self._forget(removed)
         self._drop_features([shas[f] for f in removed])
-        self._index_changed(gallery, gen, added, removed)
+        # replaced biometric data goes as deleted data does: the index file rewritten without the old codes,
+        # the WAL (which holds the old pages) checkpointed and truncated
+        self._index_changed(gallery, gen, added, removed, save=bool(removed))
+        self._checkpoint()
         return rec["seq"]
 
     def delete(self, subject_id: str, *, gallery: str = "default", operator: str | None = None,

@@ -232,7 +232,7 @@ class FeatureStore:
             for sha, data in con.execute(f"SELECT sha256, data FROM rows WHERE sha256 IN ({q})", part):
                 try:
                     if self.crypt is not None:
-                        data = self.crypt[1](data, AAD_FEATURES, f"{self.path} row {sha[:12]}")
+                        data = self.crypt[1](data, AAD_FEATURES + b":" + sha.encode(), f"{self.path} row {sha[:12]}")
                     if raw:
                         self._layout_of(data)
                         out[sha] = bytes(data)
@@ -249,7 +249,8 @@ class FeatureStore:
         """Write serialised rows (:meth:`_dump`, as :meth:`get` with ``raw`` returns them)."""
         items = list(items)
         if self.crypt is not None:
-            items = [(sha, self.crypt[0](data, AAD_FEATURES)) for sha, data in items]
+            # bound to the template it belongs to: a row moved under another template's key does not open
+            items = [(sha, self.crypt[0](data, AAD_FEATURES + b":" + sha.encode())) for sha, data in items]
         if not items:
             return
         con = self._con()

@@ -77,16 +77,71 @@ class KeysMixin:
             )
         return self._ring.seal(data, aad, kid)
 
-    def _unseal(self, blob, aad: bytes, name: str) -> bytes:
+    def _unseal(self, blob, aad: bytes, name: str, legacy_aad: bytes | None = None) -> bytes:
         if not _enc.is_sealed(blob):
             return bytes(blob)  # plaintext row (store not encrypted, or written before encryption was on)
         if self._ring is None:
             raise GalleryError(f"{name}: encrypted, and this handle holds no key")
-        return self._ring.open(blob, aad, name)
+        return self._ring.open(blob, aad, name, legacy_aad=legacy_aad)
+
+    # A sealed row's associated data names its gallery, subject and position (and an original's kind), read
+    # through the row's own foreign keys: a ciphertext copied into another row, or a subject row renamed,
+    # no longer decrypts. Plaintext rows need no lookup.
+    _FINGER_PLACE = ("SELECT galleries.name, subjects.subject, fingers.position FROM fingers "
+                     "JOIN subjects ON subjects.id = fingers.subject_id JOIN galleries ON galleries.id = subjects.gallery_id "
+                     "WHERE fingers.id = ?")
+    _ORIGINAL_PLACE = ("SELECT galleries.name, subjects.subject, originals.position, originals.kind FROM originals "
+                       "JOIN subjects ON subjects.id = originals.subject_id JOIN galleries ON galleries.id = subjects.gallery_id "
+                       "WHERE originals.id = ?")
+    _SUBJECT_PLACE = ("SELECT galleries.name, subjects.subject FROM subjects JOIN galleries ON galleries.id = subjects.gallery_id "
+                      "WHERE subjects.id = ?")
+
+    @staticmethod
+    def _template_aad(gallery: str, subject: str, position: int) -> bytes:
+        return _enc.row_aad("template", gallery=gallery, subject=subject, position=int(position))
+
+    @staticmethod
+    def _original_aad(gallery: str, subject: str, position, kind: str) -> bytes:
+        return _enc.row_aad("original", gallery=gallery, subject=subject, position=position, kind=kind)
+
+    def _subject_place(self, con, sid: int) -> tuple[str, str]:
+        row = con.execute(self._SUBJECT_PLACE, (sid,)).fetchone()
+        if row is None:
+            raise GalleryError(f"{self.path}: subject row {sid} is gone")
+        return row
+
+    def _seal_finger(self, con, sid: int, pos: int, data: bytes) -> bytes:
+        """A finger's template, sealed and bound to its gallery, subject and position (inside a write transaction)."""
+        if self._store_key_id(con) is None:
+            return data
+        return self._seal(con, data, self._template_aad(*self._subject_place(con, sid), pos))
+
+    def _seal_original(self, con, sid: int, pos, kind: str, data: bytes) -> bytes:
+        if self._store_key_id(con) is None:
+            return data
+        return self._seal(con, data, self._original_aad(*self._subject_place(con, sid), pos, kind))
+
+    def _unseal_finger(self, blob, finger_id, con=None) -> bytes:
+        """A finger row's template bytes; GalleryError when the ciphertext does not belong to that row."""
+        return self._unseal_row(blob, finger_id, con, self._FINGER_PLACE, self._template_aad, AAD_TEMPLATE,
+                                f"store finger {finger_id}")
+
+    def _unseal_original(self, blob, original_id, con=None) -> bytes:
+        """An original's bytes; GalleryError when the ciphertext does not belong to that row."""
+        return self._unseal_row(blob, original_id, con, self._ORIGINAL_PLACE, self._original_aad, AAD_ORIGINAL,
+                                f"original {original_id}")
+
+    def _unseal_row(self, blob, rid, con, place_sql: str, make_aad, legacy_aad: bytes, name: str) -> bytes:
+        if not _enc.is_sealed(blob):
+            return bytes(blob)
+        place = (con or self._con()).execute(place_sql, (rid,)).fetchone()
+        if place is None:
+            raise GalleryError(f"{name}: the row is gone")
+        return self._unseal(blob, make_aad(*place), name, legacy_aad=legacy_aad)
 
     def _template(self, blob, finger_id) -> Template:
         name = f"store finger {finger_id}"
-        return Template.from_bytes(self._unseal(blob, AAD_TEMPLATE, name), name=name)
+        return Template.from_bytes(self._unseal_finger(blob, finger_id), name=name)
 
     def _index_crypt(self, gallery: str):
         """(seal, unseal) callables for a gallery's index file; (None, None) when not encrypted."""
@@ -141,19 +196,23 @@ class KeysMixin:
             _audit.append(con, "key_rotation", operator, {"key_id": new.preferred, "previous_key_id": old, "phase": "start"})
         self._featstore.crypt = (self._ring.seal, self._ring.open)
         self._featstore.wipe()
-        prefix = _enc.MAGIC + bytes.fromhex(new.preferred)
+        prefix = _enc.MAGIC + bytes.fromhex(new.preferred)  # legacy (unbound) blobs are re-sealed bound too
         counts = {}
-        for table, column, aad in (("fingers", "template", AAD_TEMPLATE), ("originals", "data", AAD_ORIGINAL)):
+        for table, column in (("fingers", "template"), ("originals", "data")):
             n, last = 0, 0
             while True:
                 with self._write() as con:
                     rows = con.execute(
-                        f"SELECT id, {column} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                        f"SELECT id, subject_id, position, {column}, {'kind' if table == 'originals' else 'NULL'} "
+                        f"FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
                     ).fetchall()
-                    for rid, blob in rows:
+                    for rid, sid, pos, blob, kind in rows:
                         if bytes(blob[: len(prefix)]) != prefix:
-                            plain = self._unseal(blob, aad, f"{table} row {rid}")
-                            con.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (self._seal(con, plain, aad), rid))
+                            if table == "fingers":
+                                sealed = self._seal_finger(con, sid, pos, self._unseal_finger(blob, rid, con))
+                            else:
+                                sealed = self._seal_original(con, sid, pos, kind, self._unseal_original(blob, rid, con))
+                            con.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (sealed, rid))
                             n += 1
                 if not rows:
                     break

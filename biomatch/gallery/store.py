@@ -26,7 +26,8 @@ STORE_MMAP_BYTES = 1 << 40
 #: Seconds a writer waits for another process's write lock.
 BUSY_TIMEOUT_S = 60.0
 
-# Associated data of each kind of sealed blob (see biomatch.encryption).
+# Associated data of each kind of sealed blob (see biomatch.encryption); a store row's is bound to its place
+# (gallery.keys: encryption.row_aad), the two row ones here are what blobs sealed before that carry.
 AAD_TEMPLATE = b"biomatch:fingers.template"
 AAD_ORIGINAL = b"biomatch:originals.data"
 AAD_FEATURES = b"biomatch:features.rows"
@@ -120,6 +121,22 @@ def write_lines(recs, fh) -> int:
     return n
 
 
+def make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and missing parents owner-only (0700, whatever the umask); existing ones are left as they are."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+
+
 def store_errors(method):
     """Turn SQLite errors (corrupt file, I/O error, disk full) into a GalleryError naming the store."""
 
@@ -136,9 +153,14 @@ def store_errors(method):
 class StoreMixin:
     """Schema, connections, write transactions and the read-only views of a store (part of :class:`Gallery`)."""
 
+    # audit heads exported by this handle (see _export_head); class defaults, set per handle once it exports
+    audit_head_file: str | os.PathLike | None = None  # else the BIOMATCH_AUDIT_HEAD_FILE environment variable
+    _head_exported = float("-inf")  # time.monotonic() of the last export
+    _head_last: tuple | None = None  # (count, hash) last exported
+
     def _init_store(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.path.parent)
             if not self.path.exists():
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 os.close(fd)
@@ -157,9 +179,9 @@ class StoreMixin:
                     if row is None:
                         con.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                         con.execute("INSERT INTO meta(key, value) VALUES ('created', ?)", (_audit.utc_now(),))
-                    elif int(row[0]) != SCHEMA_VERSION:
+                    elif row[0] != str(SCHEMA_VERSION):
                         raise GalleryError(
-                            f"{self.path}: store schema version {row[0]}, this build reads {SCHEMA_VERSION}"
+                            f"{self.path}: store schema version {str(row[0])[:40]!r}, this build reads {SCHEMA_VERSION}"
                         )
                     con.execute("COMMIT")
                 except BaseException:
@@ -204,6 +226,7 @@ class StoreMixin:
                 raise
             else:
                 con.execute("COMMIT")
+                self._export_head()
 
     def _index_path(self, gallery: str) -> Path:
         return self.path.with_name(f"{self.path.name}.{gallery}.faiss")
@@ -266,7 +289,7 @@ class StoreMixin:
             "WHERE gallery_id = ? AND subject = ? ORDER BY originals.id",
             (gid, subject_id),
         ).fetchall()
-        return [(pos, kind, self._unseal(data, AAD_ORIGINAL, f"original {oid}")) for oid, pos, kind, data in rows]
+        return [(pos, kind, self._unseal_original(data, oid, con)) for oid, pos, kind, data in rows]
 
     def subjects(self, *, gallery: str = "default") -> list[str]:
         """Subject ids of a gallery, sorted."""
@@ -341,6 +364,77 @@ class StoreMixin:
         finally:
             con.execute("COMMIT")
 
+    def audit_head(self) -> "_audit.AuditHead":
+        """The audit log's head (count, last hash, time) after verifying the chain; signed (HMAC) when the store is encrypted.
+
+        Keep it outside the store (``biomatch audit head``): :meth:`verify_audit_heads` later proves the log still
+        extends it, which catches records cut from the end even when the stored head was re-pointed.
+        """
+        con = self._con()
+        con.execute("BEGIN")
+        try:
+            return _audit.current_head(con, self._head_ring(con))
+        finally:
+            con.execute("COMMIT")
+
+    def verify_audit_heads(self, heads) -> dict:
+        """Prove the audit log still extends exported heads (:func:`biomatch.audit.verify_heads`).
+
+        Parameters
+        ----------
+        heads : AuditHead, str, os.PathLike or list of AuditHead
+            Heads, a head file (one per line, as exported) or a head value
+            (``biomatch-audit-head/1 count=N hash=...`` or ``N:HASH``).
+
+        Returns
+        -------
+        dict
+            ``verified`` (records on the chain), ``heads``, ``signed`` (HMACs checked), ``unsigned``.
+
+        Raises
+        ------
+        AuditError
+            The chain is broken, or a head is no longer on it, naming the head.
+        """
+        if isinstance(heads, _audit.AuditHead):
+            heads = [heads]
+        elif isinstance(heads, (str, os.PathLike)):
+            heads = _audit.read_heads(heads)
+        con = self._con()
+        con.execute("BEGIN")
+        try:
+            return _audit.verify_heads(con, list(heads), self._ring)
+        finally:
+            con.execute("COMMIT")
+
+    def _head_ring(self, con):
+        """The ring to sign heads with: the store's own key, when the store is encrypted."""
+        kid = con.execute("SELECT value FROM meta WHERE key = 'key_current'").fetchone()
+        if kid is None or self._ring is None or not self._ring.holds(kid[0]):
+            return None
+        return self._ring.only(kid[0])
+
+    def _export_head(self, force: bool = False) -> None:
+        """Append the head to the audit head file (:data:`biomatch.audit.ENV_HEAD_FILE`), at most every
+        :data:`biomatch.audit.HEAD_EXPORT_INTERVAL_S` (``force``: now), when the log moved since the last one."""
+        import time
+        import warnings
+
+        target = self.audit_head_file or os.environ.get(_audit.ENV_HEAD_FILE)
+        now = time.monotonic()
+        if not target or (not force and now - self._head_exported < _audit.HEAD_EXPORT_INTERVAL_S):
+            return
+        try:
+            con = self._con()
+            count, digest = _audit.head(con)  # what this handle just committed on (not re-verified: that is O(log))
+            if (count, digest) != self._head_last:
+                h = _audit.AuditHead(count, digest, _audit.utc_now())
+                ring = self._head_ring(con)
+                _audit.export_head(target, h.signed(ring) if ring is not None else h)
+            self._head_exported, self._head_last = now, (count, digest)
+        except (OSError, sqlite3.Error, GalleryError) as exc:  # the change is committed: say so loudly, do not undo it
+            warnings.warn(f"{self.path}: cannot export the audit head to {target} ({exc})", RuntimeWarning, stacklevel=3)
+
     def audit_records(self, *, since: int = 1, limit: int | None = None) -> list[dict]:
         """Audit records in order (each with its ``hash``), unverified."""
         return list(_audit.records(self._con(), since=since, limit=limit))
@@ -349,6 +443,9 @@ class StoreMixin:
         """Write the audit log as JSON lines (one record with its hash per line) to a path or text file; returns the count."""
         recs = _audit.records(self._con())
         if isinstance(out, (str, os.PathLike)):
-            with open(out, "w", encoding="utf-8") as fh:
+            # subject ids and template hashes: owner-only, whatever the umask, an existing file included
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            with open(fd, "w", encoding="utf-8") as fh:
                 return write_lines(recs, fh)
         return write_lines(recs, out)
