@@ -145,17 +145,12 @@ def _write_template(template, out: Path) -> None:
 # ---------------------------------------------------------------------------
 # verify (biomatch.scoring)
 # ---------------------------------------------------------------------------
-_TEMPLATE_MAGICS = (b"FMR\0", b"BMT")
-
-
 def _load_print(path: Path, ppi: Optional[float]):
-    """A template file (ISO 19794-2 / ANSI 378 / biomatch, told by its first bytes) or an image to extract."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError as exc:
-        raise BiomatchError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if head.startswith(_TEMPLATE_MAGICS):
+    """A template file (ISO 19794-2 / ANSI 378 / biomatch, told by its content:
+    :func:`biomatch.formats.is_template`, the library's rule) or an image to extract."""
+    from .formats import is_template
+
+    if is_template(path):
         from .formats import load_template
 
         return load_template(path), None

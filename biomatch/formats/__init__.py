@@ -16,6 +16,10 @@ read_transaction(path_or_bytes) -> Transaction
     ANSI/NIST-ITL traditional encoding: .tot/.ori/.tcn, .images (Type-4/14
     finger images, decoded), .templates (position -> Template from Type-9);
     Transaction.to_bytes() writes it back (read, write, read gives an equal one).
+is_template(path_or_bytes) -> bool
+    Whether the content is a minutiae template record (ISO, ANSI, biomatch):
+    the one rule by which the library and every CLI verb tell a template
+    from an image, whatever the file is called.
 write_transaction(templates, ori=..., tcn=...) -> bytes
     A response transaction with Type-1 and Type-9 records (INCITS 378 block,
     plus the legacy 9.005-9.012 block).
@@ -34,6 +38,10 @@ from ._an2k import (
     read_transaction,
     write_transaction,
 )
+import os
+from pathlib import Path
+
+from ..errors import FormatError
 from ._common import FormatWarning
 from ._minutiae import (
     FORMATS,
@@ -59,6 +67,7 @@ __all__ = [
     "FingerView",
     "MinutiaeRecord",
     "detect_format",
+    "is_template",
     "load_template",
     "read_record",
     "read_templates",
@@ -66,3 +75,28 @@ __all__ = [
     "write_iso",
     "write_record",
 ]
+
+#: Bytes of a file's head that tell a template record from an image (detect_format's magics).
+_HEAD_BYTES = 16
+
+
+def is_template(source) -> bool:
+    """Whether ``source`` (a path or bytes) holds a minutiae template record, by its first bytes.
+
+    True for biomatch, ISO/IEC 19794-2 and ANSI INCITS 378 records (:func:`detect_format`);
+    False for anything else (images, ANSI/NIST-ITL transactions), which is for the image
+    decoder to read or refuse. Raises :class:`~biomatch.errors.FormatError` naming a path that
+    cannot be read.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        head = bytes(source[:_HEAD_BYTES])
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as fh:
+                head = fh.read(_HEAD_BYTES)
+        except OSError as exc:
+            raise FormatError(f"{Path(source)}: cannot read ({exc.strerror or exc})") from None
+    else:
+        raise FormatError(f"source: expected a file path or bytes, got {type(source).__name__}")
+    family = detect_format(head)
+    return family is not None and family != "an2k"

@@ -12,12 +12,14 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from ..errors import GalleryError, TemplateError
+from ..errors import FormatError, GalleryError, TemplateError
 from ..template import FINGER_POSITIONS, Template
 MAX_BATCH = 500
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_SUBJECT_LEN = 128
+#: File name endings of template files, for finding files in a folder only: whether a file is a
+#: template or an image is told by its content (:func:`biomatch.formats.is_template`).
 TEMPLATE_SUFFIXES = {".bmt", ".iso", ".ist", ".ansi", ".378", ".fmr"}
 
 
@@ -71,8 +73,14 @@ def as_template(value, position: int, name: str) -> tuple[Template, bytes | None
 
         t = load_template(bytes(value), name=name)
     elif isinstance(value, (str, os.PathLike)):
+        from ..formats import is_template
+
         path = Path(value)
-        if path.suffix.lower() in TEMPLATE_SUFFIXES:
+        try:
+            template_file = is_template(path)  # by content, whatever the file is called (the CLI's rule too)
+        except FormatError as exc:
+            raise GalleryError(f"{name}: {exc}") from None
+        if template_file:
             from ..formats import load_template
 
             t = load_template(path, name=f"{name} ({path})")
