@@ -323,9 +323,12 @@ def read_heads(source: str | os.PathLike) -> list[AuditHead]:
 
 def export_head(path, h: AuditHead) -> None:
     """Append ``h`` as one line to ``path`` (created owner-only; opened append-only, never rewritten)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
-        os.write(fd, (h.text() + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            os.write(fd, (h.text() + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot append the audit head ({exc.strerror or exc})") from None

@@ -710,7 +710,7 @@ def search(
     if not cands:
         typer.echo("no candidates" + (" at or above the threshold" if threshold is not None else ""))
     for c in cands:
-        fmr = format_fmr(c.fmr, getattr(c, "fmr_is_bound", False))
+        fmr = format_fmr(c.fmr, c.fmr_is_bound)
         typer.echo(f"{c.rank:3d}  {c.gallery}/{c.subject}  score {c.score:.4f}  FMR {fmr}  "
                    f"fingers {','.join(str(f.position) for f in c.fingers)}")
 
@@ -893,7 +893,7 @@ def restore(
         typer.echo(f"{source} -> {store}: restored, {res['audit_records']} audit records verified")
 
 
-audit_app = typer.Typer(help="The hash-chained audit log: list, verify, export.")
+audit_app = typer.Typer(help="The hash-chained audit log: list, verify, head, export.")
 app.add_typer(audit_app, name="audit")
 
 
@@ -918,17 +918,43 @@ def audit_list(
 @audit_app.command("verify")
 def audit_verify(
     store: Path = _STORE_OPT,
+    head_: Optional[str] = typer.Option(None, "--head", help="Also prove the log extends these exported heads: "
+                                        "a head file (one per line) or a head value (from `audit head`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Re-check the whole chain; exit 1 naming the first edited, removed or reordered record."""
+    """Re-check the whole chain; exit 1 naming the first edited, removed or reordered record
+    (with --head: or the first exported head the log no longer extends, e.g. records cut from the end)."""
     with _existing_store(store) as g:
         n = g.verify_audit()
+        proof = g.verify_audit_heads(head_) if head_ is not None else None
         head = g.audit_records(since=n, limit=1)
     digest = head[0]["hash"] if head else None
     if as_json:
-        emit_json({"store": str(store), "verified": n, "head": digest})
+        emit_json({"store": str(store), "verified": n, "head": digest, **({"heads": proof} if proof else {})})
     else:
-        typer.echo(f"{store}: audit chain intact, {n} records, head {digest}")
+        extra = (f"; extends {proof['heads']} exported heads ({proof['signed']} HMAC-checked)" if proof else "")
+        typer.echo(f"{store}: audit chain intact, {n} records, head {digest}{extra}")
+
+
+@audit_app.command("head")
+def audit_head(
+    store: Path = _STORE_OPT,
+    append: Optional[Path] = typer.Option(None, "--append", help="Also append the head to this file (append-only, 0600)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the head as JSON."),
+):
+    """Print the verified head of the audit log (count, hash, time; HMAC when the store is encrypted):
+    keep it on other media, check it later with `audit verify --head`."""
+    from . import audit as _audit
+
+    with _existing_store(store) as g:
+        h = g.audit_head()
+    if append is not None:
+        _audit.export_head(append, h)
+    if as_json:
+        emit_json({"store": str(store), "count": h.count, "hash": h.hash, "time": h.time, "key_id": h.key_id,
+                   "hmac": h.hmac, "text": h.text()})
+    else:
+        typer.echo(h.text())
 
 
 @audit_app.command("export")

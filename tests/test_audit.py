@@ -274,3 +274,42 @@ def test_heads_are_exported_to_the_head_file_as_the_log_grows(tmp_path, monkeypa
     with Gallery.open(store) as g:
         with pytest.raises(AuditError, match=f"count={n} .*only {n - 1} records"):
             g.verify_audit_heads(heads)
+
+
+def test_the_last_head_goes_out_when_the_handle_closes(tmp_path, monkeypatch):
+    from biomatch.gallery import Gallery
+
+    monkeypatch.delenv(audit.ENV_HEAD_FILE, raising=False)
+    heads = tmp_path / "heads.log"
+    with Gallery.open(tmp_path / "a.db", audit_head_file=heads) as g:
+        for i in range(3):  # within one export interval: only the first write exports at once
+            g.set_threshold(0.5 + i / 10, operator="admin")
+        assert [h.count for h in audit.read_heads(heads)] == [1]
+        n = len(g.audit_records())
+    assert [h.count for h in audit.read_heads(heads)] == [1, n]
+    with Gallery.open(tmp_path / "a.db") as g:  # a handle that only reads exports nothing
+        g.verify_audit_heads(heads)
+    assert len(audit.read_heads(heads)) == 2
+
+
+def test_cli_audit_head_and_verify_head(tmp_path, capsys):
+    from biomatch.cli import main
+    from biomatch.gallery import Gallery
+
+    store = tmp_path / "a.db"
+    with Gallery.open(store) as g:
+        for i in range(4):
+            g.set_threshold(0.5 + i / 10, operator="admin")
+    heads = tmp_path / "heads.txt"
+    assert main(["audit", "head", "--store", str(store), "--append", str(heads)]) == 0
+    value = capsys.readouterr().out.strip()
+    assert value.startswith("biomatch-audit-head/1 count=4 hash=") and audit.read_heads(heads)[0].text() == value
+    assert main(["audit", "verify", "--store", str(store), "--head", value]) == 0
+    assert "extends 1 exported heads" in capsys.readouterr().out
+    _cut_store_tail(store, 3)
+    assert main(["audit", "verify", "--store", str(store)]) == 0  # the store alone is fooled
+    capsys.readouterr()
+    for given in (value, str(heads)):
+        assert main(["audit", "verify", "--store", str(store), "--head", given]) == 1
+        err = capsys.readouterr().err
+        assert "count=4" in err and "only 3 records" in err and err.count("\n") == 1

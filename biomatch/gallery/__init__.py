@@ -123,10 +123,11 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
     Open with :meth:`open` (a context manager); the object is thread-safe.
     """
 
-    def __init__(self, path, *, key=None, _token=None):
+    def __init__(self, path, *, key=None, audit_head_file=None, _token=None):
         if _token is not _OPEN_TOKEN:
             raise GalleryError("use Gallery.open(path) to open a gallery store")
         self.path = Path(path)
+        self.audit_head_file = audit_head_file  # None: the BIOMATCH_AUDIT_HEAD_FILE environment variable
         self._ring = _enc.KeyRing.from_user(key)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
@@ -151,7 +152,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
 
     # -- opening / closing -----------------------------------------------
     @classmethod
-    def open(cls, path, *, key=None) -> "Gallery":
+    def open(cls, path, *, key=None, audit_head_file=None) -> "Gallery":
         """Open (or create) the store at ``path``.
 
         Parameters
@@ -167,6 +168,13 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
             writes every later template and original encrypted (encrypt the
             rows already there with :meth:`rotate_key`); an encrypted store
             cannot be opened without its key (GalleryError, nothing changed).
+        audit_head_file : str or os.PathLike, optional
+            Append-only file that receives the audit log's head
+            (:class:`biomatch.audit.AuditHead`) after writes, at most every
+            :data:`biomatch.audit.HEAD_EXPORT_INTERVAL_S`, and when the handle
+            closes; default the ``BIOMATCH_AUDIT_HEAD_FILE`` environment
+            variable (none: no export). Copy it to other media:
+            :meth:`verify_audit_heads` proves the log still extends each head.
 
         Returns
         -------
@@ -179,7 +187,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
             return ShardedGallery.open(path, key=key)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
-        return cls(path, key=key, _token=_OPEN_TOKEN)
+        return cls(path, key=key, audit_head_file=audit_head_file, _token=_OPEN_TOKEN)
 
     def __enter__(self) -> "Gallery":
         return self
@@ -196,6 +204,8 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
             return
         try:
             self.flush()
+            if self._head_last is not None:  # this handle wrote: its last head goes out too
+                self._export_head(force=True)
         finally:
             self._closed = True
             self._featstore.close()

@@ -13,7 +13,7 @@ from typing import Mapping
 
 
 from .. import audit as _audit
-from ..errors import GalleryError
+from ..errors import AuditError, GalleryError
 from ..template import Template
 from .checks import check_gallery_name, check_subject
 #: Version of the SQL schema written into the ``meta`` table.
@@ -432,7 +432,7 @@ class StoreMixin:
                 ring = self._head_ring(con)
                 _audit.export_head(target, h.signed(ring) if ring is not None else h)
             self._head_exported, self._head_last = now, (count, digest)
-        except (OSError, sqlite3.Error, GalleryError) as exc:  # the change is committed: say so loudly, do not undo it
+        except (OSError, sqlite3.Error, GalleryError, AuditError) as exc:  # the change is committed: say so loudly, do not undo it
             warnings.warn(f"{self.path}: cannot export the audit head to {target} ({exc})", RuntimeWarning, stacklevel=3)
 
     def audit_records(self, *, since: int = 1, limit: int | None = None) -> list[dict]:
