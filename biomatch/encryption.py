@@ -80,19 +80,19 @@ def is_legacy(blob) -> bool:
     return is_sealed(blob) and bytes(blob[: len(LEGACY_MAGIC)]) == LEGACY_MAGIC
 
 
-def row_aad(kind: str, **binding) -> bytes:
+def row_aad(what: str, **binding) -> bytes:
     """Associated data that binds a sealed store row to its place.
 
     Parameters
     ----------
-    kind : str
+    what : str
         What the blob is (``"template"``, ``"original"``).
     **binding
         Where it belongs, e.g. ``gallery``, ``subject``, ``position`` (JSON
         values). The same values must be given to open it: a ciphertext copied
         into another row fails to decrypt.
     """
-    return f"biomatch:{kind}:".encode() + json.dumps(binding, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return f"biomatch:{what}:".encode() + json.dumps(binding, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _mac_key(key: bytes) -> bytes:
