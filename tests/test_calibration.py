@@ -301,3 +301,30 @@ def test_verify_reports_the_default_calibrations_bound():
     for _ in range(5):
         r = bm.verify(t, random_template())
         assert r.fmr >= floor and r.fmr_is_bound == (r.fmr == floor)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000),
+       subjects=st.lists(st.lists(st.floats(0.0, 50.0, allow_nan=False), min_size=1, max_size=4), min_size=1, max_size=6))
+def test_no_candidate_reports_an_fmr_below_the_floor(seed, subjects):
+    """Property: the one ranking (single store and sharded gallery) reports no per-finger or fused FMR
+    below the calibration's floor; a bound is flagged, and its FPIR is that of the floor."""
+    from biomatch.search import ranking
+
+    rng = np.random.default_rng(seed)
+    cal = Calibration.fit(rng.gamma(2.0, 5.0, 500), source="prop", matcher_version="t")
+    rescored = [ranking.Rescored("g", f"s{i}", [(p, p, s, None) for p, s in enumerate(scores)])
+                for i, scores in enumerate(subjects)]
+    ranked = ranking.rank(rescored, cal, None, 10)
+    cands = ranking.candidates(ranked, len(subjects), [[()] * len(r.per) for r in ranked], cal=cal)
+    floor = cal.fmr_floor
+    for c, r in zip(cands, ranked):
+        assert c.fmr >= floor and c.fmr_is_bound == (r.fused < floor)
+        assert c.fpir == pytest.approx(fpir_from_fmr(c.fmr, len(subjects)))
+        assert c.to_dict()["fmr_is_bound"] is c.fmr_is_bound
+        for f, est in zip(c.fingers, r.fmrs):
+            assert f.fmr >= floor and f.fmr_is_bound == (est < floor)
+    # without a calibration nothing is bounded (NaN stays NaN)
+    bare_ranked = ranking.rank(rescored, None, None, 10)
+    bare = ranking.candidates(bare_ranked, len(subjects), [[()] * len(r.per) for r in bare_ranked], cal=None)
+    assert all(c.fmr != c.fmr and not c.fmr_is_bound for c in bare)

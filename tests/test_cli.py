@@ -183,7 +183,11 @@ def test_search_finds_the_mate_and_never_reports_fmr_below_the_floor(store, temp
     assert proc.returncode == 0, proc.stderr
     cands = json.loads(proc.stdout)["candidates"]
     assert cands[0]["subject"] == "s2"
-    # FMR_FLOOR_CHECK
+    from biomatch.calibration import default_calibration
+
+    floor = default_calibration().fmr_floor
+    assert all(c["fmr"] >= floor and f["fmr"] >= floor for c in cands for f in c["fingers"])
+    assert cands[0]["fmr_is_bound"] is True and cands[0]["fmr"] == pytest.approx(floor)  # an identical print
     text = run("search", "-f", f"1={templates / '2_2.bmt'}", "--store", store)
     assert text.returncode == 0 and "default/s2" in text.stdout.splitlines()[0]
 

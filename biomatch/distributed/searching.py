@@ -93,7 +93,7 @@ class ShardedSearchMixin:
         for r in ranked:
             k = owners[(r.gallery, r.subject)]
             pairs.append([next(shard_pairs[k]) if k in shard_pairs else () for _ in r.per])
-        candidates = ranking.candidates(ranked, n_subjects, pairs)
+        candidates = ranking.candidates(ranked, n_subjects, pairs, cal=cal)
         decision = ranking.decision(thr, candidates)
         if missing and on_missing == "raise":
             decision = "refused: shards missing"

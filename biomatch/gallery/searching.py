@@ -90,7 +90,7 @@ class SearchMixin:
             rescored += self._search_gallery(con, g, gid, probes)
         ranked = ranking.rank(rescored, cal, thr, max_candidates)
         pairs = [[self._pairs(probes[pp], fid) for pp, _, _, fid in r.per] for r in ranked]
-        candidates = ranking.candidates(ranked, n_subjects, pairs)
+        candidates = ranking.candidates(ranked, n_subjects, pairs, cal=cal)
         with self._write() as wcon:
             _audit.append(wcon, "search", operator, ranking.audit_payload(
                 transaction_id=transaction_id, probe_hashes={p: template_hash(t) for p, t in probes.items()},

@@ -4,6 +4,12 @@ Per-finger raw scores become FMRs through the calibration, a subject's FMR is Fi
 combination of its fingers' (``FMR = P(chi2_2k >= -2 sum ln p_i)``), candidates are ordered by
 it, the threshold applies in the FMR domain, FPIR ``= 1 - (1 - FMR)^N`` for the N subjects
 searched; plus the audit record of a search. No SQL, no Ray, no I/O.
+
+The order and the threshold use the estimates; what a candidate reports does not go below
+what the calibration supports: per-finger and fused FMRs under the calibration's floor are
+reported as the floor with ``fmr_is_bound`` (:meth:`biomatch.calibration.Calibration.bound`;
+the fusion's independence assumption cannot be checked by the impostor scores either), and
+the FPIR is computed from the reported FMR.
 """
 
 from __future__ import annotations
@@ -132,19 +138,29 @@ def rank(rescored: Iterable[Rescored], cal, thr: float | None, max_candidates: i
     return ranked[:max_candidates]
 
 
-def candidates(ranked: list[Ranked], n_subjects: int, pairs: list) -> list[Candidate]:
+def reported_fmr(cal, fmr: float) -> tuple[float, bool]:
+    """(FMR as reported, is it a bound): the calibration's floor where the estimate is below it."""
+    if cal is None or math.isnan(fmr):
+        return float(fmr), False
+    return cal.bound(float(fmr))
+
+
+def candidates(ranked: list[Ranked], n_subjects: int, pairs: list, *, cal) -> list[Candidate]:
     """Candidates (rank 1 first) of ranked subjects; ``pairs[i][j]``: the minutia pairs of
-    subject i's j-th compared finger; FPIR for the ``n_subjects`` searched."""
+    subject i's j-th compared finger; FMRs as ``cal`` supports them (:func:`reported_fmr`);
+    FPIR for the ``n_subjects`` searched."""
     from ..calibration import fpir_from_fmr
 
     out = []
     for i, r in enumerate(ranked):
-        fingers = tuple(
-            FingerScore(pp, pos, float(s), float(f), pairs[i][j])
-            for j, ((pp, pos, s, _), f) in enumerate(zip(r.per, r.fmrs))
-        )
-        fpir = float(fpir_from_fmr(r.fused, max(n_subjects, 1))) if not math.isnan(r.fused) else float("nan")
-        out.append(Candidate(i + 1, r.subject, r.gallery, r.score, float(r.fused), fpir, fingers))
+        fingers = []
+        for j, ((pp, pos, s, _), f) in enumerate(zip(r.per, r.fmrs)):
+            fmr, bound = reported_fmr(cal, f)
+            fingers.append(FingerScore(pp, pos, float(s), fmr, pairs[i][j], fmr_is_bound=bound))
+        fingers = tuple(fingers)
+        fused, bound = reported_fmr(cal, r.fused)
+        fpir = float(fpir_from_fmr(fused, max(n_subjects, 1))) if not math.isnan(fused) else float("nan")
+        out.append(Candidate(i + 1, r.subject, r.gallery, r.score, fused, fpir, fingers, fmr_is_bound=bound))
     return out
 
 
@@ -172,7 +188,8 @@ def audit_payload(*, transaction_id, probe_hashes: dict, galleries: list, n_subj
     }
     record.update(extra)
     record["candidates"] = [
-        {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6), "fmr": json_float(c.fmr)}
+        {"rank": c.rank, "gallery": c.gallery, "subject": c.subject, "score": round(c.score, 6), "fmr": json_float(c.fmr),
+         "fmr_is_bound": bool(c.fmr_is_bound)}
         for c in found
     ]
     return record

@@ -21,9 +21,14 @@ class FingerScore:
     score : float
         Raw similarity in [0, 1] (:mod:`biomatch.scoring`).
     fmr : float
-        Estimated false match rate of ``score`` (NaN without calibration).
+        Estimated false match rate of ``score`` (NaN without calibration); the
+        calibration's floor when the estimate is below what it supports
+        (:attr:`biomatch.calibration.Calibration.fmr_floor`), then ``fmr_is_bound``.
     pairs : tuple of (int, int)
-        Paired minutiae: (index in the probe's minutiae, index in the enrolled template's).
+        The minutiae pairs the score rests on: (index in the probe's minutiae,
+        index in the enrolled template's), as :attr:`biomatch.scoring.Match.pairs`.
+    fmr_is_bound : bool
+        True when ``fmr`` is an upper bound (FMR <= fmr), not an estimate.
     """
 
     probe_position: int
@@ -31,6 +36,7 @@ class FingerScore:
     score: float
     fmr: float
     pairs: tuple = ()
+    fmr_is_bound: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -38,6 +44,7 @@ class FingerScore:
             "position": self.position,
             "score": round(self.score, 6),
             "fmr": json_float(self.fmr),
+            "fmr_is_bound": bool(self.fmr_is_bound),
             "n_pairs": len(self.pairs),
             "pairs": [list(p) for p in self.pairs],
         }
@@ -56,11 +63,15 @@ class Candidate:
         Fused raw score: sum of the per-finger raw scores.
     fmr : float
         Estimated false match rate of the fused evidence (Fisher combination
-        of the per-finger FMRs; see the module docstring). NaN without calibration.
+        of the per-finger FMRs; :mod:`biomatch.search.ranking`). NaN without
+        calibration. Never below what the calibration supports: an estimate
+        below its floor is reported as the floor, with ``fmr_is_bound``.
     fpir : float
         Estimated false positive identification rate at this FMR for the
-        number of subjects searched.
+        number of subjects searched (a bound too when ``fmr_is_bound``).
     fingers : tuple of FingerScore
+    fmr_is_bound : bool
+        True when ``fmr`` (and ``fpir``) is an upper bound, not an estimate.
     """
 
     rank: int
@@ -70,6 +81,7 @@ class Candidate:
     fmr: float
     fpir: float
     fingers: tuple = ()
+    fmr_is_bound: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +90,7 @@ class Candidate:
             "gallery": self.gallery,
             "score": round(self.score, 6),
             "fmr": json_float(self.fmr),
+            "fmr_is_bound": bool(self.fmr_is_bound),
             "fpir": json_float(self.fpir),
             "fingers": [f.to_dict() for f in self.fingers],
         }
