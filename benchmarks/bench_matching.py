@@ -4,6 +4,8 @@
     python -m benchmarks.bench_matching --source synthetic --gallery 2000
     python -m benchmarks.bench_matching --json
     python -m benchmarks.bench_matching --check-scores /tmp/scores.npz   # saves, or compares to, every FVC2002 score
+    NUMBA_NUM_THREADS=1 python -m benchmarks.bench_matching --compare-many 20000   # the public fast path
+    python -m benchmarks.bench_matching --bozorth3      # the kernel against NIST bozorth3 (peer env), same prints
 
 
 Gallery templates are packed once (``scoring.pack``); each probe is scored
@@ -15,6 +17,18 @@ release the GIL) and the scaling ratio (wall clock; from the threads' CPU times,
 cores; and over the runs that had 2 free cores), plus the per-pair ``verify`` loop as a
 baseline measured in the same run. Encoding (descriptor extraction) is timed
 separately: it is done once per template at enrolment.
+
+``--compare-many N`` times the public API: ``bm.compare_many(probe, gallery)``
+with the gallery of N templates packed once (``bm.pack``), against the
+per-call packing it replaces (the same call on the templates' descriptor
+features, which packs their rows again on every call), interleaved probe by
+probe.
+
+``--bozorth3`` scores FVC2002 DB1_B all-pairs on the NIST mindtct minutiae
+saved by ``benchmarks/peer_afis.py`` (``--peer-dir``) with bozorth3, in the
+peer environment (``--peer-python``; ``$AFIS_LFS_LIB`` or ``--peer-lib`` the
+NBIS library), and with biomatch's kernel and ``verify`` on the same
+minutiae, alternating, and reports comparisons/s of each and the ratios.
 """
 
 from __future__ import annotations
@@ -95,6 +109,123 @@ def score_check(path: str) -> dict:
     }
 
 
+def compare_many_timing(source: str, n: int, n_probes: int) -> dict:
+    """bm.compare_many(probe, bm.pack(gallery)) per probe, against the per-call packing it replaces
+    (compare_many's old path: the gallery's rows built again on each call), interleaved."""
+    import biomatch as bm
+    from biomatch import descriptors, scoring
+
+    templates = gallery_templates(source, n + n_probes)
+    gallery, probes = templates[:n], templates[-n_probes:]
+    t0 = time.perf_counter()
+    packed = bm.pack(gallery)
+    pack_s = time.perf_counter() - t0
+    feats = [descriptors.encode(t) for t in gallery]  # Features: pack() builds their rows again every call
+    bm.compare_many(probes[0], scoring.pack(gallery[:2]))  # numba cache loaded
+    fast, repack, same = [], [], True
+    for p in probes:
+        t0 = time.perf_counter()
+        s1 = bm.compare_many(p, packed)
+        t1 = time.perf_counter()
+        s2 = scoring.score_packed(p, scoring.pack(feats))
+        t2 = time.perf_counter()
+        fast.append(n / (t1 - t0))
+        repack.append(n / (t2 - t1))
+        same &= bool(np.array_equal(s1, s2))
+    return {
+        "source": source,
+        "gallery": n,
+        "probes": len(probes),
+        "numba_threads": os.environ.get("NUMBA_NUM_THREADS", "default"),
+        "compare_many_packed_cmp_per_s": float(np.median(fast)),
+        "repack_per_call_cmp_per_s": float(np.median(repack)),
+        "ratio_packed_vs_repack": float(np.median(fast) / np.median(repack)),
+        "pack_once_s": pack_s,
+        "scores_identical": same,
+        "load_average_1min": float(os.getloadavg()[0]),
+    }
+
+
+def peer_bozorth3_timing(npz: str, n_probes: int) -> dict:
+    """In the peer env (no biomatch): bozorth3 on the first n_probes saved templates against every
+    saved template, one ``afis.match_templates`` call per pair."""
+    from afis import match_templates
+
+    saved = np.load(npz)
+    keys = sorted((k for k in saved.files if not k.startswith("size_")), key=lambda k: tuple(map(int, k.split("_"))))
+    mins = {k: np.asarray(saved[k], dtype=np.float64).reshape(-1, 5) for k in keys}
+    size = {k: tuple(int(v) for v in saved[f"size_{k}"]) for k in keys}
+    scores = []
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    for a in keys[:n_probes]:
+        for b in keys:
+            (ha, wa), (hb, wb) = size[a], size[b]
+            scores.append(match_templates(mins[a], mins[b], method="nbis_bozorth3", height_a=ha, height_b=hb,
+                                          width_a=wa, width_b=wb).raw_score)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"comparisons": len(scores), "cmp_per_s": len(scores) / wall, "cmp_per_cpu_s": len(scores) / cpu}
+
+
+def bozorth3_ratio(args) -> dict:
+    """biomatch (kernel on packed rows, and verify per pair) against bozorth3 on the same mindtct minutiae,
+    alternating rounds; CPU-time rates too (a shared machine inflates wall clock)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks.accuracy_matching import load_templates
+    from biomatch import scoring
+
+    npz = Path(args.peer_dir) / "fvc2002_b_DB1_B__mindtct__minutiae.npz"
+    peer = Path(args.peer_python)
+    if not npz.exists() or not peer.exists() or not args.peer_lib:
+        return {"bozorth3": "not measured", "why": f"needs {npz}, {peer} and the NBIS library (--peer-lib / AFIS_LFS_LIB)"}
+    templates = load_templates("fvc2002_b", "DB1_B", "mindtct", peer_dir=Path(args.peer_dir))[0]
+    packed = scoring.pack(templates)
+    probes = templates[: args.probes]
+    scoring.score_packed(probes[0], packed, np.arange(2))
+    env = dict(os.environ, AFIS_LFS_LIB=args.peer_lib)
+    cmd = [str(peer), str(Path(__file__).resolve()), "--peer-timing", str(npz.resolve()), "--probes", str(args.probes)]
+    kernel, kernel_cpu, loop, loop_cpu, boz, boz_cpu = [], [], [], [], [], []
+    for _ in range(args.rounds):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for p in probes:
+            scoring.score_packed(p, packed)
+        n = len(probes) * len(templates)
+        kernel.append(n / (time.perf_counter() - t0))
+        kernel_cpu.append(n / (time.thread_time() - c0))
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for p in probes[:2]:
+            for t in templates:
+                scoring.verify(p, t)
+        n = 2 * len(templates)
+        loop.append(n / (time.perf_counter() - t0))
+        loop_cpu.append(n / (time.thread_time() - c0))
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
+        if out.returncode:
+            raise SystemExit(f"peer bozorth3 timing failed: {out.stderr.strip().splitlines()[-1:]}")
+        peer_res = json.loads(out.stdout.strip().splitlines()[-1])
+        boz.append(peer_res["cmp_per_s"])
+        boz_cpu.append(peer_res["cmp_per_cpu_s"])
+    med = {k: float(np.median(v)) for k, v in (("kernel", kernel), ("kernel_cpu", kernel_cpu), ("verify", loop),
+                                              ("verify_cpu", loop_cpu), ("bozorth3", boz), ("bozorth3_cpu", boz_cpu))}
+    return {
+        "minutiae": "mindtct, FVC2002 DB1_B",
+        "probes_x_gallery": f"{len(probes)} x {len(templates)}",
+        "rounds": args.rounds,
+        "biomatch_kernel_cmp_per_s": med["kernel"],
+        "biomatch_kernel_cmp_per_cpu_s": med["kernel_cpu"],
+        "biomatch_verify_cmp_per_s": med["verify"],
+        "bozorth3_cmp_per_s": med["bozorth3"],
+        "bozorth3_cmp_per_cpu_s": med["bozorth3_cpu"],
+        "ratio_kernel_vs_bozorth3_cpu": med["kernel_cpu"] / med["bozorth3_cpu"],
+        "ratio_verify_vs_bozorth3_cpu": med["verify_cpu"] / med["bozorth3_cpu"],
+        "load_average_1min": float(os.getloadavg()[0]),
+        "python": sys.version.split()[0],
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", choices=["vendor", "extract", "synthetic"], default="vendor")
@@ -102,7 +233,26 @@ def main(argv=None):
     ap.add_argument("--probes", type=int, default=15)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--check-scores", metavar="FILE", help="save every FVC2002 score to FILE, or compare with FILE; no timing")
+    ap.add_argument("--compare-many", type=int, metavar="N", help="time bm.compare_many on N templates packed once")
+    ap.add_argument("--bozorth3", action="store_true", help="ratio to NIST bozorth3 on the same minutiae (peer env)")
+    ap.add_argument("--peer-dir", default="reports/peers", help="saved peer minutiae (benchmarks/peer_afis.py --out)")
+    ap.add_argument("--peer-python", default="../peer-venv/bin/python", help="python of the env that has afis")
+    ap.add_argument("--peer-lib", default=os.environ.get("AFIS_LFS_LIB", ""), help="NBIS library of afis (AFIS_LFS_LIB)")
+    ap.add_argument("--peer-timing", metavar="NPZ", help=argparse.SUPPRESS)  # run by --bozorth3 in the peer env
+    ap.add_argument("--rounds", type=int, default=3, help="--bozorth3: alternating rounds")
     args = ap.parse_args(argv)
+    if args.peer_timing:
+        print(json.dumps(peer_bozorth3_timing(args.peer_timing, args.probes)))
+        return 0
+    if args.compare_many:
+        res = compare_many_timing(args.source, args.compare_many, args.probes)
+    elif args.bozorth3:
+        res = bozorth3_ratio(args)
+    else:
+        res = None
+    if res is not None:
+        print(json.dumps(res, indent=2) if args.json else "\n".join(f"{k:34s} {v}" for k, v in res.items()))
+        return 0
     if args.check_scores:
         res = score_check(args.check_scores)
         print(json.dumps(res, indent=2))
