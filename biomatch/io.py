@@ -15,7 +15,8 @@ memory, blank or uniform images, WSQ data that crashes or hangs the decoder,
 and images whose 500 ppi working image exceeds :data:`MAX_WORKING_PIXELS` (it
 bounds the time and memory extraction spends on one image). Sizes are checked
 from the file's header (Pillow's, or the WSQ frame header), against the
-resolution the header states, before any pixel is decoded. Files are read with
+resolution the header states, before any pixel is decoded, and so is the
+memory decoding would take (:data:`MAX_DECODE_BYTES`). Files are read with
 :func:`read_file_bounded`: regular files only (not FIFOs, devices or sockets),
 at most :data:`MAX_IMAGE_FILE_BYTES`.
 """
@@ -48,6 +49,7 @@ __all__ = [
     "read_file_bounded",
     "encoded_size",
     "MAX_IMAGE_FILE_BYTES",
+    "MAX_DECODE_BYTES",
 ]
 
 WORKING_PPI = 500.0
@@ -71,6 +73,10 @@ MAX_WORKING_PIXELS = 4_000_000
 #: Largest image file read (an uncompressed 16-bit 64 Mpx image, the most a
 #: 2000 ppi image may hold, is 128 MB); larger files are refused unread.
 MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024
+#: Most memory decoding one image may take (Pillow's pixels plus the 8-bit gray result, estimated from
+#: the header before decoding): admits the largest image extraction accepts, 64 Mpx at 2000 ppi, in 8-bit
+#: (128 MiB) or 16-bit (192 MiB) gray; a colour or transparent image of that size is refused.
+MAX_DECODE_BYTES = 192 * 2**20
 #: Image formats Pillow may decode: the finger-image formats of the ANSI/NIST-ITL
 #: and ISO standards. Others (EPS, PSD, ...) are refused unparsed.
 PIL_FORMATS = ("PNG", "TIFF", "BMP", "JPEG", "JPEG2000")
@@ -390,6 +396,27 @@ def _pil_ppi(img) -> float | None:
     return None
 
 
+def _decode_bytes_per_pixel(img) -> int:
+    """Peak bytes per pixel of decoding ``img`` and making it 8-bit gray (Pillow holds multi-band pixels in 4 bytes)."""
+    if img.mode in ("1", "L") or (img.mode == "P" and "transparency" not in img.info):
+        return 3  # decoded + the array (+ the gray conversion of a 1-bit or palette image)
+    if img.mode.startswith("I;16"):
+        return 3  # decoded + the 8-bit result (converted a strip at a time)
+    if img.mode in ("RGBA", "LA", "PA", "P"):
+        return 18  # RGBA copy, white background, composite, gray, array
+    return 6  # decoded (4) + gray + array
+
+
+def _check_decode_bytes(img, name: str) -> None:
+    width, height = img.size
+    need = width * height * _decode_bytes_per_pixel(img)
+    if need > MAX_DECODE_BYTES:
+        raise ImageError(
+            f"{name}: a {width}x{height} {img.mode} image needs about {need / 2**20:.0f} MiB to decode, more than the "
+            f"{MAX_DECODE_BYTES / 2**20:.0f} MiB limit (refused before decoding; an 8-bit gray image may be larger)"
+        )
+
+
 def _decode_pil(data: bytes, name: str, ppi: float | None, file_ppi_first: bool) -> tuple[np.ndarray, float | None]:
     from PIL import Image, UnidentifiedImageError
 
@@ -398,6 +425,7 @@ def _decode_pil(data: bytes, name: str, ppi: float | None, file_ppi_first: bool)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(_io.BytesIO(data), formats=PIL_FORMATS)  # reads the header only
             _check_declared_size(img.size[0], img.size[1], _pil_ppi(img) if file_ppi_first else None, ppi, name)
+            _check_decode_bytes(img, name)
             img.load()
     except ImageError:
         raise
@@ -407,36 +435,56 @@ def _decode_pil(data: bytes, name: str, ppi: float | None, file_ppi_first: bool)
         raise ImageError(f"{name}: cannot decode image, truncated or corrupt ({exc})") from None
     file_ppi = _pil_ppi(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pixels = _stretch_to_uint8(np.asarray(img))
+        pixels = _stretch_to_uint8(img)
     else:
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             # Composite on white so transparent background reads as paper, not ink.
             rgba = img.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(background, rgba)
-        pixels = np.asarray(img.convert("L"), dtype=np.uint8)
+        if img.mode != "L":
+            img = img.convert("L")
+        pixels = _strips_to_array(img)
+    del img
     return pixels, file_ppi
 
 
-#: Rows converted at a time from 16/32-bit gray, so the float temporaries stay small.
+#: Rows converted (16/32-bit gray) or counted (contrast) at a time, so the temporaries stay small.
 _STRETCH_ROWS = 256
 
 
-def _stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Map the gray range of a 16/32-bit image linearly onto 0-255 (a flat image becomes 0)."""
-    lo, hi = float(arr.min()), float(arr.max())
-    out = np.zeros(arr.shape, np.uint8)
+def _strips_to_array(img) -> np.ndarray:
+    """An 8-bit Pillow image as an array, copied a strip at a time (``np.asarray`` of a whole image goes
+    through ``tobytes``, which holds the pixels twice more while it joins them)."""
+    width, height = img.size
+    out = np.empty((height, width), np.uint8)
+    for start in range(0, height, _STRETCH_ROWS):
+        stop = min(height, start + _STRETCH_ROWS)
+        out[start:stop] = np.asarray(img.crop((0, start, width, stop)), dtype=np.uint8)
+    return out
+
+
+def _stretch_to_uint8(img) -> np.ndarray:
+    """Map the gray range of a 16/32-bit Pillow image linearly onto 0-255 (a flat image becomes 0), a strip at a time."""
+    lo, hi = (float(v) for v in img.getextrema())
+    width, height = img.size
+    out = np.zeros((height, width), np.uint8)
     if hi > lo:
         factor = 255.0 / (hi - lo)
-        for start in range(0, arr.shape[0], _STRETCH_ROWS):
-            rows = arr[start : start + _STRETCH_ROWS].astype(np.float64)
-            out[start : start + _STRETCH_ROWS] = ((rows - lo) * factor).astype(np.uint8)
+        # 16-bit: one lookup table for every level; 32-bit: the same arithmetic on each strip
+        lut = ((np.arange(65536, dtype=np.float64) - lo) * factor).clip(0, 255).astype(np.uint8) if hi < 65536 and lo >= 0 else None
+        for start in range(0, height, _STRETCH_ROWS):
+            stop = min(height, start + _STRETCH_ROWS)
+            rows = np.asarray(img.crop((0, start, width, stop)))
+            out[start:stop] = lut[rows] if lut is not None else ((rows.astype(np.float64) - lo) * factor).astype(np.uint8)
     return out
 
 
 def _gray_std(pixels: np.ndarray) -> float:
     """Standard deviation of uint8 gray levels from their histogram (no float copy of the image)."""
-    counts = np.bincount(pixels.ravel(), minlength=256).astype(np.float64)
+    counts = np.zeros(256, np.float64)
+    for start in range(0, pixels.shape[0], _STRETCH_ROWS):  # bincount makes an int64 copy of what it counts
+        counts += np.bincount(pixels[start : start + _STRETCH_ROWS].ravel(), minlength=256)
     total = counts.sum()
     if total == 0:
         return 0.0

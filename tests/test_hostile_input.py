@@ -399,3 +399,12 @@ def test_template_from_bytes_of_none_is_a_template_error():
     for bad in (None, 17, "BMT", [1, 2]):
         with pytest.raises(TemplateError, match=r"t: template data must be bytes, got "):
             Template.from_bytes(bad, name="t")
+
+
+def test_a_colour_image_too_large_to_decode_in_the_memory_limit_is_refused_from_its_header():
+    # 8000 x 8000 at 2000 ppi is within the extraction limit; in RGB it would need ~370 MiB to decode
+    data = bytearray(_png_header(8000, 8000))
+    data[8 + 8 + 9] = 2  # IHDR colour type: RGB
+    data[8 + 8 + 13 : 8 + 8 + 17] = struct.pack(">I", zlib.crc32(bytes(data[12 : 8 + 8 + 13])))
+    _refused(lambda: read_image(bytes(data), ppi=2000, name="rgb.png"), ImageError,
+             r"rgb\.png: a 8000x8000 RGB image needs about 366 MiB to decode, more than the 192 MiB limit")

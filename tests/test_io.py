@@ -317,3 +317,17 @@ def test_extract_refuses_an_over_budget_image_before_any_stage(monkeypatch):
     assert stages == []
     # the next request is fine
     assert isinstance(bm.extract(read_image(_ridges(300, 300), ppi=500)), bm.Template) and stages == ["normalize"]
+
+
+def test_sixteen_bit_gray_is_stretched_onto_eight_bits():
+    arr = _ridges().astype(np.uint16) * 200 + 1000  # 1000 .. 52000
+    img = read_image(_encode(arr, "PNG"), ppi=500)
+    lo, hi = float(arr.min()), float(arr.max())
+    expected = ((arr.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    assert img.pixels.dtype == np.uint8 and np.array_equal(img.pixels, expected)
+
+
+def test_eight_bit_pixels_are_read_exactly_in_strips():
+    arr = _ridges(1000, 333)  # more rows than one strip, an odd width
+    assert np.array_equal(read_image(_encode(arr, "PNG"), ppi=500).pixels, arr)
+    assert np.array_equal(read_image(_encode(arr, "TIFF"), ppi=500).pixels, arr)
