@@ -155,16 +155,14 @@ def _row_best(sim, cand_j, lo, hi, used_b, taken, one_to_one):
     one on ties; skips taken candidates and, with ``one_to_one``, used columns; -1 when none."""
     bt = -1
     bv = 0.0
+    # written without branches (a skipped candidate counts 0, which never wins): which
+    # candidates are skipped, and which is best, are data-dependent and mispredict
     for t in range(lo, hi):
-        if one_to_one:
-            if used_b[cand_j[t]]:
-                continue
-        elif taken[t]:
-            continue
-        v = sim[t]
-        if v > bv:
-            bv = v
-            bt = t
+        skip = used_b[cand_j[t]] if one_to_one else taken[t]
+        v = sim[t] * (1.0 - skip)
+        better = v > bv
+        bt = t if better else bt
+        bv = v if better else bv
     return bt
 
 
@@ -202,9 +200,10 @@ def _select_pairs(sim, cand_j, na, nb, k, one_to_one, row_start, row_best, sel, 
                 row_best[i] = r
                 row_sim[i] = sim[r] if r >= 0 else -1.0
                 row_col[i] = cand_j[r] if r >= 0 else -1
-            if row_sim[i] > bv:
-                bv = row_sim[i]
-                bi = i
+            v = row_sim[i]
+            better = v > bv  # branch-free argmax (the first of equals)
+            bi = i if better else bi
+            bv = v if better else bv
         if bi < 0:
             break
         bt = row_best[bi]
