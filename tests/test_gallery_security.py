@@ -363,3 +363,45 @@ def test_check_while_another_process_writes_reports_no_false_fault(tmp_path, mat
     finally:
         writer.close()
         checker.close()
+
+
+@pytest.mark.parametrize("attack", ["swap template rows", "swap subject names", "swap subject of the finger rows",
+                                    "swap sha256 only"])
+def test_moved_rows_never_answer_for_another_subject_even_from_the_derived_files(tmp_path, mated, attack):
+    """The derived files (index, feature rows found by the row's sha256) are left in place: a search must not
+    answer s0's probe with s1 at s0's score, whichever columns were moved without the key."""
+    gal, probes = mated
+    store = tmp_path / "b.db"
+    key = generate_key()
+    with Gallery.open(store, key=key) as g:
+        for i in range(3):
+            g.enroll(f"s{i}", {1: gal[i]}, gallery="local", operator="desk")
+        assert g.search({1: probes[0]}, galleries=["local"], operator="desk")[0].subject == "s0"
+    con = sqlite3.connect(store)
+    fid = {s: f for s, f in con.execute("SELECT subject, fingers.id FROM fingers JOIN subjects ON subjects.id = subject_id")}
+    if attack == "swap template rows":
+        con.close()
+        _swap_rows(store, "s0", "s1")
+    else:
+        if attack == "swap subject names":
+            swaps = [("UPDATE subjects SET subject = ? WHERE subject = ?", v) for v in (("t", "s0"), ("s0", "s1"), ("s1", "t"))]
+        elif attack == "swap subject of the finger rows":
+            sid = dict(con.execute("SELECT subject, id FROM subjects"))
+            swaps = [("UPDATE fingers SET subject_id = ? WHERE id = ?", v)
+                     for v in ((-1, fid["s0"]), (sid["s0"], fid["s1"]), (sid["s1"], fid["s0"]))]
+        else:
+            sha = dict(con.execute("SELECT id, sha256 FROM fingers"))
+            swaps = [("UPDATE fingers SET sha256 = ? WHERE id = ?", v) for v in ((sha[fid["s1"]], fid["s0"]), (sha[fid["s0"]], fid["s1"]))]
+        con.execute("PRAGMA foreign_keys=OFF")
+        for sql, values in swaps:
+            con.execute(sql, values)
+        con.commit()
+        con.close()
+    with Gallery.open(store, key=key) as g:
+        try:
+            hits = g.search({1: probes[0]}, galleries=["local"], operator="desk")
+        except GalleryError as exc:
+            assert "decryption failed" in str(exc) or "does not match its recorded SHA-256" in str(exc)
+        else:
+            assert hits[0].subject == "s0" or hits[0].score < 0.03, [(h.subject, h.score) for h in hits]
+        assert not g.check()["ok"]

@@ -331,6 +331,17 @@ class FeaturesMixin:
             self._features.pop(fid)
             self._packs.pop(fid)
 
+    def _check_row_sha(self, fid: int, sha: str, blob, con) -> None:
+        """In an encrypted store, that the finger row's SHA-256 (by which its rescoring rows are found) is its
+        own template's: the template decrypts only in its own row, so a row whose subject, sha256 or template
+        was moved without the key is refused here instead of answering for another subject."""
+        import hashlib
+
+        from .. import encryption as _enc
+
+        if _enc.is_sealed(blob) and hashlib.sha256(self._unseal_finger(blob, fid, con)).hexdigest() != sha:
+            raise GalleryError(f"store finger {fid}: its template does not match its recorded SHA-256 (row tampered)")
+
     def _packed_for(self, con, finger_ids: list):
         """Rescoring rows of enrolled fingers as one :class:`biomatch.scoring.PackedTemplates`.
 
@@ -354,10 +365,11 @@ class FeaturesMixin:
         for i in range(0, len(missing), 500):
             part = missing[i : i + 500]
             q = ",".join("?" * len(part))
-            rows = con.execute(f"SELECT id, sha256 FROM fingers WHERE id IN ({q})", part).fetchall()
-            stored = self._featstore.get([sha for _, sha in rows], raw=True)
+            rows = con.execute(f"SELECT id, sha256, template FROM fingers WHERE id IN ({q})", part).fetchall()
+            stored = self._featstore.get([sha for _, sha, _ in rows], raw=True)
             need = []
-            for fid, sha in rows:
+            for fid, sha, blob in rows:
+                self._check_row_sha(fid, sha, blob, con)
                 data = stored.get(sha)
                 if data is None:
                     need.append(fid)
