@@ -403,9 +403,10 @@ def lssr_score(
         best = -1.0
         bi = -1
         for r in range(n_r):
-            if lam_new[r] > best:
-                best = lam_new[r]
-                bi = r
+            v = lam_new[r]
+            better = v > best  # branch-free argmax (the first of equals)
+            bi = r if better else bi
+            best = v if better else best
         lam_new[bi] = -2.0
         total += lam[bi]
         out_pairs[t, 0] = cand_i[sel[bi]]
