@@ -50,6 +50,7 @@ _LAZY = {
     "Match": "scoring",
     "Gallery": "gallery",
     "Candidate": "gallery",
+    "SearchParams": "gallery",
 }
 
 __all__ = [

@@ -35,7 +35,9 @@ the FAISS id); a finger scores the votes of its best :data:`ROTATION_BINS`
 bin and the two neighbouring ones, since a mate's matching cylinders agree
 on one rotation and chance neighbours do not. The
 fingers with the largest vote totals form the shortlist that
-:mod:`biomatch.scoring` then rescores exhaustively.
+:mod:`biomatch.scoring` then rescores exhaustively (the votes and the
+shortlist are :mod:`biomatch.search.shortlist`'s, for one store and for a
+sharded gallery alike).
 
 Ties: FAISS keeps, among codes tied at the k-th distance, the earliest
 *added* (its scan order), which depends on the order
@@ -75,7 +77,6 @@ import json
 import os
 import struct
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
@@ -397,9 +398,10 @@ class _Partition:
     (:func:`_search_ties_complete` does not depend on the scan order).
     """
 
-    def __init__(self, index=None):
+    def __init__(self, index=None, flat_max_codes: int | None = None):
         faiss = _faiss()
         self.faiss = faiss
+        self.flat_max_codes = FLAT_MAX_CODES if flat_max_codes is None else int(flat_max_codes)
         if index is None:
             flat = faiss.IndexBinaryFlat(CODE_BITS)
             index = faiss.IndexBinaryIDMap(flat)
@@ -459,13 +461,13 @@ class _Partition:
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         if codes.shape[0]:
-            if self.kind == "flat" and self.ntotal + codes.shape[0] > FLAT_MAX_CODES:
+            if self.kind == "flat" and self.ntotal + codes.shape[0] > self.flat_max_codes:
                 self.to_ivf()
             self.index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
 
     def add_to_list(self, lst: int, codes: np.ndarray, ids: np.ndarray) -> None:
         """Add codes known to belong to IVF list ``lst`` of the shared centroids (no re-assignment)."""
-        if self.kind == "flat" and self.ntotal + codes.shape[0] <= FLAT_MAX_CODES:
+        if self.kind == "flat" and self.ntotal + codes.shape[0] <= self.flat_max_codes:
             self.add(codes, ids)
             return
         self.to_ivf()
@@ -553,15 +555,15 @@ class _Partition:
         return n, h.hexdigest()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "_Partition":
+    def from_bytes(cls, data: bytes, flat_max_codes: int | None = None) -> "_Partition":
         faiss = _faiss()
         index = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
         if isinstance(index, faiss.IndexBinaryIDMap):
             index.own_fields = True
         elif not isinstance(index, faiss.IndexBinaryIVF):
             raise ValueError(f"unexpected FAISS index type {type(index).__name__}")
-        part = cls(index)
-        if part.kind == "ivf" and part.ntotal <= FLAT_MAX_CODES:
+        part = cls(index, flat_max_codes)
+        if part.kind == "ivf" and part.ntotal <= part.flat_max_codes:
             part.to_flat()  # written by format 3 (IVF at every size): searched flat from now on
         return part
 
@@ -569,14 +571,6 @@ class _Partition:
         """Bytes held: codes and ids (plus the IVF centroids)."""
         lists = int(self.index.nlist) if self.kind == "ivf" else 0
         return self.ntotal * (CODE_BYTES + 8) + lists * CODE_BYTES
-
-
-@dataclass(frozen=True)
-class Vote:
-    """A shortlisted finger: its id and vote total."""
-
-    finger_id: int
-    votes: float
 
 
 class RawNeighbours(NamedTuple):
@@ -607,9 +601,11 @@ class RawNeighbours(NamedTuple):
 TIE_MARGIN = 112
 
 
-def nprobe_for(total_codes: int) -> int:
+def nprobe_for(total_codes: int, flat_max_codes: int | None = None, ivf_nprobe: int | None = None) -> int:
     """IVF lists a query visits in a partition of ``total_codes`` codes (in the whole gallery)."""
-    return IVF_NLIST if total_codes <= FLAT_MAX_CODES else min(IVF_NPROBE, IVF_NLIST)
+    flat_max_codes = FLAT_MAX_CODES if flat_max_codes is None else flat_max_codes
+    ivf_nprobe = IVF_NPROBE if ivf_nprobe is None else ivf_nprobe
+    return IVF_NLIST if total_codes <= flat_max_codes else min(ivf_nprobe, IVF_NLIST)
 
 
 def _search_ties_complete(part: "_Partition", codes: np.ndarray, k: int, nprobe: int):
@@ -756,12 +752,22 @@ class GalleryIndex:
     ----------
     generation : int
         Store generation of the gallery this index reflects.
+    flat_max_codes, ivf_nprobe : int
+        Partitions up to ``flat_max_codes`` codes are flat (searched whole), IVF beyond, where
+        a query visits ``ivf_nprobe`` lists (:func:`nprobe_for`); default the module constants
+        (a gallery passes its :class:`biomatch.search.params.SearchParams`).
     """
 
-    def __init__(self, generation: int = 0):
+    def __init__(self, generation: int = 0, *, flat_max_codes: int | None = None, ivf_nprobe: int | None = None):
         self.generation = int(generation)
+        self.flat_max_codes = FLAT_MAX_CODES if flat_max_codes is None else int(flat_max_codes)
+        self.ivf_nprobe = IVF_NPROBE if ivf_nprobe is None else int(ivf_nprobe)
         self._parts: dict[int, _Partition] = {}
         self._lock = _RWLock()
+
+    def nprobe_for(self, total_codes: int) -> int:
+        """IVF lists to visit in a partition of ``total_codes`` codes under this index's limits."""
+        return nprobe_for(total_codes, self.flat_max_codes, self.ivf_nprobe)
 
     # -- contents ---------------------------------------------------------
     @property
@@ -780,7 +786,7 @@ class GalleryIndex:
             "codes": self.ntotal,
             "memory_bytes": self.memory_bytes(),
             "partitions": {str(pos): {"kind": p.kind, "codes": p.ntotal,
-                                      "lists_visited": nprobe_for(p.ntotal) if p.kind == "ivf" else None,
+                                      "lists_visited": self.nprobe_for(p.ntotal) if p.kind == "ivf" else None,
                                       "lists": IVF_NLIST if p.kind == "ivf" else None}
                            for pos, p in sorted(self._parts.items())},
         }
@@ -803,7 +809,7 @@ class GalleryIndex:
                 ids = np.concatenate([(f << ANGLE_ID_BITS) | c.angle_bins for f, c in items]).astype(np.int64)
                 part = self._parts.get(pos)
                 if part is None:
-                    part = self._parts[pos] = _Partition()
+                    part = self._parts[pos] = _Partition(flat_max_codes=self.flat_max_codes)
                 part.add(codes, ids)
             if generation is not None:
                 self.generation = int(generation)
@@ -846,8 +852,8 @@ class GalleryIndex:
                     continue
                 target = self._parts.get(pos)
                 if target is None:
-                    target = self._parts[pos] = _Partition()
-                if target.ntotal + n_new > FLAT_MAX_CODES:
+                    target = self._parts[pos] = _Partition(flat_max_codes=self.flat_max_codes)
+                if target.ntotal + n_new > self.flat_max_codes:
                     target.to_ivf()  # once, not list by list
                 for lst, ids, codes in part.entries():
                     ids = ids.astype(np.int64)
@@ -890,8 +896,8 @@ class GalleryIndex:
         that a caller can choose among ties by a rule of its own
         (:func:`select_neighbours`) instead of the FAISS scan order (which
         depends on the enrolment order). Every list is visited while the
-        gallery's partition holds at most :data:`FLAT_MAX_CODES` codes (an
-        exhaustive search), :data:`IVF_NPROBE` beyond (:func:`nprobe_for`).
+        gallery's partition holds at most :attr:`flat_max_codes` codes (an
+        exhaustive search), :attr:`ivf_nprobe` beyond (:meth:`nprobe_for`).
 
         Parameters
         ----------
@@ -919,7 +925,7 @@ class GalleryIndex:
                 parts = [(p, self._parts[p]) for p in (position, 0) if p in self._parts]
             else:
                 parts = sorted(self._parts.items())
-            return [(pos, part, nprobe_for(part.ntotal) if nprobe is None or pos not in nprobe else int(nprobe[pos]))
+            return [(pos, part, self.nprobe_for(part.ntotal) if nprobe is None or pos not in nprobe else int(nprobe[pos]))
                     for pos, part in parts]
 
         with self._lock.read():
@@ -937,36 +943,6 @@ class GalleryIndex:
             e = np.zeros(0, np.int64)
             return RawNeighbours(e, e, np.zeros(0, np.int32), e)
         return RawNeighbours(*(np.concatenate(c) for c in zip(*out)))
-
-    def shortlist(self, codes: np.ndarray, position: int, size: int, k: int = K_NEIGHBOURS) -> list[Vote]:
-        """Fingers with the most descriptor votes for a probe (ties by finger id).
-
-        The votes of :func:`vote_totals` over :meth:`neighbours`, tied
-        neighbours chosen by finger id (a single index's rule; a gallery
-        chooses by subject and position, see :func:`biomatch.gallery`).
-
-        Parameters
-        ----------
-        codes : Codes
-            :func:`probe_codes` of the probe finger.
-        position : int
-            FGP code of the probe (0 searches every partition).
-        size : int
-            Shortlist length.
-        k : int
-            Neighbours per probe cylinder.
-
-        Returns
-        -------
-        list of Vote, best first (ties by finger id).
-        """
-        raw = self.neighbours(codes.codes, position, k)
-        fid = raw.labels >> ANGLE_ID_BITS
-        abin = raw.labels & ((1 << ANGLE_ID_BITS) - 1)
-        keep = select_neighbours(raw.rows, raw.partition, raw.dist, fid, abin, k)
-        fingers, totals = vote_totals(raw.rows[keep], raw.dist[keep], fid[keep], abin[keep], codes.angle_bins)
-        top = np.lexsort((fingers, -totals))[: max(0, int(size))]
-        return [Vote(int(fingers[t]), float(totals[t])) for t in top]
 
     # -- persistence ------------------------------------------------------
     def save(self, path: Path, gallery: str, *, seal=None) -> None:
@@ -1025,8 +1001,11 @@ class GalleryIndex:
             return None
 
     @classmethod
-    def load(cls, path: Path, gallery: str, *, unseal=None) -> "GalleryIndex | None":
+    def load(cls, path: Path, gallery: str, *, unseal=None, flat_max_codes: int | None = None,
+             ivf_nprobe: int | None = None) -> "GalleryIndex | None":
         """Read an index file; None when it is absent, corrupt, from another version or gallery.
+
+        ``flat_max_codes`` and ``ivf_nprobe`` as the constructor takes them.
 
         With ``unseal`` (sealed bytes -> bytes) only an encrypted file is accepted
         (a plaintext one, or one it cannot decrypt, gives None: rebuilt).
@@ -1050,7 +1029,7 @@ class GalleryIndex:
                 index_version(f) for f in (INDEX_FORMAT_VERSION, *_ALSO_READS.get(INDEX_FORMAT_VERSION, ()))]
                 or manifest.get("gallery") != gallery):
             return None
-        index = cls(int(manifest.get("generation", -1)))
+        index = cls(int(manifest.get("generation", -1)), flat_max_codes=flat_max_codes, ivf_nprobe=ivf_nprobe)
         offset = _HEADER.size + n
         try:
             for entry in manifest["partitions"]:
@@ -1058,7 +1037,7 @@ class GalleryIndex:
                 offset += int(entry["nbytes"])
                 if len(blob) != int(entry["nbytes"]) or hashlib.sha256(blob).hexdigest() != entry["sha256"]:
                     return None
-                index._parts[int(entry["position"])] = _Partition.from_bytes(blob)
+                index._parts[int(entry["position"])] = _Partition.from_bytes(blob, index.flat_max_codes)
         except (KeyError, TypeError, ValueError, RuntimeError):
             return None
         if offset != len(data):

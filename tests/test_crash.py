@@ -11,8 +11,12 @@ import textwrap
 import time
 
 
-from biomatch.gallery import searching as gallery_search
+from biomatch.search import SearchParams
 from biomatch.gallery import Gallery
+
+#: Searches go through the FAISS shortlist and the feature file even for these small galleries.
+INDEXED = SearchParams(exhaustive_max_fingers=0)
+
 
 CHILD = textwrap.dedent(
     """
@@ -70,12 +74,11 @@ def _run_child(store, mode, wait_for, timeout=60.0, delay_s=0.0):
 
 def _check_consistent(store, monkeypatch):
     """The store reopens, its audit verifies and its index matches the store."""
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     con = sqlite3.connect(store)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("PRAGMA foreign_key_check").fetchall() == []
     con.close()
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         n_audit = g.verify_audit()
         subjects = g.subjects(gallery="local")
         enrol_records = [r for r in g.audit_records() if r["action"] == "enroll"]

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import biomatch as bm
-from biomatch import gallery as gallery_mod
-from biomatch.search import shortlist as shortlist_mod
+from biomatch.search import SearchParams
 from biomatch.errors import GalleryError
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install biomatch[distributed])")
@@ -89,7 +88,7 @@ def _probes(mated, idx):
 def test_identical_to_single_machine_exhaustive(pair, mated):
     single, sharded = pair
     assert isinstance(sharded, dist.ShardedGallery) and sharded.n_shards == 3
-    assert single.stats()["galleries"]["local"]["fingers"] <= gallery_mod.EXHAUSTIVE_MAX_FINGERS
+    assert single.stats()["galleries"]["local"]["fingers"] <= SearchParams().exhaustive_max_fingers
     for probe in _probes(mated, [0, 5, 17, 33]):
         for kw in ({"max_candidates": 10}, {"max_candidates": 3, "threshold": 0.05}, {"max_candidates": 40}):
             a = single.search(probe, galleries=["local"], operator="desk", **kw)
@@ -156,7 +155,7 @@ def test_shard_of_stable_and_consistent():
 def test_one_shard_identical_above_exhaustive_limit(cluster, mated, calibration, tmp_path):
     gal, probes = mated
     items = [(f"f{i}", {0: t}) for i, t in enumerate(gal)]
-    assert len(items) > gallery_mod.EXHAUSTIVE_MAX_FINGERS  # the FAISS shortlist is used
+    assert len(items) > SearchParams().exhaustive_max_fingers  # the FAISS shortlist is used
     with bm.Gallery.open(tmp_path / "s.db") as single, bm.Gallery.open(f"ray://{tmp_path / 'one'}?shards=1") as one:
         for g in (single, one):
             _fill(g, calibration, items, gallery="big")
@@ -195,17 +194,30 @@ def big(cluster, mated, calibration, tmp_path_factory):
 
 @pytest.mark.parametrize("short,ivf", [(False, False), (True, False), (False, True)],
                          ids=["default-shortlist", "short-shortlist", "ivf-lists"])
-def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypatch, short, ivf):
-    from biomatch import index as index_mod
+def test_identical_to_single_machine_above_exhaustive_limit(big, mated, short, ivf):
 
     single, two, three = big
-    if short:  # cut the finger and subject shortlists inside this gallery's size (the coordinator reads them)
-        monkeypatch.setattr(shortlist_mod, "SHORTLIST_FINGERS", 25)
-        monkeypatch.setattr(shortlist_mod, "SHORTLIST_SUBJECTS", 24)
-        monkeypatch.setattr(shortlist_mod, "SHORTLIST_SUBJECTS_MIN", 12)
+    params = None
+    if short:  # cut the finger and subject shortlists inside this gallery's size
+        params = SearchParams(shortlist_fingers=25, shortlist_subjects=24, shortlist_subjects_min=12)
     if ivf:  # the gallery counts as large: a few IVF lists per query, decided by the coordinator for the shards
-        monkeypatch.setattr(index_mod, "FLAT_MAX_CODES", 1000)
-        monkeypatch.setattr(index_mod, "IVF_NPROBE", 24)
+        params = SearchParams(flat_max_codes=1000, ivf_nprobe=24)
+    reopened = []
+    if params is not None:  # the same stores, opened with other search params (every shard gets them)
+        single = bm.Gallery.open(single.path, params=params)
+        two, three = (bm.Gallery.open(f"ray://{g.path}", params=params) for g in (two, three))
+        reopened = [single, two, three]
+    try:
+        _identical_above_exhaustive_limit(single, two, three, mated, short, ivf)
+    finally:
+        for g in reopened:
+            g.close()
+
+
+def _identical_above_exhaustive_limit(single, two, three, mated, short, ivf):
+    from biomatch import index as index_mod
+
+    if ivf:
         from biomatch.descriptors import encode
 
         idx = single.index("local")
@@ -215,7 +227,7 @@ def test_identical_to_single_machine_above_exhaustive_limit(big, mated, monkeypa
         few = idx.neighbours(q, 1)
         assert few.labels.size != every.labels.size or not np.array_equal(few.labels, every.labels)
     n_fingers = single.stats()["galleries"]["local"]["fingers"]
-    assert n_fingers == 346 > gallery_mod.EXHAUSTIVE_MAX_FINGERS  # the FAISS shortlist is used
+    assert n_fingers == 346 > SearchParams().exhaustive_max_fingers  # the FAISS shortlist is used
     assert two.stats()["galleries"]["local"]["fingers"] == three.stats()["galleries"]["local"]["fingers"] == n_fingers
     _, probes = mated
     cases = [{1: probes[0]}, {1: probes[7]}, {2: probes[60 + 33]}, {1: probes[5], 2: probes[65]},

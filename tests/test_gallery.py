@@ -13,7 +13,7 @@ import pytest
 
 import biomatch as bm
 from biomatch import gallery as gallery_mod
-from biomatch.gallery import searching as gallery_search
+from biomatch.search import SearchParams
 from biomatch.errors import AuditError, CalibrationError, GalleryError, TemplateError
 from biomatch.gallery import Candidate, Gallery
 from biomatch.gallery import features as gallery_features
@@ -28,6 +28,10 @@ def mated():
     block = next(template_batch(40, 2, seed=11))
     ts = block.templates()
     return ts[0::2], ts[1::2]
+
+
+#: Searches go through the FAISS shortlist and the feature file even for these small galleries.
+INDEXED = SearchParams(exhaustive_max_fingers=0)
 
 
 @pytest.fixture
@@ -80,12 +84,12 @@ def test_enroll_get_subjects_stats(store, mated):
         assert set(r["fingers"]) == {"2", "7"}
 
 
-def test_single_finger_search_finds_mate_exhaustive_and_indexed(store, mated, monkeypatch):
+def test_single_finger_search_finds_mate_exhaustive_and_indexed(store, mated):
     gal, probes = mated
     with Gallery.open(store) as g:
         g.enroll_many([(f"s{i}", {0: t}) for i, t in enumerate(gal)], gallery="local", operator="desk")
-        for exhaustive_max in (10_000, 0):  # whole-gallery rescoring, then the FAISS shortlist
-            monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", exhaustive_max)
+    for exhaustive_max in (10_000, 0):  # whole-gallery rescoring, then the FAISS shortlist
+        with Gallery.open(store, params=SearchParams(exhaustive_max_fingers=exhaustive_max)) as g:
             hits = 0
             for i in range(10):
                 cands = g.search({0: probes[i]}, galleries=["local"], max_candidates=5, operator="desk")
@@ -227,8 +231,7 @@ def test_update_replaces_finger_and_metadata(store, mated):
 
 def test_delete_is_true_deletion(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         g.enroll("a", {2: gal[0]}, gallery="local", operator="desk", originals={None: b"EBTS-BYTES"})
         g.enroll("b", {2: gal[1]}, gallery="local", operator="desk")
         g.search({2: probes[0]}, galleries=["local"], operator="desk")  # builds and saves the index
@@ -252,7 +255,7 @@ def test_delete_is_true_deletion(store, mated, monkeypatch):
 
     idx = GalleryIndex.load(store.with_name(store.name + ".local.faiss"), "local")
     assert idx is not None and idx.ntotal == codes_before - (codes_before - idx.ntotal)
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         assert g.index("local").ntotal == idx.ntotal
 
 
@@ -301,8 +304,7 @@ def test_bad_input_names_field_and_changes_nothing(store, mated, call, error, fi
 
 def test_concurrent_searches_and_a_writer(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(20)], gallery="local", operator="desk")
         errors, results = [], {}
 
@@ -333,8 +335,7 @@ def test_concurrent_searches_and_a_writer(store, mated, monkeypatch):
 
 def test_second_handle_sees_committed_data_and_index_catches_up(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
-    with Gallery.open(store) as a, Gallery.open(store) as b:
+    with Gallery.open(store, params=INDEXED) as a, Gallery.open(store, params=INDEXED) as b:
         a.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(10)], gallery="local", operator="a")
         assert b.search({0: probes[3]}, galleries=["local"], operator="b")[0].subject == "s3"
         a.enroll("s20", {0: gal[20]}, gallery="local", operator="a")  # b's loaded index is now stale
@@ -346,20 +347,19 @@ def test_second_handle_sees_committed_data_and_index_catches_up(store, mated, mo
 
 def test_index_file_stale_or_foreign_is_rebuilt(store, mated, monkeypatch):
     gal, probes = mated
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     path = store.with_name(store.name + ".local.faiss")
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(10)], gallery="local", operator="a")
         n = g.index("local").ntotal
     assert path.exists()
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # corrupt a partition
     path.write_bytes(bytes(data))
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         assert g.index("local").ntotal == n
         assert g.search({0: probes[2]}, galleries=["local"], operator="a")[0].subject == "s2"
     path.write_bytes(b"not an index")
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         assert g.index("local").ntotal == n
 
 
@@ -447,14 +447,13 @@ def test_cli_ebts_enrol_and_search_audit_ori_tcn(tmp_path, formats_data, capsys)
 
 def test_scores_identical_after_derived_files_are_lost(store, mated, calibration, monkeypatch):
     """Enrolment derives its rows and codes from the template as stored: a rebuild scores the same."""
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)  # through the FAISS shortlist too
     gal, probes = mated
     probe_sets = [{2: probes[i]} for i in range(0, 40, 7)] + [{0: probes[3], 2: probes[4]}]
 
     def run(g):
         return [g.search(p, galleries=["local"], max_candidates=8, operator="desk") for p in probe_sets]
 
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         g.set_calibration(calibration, operator="admin")
         g.enroll_many([(f"s{i}", {2 if i % 2 else 0: t}) for i, t in enumerate(gal)], gallery="local", operator="desk")
         g.enroll("late", {2: gal[5]}, gallery="local", operator="desk")
@@ -463,7 +462,7 @@ def test_scores_identical_after_derived_files_are_lost(store, mated, calibration
     assert all(p.exists() for p in derived)
     for p in derived:
         p.unlink()
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         after = run(g)
     assert after == before  # subjects, ranks, scores and FMRs bit for bit
 
@@ -523,3 +522,31 @@ def test_feature_rows_join_into_the_pack_of_their_templates(mated):
     assert len(gallery_mod.FeatureStore.join([])) == 0
     with pytest.raises(ValueError, match="length"):
         gallery_mod.FeatureStore.join([rows[0][:-8]])
+
+
+def test_search_params_are_checked_frozen_and_used(store, mated):
+    import dataclasses
+
+    with pytest.raises(GalleryError, match=r"params\.ivf_nprobe: expected an integer 1\.\.2048"):
+        SearchParams(ivf_nprobe=0)
+    with pytest.raises(GalleryError, match=r"params\.shortlist_fingers"):
+        SearchParams(shortlist_fingers=True)
+    with pytest.raises(GalleryError, match="params: expected a biomatch.SearchParams"):
+        Gallery.open(store, params={"exhaustive_max_fingers": 0})
+    p = SearchParams(exhaustive_max_fingers=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.exhaustive_max_fingers = 5
+    assert SearchParams() == SearchParams(exhaustive_max_fingers=gallery_mod.EXHAUSTIVE_MAX_FINGERS)
+    gal, probes = mated
+
+    def searches_through_the_index(g) -> bool:
+        calls, knn = [], g._neighbours
+        g._neighbours = lambda *a, **kw: calls.append(1) or knn(*a, **kw)
+        assert g.search({0: probes[0]}, galleries=["local"], operator="desk")[0].subject == "s0"
+        return bool(calls)
+
+    with Gallery.open(store) as g:
+        g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(12)], gallery="local", operator="desk")
+        assert not searches_through_the_index(g)  # 12 fingers <= the default exhaustive limit
+    with Gallery.open(store, params=p) as g:
+        assert g.params is p and searches_through_the_index(g)

@@ -11,11 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biomatch.gallery import searching as gallery_search
+from biomatch.search import SearchParams
 from biomatch.cli import main as cli_main
 from biomatch.errors import BiomatchError, GalleryError, TemplateError
 from biomatch.gallery import Gallery
 from biomatch.template import Template
+
+
+#: Searches go through the FAISS shortlist and the feature file even for these small galleries.
+INDEXED = SearchParams(exhaustive_max_fingers=0)
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +32,9 @@ def mated():
 
 @pytest.fixture
 def filled(tmp_path, mated, monkeypatch):
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
     gal, probes = mated
     store = tmp_path / "b.db"
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         for i in range(10):
             g.enroll(f"s{i}", {i % 10 + 1: gal[i]}, gallery="local", operator="desk", originals={None: b"TX%d" % i})
         g.search({1: probes[0]}, galleries=["local"], operator="desk")
@@ -39,7 +42,7 @@ def filled(tmp_path, mated, monkeypatch):
 
 
 def test_check_passes_on_a_sound_store(filled, capsys):
-    with Gallery.open(filled) as g:
+    with Gallery.open(filled, params=INDEXED) as g:
         g.delete("s3", gallery="local", operator="desk")
         rep = g.check()
     assert rep["ok"], rep["problems"]
@@ -60,7 +63,7 @@ def test_check_finds_each_kind_of_inconsistency(filled, capsys):
     feat.execute("INSERT INTO rows(sha256, data) VALUES ('deadbeef', x'00')")
     feat.commit()
     feat.close()
-    with Gallery.open(filled) as g:
+    with Gallery.open(filled, params=INDEXED) as g:
         g.index("local").remove([1])  # an enrolled finger missing from the index
         rep = g.check()
     text = "\n".join(rep["problems"])
@@ -76,7 +79,7 @@ def test_check_finds_each_kind_of_inconsistency(filled, capsys):
 def test_online_backup_while_searching_and_enrolling_then_restore(filled, mated, tmp_path, capsys):
     gal, probes = mated
     stop, errors, counts = threading.Event(), [], {"search": 0, "enrol": 0}
-    with Gallery.open(filled) as g:
+    with Gallery.open(filled, params=INDEXED) as g:
 
         def searcher(k):
             while not stop.is_set():
@@ -107,11 +110,11 @@ def test_online_backup_while_searching_and_enrolling_then_restore(filled, mated,
     assert errors == [] and counts["search"] > 0
     assert all(c["audit_records"] > 0 for c in copies)
     with pytest.raises(GalleryError, match="exists"):
-        Gallery.open(filled).backup(tmp_path / "copy0.db")
+        Gallery.open(filled, params=INDEXED).backup(tmp_path / "copy0.db")
     restored = tmp_path / "restored.db"
     res = Gallery.restore(tmp_path / "copy2.db", restored)
     assert res["audit_records"] == copies[2]["audit_records"]
-    with Gallery.open(restored) as g:
+    with Gallery.open(restored, params=INDEXED) as g:
         rep = g.check()
         assert rep["ok"], rep["problems"]
         assert set(g.subjects(gallery="local")) <= live
@@ -124,7 +127,7 @@ def test_online_backup_while_searching_and_enrolling_then_restore(filled, mated,
     assert cli_main(["restore", str(tmp_path / "cli.db"), "--store", str(filled), "--force", "--json"]) == 0
     capsys.readouterr()
     assert not (tmp_path / "b.db.local.faiss").exists()
-    with Gallery.open(filled) as g:
+    with Gallery.open(filled, params=INDEXED) as g:
         assert g.check()["ok"]
 
 
@@ -138,7 +141,7 @@ def test_restore_refuses_a_broken_backup(tmp_path, filled):
 
 def test_corrupt_store_file_gives_biomatch_errors(filled, mated, tmp_path):
     _, probes = mated
-    with Gallery.open(filled):
+    with Gallery.open(filled, params=INDEXED):
         pass  # checkpointed on close: every row lives in the main file
     clean = filled.read_bytes()
     rng = random.Random(5)
@@ -151,7 +154,7 @@ def test_corrupt_store_file_gives_biomatch_errors(filled, mated, tmp_path):
         path = tmp_path / f"corrupt{trial}.db"
         path.write_bytes(bytes(data))
         try:
-            with Gallery.open(path) as g:
+            with Gallery.open(path, params=INDEXED) as g:
                 g.search({1: probes[0]}, galleries=["local"], operator="desk")
                 rep = g.check()
                 outcomes.add("ok" if rep["ok"] else "problems")
@@ -161,7 +164,7 @@ def test_corrupt_store_file_gives_biomatch_errors(filled, mated, tmp_path):
     path = tmp_path / "garbage.db"
     path.write_bytes(b"\x00" * 4096 + b"SQLite format 3\x00" * 10)
     with pytest.raises(GalleryError, match="garbage.db"):
-        Gallery.open(path)
+        Gallery.open(path, params=INDEXED)
 
 
 def test_corrupt_template_row_is_named(filled, mated):
@@ -173,7 +176,7 @@ def test_corrupt_template_row_is_named(filled, mated):
     con.close()
     for path in filled.parent.glob("b.db.*"):
         path.unlink()  # force a rebuild from the rows
-    with Gallery.open(filled) as g:
+    with Gallery.open(filled, params=INDEXED) as g:
         with pytest.raises(TemplateError, match=f"store finger {fid}"):
             g.search({1: probes[0]}, galleries=["local"], operator="desk")
         rep = g.check()

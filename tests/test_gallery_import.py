@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from biomatch import gallery as gallery_mod
+from biomatch.index import FLAT_MAX_CODES
+from biomatch.search import SearchParams
 from biomatch.errors import GalleryError
 from biomatch.gallery import Gallery
+
+#: Searches go through the FAISS shortlist and the feature file even for these small galleries.
+INDEXED = SearchParams(exhaustive_max_fingers=0)
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +72,11 @@ def _plain_index(g, gallery):
 
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_import_copies_everything_and_searches_the_same(tmp_path, mated, monkeypatch, kind):
-    from biomatch import index as index_mod
-
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)  # through the FAISS shortlist
-    if kind == "ivf":  # partitions past the flat limit: codes copied list by list
-        monkeypatch.setattr(index_mod, "FLAT_MAX_CODES", 300)
+    # through the FAISS shortlist; "ivf": partitions past the flat limit, codes copied list by list
+    params = SearchParams(exhaustive_max_fingers=0, flat_max_codes=300 if kind == "ivf" else FLAT_MAX_CODES)
     gal, probes = mated
     src_path, dst_path = tmp_path / "src.db", tmp_path / "dst.db"
-    with Gallery.open(src_path) as src:
+    with Gallery.open(src_path, params=params) as src:
         src.enroll_many(_subjects(gal), gallery="cch", operator="desk")
         src.enroll("with-original", {1: gal[3]}, gallery="cch", operator="desk", originals={None: b"EFT bytes"})
         src.delete("s07", gallery="cch", operator="desk")  # an index caught up past a deletion
@@ -83,7 +84,7 @@ def test_import_copies_everything_and_searches_the_same(tmp_path, mated, monkeyp
         src_index = _plain_index(src, "cch")
         assert kind in {k for _, k, *_ in src_index}  # (a one-finger partition stays flat)
         src_subjects = src.subjects(gallery="cch")
-    with Gallery.open(dst_path) as dst:
+    with Gallery.open(dst_path, params=params) as dst:
         dst.enroll("local-1", {2: gal[10]}, gallery="other", operator="desk")  # unrelated gallery, kept
         n = dst.import_from(src_path, gallery="cch", operator="migrate", batch=7)
         assert n == len(src_subjects)
@@ -100,7 +101,7 @@ def test_import_copies_everything_and_searches_the_same(tmp_path, mated, monkeyp
         assert dst.verify_audit() == len(dst.audit_records())
         assert dst.check()["ok"]
     # the copied index file and feature rows survive a reopen and match a rebuild from the templates
-    with Gallery.open(dst_path) as dst:
+    with Gallery.open(dst_path, params=params) as dst:
         assert _comparable(_lists(dst, _probes(probes), "cch")) == expected
         dst.rebuild_index("cch")
         assert _plain_index(dst, "cch") == src_index
@@ -167,12 +168,11 @@ def test_import_detects_a_damaged_source_template(tmp_path, mated):
 
 
 def test_delete_many_equals_single_deletes(tmp_path, mated, monkeypatch):
-    monkeypatch.setattr(gallery_mod, "EXHAUSTIVE_MAX_FINGERS", 0)
     gal, probes = mated
     gone = [f"s{i:02d}" for i in range(0, 60, 3)]
     results = []
     for name, bulk in (("one.db", False), ("many.db", True)):
-        with Gallery.open(tmp_path / name) as g:
+        with Gallery.open(tmp_path / name, params=INDEXED) as g:
             g.enroll_many(_subjects(gal), gallery="g", operator="desk")
             if bulk:
                 assert g.delete_many(gone, gallery="g", operator="court", batch=6) == len(gone)
@@ -186,7 +186,7 @@ def test_delete_many_equals_single_deletes(tmp_path, mated, monkeypatch):
     assert results[0] == results[1]
     assert not set(gone) & set(results[1][0])
     # the index file on disk holds no code of a deleted subject
-    with Gallery.open(tmp_path / "many.db") as g:
+    with Gallery.open(tmp_path / "many.db", params=INDEXED) as g:
         from biomatch.index import GalleryIndex
 
         idx = GalleryIndex.load(g._index_path("g"), "g")

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from biomatch.gallery import searching as gallery_search
+from biomatch.search import SearchParams
 from biomatch import index as index_mod
 from biomatch.encryption import ENV_KEY, MAGIC, generate_key, key_id
 from biomatch.errors import GalleryError
@@ -24,18 +24,16 @@ pytest.importorskip("cryptography")
 ORIGINAL = b"EBTS-ORIGINAL-" + bytes(range(256)) * 4  # long enough to spill into an overflow page
 
 
+#: Searches go through the FAISS shortlist and the feature file even for these small galleries.
+INDEXED = SearchParams(exhaustive_max_fingers=0)
+
+
 @pytest.fixture(scope="module")
 def mated():
     from biomatch.synthetic import template_batch
 
     ts = next(template_batch(30, 2, seed=23)).templates()
     return ts[0::2], ts[1::2]
-
-
-@pytest.fixture
-def indexed(monkeypatch):
-    """Searches go through the FAISS index and the feature file even for tiny galleries."""
-    monkeypatch.setattr(gallery_search, "EXHAUSTIVE_MAX_FINGERS", 0)
 
 
 def _files(folder):
@@ -86,7 +84,7 @@ def _enrol_and_search(g, gal, probes, n=6):
     g.flush()
 
 
-def test_every_file_is_owner_only_even_with_an_open_umask(tmp_path, mated, indexed, monkeypatch):
+def test_every_file_is_owner_only_even_with_an_open_umask(tmp_path, mated, monkeypatch):
     gal, probes = mated
     temp_modes = []
     real_replace = os.replace
@@ -100,7 +98,7 @@ def test_every_file_is_owner_only_even_with_an_open_umask(tmp_path, mated, index
     old = os.umask(0)
     try:
         store = tmp_path / "booking.db"
-        with Gallery.open(store) as g:
+        with Gallery.open(store, params=INDEXED) as g:
             _enrol_and_search(g, gal, probes, n=3)
             files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in _files(tmp_path)}
     finally:
@@ -111,11 +109,11 @@ def test_every_file_is_owner_only_even_with_an_open_umask(tmp_path, mated, index
     assert temp_modes and set(temp_modes) == {0o600}
 
 
-def test_delete_leaves_no_trace_in_any_file(tmp_path, mated, indexed):
+def test_delete_leaves_no_trace_in_any_file(tmp_path, mated):
     gal, probes = mated
     store = tmp_path / "booking.db"
     victim = _secrets(gal[0])
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         _enrol_and_search(g, gal, probes, n=4)
         before = _found(_raw(tmp_path), {**victim, "original": ORIGINAL + b"\x00"})
         # the test can fail: every kind of trace is there before the deletion
@@ -124,11 +122,11 @@ def test_delete_leaves_no_trace_in_any_file(tmp_path, mated, indexed):
         assert _found(_raw(tmp_path), {**victim, "original": ORIGINAL + b"\x00"}) == []
         assert g.search({1: probes[1]}, galleries=["local"], operator="desk")[0].subject == "s1"
     assert _found(_raw(tmp_path), {**victim, "original": ORIGINAL + b"\x00"}) == []
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         assert g.subjects(gallery="local") == ["s1", "s2", "s3"]
 
 
-def test_encrypted_store_reveals_nothing_biometric(tmp_path, mated, indexed):
+def test_encrypted_store_reveals_nothing_biometric(tmp_path, mated):
     gal, probes = mated
     key = generate_key()
     plain_dir, enc_dir = tmp_path / "plain", tmp_path / "enc"
@@ -136,10 +134,10 @@ def test_encrypted_store_reveals_nothing_biometric(tmp_path, mated, indexed):
     enc_dir.mkdir()
     secrets = {f"s{i}.{k}": v for i in range(3) for k, v in _secrets(gal[i]).items()}
     secrets["original"] = ORIGINAL
-    with Gallery.open(plain_dir / "b.db") as g:
+    with Gallery.open(plain_dir / "b.db", params=INDEXED) as g:
         _enrol_and_search(g, gal, probes, n=3)
     assert len(_found(_raw(plain_dir), secrets)) > 10  # control: a plaintext store shows them
-    with Gallery.open(enc_dir / "b.db", key=key) as g:
+    with Gallery.open(enc_dir / "b.db", key=key, params=INDEXED) as g:
         assert g.encrypted
         _enrol_and_search(g, gal, probes, n=3)
         assert _found(_raw(enc_dir), secrets) == []
@@ -148,7 +146,7 @@ def test_encrypted_store_reveals_nothing_biometric(tmp_path, mated, indexed):
     blobs = [r[0] for r in con.execute("SELECT template FROM fingers")] + [r[0] for r in con.execute("SELECT data FROM originals")]
     con.close()
     assert blobs and all(b[:4] == MAGIC and b[4:12].hex() == key_id(key) for b in blobs)
-    with Gallery.open(enc_dir / "b.db", key=base64.b64encode(key).decode()) as g:  # base64 text works too
+    with Gallery.open(enc_dir / "b.db", key=base64.b64encode(key).decode(), params=INDEXED) as g:  # base64 text works too
         assert g.get("s1", gallery="local").fingers[1].to_bytes() == _as_enrolled(gal[1]).to_bytes()
         assert g.originals("s2", gallery="local") == [(None, "transaction", ORIGINAL + b"\x02")]
         assert g.search({1: probes[2]}, galleries=["local"], operator="desk")[0].subject == "s2"
@@ -176,11 +174,11 @@ def test_missing_or_wrong_key_is_refused_and_changes_nothing(tmp_path, mated, mo
         assert g.subjects(gallery="local") == ["s0"]
 
 
-def test_key_rotation_while_searching(tmp_path, mated, indexed):
+def test_key_rotation_while_searching(tmp_path, mated):
     gal, probes = mated
     store = tmp_path / "b.db"
     old, new = generate_key(), generate_key()
-    with Gallery.open(store, key=old) as g:
+    with Gallery.open(store, key=old, params=INDEXED) as g:
         for i in range(12):
             g.enroll(f"s{i}", {1: gal[i]}, gallery="local", operator="desk", originals={1: ORIGINAL})
         g.search({1: probes[0]}, galleries=["local"], operator="desk")
@@ -210,20 +208,20 @@ def test_key_rotation_while_searching(tmp_path, mated, indexed):
     con.close()
     assert kids == {key_id(new)}
     with pytest.raises(GalleryError, match="wrong key"):
-        Gallery.open(store, key=old)
-    with Gallery.open(store, key=new) as g:
+        Gallery.open(store, key=old, params=INDEXED)
+    with Gallery.open(store, key=new, params=INDEXED) as g:
         assert g.search({1: probes[5]}, galleries=["local"], operator="desk")[0].subject == "s5"
         assert len(g.subjects(gallery="local")) == 13
 
 
-def test_rotate_key_encrypts_a_plaintext_store(tmp_path, mated, indexed):
+def test_rotate_key_encrypts_a_plaintext_store(tmp_path, mated):
     gal, probes = mated
     store = tmp_path / "b.db"
     secrets = {k: v for k, v in _secrets(gal[0]).items() if k != "features"}
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         _enrol_and_search(g, gal, probes, n=3)
     key = generate_key()
-    with Gallery.open(store, key=key) as g:
+    with Gallery.open(store, key=key, params=INDEXED) as g:
         assert g.rotate_key(key)["templates"] == 3
         assert g.search({1: probes[0]}, galleries=["local"], operator="desk")[0].subject == "s0"
     assert _found(_raw(tmp_path), {**secrets, "original": ORIGINAL}) == []
@@ -246,17 +244,17 @@ def _swap_rows(store, a: str, b: str) -> None:
     con.close()
 
 
-def test_encrypted_rows_swapped_without_the_key_do_not_decrypt_and_check_says_so(tmp_path, mated, indexed):
+def test_encrypted_rows_swapped_without_the_key_do_not_decrypt_and_check_says_so(tmp_path, mated):
     gal, probes = mated
     store = tmp_path / "b.db"
     key = generate_key()
-    with Gallery.open(store, key=key) as g:
+    with Gallery.open(store, key=key, params=INDEXED) as g:
         _enrol_and_search(g, gal, probes, n=3)
         assert g.check()["ok"]
     _swap_rows(store, "s0", "s1")
     for derived in tmp_path.glob("b.db.*"):  # force every read through the swapped rows
         derived.unlink()
-    with Gallery.open(store, key=key) as g:
+    with Gallery.open(store, key=key, params=INDEXED) as g:
         report = g.check()
         assert not report["ok"]
         assert any("decryption failed" in p and "moved from another row" in p for p in report["problems"]), report
@@ -286,11 +284,11 @@ def test_a_renamed_subject_row_no_longer_decrypts(tmp_path, mated):
             g.originals("s0", gallery="local")
 
 
-def test_update_leaves_no_trace_of_the_replaced_template(tmp_path, mated, indexed):
+def test_update_leaves_no_trace_of_the_replaced_template(tmp_path, mated):
     gal, probes = mated
     store = tmp_path / "booking.db"
     victim = _secrets(gal[0])
-    with Gallery.open(store) as g:
+    with Gallery.open(store, params=INDEXED) as g:
         _enrol_and_search(g, gal, probes, n=3)
         assert {w for _, w in _found(_raw(tmp_path), victim)} >= {"template", "minutiae", "codes"}
         g.update("s0", {1: gal[5]}, gallery="local", operator="desk")

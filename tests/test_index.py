@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,23 @@ def _reference_reduce(bits: np.ndarray) -> np.ndarray:
         for j in range(index.CODE_BITS):
             out[r, j] = any((bits[r, b // 8] >> (b % 8)) & 1 for b in groups[j])
     return np.packbits(out, axis=1, bitorder="little")
+
+
+
+class _Vote(NamedTuple):
+    finger_id: int
+    votes: float
+
+
+def _shortlist(gi, codes, position, size):
+    """The production shortlist (biomatch.search.shortlist) of one probe finger over an index
+    whose fingers are each their own subject: (finger id, votes), best first."""
+    from biomatch.search.shortlist import neighbours_of, top_fingers
+
+    raw = gi.neighbours(codes.codes, position, index.K_NEIGHBOURS)
+    owner = {int(f): f"{int(f):09d}" for f in np.unique(raw.labels >> index.ANGLE_ID_BITS)}
+    nb = neighbours_of(raw, codes.angle_bins, owner)
+    return [_Vote(int(subject), votes) for subject, _, votes in top_fingers(nb, size)]
 
 
 def test_codes_shape_bound_and_reference(mated):
@@ -61,10 +80,10 @@ def test_mate_is_shortlisted(mated):
     gi.add([(100 + i, 0, _codes(t)) for i, t in enumerate(gal)], generation=1)
     ranks = []
     for i, p in enumerate(probes[:20]):
-        ids = [v.finger_id for v in gi.shortlist(_codes(p, True), 0, 10)]
+        ids = [v.finger_id for v in _shortlist(gi, _codes(p, True), 0, 10)]
         ranks.append(ids.index(100 + i) if 100 + i in ids else 99)
     assert np.mean(np.array(ranks) < 10) >= 0.8
-    votes = gi.shortlist(_codes(probes[0], True), 0, 10)
+    votes = _shortlist(gi, _codes(probes[0], True), 0, 10)
     assert all(a.votes >= b.votes for a, b in zip(votes, votes[1:]))
 
 
@@ -72,9 +91,9 @@ def test_partitions_by_position(mated):
     gal, probes = mated
     gi = GalleryIndex()
     gi.add([(1, 2, _codes(gal[0])), (2, 3, _codes(gal[0])), (3, 0, _codes(gal[1]))])
-    ids = {v.finger_id for v in gi.shortlist(_codes(probes[0], True), 2, 10)}
+    ids = {v.finger_id for v in _shortlist(gi, _codes(probes[0], True), 2, 10)}
     assert 1 in ids and 2 not in ids  # position 3 partition not searched for a position-2 probe
-    ids0 = {v.finger_id for v in gi.shortlist(_codes(probes[0], True), 0, 10)}
+    ids0 = {v.finger_id for v in _shortlist(gi, _codes(probes[0], True), 0, 10)}
     assert {1, 2} <= ids0
 
 
@@ -86,16 +105,20 @@ def test_remove_drops_every_code(mated):
     total = gi.ntotal
     assert gi.remove([3], generation=5) == n3
     assert gi.ntotal == total - n3 and gi.generation == 5
-    assert 3 not in {v.finger_id for v in gi.shortlist(_codes(probes[3], True), 0, 10)}
+    assert 3 not in {v.finger_id for v in _shortlist(gi, _codes(probes[3], True), 0, 10)}
 
 
-def test_small_partitions_are_searched_exhaustively_large_ones_by_ivf_lists(mated, monkeypatch):
-    """Up to FLAT_MAX_CODES every list is visited: the ties-complete k-NN of a brute-force Hamming
-    scan; beyond, IVF_NPROBE lists of the shared centroids (the full count again equals exhaustive)."""
+def test_small_partitions_are_searched_exhaustively_large_ones_by_ivf_lists(mated):
+    """Up to flat_max_codes every list is visited: the ties-complete k-NN of a brute-force Hamming
+    scan; beyond, ivf_nprobe lists of the shared centroids (the full count again equals exhaustive)."""
     gal, probes = mated
     entries = [(i, 0, _codes(t)) for i, t in enumerate(gal)]
     gi = GalleryIndex()
     gi.add(entries)
+    large = GalleryIndex(flat_max_codes=200, ivf_nprobe=4)  # the same gallery counts as "large"
+    large.add(entries)
+    every_list = GalleryIndex(flat_max_codes=200, ivf_nprobe=index.IVF_NLIST)
+    every_list.add(entries)
     codes = np.concatenate([c.codes for _, _, c in entries])
     labels = np.concatenate([(f << index.ANGLE_ID_BITS) | c.angle_bins for f, _, c in entries])
     k = 8
@@ -107,17 +130,14 @@ def test_small_partitions_are_searched_exhaustively_large_ones_by_ivf_lists(mate
     def got(raw):  # (cylinder, label, distance) of every entry; labels repeat within a finger
         return sorted(zip(raw.rows.tolist(), raw.labels.tolist(), raw.dist.tolist()))
 
-    assert index.nprobe_for(gi.ntotal) == index.IVF_NLIST
+    assert index.nprobe_for(gi.ntotal) == gi.nprobe_for(gi.ntotal) == index.IVF_NLIST
     assert got(gi.neighbours(q, 0, k)) == expected
-    monkeypatch.setattr(index, "FLAT_MAX_CODES", 200)  # the gallery is now "large"
-    monkeypatch.setattr(index, "IVF_NPROBE", 4)
-    assert index.nprobe_for(gi.ntotal) == 4
-    few = gi.neighbours(q, 0, k)
+    assert index.nprobe_for(gi.ntotal, 200, 4) == large.nprobe_for(large.ntotal) == 4
+    few = large.neighbours(q, 0, k)
     assert got(few) != expected  # fewer lists: other (farther) neighbours for some cylinders
     # a shard told to visit every list (the whole gallery is small) searches exhaustively
-    assert got(gi.neighbours(q, 0, k, nprobe={0: index.IVF_NLIST})) == expected
-    monkeypatch.setattr(index, "IVF_NPROBE", index.IVF_NLIST)
-    assert got(gi.neighbours(q, 0, k)) == expected
+    assert got(large.neighbours(q, 0, k, nprobe={0: index.IVF_NLIST})) == expected
+    assert got(every_list.neighbours(q, 0, k)) == expected
 
 def _entries_of(gi):
     """Every (position, label, code bytes) an index holds, whatever its partitions' kinds."""
@@ -125,17 +145,16 @@ def _entries_of(gi):
                   for _, ids, codes in part.entries() for i, c in zip(ids, codes))
 
 
-def test_partition_flat_while_small_then_ivf_with_the_same_codes_and_neighbours(mated, monkeypatch):
+def test_partition_flat_while_small_then_ivf_with_the_same_codes_and_neighbours(mated):
     gal, probes = mated
-    gi = GalleryIndex()
-    gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal[:20])])
+    first = [(i, 0, _codes(t)) for i, t in enumerate(gal[:20])]
+    gi = GalleryIndex(flat_max_codes=sum(c.codes.shape[0] for _, _, c in first) + 50)
+    gi.add(first)
     assert gi._parts[0].kind == "flat" and gi.describe()["partitions"]["0"]["kind"] == "flat"
     q = _codes(probes[3], True).codes
-    monkeypatch.setattr(index, "FLAT_MAX_CODES", gi.ntotal + 50)
     gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal[20:], start=20)])  # grows past the limit
     assert gi._parts[0].kind == "ivf"
-    flat = GalleryIndex()
-    monkeypatch.setattr(index, "FLAT_MAX_CODES", 10**9)
+    flat = GalleryIndex(flat_max_codes=10**9)
     flat.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
     assert flat._parts[0].kind == "flat" and _entries_of(flat) == _entries_of(gi)
 
@@ -169,7 +188,7 @@ def test_format_3_file_is_read_its_small_partitions_as_flat(tmp_path, mated, mon
     assert back is not None and {p.kind for p in back._parts.values()} == {"flat"}
     assert _entries_of(back) == _entries_of(gi)
     q = _codes(probes[5], True)
-    assert back.shortlist(q, 1, 6) == gi.shortlist(q, 1, 6)
+    assert _shortlist(back, q, 1, 6) == _shortlist(gi, q, 1, 6)
 
 
 def test_memory_bound_per_finger(mated):
@@ -189,7 +208,7 @@ def test_save_load_round_trip_and_rejections(tmp_path, mated):
     back = GalleryIndex.load(path, "local")
     assert back is not None and back.generation == 7 and back.ntotal == gi.ntotal
     q = _codes(probes[1], True)
-    assert back.shortlist(q, 1, 5) == gi.shortlist(q, 1, 5)
+    assert _shortlist(back, q, 1, 5) == _shortlist(gi, q, 1, 5)
     assert GalleryIndex.read_manifest(path)["version"] == index.index_version()
     assert GalleryIndex.load(path, "other") is None  # another gallery's file
     assert GalleryIndex.load(tmp_path / "missing", "local") is None
@@ -215,9 +234,9 @@ def test_other_version_is_rejected(tmp_path, mated, monkeypatch):
 def test_empty_probe_and_empty_index():
     gi = GalleryIndex()
     empty = index.Codes(np.zeros((0, CODE_BYTES), np.uint8), np.zeros(0, np.int64))
-    assert gi.shortlist(index.Codes(np.zeros((3, CODE_BYTES), np.uint8), np.zeros(3, np.int64)), 0, 5) == []
+    assert _shortlist(gi, index.Codes(np.zeros((3, CODE_BYTES), np.uint8), np.zeros(3, np.int64)), 0, 5) == []
     gi.add([(1, 0, empty)])
-    assert gi.shortlist(empty, 0, 5) == []
+    assert _shortlist(gi, empty, 0, 5) == []
 
 
 def test_rotation_consistency_helps(mated, monkeypatch):
@@ -226,7 +245,7 @@ def test_rotation_consistency_helps(mated, monkeypatch):
     gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
 
     def top1():
-        return sum(gi.shortlist(_codes(p, True), 0, 1)[0].finger_id == i for i, p in enumerate(probes[:30]))
+        return sum(_shortlist(gi, _codes(p, True), 0, 1)[0].finger_id == i for i, p in enumerate(probes[:30]))
 
     with_rot = top1()
     monkeypatch.setattr(index, "ROTATION_BINS", 0)

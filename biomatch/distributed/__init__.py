@@ -47,7 +47,7 @@ A search runs the three steps of a store's search apart
    applies to its own index too, and computes the votes and the subject
    shortlist with the single store's function
    (:func:`biomatch.search.shortlist.shortlist_subjects`; ties by subject id);
-   a gallery of at most :data:`biomatch.gallery.EXHAUSTIVE_MAX_FINGERS`
+   a gallery of at most ``SearchParams.exhaustive_max_fingers``
    fingers *in all* is rescored whole, as on one store;
 3. each shard rescores the shortlisted subjects it holds (numba, next to its
    data); the coordinator then ranks with the one function
@@ -67,8 +67,8 @@ the single store's and each shard's, assigns codes to IVF lists with the
 same shipped centroids (:data:`biomatch.index.IVF_NLIST`), and a shard
 visits the lists that one store holding every shard's codes would visit:
 all of them while the gallery's partition (all shards together) holds at
-most :data:`biomatch.index.FLAT_MAX_CODES` codes, the
-:data:`biomatch.index.IVF_NPROBE` nearest centroids beyond
+most ``SearchParams.flat_max_codes`` codes, the
+``SearchParams.ivf_nprobe`` nearest centroids beyond
 (:meth:`ShardedGallery._step_neighbours` decides the lists from the gallery's sizes and passes them).
 Each shard's ties-complete k-NN over those lists then contain the codes the
 single store's k-NN hold. Tested in ``tests/test_distributed.py`` (2 and 3

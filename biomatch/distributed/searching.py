@@ -15,7 +15,6 @@ import numpy as np
 
 from .. import audit as _audit
 from ..errors import GalleryError
-from ..gallery import searching as gallery_searching
 from ..gallery.checks import check_context, check_fingers, check_galleries, check_operator, check_transaction_id, template_hash
 from ..search import ranking
 from ..search.results import SearchResult
@@ -130,7 +129,9 @@ class ShardedSearchMixin:
             return {g: dict(v) for g, v in out.items()}
 
         def lists(totals):
-            return {g: {pos: nprobe_for(n) for pos, n in sizes.items()} for g, sizes in totals.items()}
+            p = self.params
+            return {g: {pos: nprobe_for(n, p.flat_max_codes, p.ivf_nprobe) for pos, n in sizes.items()}
+                    for g, sizes in totals.items()}
 
         def same_lists(now, used):
             return all(used.get(g, {}).get(pos) == n for g, sizes in lists(now).items() for pos, n in sizes.items())
@@ -150,7 +151,7 @@ class ShardedSearchMixin:
         """Which subjects each shard rescores: ``{shard: {gallery: [subject ids] or None (all)}}``.
 
         Exactly the single-machine rule (:meth:`Gallery._search_gallery`): a
-        gallery of at most ``EXHAUSTIVE_MAX_FINGERS`` fingers in all is rescored
+        gallery of at most ``params.exhaustive_max_fingers`` fingers in all is rescored
         whole; a larger one rescores the subjects :func:`_shortlist_subjects`
         picks from the shards' k-NN lists merged per probe cylinder
         (:func:`_merge_neighbours`), each on the shard holding it.
@@ -160,7 +161,7 @@ class ShardedSearchMixin:
             holders = {k: ans for k, ans in answers.items() if ans["fingers"].get(g)}
             if not holders:
                 continue
-            if sum(ans["fingers"][g] for ans in holders.values()) <= gallery_searching.EXHAUSTIVE_MAX_FINGERS:
+            if sum(ans["fingers"][g] for ans in holders.values()) <= self.params.exhaustive_max_fingers:
                 for k in holders:
                     plan[k][g] = None
                 continue
@@ -191,7 +192,7 @@ class ShardedSearchMixin:
                     parts.append(nb)
                 if parts:
                     per_probe[pos] = merge_neighbours(parts)
-            for subject in shortlist_subjects(per_probe, len(probes)):
+            for subject in shortlist_subjects(per_probe, len(probes), self.params):
                 plan[keeper[subject]].setdefault(g, []).append(subject)
         return dict(plan)
 

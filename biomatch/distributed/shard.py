@@ -21,11 +21,11 @@ def ray_module():
 
 
 class Shard:
-    """One shard: a :class:`Gallery` store, opened with the sharded gallery's key."""
+    """One shard: a :class:`Gallery` store, opened with the sharded gallery's key and search params."""
 
-    def __init__(self, path: str, key=None):
+    def __init__(self, path: str, key=None, params=None):
         self.path = path
-        self.g = Gallery.open(path, key=key)
+        self.g = Gallery.open(path, key=key, params=params)
 
     def ping(self) -> int:
         return os.getpid()

@@ -12,6 +12,7 @@ from .. import audit as _audit
 from .._validate import check_int
 from ..errors import BiomatchError, GalleryError
 from ..gallery import Gallery, SubjectRecord
+from ..search.params import check_params
 from ..gallery.checks import (
     check_context,
     check_enrolment,
@@ -49,11 +50,13 @@ class ShardedGallery(ShardedSearchMixin):
     context manager; thread-safe for searches.
     """
 
-    def __init__(self, directory: Path, n_shards: int | None, *, key=None, actor_options=None, _token=None):
+    def __init__(self, directory: Path, n_shards: int | None, *, key=None, params=None, actor_options=None,
+                 _token=None):
         if _token is not _OPEN_TOKEN:
             raise GalleryError("use ShardedGallery.open('ray://DIR?shards=N') to open a sharded gallery")
         self._ray = ray_module()
         self._key = key  # each shard's store (and the coordinator) opens with it
+        self.params = check_params(params)  # every shard searches with them; the coordinator plans with them
         self.path = Path(directory)
         self._actor_options = dict(actor_options or {})
         self._lock = threading.RLock()
@@ -64,7 +67,7 @@ class ShardedGallery(ShardedSearchMixin):
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GalleryError(f"{self.path}: cannot create the gallery directory ({exc.strerror or exc})") from None
-        self._coord = Gallery.open(self.path / _COORDINATOR, key=key)
+        self._coord = Gallery.open(self.path / _COORDINATOR, key=key, params=self.params)
         stored = self._coord.setting(_SHARDS)
         if stored is None:
             if n_shards is None:
@@ -92,7 +95,7 @@ class ShardedGallery(ShardedSearchMixin):
             raise
 
     @classmethod
-    def open(cls, url: str, *, key=None, actor_options: Mapping | None = None) -> "ShardedGallery":
+    def open(cls, url: str, *, key=None, params=None, actor_options: Mapping | None = None) -> "ShardedGallery":
         """Open (or create) the sharded gallery of ``"ray://DIR?shards=N"``.
 
         Parameters
@@ -103,6 +106,9 @@ class ShardedGallery(ShardedSearchMixin):
         key : bytes, str or list of them, optional
             The stores' key (as :meth:`Gallery.open`): the coordinator and every
             shard open with it (default: ``BIOMATCH_STORE_KEY`` where each opens).
+        params : SearchParams, optional
+            How the sharded gallery searches (as :meth:`Gallery.open`): the
+            coordinator plans with them and every shard opens with them.
         actor_options : dict, optional
             Extra ``ray.remote`` options of the shard actors (e.g. ``{"num_cpus": 1}``
             or ``{"resources": {...}}`` to place them); default ``num_cpus=0``,
@@ -120,14 +126,14 @@ class ShardedGallery(ShardedSearchMixin):
         directory, shards = parse_url(url)
         if actor_options is not None and not isinstance(actor_options, Mapping):
             raise GalleryError(f"actor_options: expected a dict of ray.remote options, got {type(actor_options).__name__}")
-        return cls(directory, shards, key=key, actor_options=actor_options, _token=_OPEN_TOKEN)
+        return cls(directory, shards, key=key, params=params, actor_options=actor_options, _token=_OPEN_TOKEN)
 
     # -- plumbing ------------------------------------------------------------
     def _start(self, k: int):
         opts = {"num_cpus": 0, "scheduling_strategy": "SPREAD", "max_restarts": 0, "max_task_retries": 0,
                 "max_concurrency": ACTOR_CONCURRENCY}
         opts.update(self._actor_options)
-        return self._ray.remote(Shard).options(**opts).remote(str(self.path / f"shard-{k}.db"), self._key)
+        return self._ray.remote(Shard).options(**opts).remote(str(self.path / f"shard-{k}.db"), self._key, self.params)
 
     def _get(self, refs, timeout=None):
         """ray.get that re-raises a shard's biomatch error as itself (not wrapped in a RayTaskError)."""

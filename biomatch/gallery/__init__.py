@@ -105,13 +105,14 @@ from .enrolment import EnrolmentMixin
 from .features import FeaturesMixin, FeatureStore, LRU
 from .indexes import IndexesMixin
 from .keys import KeysMixin
-from .searching import EXHAUSTIVE_MAX_FINGERS, SearchMixin  # noqa: F401 (re-exported)
+from ..search.params import EXHAUSTIVE_MAX_FINGERS, SearchParams, check_params  # noqa: F401 (re-exported)
+from .searching import SearchMixin
 from .shard import ShardMixin
 from .store import SCHEMA_VERSION, StoreMixin, SubjectRecord, store_errors
 from .thresholds import ThresholdsMixin
 from .transfer import TransferMixin
 
-__all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SCHEMA_VERSION"]
+__all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SearchParams", "SCHEMA_VERSION"]
 
 _FeatureStore = FeatureStore  # the name tests/test_scoring.py imports
 
@@ -123,10 +124,12 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
     Open with :meth:`open` (a context manager); the object is thread-safe.
     """
 
-    def __init__(self, path, *, key=None, audit_head_file=None, _token=None):
+    def __init__(self, path, *, key=None, params=None, audit_head_file=None, _token=None):
         if _token is not _OPEN_TOKEN:
             raise GalleryError("use Gallery.open(path) to open a gallery store")
         self.path = Path(path)
+        self.params = check_params(params)  # how this handle searches (SearchParams)
+        self._cal_cache = None  # (store calibration id or None, Calibration): see _calibration_entry
         self.audit_head_file = audit_head_file  # None: the BIOMATCH_AUDIT_HEAD_FILE environment variable
         self._ring = _enc.KeyRing.from_user(key)
         self._local = threading.local()
@@ -152,7 +155,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
 
     # -- opening / closing -----------------------------------------------
     @classmethod
-    def open(cls, path, *, key=None, audit_head_file=None) -> "Gallery":
+    def open(cls, path, *, key=None, params=None, audit_head_file=None) -> "Gallery":
         """Open (or create) the store at ``path``.
 
         Parameters
@@ -175,6 +178,9 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
             closes; default the ``BIOMATCH_AUDIT_HEAD_FILE`` environment
             variable (none: no export). Copy it to other media:
             :meth:`verify_audit_heads` proves the log still extends each head.
+        params : SearchParams, optional
+            How searches shortlist and index (:class:`biomatch.search.params.SearchParams`;
+            default the module constants). Not stored: each handle brings its own.
 
         Returns
         -------
@@ -184,10 +190,10 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         if isinstance(path, str) and path.startswith("ray://"):
             from ..distributed import ShardedGallery  # optional: needs biomatch[distributed]
 
-            return ShardedGallery.open(path, key=key)
+            return ShardedGallery.open(path, key=key, params=params)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
-        return cls(path, key=key, audit_head_file=audit_head_file, _token=_OPEN_TOKEN)
+        return cls(path, key=key, params=params, audit_head_file=audit_head_file, _token=_OPEN_TOKEN)
 
     def __enter__(self) -> "Gallery":
         return self

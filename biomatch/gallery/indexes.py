@@ -10,12 +10,21 @@ class IndexesMixin:
     """Each gallery's FAISS index: load, save, catch-up, rebuild (part of :class:`Gallery`)."""
 
     def _save_index(self, idx, gallery: str) -> None:
+        if self.read_only:  # a read-only handle keeps what it built in memory
+            return
         idx.save(self._index_path(gallery), gallery, seal=self._index_crypt(gallery)[0])
 
     def _load_index(self, gallery: str):
         from ..index import GalleryIndex
 
-        return GalleryIndex.load(self._index_path(gallery), gallery, unseal=self._index_crypt(gallery)[1])
+        return GalleryIndex.load(self._index_path(gallery), gallery, unseal=self._index_crypt(gallery)[1],
+                                 flat_max_codes=self.params.flat_max_codes, ivf_nprobe=self.params.ivf_nprobe)
+
+    def _new_index(self, generation: int):
+        """An empty index under this store's search params."""
+        from ..index import GalleryIndex
+
+        return GalleryIndex(generation, flat_max_codes=self.params.flat_max_codes, ivf_nprobe=self.params.ivf_nprobe)
 
     # -- index maintenance -------------------------------------------------------------
     def _index_added(self, gallery: str, gen_before: int, added: list) -> None:
@@ -28,9 +37,7 @@ class IndexesMixin:
         with self._index_lock:
             idx = self._indexes.get(gallery)
             if idx is None and gen_before == 0 and not self._index_path(gallery).exists():
-                from ..index import GalleryIndex
-
-                idx = self._indexes[gallery] = GalleryIndex(0)  # a new gallery: build as we enrol
+                idx = self._indexes[gallery] = self._new_index(0)  # a new gallery: build as we enrol
             if idx is not None and idx.generation == gen_before:
                 if removed:
                     idx.remove(removed)
@@ -77,9 +84,7 @@ class IndexesMixin:
             return idx
 
     def _rebuild(self, con, gid: int, gen: int):
-        from ..index import GalleryIndex
-
-        idx = GalleryIndex(gen)
+        idx = self._new_index(gen)
         # one consistent snapshot: generation and fingers read in one transaction
         con.execute("BEGIN")
         try:

@@ -11,7 +11,7 @@ import numpy as np
 from .. import audit as _audit
 from ..search import ranking
 from ..search.results import Candidate
-from ..search.shortlist import Neighbours, merge_neighbours, shortlist_subjects
+from ..search.shortlist import neighbours_of, shortlist_subjects
 from .checks import (
     check_context,
     check_fingers,
@@ -20,8 +20,6 @@ from .checks import (
     check_transaction_id,
     template_hash,
 )
-#: Galleries up to this many fingers are rescored exhaustively (no shortlist).
-EXHAUSTIVE_MAX_FINGERS = 200
 #: Seconds between two returns of the heap's free pages to the OS after searches
 #: (:func:`biomatch.index.release_memory`; a few ms each).
 RELEASE_INTERVAL_S = 2.0
@@ -91,12 +89,18 @@ class SearchMixin:
         ranked = ranking.rank(rescored, cal, thr, max_candidates)
         pairs = [[self._pairs(probes[pp], fid) for pp, _, _, fid in r.per] for r in ranked]
         candidates = ranking.candidates(ranked, n_subjects, pairs, cal=cal)
-        with self._write() as wcon:
-            _audit.append(wcon, "search", operator, ranking.audit_payload(
-                transaction_id=transaction_id, probe_hashes={p: template_hash(t) for p, t in probes.items()},
-                galleries=names, n_subjects=n_subjects, max_candidates=max_candidates, thr=thr,
-                decision=ranking.decision(thr, candidates), context=ctx, software=_audit.software(),
-                calibration=self._calibration_label(cal_entry), found=candidates))
+        if self.read_only:  # nothing can be appended to a read-only store: say so rather than refuse to answer
+            import warnings
+
+            warnings.warn(f"{self.path}: read-only store: this search is not recorded in its audit log", UserWarning,
+                          stacklevel=2)
+        else:
+            with self._write() as wcon:
+                _audit.append(wcon, "search", operator, ranking.audit_payload(
+                    transaction_id=transaction_id, probe_hashes={p: template_hash(t) for p, t in probes.items()},
+                    galleries=names, n_subjects=n_subjects, max_candidates=max_candidates, thr=thr,
+                    decision=ranking.decision(thr, candidates), context=ctx, software=_audit.software(),
+                    calibration=self._calibration_label(cal_entry), found=candidates))
         self._release_memory()
         return candidates
 
@@ -119,24 +123,23 @@ class SearchMixin:
         n_fingers = self._n_fingers(con, gid)
         if n_fingers == 0:
             return []
-        idx = self.index(gallery) if n_fingers > EXHAUSTIVE_MAX_FINGERS else None
+        idx = self.index(gallery) if n_fingers > self.params.exhaustive_max_fingers else None
         # one read snapshot from the shortlist's owners to the rescoring rows: a finger deleted
         # meanwhile by another thread is either wholly in this search or wholly out of it
         with self._snapshot(con):
             subjects = None  # exhaustive: every subject
             if idx is not None:
-                subjects = shortlist_subjects(self._neighbours(con, probes, idx), len(probes))
+                subjects = shortlist_subjects(self._neighbours(con, probes, idx), len(probes), self.params)
                 if not subjects:
                     return []
             return self._rescore(con, gallery, gid, probes, subjects)
 
-    @staticmethod
-    def _n_fingers(con, gid: int) -> int:
-        """Fingers of a gallery, counted up to EXHAUSTIVE_MAX_FINGERS + 1 (all a search needs to
+    def _n_fingers(self, con, gid: int) -> int:
+        """Fingers of a gallery, counted up to params.exhaustive_max_fingers + 1 (all a search needs to
         choose between exhaustive rescoring and the index; a full count costs O(N) per search)."""
         return con.execute(
             "SELECT count(*) FROM (SELECT 1 FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
-            "WHERE gallery_id = ? LIMIT ?)", (gid, EXHAUSTIVE_MAX_FINGERS + 1)
+            "WHERE gallery_id = ? LIMIT ?)", (gid, self.params.exhaustive_max_fingers + 1)
         ).fetchone()[0]
 
     def _search_neighbours(self, con, gallery: str, gid: int, probes: dict, nprobe=None) -> tuple[int, dict, dict]:
@@ -164,18 +167,8 @@ class SearchMixin:
         for pos, t in probes.items():
             codes = probe_codes(encode(t))
             raw = idx.neighbours(codes.codes, pos, K_NEIGHBOURS, nprobe)
-            fid = raw.labels >> ANGLE_ID_BITS
-            ufid, inv = np.unique(fid, return_inverse=True)
-            owner = self._finger_subjects(con, ufid.tolist())
-            names = np.array(sorted(set(owner.values())), dtype=object)
-            held = np.array([f in owner for f in ufid.tolist()], dtype=bool)
-            subj = np.searchsorted(names, np.array([owner.get(f, "") for f in ufid.tolist()], dtype=object))
-            keep = held[inv]  # a finger deleted after the index saw it votes for nobody
-            nb = Neighbours(
-                np.asarray(codes.angle_bins, np.int64), raw.rows[keep], raw.partition[keep], raw.dist[keep],
-                (raw.labels & ((1 << ANGLE_ID_BITS) - 1))[keep], subj[inv][keep].astype(np.int64), names,
-            )
-            out[pos] = merge_neighbours([nb])
+            ufid = np.unique(raw.labels >> ANGLE_ID_BITS)
+            out[pos] = neighbours_of(raw, codes.angle_bins, self._finger_subjects(con, ufid.tolist()))
         return out
 
     def _finger_subjects(self, con, finger_ids: list) -> dict:

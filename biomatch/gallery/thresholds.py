@@ -53,7 +53,7 @@ class ThresholdsMixin:
         """(store calibration id or None for the default, the calibration or None)."""
         con = self._con()
         row = con.execute("SELECT id, doc FROM calibration ORDER BY id DESC LIMIT 1").fetchone()
-        cache = getattr(self, "_cal_cache", None)
+        cache = self._cal_cache
         key = row[0] if row else None
         if cache is not None and cache[0] == key:
             return cache

@@ -219,12 +219,10 @@ class TransferMixin:
 
     def _import_index(self, src_idx, gallery: str, fid_map: dict, gen_start: int, gen_end: int) -> None:
         """Copy the imported fingers' codes into this gallery's index when no other change came between."""
-        from ..index import GalleryIndex
-
         with self._index_lock:
             idx = self._indexes.get(gallery)
             if idx is None and gen_start == 0 and not self._index_path(gallery).exists():
-                idx = self._indexes[gallery] = GalleryIndex(0)
+                idx = self._indexes[gallery] = self._new_index(0)
             con = self._con()
             _, gen = self._require_gallery(con, gallery)
             if idx is None or idx.generation != gen_start or gen != gen_end:

@@ -1,4 +1,4 @@
-"""Shortlisting: merge the k-NN neighbours of index parts, vote, pick the subjects to rescore."""
+"""Shortlisting: k-NN neighbours keyed by subject, merged over index parts, votes, the subjects to rescore."""
 
 from __future__ import annotations
 
@@ -49,6 +49,28 @@ class Neighbours(NamedTuple):
     names: np.ndarray
 
 
+def neighbours_of(raw, probe_bins: np.ndarray, owner: Mapping[int, str]) -> Neighbours:
+    """One index's raw k-NN (:class:`biomatch.index.RawNeighbours`) keyed by subject id.
+
+    ``owner`` maps a finger id to the subject holding it; a finger it lacks (deleted after
+    the index saw it) votes for nobody. The neighbours are then chosen under the explicit
+    tie rule (:func:`merge_neighbours`), as a sharded gallery chooses among its shards'.
+    """
+    from ..index import ANGLE_ID_BITS
+
+    fid = raw.labels >> ANGLE_ID_BITS
+    ufid, inv = np.unique(fid, return_inverse=True)
+    names = np.array(sorted({owner[f] for f in ufid.tolist() if f in owner}), dtype=object)
+    held = np.array([f in owner for f in ufid.tolist()], dtype=bool)
+    subj = np.searchsorted(names, np.array([owner.get(f, "") for f in ufid.tolist()], dtype=object))
+    keep = held[inv]
+    nb = Neighbours(
+        np.asarray(probe_bins, np.int64), raw.rows[keep], raw.partition[keep], raw.dist[keep],
+        (raw.labels & ((1 << ANGLE_ID_BITS) - 1))[keep], subj[inv][keep].astype(np.int64), names,
+    )
+    return merge_neighbours([nb])
+
+
 def merge_neighbours(parts: list) -> Neighbours:
     """The k nearest of every (probe cylinder, partition) over several :class:`Neighbours` of one probe.
 
@@ -73,28 +95,41 @@ def merge_neighbours(parts: list) -> Neighbours:
                       abin[keep], subject[keep], names)
 
 
-def shortlist_subjects(per_probe: Mapping, n_probes: int) -> list:
-    """Subjects to rescore, from the :class:`Neighbours` of each probe finger (one implementation).
+def top_fingers(nb: Neighbours, size: int) -> list[tuple[str, int, float]]:
+    """The ``size`` gallery fingers with the most descriptor votes for one probe finger.
 
-    Per probe finger the :data:`SHORTLIST_FINGERS` gallery fingers with the most
-    votes (:func:`biomatch.index.vote_totals`; ties by subject id, then
-    position); a subject's votes are the sum over its fingers of each finger's
-    best vote over the probe fingers; the ``max(SHORTLIST_SUBJECTS_MIN,
-    SHORTLIST_SUBJECTS // n_probes)`` subjects with the most votes, ties by
-    subject id. Bit-identical for equal inputs whatever their order.
+    Votes are :func:`biomatch.index.vote_totals` over the neighbours; ties by subject id, then
+    position. Returns (subject id, position, votes), best first.
     """
     from ..index import vote_totals
 
+    finger = nb.subject * 16 + nb.partition  # orders as (subject id, position)
+    fingers, totals = vote_totals(nb.rows, nb.dist, finger, nb.abin, nb.probe_bins)
+    return [(str(nb.names[fingers[t] >> 4]), int(fingers[t] & 15), float(totals[t]))
+            for t in np.lexsort((fingers, -totals))[: max(0, int(size))]]
+
+
+def shortlist_subjects(per_probe: Mapping, n_probes: int, params=None) -> list:
+    """Subjects to rescore, from the :class:`Neighbours` of each probe finger (one implementation).
+
+    Per probe finger the ``params.shortlist_fingers`` gallery fingers with the most
+    votes (:func:`top_fingers`); a subject's votes are the sum over its fingers of each
+    finger's best vote over the probe fingers; the ``max(shortlist_subjects_min,
+    shortlist_subjects // n_probes)`` subjects with the most votes, ties by subject id.
+    ``params`` is a :class:`biomatch.search.params.SearchParams` (default: the module
+    constants). Bit-identical for equal inputs whatever their order.
+    """
+    if params is None:
+        from .params import SearchParams
+
+        params = SearchParams()
     best: dict[tuple, float] = {}
     for pos in sorted(per_probe):
-        nb = per_probe[pos]
-        finger = nb.subject * 16 + nb.partition  # orders as (subject id, position)
-        fingers, totals = vote_totals(nb.rows, nb.dist, finger, nb.abin, nb.probe_bins)
-        for t in np.lexsort((fingers, -totals))[:SHORTLIST_FINGERS]:
-            key = (str(nb.names[fingers[t] >> 4]), int(fingers[t] & 15))
-            best[key] = max(best.get(key, 0.0), float(totals[t]))
+        for subject, position, votes in top_fingers(per_probe[pos], params.shortlist_fingers):
+            key = (subject, position)
+            best[key] = max(best.get(key, 0.0), votes)
     votes: dict[str, float] = collections.defaultdict(float)
     for key in sorted(best):
         votes[key[0]] += best[key]
-    cap = max(SHORTLIST_SUBJECTS_MIN, SHORTLIST_SUBJECTS // max(1, n_probes))
+    cap = max(params.shortlist_subjects_min, params.shortlist_subjects // max(1, n_probes))
     return sorted(votes, key=lambda s: (-votes[s], s))[:cap]
