@@ -8,44 +8,34 @@ templates beside the FVC2002 images mapped back to the image frame.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from biomatch import bench as _bench
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-#: Resolution of each FVC database (from the data README); 500 unless listed.
-FVC_PPI = {
-    ("fvc2002_b", "DB2_B"): 569.0,
-}
+#: Resolution of each FVC database: the one table, :data:`biomatch.bench.KNOWN_PPI` (500 unless listed).
+FVC_PPI = _bench.KNOWN_PPI
 #: The real-sensor databases; DB4 of each competition is synthetic (SFinGe).
 REAL_DBS = ("DB1_B", "DB2_B", "DB3_B")
 #: Frame the FVC2002 vendor ISO templates were extracted in (image resized to it, aspect ignored).
 VENDOR_FRAME = (300, 400)
 
-_NAME = re.compile(r"^(\d+)_(\d+)\.(tif|tiff|png|bmp|jpg|jpeg|wsq)$", re.IGNORECASE)
-
 
 def reference_data_dir() -> Path:
-    """$BIOMATCH_REFERENCE_DATA, else ../shared/data beside the repository."""
-    env = os.environ.get("BIOMATCH_REFERENCE_DATA")
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
-    if not path.is_dir():
-        raise SystemExit(f"reference data not found at {path}; set BIOMATCH_REFERENCE_DATA")
+    """The reference data folder (:func:`biomatch.bench.reference_data_dir`); exits when absent."""
+    path = _bench.reference_data_dir()
+    if path is None:
+        raise SystemExit(f"reference data not found; set {_bench.REFERENCE_DATA_ENV} or place it in ../shared/data")
     return path
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One impression in an FVC-style folder."""
-
-    finger: int
-    impression: int
-    path: Path
-    ppi: float
+class Sample(_bench.Sample):
+    """One impression of an FVC database (:class:`biomatch.bench.Sample`), with its vendor template."""
 
     @property
     def vendor_template_path(self) -> Path:
@@ -53,17 +43,12 @@ class Sample:
 
 
 def list_samples(folder: Path, ppi: float | None = None) -> list[Sample]:
-    """Every ``FINGER_IMPRESSION.ext`` image in ``folder``, sorted by finger then impression."""
+    """Every ``FINGER_IMPRESSION.ext`` image of one database folder, sorted by finger then impression
+    (:func:`biomatch.bench.list_dataset`, the one FVC lister); empty when it holds none."""
     folder = Path(folder)
-    if ppi is None:
-        ppi = FVC_PPI.get((folder.parent.name, folder.name), 500.0)
-    out = []
-    for path in folder.iterdir():
-        m = _NAME.match(path.name)
-        if m:
-            out.append(Sample(int(m.group(1)), int(m.group(2)), path, ppi))
-    out.sort(key=lambda s: (s.finger, s.impression))
-    return out
+    if not any(_bench.FVC_IMAGE_NAME.match(p.name) for p in folder.iterdir()):
+        return []
+    return [Sample(s.db, s.finger, s.impression, s.path, s.ppi) for s in _bench.list_dataset(folder, ppi)]
 
 
 def fvc_db(competition: str, db: str) -> list[Sample]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ __all__ = [
     "Sample",
     "ScoreSet",
     "list_dataset",
+    "fvc_ppi",
+    "reference_data_dir",
     "score_dataset",
     "read_scores",
     "write_scores",
@@ -63,10 +66,13 @@ FNIR_AT_FPIR_TARGETS = (1e-1, 1e-2)
 #: Known resolutions of FVC databases that are not 500 ppi (from the data README).
 KNOWN_PPI = {("fvc2002_b", "DB2_B"): 569.0, ("fvc2002", "DB2_A"): 569.0, ("fvc2002", "DB2_B"): 569.0}
 DEFAULT_PPI = 500.0
+#: Environment variable naming the reference data folder (real FVC images, format samples).
+REFERENCE_DATA_ENV = "BIOMATCH_REFERENCE_DATA"
 #: Subject-bootstrap replicates for the EER interval in reports.
 EER_BOOTSTRAP_REPLICATES = 200
 
-_NAME = re.compile(r"^(\d+)_(\d+)\.(tif|tiff|png|bmp|jpg|jpeg|wsq)$", re.IGNORECASE)
+#: File names of an FVC-style database: FINGER_IMPRESSION.ext (e.g. 101_3.tif).
+FVC_IMAGE_NAME = re.compile(r"^(\d+)_(\d+)\.(tif|tiff|png|bmp|jpg|jpeg|wsq)$", re.IGNORECASE)
 _SUBJECT = re.compile(r"^(?P<subject>.*?\d+)_\d+(\.\w+)?$")
 
 
@@ -89,19 +95,34 @@ class Sample:
         return f"{self.db}/{self.finger}_{self.impression}"
 
 
+def reference_data_dir() -> Path | None:
+    """The reference data folder: ``$BIOMATCH_REFERENCE_DATA``, else ``../shared/data`` beside a
+    source checkout; None when neither is a folder (the data is never part of the package)."""
+    env = os.environ.get(REFERENCE_DATA_ENV)
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    return next((p for p in candidates if p.is_dir()), None)
+
+
+def fvc_ppi(db_folder) -> float:
+    """Resolution of an FVC database folder (``.../fvc2002_b/DB2_B``): :data:`KNOWN_PPI`, else 500."""
+    db_folder = Path(db_folder)
+    return KNOWN_PPI.get((db_folder.parent.name, db_folder.name), DEFAULT_PPI)
+
+
 def list_dataset(folder, ppi: float | None = None) -> list[Sample]:
     """FVC-style samples in ``folder`` (or its sub-folders), sorted by db, finger, impression."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BiomatchError(f"{folder}: not a folder")
-    dbs = [folder] if any(_NAME.match(p.name) for p in folder.iterdir()) else sorted(
-        p for p in folder.iterdir() if p.is_dir() and any(_NAME.match(q.name) for q in p.iterdir())
+    dbs = [folder] if any(FVC_IMAGE_NAME.match(p.name) for p in folder.iterdir()) else sorted(
+        p for p in folder.iterdir() if p.is_dir() and any(FVC_IMAGE_NAME.match(q.name) for q in p.iterdir())
     )
     out = []
     for db in dbs:
-        db_ppi = ppi if ppi is not None else KNOWN_PPI.get((db.parent.name, db.name), DEFAULT_PPI)
+        db_ppi = ppi if ppi is not None else fvc_ppi(db)
         for path in db.iterdir():
-            m = _NAME.match(path.name)
+            m = FVC_IMAGE_NAME.match(path.name)
             if m:
                 out.append(Sample(db.name, int(m.group(1)), int(m.group(2)), path, float(db_ppi)))
     if not out:
@@ -161,7 +182,7 @@ def _first(samples, s):
     return min(x.impression for x in samples if x.finger == s.finger)
 
 
-def _extract_all(samples, progress=None):
+def extract_all(samples, progress=None):
     """Templates for every sample; failures become empty templates. Returns (templates, fte, times_s)."""
     import warnings
 
@@ -209,7 +230,7 @@ def score_dataset(folder, protocol: str = "all", ppi: float | None = None, progr
     if protocol not in ("fvc", "all"):
         raise BiomatchError(f"protocol: expected 'fvc' or 'all', got {protocol!r}")
     samples = list_dataset(folder, ppi)
-    templates, failures, ext_times = _extract_all(samples, progress)
+    templates, failures, ext_times = extract_all(samples, progress)
     rows = dict(probe=[], reference=[], probe_subject=[], reference_subject=[], score=[], mated=[], db=[])
     cmp_times = []
     index = {id(s): k for k, s in enumerate(samples)}
@@ -503,7 +524,7 @@ def identification_report(folder, ppi: float | None = None, max_rank: int = 10, 
     from .scoring import compare_many
 
     samples = list_dataset(folder, ppi)
-    templates, failures, _ = _extract_all(samples, progress)
+    templates, failures, _ = extract_all(samples, progress)
     first = {}
     for k, s in enumerate(samples):
         if s.subject not in first or s.impression < samples[first[s.subject]].impression:
@@ -550,7 +571,7 @@ def speed_report(folder, ppi: float | None = None, n_images: int = 20, repeats: 
     from .scoring import compare_many
 
     samples = list_dataset(folder, ppi)[:max(2, n_images)]
-    templates, failures, ext = _extract_all(samples)
+    templates, failures, ext = extract_all(samples)
     per_cmp = []
     for _ in range(repeats):
         for probe in templates[:5]:

@@ -72,7 +72,7 @@ def run_demo(data=DEFAULT_DATA, store="biomatch.db", *, gallery: str = "default"
         dicts), ``rank1`` (fraction of probes whose mate ranked first),
         ``median_mate_fmr`` and ``failure_to_enrol`` (image names).
     """
-    from .bench import list_dataset, _extract_all
+    from .bench import list_dataset, extract_all
     from .gallery import Gallery
 
     data = Path(data)
@@ -82,7 +82,7 @@ def run_demo(data=DEFAULT_DATA, store="biomatch.db", *, gallery: str = "default"
             "or pass --data DIR (e.g. one made by `biomatch synth images`)"
         )
     samples = list_dataset(data)
-    templates, failures, _ = _extract_all(samples, progress)
+    templates, failures, _ = extract_all(samples, progress)
     failed = {f["image"] for f in failures}
     first = {}
     for s, t in zip(samples, templates):

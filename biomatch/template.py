@@ -233,18 +233,6 @@ class Template:
             ],
         }
 
-    def to_iso(self, version: str = "2005") -> bytes:
-        """This template as an ISO/IEC 19794-2 record ("2005" or "2011"); see biomatch.formats."""
-        from .formats import write_iso
-
-        return write_iso(self, version=version)
-
-    def to_ansi(self, version: str = "2004") -> bytes:
-        """This template as an ANSI INCITS 378 record ("2004" or "2009"); see biomatch.formats."""
-        from .formats import write_ansi
-
-        return write_ansi(self, version=version)
-
     # ------------------------------------------------------------------
     # compact binary form
     # ------------------------------------------------------------------

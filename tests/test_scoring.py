@@ -545,7 +545,7 @@ def test_cli_verify_templates_json_and_plot(tmp_path, capsys):
     b = impression(a, rng)
     pa, pb = tmp_path / "a.bmt", tmp_path / "b.iso"
     pa.write_bytes(a.to_bytes())
-    pb.write_bytes(b.to_iso())
+    pb.write_bytes(bm.write_iso(b))
     png = tmp_path / "pairs.png"
     assert main(["verify", str(pa), str(pb), "--json", "--plot", str(png)]) == 0
     doc = json.loads(capsys.readouterr().out)

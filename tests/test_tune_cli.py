@@ -238,7 +238,7 @@ def _fake_dataset(tmp_path, monkeypatch, fingers=6, impressions=4):
     def fake_compare(probe, refs):
         return np.array([1.0 + 0.1 * r[1] if r[0] == probe[0] else 0.01 * (r[0] + probe[0]) % 0.9 for r in refs])
 
-    monkeypatch.setattr(bench, "_extract_all", fake_extract)
+    monkeypatch.setattr(bench, "extract_all", fake_extract)
     monkeypatch.setattr(scoring, "compare_many", fake_compare)
     return tmp_path
 

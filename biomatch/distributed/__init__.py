@@ -117,4 +117,9 @@ from ..search.results import SearchResult
 from .placement import MAX_SHARDS, parse_url, shard_of
 from .sharded import ShardedGallery
 
-__all__ = ["ShardedGallery", "SearchResult", "shard_of", "parse_url", "MAX_SHARDS"]
+__all__ = ["ShardedGallery", "SearchResult", "shard_of", "parse_url", "MAX_SHARDS", "open_url"]
+
+
+def open_url(url: str, *, key=None, params=None) -> ShardedGallery:
+    """What ``Gallery.open("ray://DIR?shards=N", key=..., params=...)`` calls (see :data:`biomatch.gallery.URL_OPENERS`)."""
+    return ShardedGallery.open(url, key=key, params=params)
