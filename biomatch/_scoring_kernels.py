@@ -250,6 +250,26 @@ def _lut_cos(luts, row, c):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _lut_reach(luts, scale):
+    """A distance difference (px) from which :func:`_lut_distance` is surely <= 1e-6: one grid
+    step past the first grid point from which the (decreasing) table stays <= 5e-7 (values
+    interpolated between such points are < 1e-6), plus a relative margin for rounding; the
+    table's end when there is none."""
+    n = luts.shape[1]
+    lo = 0
+    hi = n - 1  # binary search of the first index g with luts[0, g] <= 5e-7 (the table decreases)
+    if luts[0, hi] > 5e-7:
+        return (n - 1) / scale
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if luts[0, mid] <= 5e-7:
+            hi = mid
+        else:
+            lo = mid + 1
+    return min(lo + 1, n - 1) / scale * (1.0 + 1e-9)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _lut_gate(luts, row):
     """A cosine below which :func:`_lut_cos` of ``row`` is surely <= 1e-6: the grid point
     before the table first exceeds 5e-7 (values between two grid points at most 5e-7 are
@@ -342,6 +362,8 @@ def lssr_score(
     for r in range(n_r):
         rho_n[r] = 0
     near = row_col  # scratch (na >= n_r), free once the pairs are selected
+    reach = _lut_reach(luts, d1_scale)
+    reach2x2 = 2.0 * reach * reach
     for r in range(n_r):
         dcr = dcos[r]
         dsr = dsin[r]
@@ -351,7 +373,23 @@ def lssr_score(
         for k in range(r + 1, n_r):
             near[n_near] = k
             n_near += dcr * dcos[k] + dsr * dsin[k] >= dir_gate
+        # and of those, the pairs whose distances may differ by less than ``reach`` (beyond
+        # it the distance term is surely <= 1e-6, see _lut_reach), from the squared lengths:
+        # |la - lb| >= |la^2 - lb^2| / sqrt(2 (la^2 + lb^2)), so no square root is needed to
+        # leave out the many pairs whose distances differ by much
+        n_close = 0
         for q in range(n_near):
+            k = near[q]
+            dxa = cg[r, 0] - cg[k, 0]
+            dya = cg[r, 1] - cg[k, 1]
+            dxb = cg[r, 4] - cg[k, 4]
+            dyb = cg[r, 5] - cg[k, 5]
+            la2 = dxa * dxa + dya * dya
+            lb2 = dxb * dxb + dyb * dyb
+            diff = la2 - lb2
+            near[n_close] = k
+            n_close += diff * diff < reach2x2 * (la2 + lb2)
+        for q in range(n_close):
             k = near[q]
             v = 0.0
             v2 = 0.0
