@@ -9,6 +9,7 @@ biomatch error, 2 bad usage, 130 interrupted; no traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -355,7 +356,9 @@ def calibrate(
             _existing_store_path(store)
         scores, _ = _scores_with_progress(source, protocol, ppi)
         if matcher_version is None:
-            from .scoring import MATCHER_VERSION as matcher_version
+            from .bench import _matcher_version
+
+            matcher_version = _matcher_version() or "unknown"
         cal = Calibration.fit(scores.score[~scores.mated], source=source_name or str(source),
                               matcher_version=matcher_version)
         cal.save(tmp["out"])
@@ -496,7 +499,7 @@ def bench_speed(
         searched = store
         if store is not None and not audit:  # timed searches are audited: let them go into a copy's log
             searched = Path(tmp) / "store.db"
-            with _existing_store(store) as g:
+            with _existing_store(store, mode="read") as g:
                 g.backup(searched)
         report = bench.speed_report(source, ppi=ppi, n_images=images, store=searched,
                                     galleries=None if gallery is None else [gallery])
@@ -698,12 +701,13 @@ def search(
         transaction_id = transaction_id or tcn
     if not fingers:
         raise BiomatchError("search: give probe fingers with --finger POS=FILE or --ebts FILE")
-    with _existing_store(store) as g:
+    with _existing_store(store, mode=_search_mode(store)) as g:
         cands = g.search(fingers, galleries=gallery or None, max_candidates=max_candidates, threshold=threshold,
                          operator=operator, transaction_id=transaction_id, context=context)
-        seq = g.audit_records()[-1]["seq"] if cands is not None else None
+        seq = None if g.read_only else g.audit_records()[-1]["seq"]  # a read-only store holds no record of it
     if as_json:
-        emit_json({"store": str(store), "audit_seq": seq, "candidates": [c.to_dict() for c in cands]})
+        emit_json({"store": str(store), "audit_seq": seq, "audited": seq is not None,
+                   "candidates": [c.to_dict() for c in cands]})
         return
     if not cands:
         typer.echo("no candidates" + (" at or above the threshold" if threshold is not None else ""))
@@ -800,7 +804,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the store's statistics as JSON."),
 ):
     """Galleries, subjects, fingers, index state and audit length of a store."""
-    with _existing_store(store) as g:
+    with _existing_store(store, mode="read") as g:
         st = g.stats()
     if as_json:
         emit_json(st)
@@ -827,12 +831,19 @@ def _store_for_writing(store: Path, create: bool):
     return _existing_store(store)
 
 
-def _existing_store(store: Path):
-    """An open Gallery on a store that must already exist (key from BIOMATCH_STORE_KEY)."""
+def _existing_store(store: Path, mode: str = "write"):
+    """An open Gallery on a store that must already exist (key from BIOMATCH_STORE_KEY); ``mode="read"``
+    for verbs that only read: nothing is written, so they work on read-only stores and media."""
     from .gallery import Gallery
 
     _existing_store_path(store)
-    return Gallery.open(store)
+    return Gallery.open(store, mode=mode)
+
+
+def _search_mode(store: Path) -> str:
+    """A search is audited in its store; only a store that cannot be written is searched read-only."""
+    writable = os.access(store, os.W_OK) and os.access(store.parent if str(store.parent) else Path("."), os.W_OK)
+    return "write" if writable else "read"
 
 
 @app.command()
@@ -841,7 +852,7 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Verify store/index consistency, derived files and the audit chain; exit 1 when a problem is found."""
-    with _existing_store(store) as g:
+    with _existing_store(store, mode="read") as g:
         rep = g.check()
     if as_json:
         emit_json(rep)
@@ -866,7 +877,7 @@ def backup(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Online backup of a store (SQLite backup API) while it stays in use; the copy is verified."""
-    with _existing_store(store) as g:
+    with _existing_store(store, mode="read") as g:
         res = g.backup(dest)
     if as_json:
         emit_json(res)
@@ -903,7 +914,7 @@ def audit_list(
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
 ):
     """List audit records (not verified; see `audit verify`)."""
-    with _existing_store(store) as g:
+    with _existing_store(store, mode="read") as g:
         recs = g.audit_records(since=since, limit=limit)
     if as_json:
         emit_json(recs)
@@ -922,7 +933,7 @@ def audit_verify(
 ):
     """Re-check the whole chain; exit 1 naming the first edited, removed or reordered record
     (with --head: or the first exported head the log no longer extends, e.g. records cut from the end)."""
-    with _existing_store(store) as g:
+    with _existing_store(store, mode="read") as g:
         n = g.verify_audit()
         proof = g.verify_audit_heads(head_) if head_ is not None else None
         head = g.audit_records(since=n, limit=1)
@@ -944,7 +955,7 @@ def audit_head(
     keep it on other media, check it later with `audit verify --head`."""
     from . import audit as _audit
 
-    with _existing_store(store) as g:
+    with _existing_store(store, mode="read") as g:
         h = g.audit_head()
     if append is not None:
         _audit.export_head(append, h)
@@ -961,7 +972,7 @@ def audit_export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON-lines file (default stdout)."),
 ):
     """Export the audit log as JSON lines (each record with its hash)."""
-    with OutputFiles(out=out) as tmp, _existing_store(store) as g:
+    with OutputFiles(out=out) as tmp, _existing_store(store, mode="read") as g:
         n = g.export_audit(tmp["out"] if out is not None else sys.stdout)
     if out is not None:
         typer.echo(f"{out}: {n} audit records", err=True)

@@ -414,3 +414,102 @@ def test_synth_images(work):
     proc = run("synth", "images", "-n", 1, "-k", 1, "-o", out, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["files"] == 1
+
+
+# ---------------------------------------------------------------------------
+# store modes: read-only stores, the template minimum
+# ---------------------------------------------------------------------------
+def _files(folder: Path) -> dict:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def test_gallery_open_modes(work, templates):
+    from biomatch.errors import GalleryError
+
+    missing = work / "modes" / "absent.db"
+    for mode in ("write", "read"):
+        with pytest.raises(GalleryError, match="no such store"):
+            bm.Gallery.open(missing, mode=mode)
+    with pytest.raises(GalleryError, match="mode"):
+        bm.Gallery.open(missing, mode="append")
+    assert not missing.parent.exists()
+
+
+def test_read_only_store_serves_reading_verbs_and_search(work, store, templates):
+    import warnings
+
+    from biomatch.errors import GalleryError
+
+    folder = work / "ro"
+    folder.mkdir()
+    path = folder / "site.db"
+    assert run("backup", path, "--store", store).returncode == 0
+    for f in folder.iterdir():
+        if f.name.endswith(".faiss") or f.name.endswith(".features"):
+            f.unlink()  # derived files missing: a read-only handle rebuilds in memory, writes none
+    before = _files(folder)
+    n_records = audit_count(path)
+    probe = {1: bm.load_template(templates / "3_2.bmt")}
+    with bm.Gallery.open(path, mode="read") as g:
+        assert g.read_only and g.stats()["galleries"]["default"]["subjects"] == 4
+        assert g.verify_audit() == n_records and g.check()["ok"]
+        with pytest.warns(UserWarning, match="not recorded in its audit log"):
+            assert g.search(probe, operator="t")[0].subject == "s3"
+        with pytest.raises(GalleryError, match="read-only"):
+            g.enroll("x", probe, operator="t")
+        with pytest.raises(GalleryError, match="read-only"):
+            g.delete("s1", operator="t")
+    for argv in (["info"], ["check"], ["audit", "verify"], ["audit", "list"], ["audit", "export"]):
+        assert run(*argv, "--store", path).returncode == 0, argv
+    after = _files(folder)
+    assert after[path.name] == before[path.name] and audit_count(path) == n_records
+    assert set(after) - set(before) <= {"site.db-wal", "site.db-shm"}  # SQLite's own read-only WAL index at most
+    if os.geteuid() != 0:  # permissions bind: the CLI searches a store it cannot write read-only
+        for f in folder.iterdir():
+            f.chmod(0o444)
+        folder.chmod(0o555)
+        try:
+            proc = run("search", "-f", f"1={templates / '3_2.bmt'}", "--store", path, "--json")
+            assert proc.returncode == 0, proc.stderr
+            doc = json.loads(proc.stdout)
+            assert doc["audited"] is False and doc["candidates"][0]["subject"] == "s3"
+            assert "not recorded in its audit log" in proc.stderr
+            assert run("check", "--store", path).returncode == 0
+        finally:
+            folder.chmod(0o755)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with bm.Gallery.open(path, mode="write") as g:  # a writable store is searched with its audit record
+            g.search(probe, operator="t")
+    assert audit_count(path) == n_records + 1
+
+
+def test_templates_below_the_minimum_are_refused_at_enrolment_and_search(work, store):
+    from biomatch.gallery.checks import MIN_TEMPLATE_MINUTIAE
+    from biomatch.template import Template, make_minutiae
+
+    few = Template(make_minutiae([20, 80, 120], [30, 90, 150], [0.3, 1.7, 3.9], [1, 2, 1], [0, 0, 0]), 200, 240, 500, 1, 0)
+    path = work / "few.iso"
+    path.write_bytes(bm.write_iso(few))
+    fresh = work / "few.db"
+    line = one_error_line(run("enroll", "x", "-f", f"1={path}", "--store", fresh), 1)
+    assert f"template has 3 minutiae, fewer than the {MIN_TEMPLATE_MINUTIAE}" in line and not fresh.exists()
+    before = audit_count(store)
+    line = one_error_line(run("search", "-f", f"1={path}", "--store", store), 1)
+    assert "fewer than the" in line and audit_count(store) == before
+
+
+def test_low_quality_template_is_flagged_not_refused(work):
+    from biomatch.gallery.checks import LOW_TEMPLATE_QUALITY, TemplateQualityWarning
+    from biomatch.template import Template, make_minutiae
+
+    rng = np.random.default_rng(5)
+    n = 12
+    t = Template(make_minutiae(rng.integers(10, 190, n), rng.integers(10, 230, n), rng.uniform(0, 6.2, n),
+                               rng.integers(1, 3, n), rng.integers(40, 80, n)), 200, 240, 500, 1, LOW_TEMPLATE_QUALITY - 5)
+    with bm.Gallery.open(work / "lowq.db") as g:
+        with pytest.warns(TemplateQualityWarning, match="low finger quality"):
+            g.enroll("q", {1: t}, operator="t")
+        assert g.subjects() == ["q"]

@@ -90,7 +90,6 @@ version, gallery or a newer generation is rebuilt from the templates.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sqlite3
 import threading
@@ -125,12 +124,13 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
     Open with :meth:`open` (a context manager); the object is thread-safe.
     """
 
-    def __init__(self, path, *, key=None, params=None, audit_head_file=None, _token=None):
+    def __init__(self, path, *, key=None, params=None, audit_head_file=None, mode="create", _token=None):
         if _token is not _OPEN_TOKEN:
             raise GalleryError("use Gallery.open(path) to open a gallery store")
         self.path = Path(path)
         self.params = check_params(params)  # how this handle searches (SearchParams)
         self._cal_cache = None  # (store calibration id or None, Calibration): see _calibration_entry
+        self.read_only = mode == "read"  # nothing is written: see Gallery.open
         self.audit_head_file = audit_head_file  # None: the BIOMATCH_AUDIT_HEAD_FILE environment variable
         self._ring = _enc.KeyRing.from_user(key)
         self._local = threading.local()
@@ -145,7 +145,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         self._packs = LRU(features.FEATURE_CACHE_FINGERS, features.FEATURE_CACHE_BYTES)  # finger id -> its serialised rescoring rows
         self._released = 0.0  # time.monotonic() of the last release_memory() after a search
         self._subject_counts: dict[int, tuple[int, int]] = {}  # gallery id -> (generation, subjects)
-        self._featstore = FeatureStore(Path(f"{self.path}.features"))
+        self._featstore = FeatureStore(Path(f"{self.path}.features"), in_memory=self.read_only)
         self._closed = False
         try:
             self._init_store()
@@ -156,7 +156,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
 
     # -- opening / closing -----------------------------------------------
     @classmethod
-    def open(cls, path, *, key=None, params=None, audit_head_file=None) -> "Gallery":
+    def open(cls, path, *, key=None, params=None, audit_head_file=None, mode: str = "create") -> "Gallery":
         """Open (or create) the store at ``path``.
 
         Parameters
@@ -179,6 +179,17 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
             closes; default the ``BIOMATCH_AUDIT_HEAD_FILE`` environment
             variable (none: no export). Copy it to other media:
             :meth:`verify_audit_heads` proves the log still extends each head.
+        mode : {"create", "write", "read"}
+            ``"create"`` (the default): created when absent. ``"write"``: the
+            store must exist (GalleryError naming the path otherwise), so that
+            a mistyped path is never taken for a new, empty store. ``"read"``:
+            the store must exist and nothing is written to it or beside it
+            (SQLite read-only; works on read-only media and files): reads,
+            :meth:`stats`, :meth:`check`, :meth:`verify_audit` and
+            :meth:`search` work, an index that is missing or stale is built in
+            memory only, and every change raises GalleryError. A search of a
+            read-only store cannot append its audit record: it answers and
+            warns (``UserWarning``) that it is not in the store's audit log.
         params : SearchParams, optional
             How searches shortlist and index (:class:`biomatch.search.params.SearchParams`;
             default the module constants). Not stored: each handle brings its own.
@@ -188,12 +199,17 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         Gallery
             Use as a context manager (``with Gallery.open(p) as g:``) or call :meth:`close`.
         """
-        opener = isinstance(path, str) and next((m for p, m in URL_OPENERS.items() if path.startswith(p)), None)
-        if opener:  # a store reached by URL (ray://: biomatch.distributed, needs biomatch[distributed])
-            return importlib.import_module(opener).open_url(path, key=key, params=params)
+        if isinstance(path, str) and path.startswith("ray://"):
+            from ..distributed import ShardedGallery  # optional: needs biomatch[distributed]
+
+            return ShardedGallery.open(path, key=key, params=params)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
-        return cls(path, key=key, params=params, audit_head_file=audit_head_file, _token=_OPEN_TOKEN)
+        if mode not in OPEN_MODES:
+            raise GalleryError(f"mode: expected one of {', '.join(OPEN_MODES)}, got {mode!r}")
+        if mode != "create" and not Path(path).is_file():
+            raise GalleryError(f"{path}: no such store")
+        return cls(path, key=key, params=params, audit_head_file=audit_head_file, mode=mode, _token=_OPEN_TOKEN)
 
     def __enter__(self) -> "Gallery":
         return self
@@ -224,7 +240,9 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
                 self._conns.clear()
 
     def flush(self) -> None:
-        """Write the indexes that changed since they were last saved (atomically)."""
+        """Write the indexes that changed since they were last saved (atomically); a read-only handle keeps them in memory."""
+        if self.read_only:
+            return
         with self._index_lock:
             for name in sorted(self._dirty):
                 idx = self._indexes.get(name)
@@ -243,7 +261,5 @@ for _name in ("galleries", "enroll", "enroll_many", "update", "delete", "delete_
 del _name
 
 _OPEN_TOKEN = object()
-#: Stores :meth:`Gallery.open` reaches by URL: prefix -> module whose ``open_url(url, *, key, params)``
-#: opens it (imported only when such a URL is opened). Those modules build on Gallery; Gallery
-#: does not import them.
-URL_OPENERS = {"ray://": "biomatch.distributed"}
+#: Modes of :meth:`Gallery.open`: create when absent, must exist, must exist and is only read.
+OPEN_MODES = ("create", "write", "read")

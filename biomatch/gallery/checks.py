@@ -21,6 +21,19 @@ _MAX_SUBJECT_LEN = 128
 #: File name endings of template files, for finding files in a folder only: whether a file is a
 #: template or an image is told by its content (:func:`biomatch.formats.is_template`).
 TEMPLATE_SUFFIXES = {".bmt", ".iso", ".ist", ".ansi", ".378", ".fmr"}
+#: Fewest minutiae of a template that is enrolled or searched. The global stage of the matcher
+#: normalises by at least 12 minutiae (scoring.OVERLAP_MIN_MINUTIAE): with fewer than 8 a genuine
+#: pair cannot score as one, and a handful of minutiae agree with some part of almost any print,
+#: so such a template is refused (with its count and this minimum) rather than stored as if usable.
+MIN_TEMPLATE_MINUTIAE = 8
+#: Finger quality (0-100) below which an enrolled or searched template is flagged (a
+#: TemplateQualityWarning), not refused. 0 is not held against a template: many records (the
+#: FVC2002 vendor ISO files among them) write 0 for "not reported".
+LOW_TEMPLATE_QUALITY = 20
+
+
+class TemplateQualityWarning(UserWarning):
+    """A template at or above the minimum count but of low reported finger quality."""
 
 
 def check_gallery_name(name, field_name: str = "gallery") -> str:
@@ -102,9 +115,20 @@ def as_template(value, position: int, name: str) -> tuple[Template, bytes | None
         raise GalleryError(f"{name}: the template says finger position {t.position}, the key says {position}")
     if t.position != position:
         t = Template(np.array(t.minutiae), t.width, t.height, t.ppi, position, t.quality)
-    if len(t) < 2:
-        raise TemplateError(f"{name}: template has {len(t)} minutiae; at least 2 are needed to match")
+    check_template_minimum(t, name)
     return t, original
+
+
+def check_template_minimum(t: Template, name: str) -> None:
+    """Refuse a template with fewer than MIN_TEMPLATE_MINUTIAE minutiae; flag one of low quality."""
+    if len(t) < MIN_TEMPLATE_MINUTIAE:
+        raise TemplateError(f"{name}: template has {len(t)} minutiae, fewer than the {MIN_TEMPLATE_MINUTIAE} an "
+                            "enrolled or searched print needs (re-capture or re-extract it)")
+    if 0 < t.quality < LOW_TEMPLATE_QUALITY:
+        import warnings
+
+        warnings.warn(f"{name}: low finger quality {t.quality} (below {LOW_TEMPLATE_QUALITY}); "
+                      "matching this print is less reliable", TemplateQualityWarning, stacklevel=4)
 
 
 def check_fingers(fingers, field_name: str = "fingers") -> dict[int, tuple[Template, bytes | None]]:

@@ -127,8 +127,9 @@ class FeatureStore:
     finger at every search (about 1 ms each).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, in_memory: bool = False):
         self.path = path
+        self.in_memory = in_memory  # a read-only gallery's rows live in memory, per thread, nothing written
         self._local = threading.local()
         self._lock = threading.Lock()
         self._ready = False
@@ -139,18 +140,19 @@ class FeatureStore:
         if con is None:
             from ..scoring import MATCHER_VERSION
 
-            if not self.path.exists():
+            if not self.path.exists() and not self.in_memory:
                 try:
                     os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
                 except OSError as exc:
                     raise GalleryError(f"{self.path}: cannot create the feature file ({exc.strerror or exc})") from None
-            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
+            con = sqlite3.connect(":memory:" if self.in_memory else self.path, timeout=BUSY_TIMEOUT_S,
+                                  isolation_level=None, check_same_thread=True)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")  # derived data: a lost row is recomputed
             con.execute("PRAGMA secure_delete=ON")
             con.execute(f"PRAGMA mmap_size={STORE_MMAP_BYTES}")
             with self._lock:
-                if not self._ready:
+                if not self._ready or self.in_memory:  # each thread's memory database starts empty
                     con.execute("BEGIN IMMEDIATE")
                     con.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                     con.execute("CREATE TABLE IF NOT EXISTS rows(sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)")
@@ -159,7 +161,7 @@ class FeatureStore:
                         con.execute("DELETE FROM rows")
                         con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('matcher_version', ?)", (MATCHER_VERSION,))
                     con.execute("COMMIT")
-                    self._ready = True
+                    self._ready = not self.in_memory
             self._local.con = con
         return con
 

@@ -38,7 +38,7 @@ class KeysMixin:
         con = self._con()
         current = self._store_key_id(con)
         if current is None:
-            if self._ring is None:
+            if self._ring is None or self.read_only:  # a read-only handle encrypts nothing
                 return
             with self._write() as wcon:
                 if self._store_key_id(wcon) is None:  # another process may have won the race

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import quote
 
 
 from .. import audit as _audit
@@ -157,8 +158,12 @@ class StoreMixin:
     audit_head_file: str | os.PathLike | None = None  # else the BIOMATCH_AUDIT_HEAD_FILE environment variable
     _head_exported = float("-inf")  # time.monotonic() of the last export
     _head_last: tuple | None = None  # (count, hash) last exported
+    read_only = False  # Gallery.open(..., mode="read") sets it per handle
 
     def _init_store(self) -> None:
+        if self.read_only:
+            self._check_schema(self._con())
+            return
         try:
             make_private_dirs(self.path.parent)
             if not self.path.exists():
@@ -190,11 +195,42 @@ class StoreMixin:
         except STORE_ERRORS as exc:
             raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
 
+    def _check_schema(self, con) -> None:
+        """A read-only handle writes no schema: the store must already be one this build reads."""
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except STORE_ERRORS as exc:
+            raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            raise GalleryError(f"{self.path}: store schema version {str(row and row[0])[:40]!r}, this build reads {SCHEMA_VERSION}")
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """SQLite read-only; on a read-only medium, where not even the WAL index can be made, as immutable."""
+        uri = f"file:{quote(str(self.path.resolve()))}"
+        con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                              check_same_thread=True)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError:
+            con.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=True)
+
     def _con(self) -> sqlite3.Connection:
         """This thread's connection (sqlite3 objects must stay in their thread)."""
         if self._closed:
             raise GalleryError(f"{self.path}: the gallery is closed")
         con = getattr(self._local, "con", None)
+        if con is None and self.read_only:
+            try:
+                con = self._connect_read_only()
+                con.execute("PRAGMA foreign_keys=ON")
+                con.execute(f"PRAGMA mmap_size={STORE_MMAP_BYTES}")
+            except STORE_ERRORS as exc:
+                raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
+            self._local.con = con
+            with self._conns_lock:
+                self._conns.append(con)
         if con is None:
             try:
                 con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
@@ -213,6 +249,8 @@ class StoreMixin:
     @contextmanager
     def _write(self):
         """One write transaction: process lock + BEGIN IMMEDIATE (serialises other processes too)."""
+        if self.read_only:
+            raise GalleryError(f"{self.path}: opened read-only (Gallery.open(..., mode='read')); this changes the store")
         with self._write_lock:
             con = self._con()
             try:
@@ -351,7 +389,7 @@ class StoreMixin:
         finally:
             con.execute("COMMIT")
             pending, self._local.pending_features = getattr(self._local, "pending_features", []), []
-            if pending:
+            if pending and not self.read_only:
                 self._put_features(pending)
 
     # -- audit ------------------------------------------------------------------------------
