@@ -554,3 +554,20 @@ def test_cli_verify_templates_json_and_plot(tmp_path, capsys):
     assert png.stat().st_size > 1000
     assert main(["verify", str(pa), str(tmp_path / "missing.iso")]) == 1
     assert "missing.iso" in capsys.readouterr().err
+
+
+def test_kernel_shortcuts_leave_out_only_what_scores_nothing():
+    """The kernels' exact shortcuts: the distance term is <= 1e-6 from _lut_reach on (so the
+    pairs left out there would have been dropped) and it is > 5e-7 up to within two grid steps
+    of the reach (nothing much is left in); the square-root table is math.sqrt of each count."""
+    from biomatch._scoring_kernels import _lut_distance, _lut_reach, sqrt_table
+
+    scale = sc._PARAMS[2]
+    reach = _lut_reach(sc._COMPAT_TABLES, scale)
+    dist = np.linspace(0.0, 2 * sc.COMPAT_MAX_DISTANCE_PX, 20001)
+    z = np.array([_lut_distance(sc._COMPAT_TABLES, v, scale) for v in dist])
+    assert np.all(z[dist >= reach] <= 1e-6)
+    assert dist[z > 1e-6].max() < reach <= dist[z > 5e-7].max() + 2.0 / scale
+    root = sqrt_table(np.int64(d_words := sc._desc.DESCRIPTOR_WORDS))
+    assert root.shape == (64 * d_words + 1,)
+    assert all(root[k] == math.sqrt(k) for k in range(root.size))
