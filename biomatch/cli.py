@@ -356,9 +356,7 @@ def calibrate(
             _existing_store_path(store)
         scores, _ = _scores_with_progress(source, protocol, ppi)
         if matcher_version is None:
-            from .bench import _matcher_version
-
-            matcher_version = _matcher_version() or "unknown"
+            from .scoring import MATCHER_VERSION as matcher_version
         cal = Calibration.fit(scores.score[~scores.mated], source=source_name or str(source),
                               matcher_version=matcher_version)
         cal.save(tmp["out"])

@@ -90,6 +90,7 @@ version, gallery or a newer generation is rebuilt from the templates.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sqlite3
 import threading
@@ -199,10 +200,9 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         Gallery
             Use as a context manager (``with Gallery.open(p) as g:``) or call :meth:`close`.
         """
-        if isinstance(path, str) and path.startswith("ray://"):
-            from ..distributed import ShardedGallery  # optional: needs biomatch[distributed]
-
-            return ShardedGallery.open(path, key=key, params=params)
+        opener = isinstance(path, str) and next((m for p, m in URL_OPENERS.items() if path.startswith(p)), None)
+        if opener:  # a store reached by URL (ray://: biomatch.distributed, needs biomatch[distributed])
+            return importlib.import_module(opener).open_url(path, key=key, params=params)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
         if mode not in OPEN_MODES:
@@ -261,5 +261,9 @@ for _name in ("galleries", "enroll", "enroll_many", "update", "delete", "delete_
 del _name
 
 _OPEN_TOKEN = object()
+#: Stores :meth:`Gallery.open` reaches by URL: prefix -> module whose ``open_url(url, *, key, params)``
+#: opens it (imported only when such a URL is opened). Those modules build on Gallery; Gallery
+#: does not import them.
+URL_OPENERS = {"ray://": "biomatch.distributed"}
 #: Modes of :meth:`Gallery.open`: create when absent, must exist, must exist and is only read.
 OPEN_MODES = ("create", "write", "read")
