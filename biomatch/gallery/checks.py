@@ -12,6 +12,7 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
+from .._validate import check_int
 from ..errors import FormatError, GalleryError, TemplateError
 from ..template import FINGER_POSITIONS, Template
 MAX_BATCH = 500
@@ -194,9 +195,7 @@ def check_metadata(metadata):
 def check_batch(batch) -> int:
     """Subjects per transaction of a bulk change: one SQL ``IN`` list each (SQLite builds before
     3.32 take at most 999 parameters a statement)."""
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
-        raise GalleryError(f"batch: expected an integer 1..{MAX_BATCH}, got {batch!r}")
-    return batch
+    return check_int(batch, "batch", 1, MAX_BATCH, error=GalleryError)
 
 
 def check_context(context):

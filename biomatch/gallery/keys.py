@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .. import audit as _audit
 from .. import encryption as _enc
+from .._validate import check_int
 from ..errors import GalleryError
 from ..template import Template
 from .checks import check_operator
@@ -186,8 +187,7 @@ class KeysMixin:
         new = _enc.KeyRing.from_user(new_key, env=False)
         if new is None or isinstance(new_key, (list, tuple)):
             raise GalleryError("new_key: expected one key (bytes or base64 text)")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise GalleryError(f"batch: expected a positive integer, got {batch!r}")
+        batch = check_int(batch, "batch", 1, error=GalleryError)
         operator = check_operator(operator)
         with self._write() as con:
             old = self._store_key_id(con)
