@@ -150,11 +150,11 @@ class ShardedSearchMixin:
     def _plan(self, answers: dict, names: list, probes: dict) -> dict:
         """Which subjects each shard rescores: ``{shard: {gallery: [subject ids] or None (all)}}``.
 
-        Exactly the single-machine rule (:meth:`Gallery._search_gallery`): a
+        Exactly the single-machine rule (``Gallery.search``): a
         gallery of at most ``params.exhaustive_max_fingers`` fingers in all is rescored
-        whole; a larger one rescores the subjects :func:`_shortlist_subjects`
+        whole; a larger one rescores the subjects :func:`~biomatch.search.shortlist.shortlist_subjects`
         picks from the shards' k-NN lists merged per probe cylinder
-        (:func:`_merge_neighbours`), each on the shard holding it.
+        (:func:`~biomatch.search.shortlist.merge_neighbours`), each on the shard holding it.
         """
         plan: dict[int, dict] = defaultdict(dict)
         for g in names:
