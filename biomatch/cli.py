@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from .cli_conventions import OutputFiles, check_output_dir, check_output_file, removed_on_failure, run_app
+from .cli_conventions import OutputDir, OutputFiles, check_output_dir, check_output_file, removed_on_failure, run_app
 from .errors import BiomatchError
 
 #: -h works wherever --help does (sub-commands inherit the context setting).
@@ -66,9 +66,8 @@ def _json_default(obj):
 
 
 def fail(message: str) -> None:
-    """Print one error line on stderr and exit 1."""
-    typer.echo(f"biomatch: error: {message}", err=True)
-    raise typer.Exit(1)
+    """Exit 1 with one error line (a JSON error under --json): see biomatch.cli_conventions."""
+    raise BiomatchError(message)
 
 
 def progress_enabled() -> bool:
@@ -406,7 +405,9 @@ def bench_accuracy(
     if baseline is not None:
         report["baseline"] = {"report": str(baseline), "changes": bench.compare_reports(report, bench.load_report(baseline))}
     if out is not None:
-        report["outputs"] = {k: str(v) for k, v in bench.write_accuracy_outputs(report, scores, out).items()}
+        with OutputDir(out) as tmp_out:
+            written = bench.write_accuracy_outputs(report, scores, tmp_out)
+        report["outputs"] = {k: str(out / Path(v).name) for k, v in written.items()}
     if as_json:
         emit_json(report)
         return
@@ -865,6 +866,8 @@ def check(
         state = "consistent" if rep["ok"] else f"{len(rep['problems'])} problems"
         typer.echo(f"{store}: {state}, {rep['audit_records']} audit records verified")
     if not rep["ok"]:
+        if as_json:  # the report (ok: false, problems) is the one JSON document; exit 1 says it failed
+            raise typer.Exit(1)
         raise BiomatchError(f"{store}: check found {len(rep['problems'])} problems")
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "check_output_file",
     "check_output_dir",
     "removed_on_failure",
+    "OutputDir",
 ]
 
 #: Exit status of a run that did its job.
@@ -172,8 +173,9 @@ def run_app(app, argv=None) -> int:
                                    "(set BIOMATCH_DEBUG=1 for the traceback)", EXIT_ERROR, as_json)
             finally:
                 hook.summary()
-        # typer returns 130 itself when a KeyboardInterrupt got past our handler
-        return EXIT_INTERRUPTED if rv == EXIT_INTERRUPTED else EXIT_OK
+        # in non-standalone mode typer returns the code of a typer.Exit raised by a verb (and 130 for a
+        # KeyboardInterrupt that got past the handler); verbs themselves return None
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else EXIT_OK
     finally:
         if previous_sigint is not None:
             signal.signal(signal.SIGINT, previous_sigint)
@@ -246,6 +248,37 @@ class OutputFiles:
                     tmp.unlink()
                 except FileNotFoundError:
                     pass
+        return False
+
+
+class OutputDir:
+    """A temporary folder beside the output folder ``target``; its files are moved into ``target``
+    (created) only when the block succeeds, so a failed or interrupted run leaves no half-written
+    report there (and files of an earlier run stay as they were)."""
+
+    def __init__(self, target):
+        self.target = Path(target)
+        self.tmp = self.target.parent / f".{self.target.name}.part-{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        check_output_dir(self.target, "--out")
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def final(self, path) -> Path:
+        """Where a file written into the temporary folder ends up."""
+        return self.target / Path(path).relative_to(self.tmp)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        import shutil
+
+        try:
+            if exc_type is None:
+                self.target.mkdir(parents=True, exist_ok=True)
+                for f in sorted(self.tmp.iterdir()):
+                    os.replace(f, self.target / f.name)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
 

@@ -513,3 +513,58 @@ def test_low_quality_template_is_flagged_not_refused(work):
         with pytest.warns(TemplateQualityWarning, match="low finger quality"):
             g.enroll("q", {1: t}, operator="t")
         assert g.subjects() == ["q"]
+
+
+def test_output_folder_is_filled_only_on_success(tmp_path):
+    from biomatch.cli_conventions import OutputDir
+
+    target = tmp_path / "report"
+    with pytest.raises(KeyboardInterrupt):
+        with OutputDir(target) as tmp:
+            (tmp / "report.json").write_text("half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+    with OutputDir(target) as tmp:
+        (tmp / "report.json").write_text("{}")
+        (tmp / "det.png").write_bytes(b"png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+    assert sorted(p.name for p in target.iterdir()) == ["det.png", "report.json"]
+
+
+def test_a_store_made_by_a_failed_run_is_removed_unless_it_holds_a_record(tmp_path, templates):
+    from biomatch.cli_conventions import removed_on_failure
+
+    path = tmp_path / "new.db"
+    (tmp_path / "keep.txt").write_text("not ours")
+    with pytest.raises(RuntimeError):
+        with removed_on_failure(path), bm.Gallery.open(path):
+            raise RuntimeError("failed after the store was made")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    with pytest.raises(KeyboardInterrupt):  # a committed enrolment is never thrown away
+        with removed_on_failure(path), bm.Gallery.open(path) as g:
+            g.enroll("s", {1: bm.load_template(templates / "1_1.bmt")}, operator="t")
+            raise KeyboardInterrupt
+    with bm.Gallery.open(path, mode="read") as g:
+        assert g.subjects() == ["s"]
+
+
+def test_a_failed_check_under_json_is_one_document(work, store):
+    path = work / "tampered.db"
+    assert run("backup", path, "--store", store).returncode == 0
+    con = sqlite3.connect(path)
+    gid = con.execute("SELECT id FROM galleries").fetchone()[0]
+    con.execute("INSERT INTO subjects(gallery_id, subject, created, updated) VALUES (?, 'ghost', 'x', 'x')", (gid,))
+    con.commit()
+    con.close()
+    proc = run("check", "--store", path, "--json")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)  # one JSON document: the report itself
+    assert doc["ok"] is False and any("ghost" in p for p in doc["problems"])
+    text = run("check", "--store", path)
+    assert text.returncode == 1 and "check found" in text.stderr.splitlines()[-1]
+
+
+def test_a_refused_option_combination_exits_1(scores_csv):
+    proc = run("tune", scores_csv, "--gallery-size", 100)
+    assert "--target-fmr or --target-fpir is required" in one_error_line(proc, 1)
+    assert "required" in json_error(run("tune", scores_csv, "--gallery-size", 100, "--json"), 1, "input")
