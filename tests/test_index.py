@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from biomatch import descriptors, index
+from biomatch import _index_faiss, descriptors, index
 from biomatch.index import CODE_BYTES, GalleryIndex
 
 
@@ -257,7 +257,7 @@ def test_rotation_consistency_helps(mated, monkeypatch):
 def test_split_index_neighbours_merge_to_the_single_index(mated, monkeypatch, margin):
     """Ties-complete k-NN of two indexes, merged by the explicit tie rule, equal one index's (any add order)."""
     if margin is not None:
-        monkeypatch.setattr(index, "TIE_MARGIN", margin)
+        monkeypatch.setattr(_index_faiss, "TIE_MARGIN", margin)
     gal, probes = mated
     entries = [(i, 1 + i % 2, _codes(t)) for i, t in enumerate(gal)]
     entries += [(1000 + i, 1, _codes(gal[0])) for i in range(5)]  # identical codes: distance ties
@@ -324,7 +324,7 @@ def test_streamed_save_that_fails_leaves_the_old_file_and_no_temp(tmp_path, monk
     gi.save(path, "g")
     before = path.read_bytes()
     gi.add([(9999, 0, index.Codes(np.ones((3, CODE_BYTES), np.uint8), np.zeros(3, np.int64)))])
-    monkeypatch.setattr(index._Partition, "write_to", lambda self, fh: (0, "x"))  # digest mismatch
+    monkeypatch.setattr(_index_faiss.Partition, "write_to", lambda self, fh: (0, "x"))  # digest mismatch
     with pytest.raises(index.GalleryError, match="changed while being saved"):
         gi.save(path, "g")
     assert path.read_bytes() == before
@@ -337,10 +337,10 @@ def test_search_split_over_threads_gives_the_same_neighbours(mated, monkeypatch)
     idx = index.GalleryIndex()
     idx.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
     q = _codes(probes[0], True).codes
-    monkeypatch.setattr(index, "SEARCH_THREADS", 1)
+    monkeypatch.setattr(_index_faiss, "SEARCH_THREADS", 1)
     one = idx.neighbours(q, 0, 8)
-    monkeypatch.setattr(index, "SEARCH_THREADS", 2)
-    monkeypatch.setattr(index, "SEARCH_SPLIT_MIN_WORK", 0)
+    monkeypatch.setattr(_index_faiss, "SEARCH_THREADS", 2)
+    monkeypatch.setattr(_index_faiss, "SEARCH_SPLIT_MIN_WORK", 0)
     split = idx.neighbours(q, 0, 8)
     for x, y in zip(one, split):
         assert np.array_equal(x, y)

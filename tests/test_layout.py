@@ -17,7 +17,7 @@ UPPER = ("gallery", "distributed", "search", "cli", "bench")
 MAX_LINES = 900
 #: Files still over it, to be split (issue 20): none may grow past its size here, and no other
 #: file may join them.
-OVER_LIMIT = {"cli.py": 1100, "synthetic.py": 1300, "index.py": 1100, "formats/_an2k.py": 960,
+OVER_LIMIT = {"cli.py": 1100, "synthetic.py": 1300, "formats/_an2k.py": 960,
               "_scoring_kernels.py": 950}
 
 
@@ -98,7 +98,10 @@ def test_no_module_imports_another_modules_private_names(graph):
     def is_module(package: str, name: str) -> bool:  # a private module (a compiled kernel) is a module, not a name
         import importlib.util
 
-        return importlib.util.find_spec(f"{package}.{name}") is not None
+        try:
+            return importlib.util.find_spec(f"{package}.{name}") is not None
+        except (ImportError, AttributeError):  # ``package`` is a module, not a package
+            return False
 
     bad = [(m, t, n) for m, imps in imports.items() for t, names in imps for n in names
            if n.startswith("_") and not n.startswith("__") and t != m and not is_module(t, n)]
