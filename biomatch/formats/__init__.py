@@ -36,6 +36,7 @@ from ._an2k import (
     TransactionImage,
     TransactionTemplate,
     read_transaction,
+    write_image_transaction,
     write_transaction,
 )
 import os
@@ -62,6 +63,7 @@ __all__ = [
     "TransactionTemplate",
     "read_transaction",
     "write_transaction",
+    "write_image_transaction",
     "FORMATS",
     "FormatWarning",
     "FingerView",
