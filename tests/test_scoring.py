@@ -372,13 +372,13 @@ def test_unreported_qualities_give_weight_one():
 
 
 def test_packed_weights_round_trip_the_gallery_feature_store():
-    from biomatch.gallery import _FeatureStore
+    from biomatch.gallery import FeatureStore
 
     rng = np.random.default_rng(9)
     t = with_quality(random_template(rng, n=25), rng)
     p = sc.pack([t])
     assert p.overlap_weight.min() < 1.0
-    q = _FeatureStore._load(_FeatureStore._dump(p))
+    q = FeatureStore._load(FeatureStore._dump(p))
     for name in ("overlap_weight", "hull_rank", "geo", "offsets"):
         np.testing.assert_array_equal(getattr(q, name), getattr(p, name))
     np.testing.assert_array_equal(sc.score_packed(t, q), sc.score_packed(t, p))

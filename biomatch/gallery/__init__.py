@@ -115,7 +115,6 @@ from .transfer import TransferMixin
 
 __all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SearchParams", "SCHEMA_VERSION"]
 
-_FeatureStore = FeatureStore  # the name tests/test_scoring.py imports
 
 
 class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin, TransferMixin, ThresholdsMixin,
