@@ -568,3 +568,28 @@ def test_a_refused_option_combination_exits_1(scores_csv):
     proc = run("tune", scores_csv, "--gallery-size", 100)
     assert "--target-fmr or --target-fpir is required" in one_error_line(proc, 1)
     assert "required" in json_error(run("tune", scores_csv, "--gallery-size", 100, "--json"), 1, "input")
+
+
+def test_reading_verbs_on_a_read_only_medium(work, store, templates):
+    """info, check, audit verify and search on a read-only file system (a read-only bind mount in a
+    private mount namespace; skipped where that cannot be made): SQLite cannot even create its WAL
+    index there, so the store is read as immutable."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to make a read-only mount")
+    src, mnt = work / "medium-src", work / "medium"
+    src.mkdir()
+    mnt.mkdir()
+    assert run("backup", src / "site.db", "--store", store).returncode == 0
+    py = f"{sys.executable} -m biomatch.cli"
+    script = (f"mount --bind {src} {mnt} && mount -o remount,ro,bind {mnt} || exit 77; "
+              f"{py} info --store {mnt / 'site.db'} && {py} check --store {mnt / 'site.db'} && "
+              f"{py} audit verify --store {mnt / 'site.db'} && "
+              f"{py} search -f 1={templates / '2_2.bmt'} --store {mnt / 'site.db'} --json")
+    proc = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True, text=True)
+    if proc.returncode == 77 or "unshare failed" in proc.stderr or "Operation not permitted" in proc.stderr:
+        pytest.skip(f"no read-only mount here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "not recorded in its audit log" in proc.stderr
+    doc = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    assert doc["audited"] is False and doc["candidates"][0]["subject"] == "s2"
