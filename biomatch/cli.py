@@ -871,6 +871,37 @@ def check(
         raise BiomatchError(f"{store}: check found {len(rep['problems'])} problems")
 
 
+@app.command("check-transaction")
+def check_transaction(
+    transaction: Path = typer.Argument(..., help="ANSI/NIST-ITL ten-print transaction (rolled boxes and slaps)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the check as JSON."),
+):
+    """Sequence check (each rolled print against the slap fingers) and quality gate of a ten-print transaction.
+
+    Exit 1 when a rolled print is in the wrong box or a print must be re-taken; 0 otherwise (also when
+    the transaction has no slaps: "not_checked", or a box could not be confirmed: "incomplete")."""
+    from .sequence import sequence_check
+
+    rep = sequence_check(transaction)
+    if as_json:
+        emit_json({"transaction": str(transaction), **rep.to_dict()})
+    else:
+        for b in rep.boxes:
+            other = f" (holds finger {b.swapped_with})" if b.swapped_with else ""
+            typer.echo(f"  box {b.position:2d}: {b.verdict}{other}")
+        for q in rep.quality:
+            if q.decision != "accept":
+                typer.echo(f"  {q.source} {q.position}: re-take ({q.reason})")
+        for r in rep.reasons:
+            typer.echo(f"note: {r}", err=True)
+        typer.echo(f"{transaction}: sequence {rep.verdict}, quality {'accept' if rep.quality_ok else 're-take'}")
+    if rep.verdict == "fail" or not rep.quality_ok:
+        if as_json:  # the report is the one JSON document; exit 1 says the transaction is refused
+            raise typer.Exit(1)
+        raise BiomatchError(f"{transaction}: " + ("; ".join(r for r in rep.reasons if "holds finger" in r)
+                                                  or "prints to re-take"))
+
+
 @app.command()
 def backup(
     dest: Path = typer.Argument(..., help="New file for the copy (must not exist)."),
@@ -1001,14 +1032,16 @@ def demo(
         return
     typer.echo(f"{store}: gallery {gallery!r}: {result['enrolled']} subjects enrolled"
                f" ({result['reused']} already there) from {data}")
+    from .calibration import format_fmr
+
     for p in result["probes"]:
         rank = "not in list" if p["mate_rank"] is None else f"rank {p['mate_rank']}"
-        fmr = "n/a" if p["mate_fmr"] is None else f"{p['mate_fmr']:.1e}"
+        fmr = format_fmr(p["mate_fmr"], p.get("mate_fmr_is_bound", False), digits=1)
         typer.echo(f"  {p['probe']:>16}  mate {p['mate']}: {rank}, FMR {fmr}; top {p['top_subject']}")
     n = len(result["probes"])
-    med = result["median_mate_fmr"]
+    med = format_fmr(result["median_mate_fmr"], result.get("median_mate_fmr_is_bound", False), digits=1)
     typer.echo(f"{n} searches: rank-1 {100 * result['rank1']:.1f} %, median mate FMR "
-               f"{'n/a' if med is None else f'{med:.1e}'}; failure to enrol {len(result['failure_to_enrol'])}; "
+               f"{med}; failure to enrol {len(result['failure_to_enrol'])}; "
                f"every search is in the audit log (biomatch audit list --store {store})")
 
 

@@ -41,6 +41,8 @@ class DemoProbe:
     top_subject: str | None
     top_score: float | None
     top_fmr: float | None
+    mate_fmr_is_bound: bool = False  # the FMRs as a search reports them: the calibration's floor, a bound
+    top_fmr_is_bound: bool = False
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
@@ -109,12 +111,16 @@ def run_demo(data=DEFAULT_DATA, store="biomatch.db", *, gallery: str = "default"
                 top_subject=top.subject if top else None,
                 top_score=float(top.score) if top else None,
                 top_fmr=float(top.fmr) if top else None,
+                mate_fmr_is_bound=bool(hit and hit.fmr_is_bound),
+                top_fmr_is_bound=bool(top and top.fmr_is_bound),
             ))
             if progress:
                 progress(1)
     if not probes:
         raise BiomatchError(f"{data}: no second impressions to search (need FINGER_IMPRESSION files with 2+ impressions)")
     mate_fmrs = [p.mate_fmr for p in probes if p.mate_fmr is not None and not math.isnan(p.mate_fmr)]
+    bounds = [p.mate_fmr for p in probes if p.mate_fmr_is_bound]
+    median = statistics.median(mate_fmrs) if mate_fmrs else None
     return {
         "data": str(data),
         "store": str(store),
@@ -123,6 +129,8 @@ def run_demo(data=DEFAULT_DATA, store="biomatch.db", *, gallery: str = "default"
         "reused": len(first) - enrolled,
         "probes": [p.to_dict() for p in probes],
         "rank1": sum(p.mate_rank == 1 for p in probes) / len(probes),
-        "median_mate_fmr": statistics.median(mate_fmrs) if mate_fmrs else None,
+        "median_mate_fmr": median,
+        # every bound is the calibration's floor: a median at it is a bound too
+        "median_mate_fmr_is_bound": bool(bounds) and median is not None and median <= max(bounds),
         "failure_to_enrol": sorted(failed),
     }

@@ -593,3 +593,18 @@ def test_reading_verbs_on_a_read_only_medium(work, store, templates):
     assert "Traceback" not in proc.stderr and "not recorded in its audit log" in proc.stderr
     doc = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     assert doc["audited"] is False and doc["candidates"][0]["subject"] == "s2"
+
+
+def test_demo_reports_fmrs_as_bounds_where_they_are(images, work):
+    from biomatch.calibration import default_calibration
+
+    proc = run("demo", "--data", images, "--store", work / "demo-ok.db", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    floor = default_calibration().fmr_floor
+    for p in doc["probes"]:
+        if p["mate_fmr"] is not None:
+            assert p["mate_fmr"] >= floor and p["mate_fmr_is_bound"] == (p["mate_fmr"] == pytest.approx(floor))
+    assert doc["median_mate_fmr_is_bound"] == (doc["median_mate_fmr"] <= floor)
+    text = run("demo", "--data", images, "--store", work / "demo-ok.db").stdout
+    assert ("median mate FMR <= " in text) == doc["median_mate_fmr_is_bound"]
