@@ -50,6 +50,8 @@ _LAZY = {
     "Match": "scoring",
     "Gallery": "gallery",
     "Candidate": "gallery",
+    "segment_slap": "slap",
+    "sequence_check": "sequence",
     "SearchParams": "gallery",
 }
 

@@ -871,6 +871,37 @@ def check(
         raise BiomatchError(f"{store}: check found {len(rep['problems'])} problems")
 
 
+@app.command("check-transaction")
+def check_transaction(
+    transaction: Path = typer.Argument(..., help="ANSI/NIST-ITL ten-print transaction (rolled boxes and slaps)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the check as JSON."),
+):
+    """Sequence check (each rolled print against the slap fingers) and quality gate of a ten-print transaction.
+
+    Exit 1 when a rolled print is in the wrong box or a print must be re-taken; 0 otherwise (also when
+    the transaction has no slaps: "not_checked", or a box could not be confirmed: "incomplete")."""
+    from .sequence import sequence_check
+
+    rep = sequence_check(transaction)
+    if as_json:
+        emit_json({"transaction": str(transaction), **rep.to_dict()})
+    else:
+        for b in rep.boxes:
+            other = f" (holds finger {b.swapped_with})" if b.swapped_with else ""
+            typer.echo(f"  box {b.position:2d}: {b.verdict}{other}")
+        for q in rep.quality:
+            if q.decision != "accept":
+                typer.echo(f"  {q.source} {q.position}: re-take ({q.reason})")
+        for r in rep.reasons:
+            typer.echo(f"note: {r}", err=True)
+        typer.echo(f"{transaction}: sequence {rep.verdict}, quality {'accept' if rep.quality_ok else 're-take'}")
+    if rep.verdict == "fail" or not rep.quality_ok:
+        if as_json:  # the report is the one JSON document; exit 1 says the transaction is refused
+            raise typer.Exit(1)
+        raise BiomatchError(f"{transaction}: " + ("; ".join(r for r in rep.reasons if "holds finger" in r)
+                                                  or "prints to re-take"))
+
+
 @app.command()
 def backup(
     dest: Path = typer.Argument(..., help="New file for the copy (must not exist)."),

@@ -222,7 +222,7 @@ def _pair(fmr: np.ndarray) -> dict:
 
 def _recorded_segmentation(image, extract: bool):
     """A SlapSegmentation from a Type-14 record's FSP/ASEG polygons (crops cut along each polygon's box)."""
-    from .slap import SLAP_FINGERS, RotatedBox, SlapSegment, SlapSegmentation, _crop, _extract_crop
+    from .slap import CROP_MARGIN_IN, SLAP_FINGERS, RotatedBox, SlapSegment, SlapSegmentation, _crop, _extract_crop
 
     segments = []
     for pos, polygon in image.segments:
@@ -237,7 +237,7 @@ def _recorded_segmentation(image, extract: bool):
         box = RotatedBox(cx=uc * math.cos(t) - vc * math.sin(t), cy=uc * math.sin(t) + vc * math.cos(t),
                          width=float(across.max() - across.min()), height=float(along.max() - along.min()),
                          angle_deg=angle)
-        crop = _crop(image.pixels, box, 0.0)
+        crop = _crop(image.pixels, box, CROP_MARGIN_IN * image.ppi)  # the same margin segment_slap gives
         template, quality = _extract_crop(crop, image.ppi, int(pos)) if extract else (None, None)
         segments.append(SlapSegment(position=int(pos), box=box, crop=crop, ppi=image.ppi, template=template,
                                     quality=quality))

@@ -1,0 +1,115 @@
+"""Sequence check and quality gate on constructed ten-print transactions (synthetic rolled prints and slaps)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import biomatch as bm
+from biomatch.formats import write_image_transaction
+from biomatch.sequence import MIN_MINUTIAE, quality_gate
+from biomatch.slap import segment_slap
+from biomatch.synthetic_slap import make_slap, rolled_print
+from biomatch.template import Template, make_minutiae
+
+SMALL = (200, 260)
+SUBJECT = 0
+
+
+@pytest.fixture(scope="module")
+def card():
+    slaps = [make_slap(SUBJECT, p, tilt_deg=5.0, gap_px=40.0, finger_size=SMALL) for p in (13, 14, 15)]
+    rolled = {f: rolled_print(SUBJECT, f, finger_size=SMALL) for f in range(1, 11)}
+    return slaps, rolled
+
+
+def _transaction(slaps, rolled, *, recorded=False) -> bytes:
+    images = [{"position": f, "pixels": px, "ppi": 500.0, "impression": 1} for f, px in sorted(rolled.items())]
+    for s in slaps:
+        image = {"position": s.position, "pixels": s.pixels, "ppi": 500.0}
+        if recorded:
+            seg = segment_slap(s.pixels, s.position, 500.0, extract=False)
+            image["segments"] = [(g.position, g.box.corners()) for g in seg.segments]
+        images.append(image)
+    return write_image_transaction(images, ori="TEST", tcn="SEQ-1")
+
+
+def test_unswapped_card_raises_no_alarm(card):
+    slaps, rolled = card
+    check = bm.sequence_check(_transaction(slaps, rolled))
+    assert check.verdict in ("pass", "incomplete")
+    assert not [b for b in check.boxes if b.verdict == "swapped"]
+    matched = [b.position for b in check.boxes if b.verdict == "match"]
+    assert len(matched) >= 6  # most boxes are confirmed by their slap finger
+    for b in check.boxes:
+        if b.verdict == "match":
+            assert b.own_fmr <= 1e-3 and b.own_score > 0
+    assert set(check.segment_source.values()) == {"computed"}
+
+
+def test_single_swap_is_detected_both_ways(card):
+    slaps, rolled = card
+    swapped = {**rolled, 2: rolled[3], 3: rolled[2]}
+    check = bm.sequence_check(_transaction(slaps, swapped))
+    assert check.verdict == "fail"
+    assert check.box(2).verdict == "swapped" and check.box(2).swapped_with == 3
+    assert check.box(3).verdict == "swapped" and check.box(3).swapped_with == 2
+    assert any("rolled box 2 holds finger 3" in r for r in check.reasons)
+
+
+def test_hand_swap_is_detected(card):
+    slaps, rolled = card
+    hands = {f: rolled[f + 5] if f <= 5 else rolled[f - 5] for f in range(1, 11)}
+    check = bm.sequence_check(_transaction(slaps, hands))
+    assert check.verdict == "fail"
+    swaps = [b for b in check.boxes if b.verdict == "swapped"]
+    assert len(swaps) >= 3
+    for b in swaps:  # each swapped box holds the same finger of the other hand
+        assert b.swapped_with == (b.position + 5 if b.position <= 5 else b.position - 5)
+
+
+def test_recorded_segments_are_used(card):
+    slaps, rolled = card
+    swapped = {**rolled, 8: rolled[10], 10: rolled[8]}
+    check = bm.sequence_check(_transaction(slaps, swapped, recorded=True))
+    assert set(check.segment_source.values()) == {"recorded"}
+    assert check.box(8).swapped_with == 10 and check.box(10).swapped_with == 8
+
+
+def test_no_slaps_is_not_checked(card):
+    _, rolled = card
+    data = write_image_transaction([{"position": 2, "pixels": rolled[2], "ppi": 500.0, "impression": 1}],
+                                   ori="TEST", tcn="SEQ-2")
+    check = bm.sequence_check(data)
+    assert check.verdict == "not_checked"
+    assert check.reasons == ("no slaps: not checked",)
+    assert check.quality[0].position == 2
+
+
+def test_quality_gate():
+    m = make_minutiae(np.arange(5) * 20.0 + 10, np.arange(5) * 20.0 + 10, np.zeros(5), np.ones(5, int), np.full(5, 80))
+    few = Template(m, 200, 200, 500.0, 2, 90)
+    decision = quality_gate(few, 2, "rolled")
+    assert decision.decision == "retake" and f"5 minutiae < {MIN_MINUTIAE}" in decision.reason
+    assert quality_gate(None, 3, "slap").decision == "retake"
+
+
+def test_cli_check_transaction(card, tmp_path, capsys):
+    from biomatch.cli import main
+
+    slaps, rolled = card
+    bad = tmp_path / "swapped.an2"
+    bad.write_bytes(_transaction(slaps, {**rolled, 4: rolled[5], 5: rolled[4]}))
+    assert main(["check-transaction", str(bad), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verdict"] == "fail"
+    assert {b["position"]: b["swapped_with"] for b in doc["boxes"]}[4] == 5
+    none = tmp_path / "rolled-only.an2"
+    none.write_bytes(write_image_transaction([{"position": 2, "pixels": rolled[2], "ppi": 500.0}], ori="T", tcn="3"))
+    code = main(["check-transaction", str(none)])
+    out = capsys.readouterr()
+    assert "sequence not_checked" in out.out and code == 0
+    assert main(["check-transaction", str(tmp_path / "absent.an2")]) == 1
+    assert "absent.an2" in capsys.readouterr().err
