@@ -434,6 +434,8 @@ def test_gallery_open_modes(work, templates):
             bm.Gallery.open(missing, mode=mode)
     with pytest.raises(GalleryError, match="mode"):
         bm.Gallery.open(missing, mode="append")
+    with pytest.raises(GalleryError, match="applies to a store file"):  # not silently ignored for a cluster
+        bm.Gallery.open("ray://somewhere?shards=2", mode="read")
     assert not missing.parent.exists()
 
 

@@ -201,6 +201,8 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         """
         opener = isinstance(path, str) and next((m for p, m in URL_OPENERS.items() if path.startswith(p)), None)
         if opener:  # a store reached by URL (ray://: biomatch.distributed, needs biomatch[distributed])
+            if mode != "create":
+                raise GalleryError(f"mode: {mode!r} applies to a store file, not to {path.split('?')[0]}")
             return importlib.import_module(opener).open_url(path, key=key, params=params)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
