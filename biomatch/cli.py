@@ -631,9 +631,13 @@ def enroll(
     ppi: Optional[float] = _PPI_OPT,
     operator: Optional[str] = _OPERATOR_OPT,
     transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
+    override: bool = typer.Option(False, "--override", help="--ebts: enrol even if the sequence check or quality gate refuses."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Enrol a subject's fingers (images or templates), an EBTS transaction, or a folder in bulk."""
+    """Enrol a subject's fingers (images or templates), an EBTS transaction, or a folder in bulk.
+
+    An --ebts booking is checked first (rolled boxes against its slaps, quality gate; see
+    check-transaction) and refused with the reasons unless --override."""
     from .gallery import Gallery
 
     if folder is None:  # read and extract every print before the store is touched
@@ -662,8 +666,13 @@ def enroll(
             result = {"store": str(store), "gallery": gallery, "enrolled": n,
                       "fingers": sum(len(f) for _, f in items)}
         else:
-            seq = g.enroll(subject, fingers, gallery=gallery, operator=operator, transaction_id=transaction_id,
-                           originals=originals or None, context=context)
+            if ebts is not None:
+                seq = g.enroll_transaction(subject, originals[None], gallery=gallery, operator=operator,
+                                           transaction_id=transaction_id, override=override, context=context)
+                fingers = g.get(subject, gallery=gallery).fingers
+            else:
+                seq = g.enroll(subject, fingers, gallery=gallery, operator=operator, transaction_id=transaction_id,
+                               originals=originals or None, context=context)
             result = {"store": str(store), "gallery": gallery, "subject": subject,
                       "positions": sorted(fingers), "audit_seq": seq}
     if as_json:

@@ -46,6 +46,8 @@ __all__ = [
     "SequenceCheck",
     "sequence_check",
     "quality_gate",
+    "IntakeDecision",
+    "intake",
 ]
 
 #: A rolled print matches a slap finger when the estimated FMR of their score is at most this.
@@ -376,3 +378,80 @@ def sequence_check(transaction, *, use_recorded_segments: bool = True) -> Sequen
     else:
         verdict = "incomplete"
     return SequenceCheck(verdict, tuple(reasons), tuple(boxes), segmentations, source, tuple(quality), rolled)
+
+
+@dataclass(frozen=True, eq=False)
+class IntakeDecision:
+    """What :func:`intake` decided for a booking transaction.
+
+    Attributes
+    ----------
+    accepted : bool
+        True when the transaction may be enrolled (it passed, or the caller overrode the refusal).
+    refused_reasons : tuple of str
+        Why it would be refused (swapped boxes, rolled prints to re-take); empty when it passed.
+    fingers : dict of int to Template
+        What to enrol: the rolled prints (or the transaction's Type-9 minutiae), and for a finger
+        without a rolled print its slap segment.
+    slap_fingers : dict of int to Template
+        The slap segments (finger position -> template), kept for the caller.
+    check : SequenceCheck
+    audit : dict
+        JSON-ready summary for the audit record: what was checked and decided (no biometric data).
+    """
+
+    accepted: bool
+    refused_reasons: tuple
+    fingers: dict
+    slap_fingers: dict
+    check: SequenceCheck
+    audit: dict
+
+
+def intake(transaction, *, override: bool = False) -> IntakeDecision:
+    """Run the sequence check and the quality gate on a booking and decide whether it may be enrolled.
+
+    A transaction is refused when a rolled box holds another finger (sequence
+    verdict "fail") or a rolled print must be re-taken (quality gate); with
+    ``override`` it is accepted anyway and the audit summary says so. No slaps
+    (verdict "not_checked") is no reason to refuse. Minutiae a transaction
+    brings as Type-9 records were not measured here: they are enrolled
+    without the quality gate (the summary lists them as "not gated").
+    """
+    from .formats import Transaction, read_transaction
+
+    tx = transaction if isinstance(transaction, Transaction) else read_transaction(transaction)
+    check = sequence_check(tx)
+    recorded = {p for p, t in tx.templates.items() if 0 <= p <= 10 and t is not None}
+    refused = [r for r in check.reasons if " holds finger " in r]
+    retake = [q for q in check.quality if q.source == "rolled" and q.decision == "retake" and q.position not in recorded]
+    refused += [f"rolled box {q.position}: re-take ({q.reason})" for q in retake]
+    fingers = {p: tx.templates[p] for p in recorded}
+    for p, t in check.rolled_templates.items():
+        if t is not None and len(t) > 0:
+            fingers.setdefault(p, t)
+    for img in tx.images:  # a print of unknown position (0) is enrolled as such, unchecked
+        if img.pixels is not None and img.position == 0 and 0 not in fingers:
+            t = _rolled_template(tx, img)
+            if t is not None:
+                fingers[0] = t
+    slap_fingers = check.slap_templates()
+    from_slaps = sorted(p for p in slap_fingers if p not in fingers)
+    for p in from_slaps:
+        fingers[p] = slap_fingers[p]
+    audit = {
+        "sequence": check.verdict,
+        "boxes": {str(b.position): b.verdict if b.swapped_with is None else f"swapped with {b.swapped_with}"
+                  for b in check.boxes},
+        "slaps": {str(k): {"segments_from": check.segment_source.get(k), "fingers": [s.position for s in v.segments],
+                           "missing": list(v.missing)} for k, v in sorted(check.segmentations.items())},
+        "quality": {f"{q.source} {q.position}": q.decision for q in check.quality},
+        "not_gated": sorted(recorded),
+        "from_slaps": from_slaps,
+        "refused_reasons": refused,
+        "override": bool(override and refused),
+        "thresholds": {"match_fmr": MATCH_FMR, "swap_fmr": SWAP_FMR, "min_quality": MIN_QUALITY,
+                       "min_minutiae": MIN_MINUTIAE},
+    }
+    return IntakeDecision(accepted=not refused or bool(override), refused_reasons=tuple(refused), fingers=fingers,
+                          slap_fingers=slap_fingers, check=check, audit=audit)

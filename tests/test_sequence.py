@@ -113,3 +113,33 @@ def test_cli_check_transaction(card, tmp_path, capsys):
     assert "sequence not_checked" in out.out and code == 0
     assert main(["check-transaction", str(tmp_path / "absent.an2")]) == 1
     assert "absent.an2" in capsys.readouterr().err
+
+
+def test_enroll_transaction_refuses_a_swap_unless_overridden(card, tmp_path):
+    from biomatch.errors import GalleryError
+
+    slaps, rolled = card
+    swapped = _transaction(slaps, {**rolled, 2: rolled[3], 3: rolled[2]})
+    with bm.Gallery.open(tmp_path / "booking.db") as g:
+        with pytest.raises(GalleryError, match="enrolment refused .*rolled box 2 holds finger 3"):
+            g.enroll_transaction("s1", swapped, operator="desk-1")
+        assert g.audit_records() == []  # nothing stored, nothing logged
+        seq = g.enroll_transaction("s1", swapped, operator="desk-1", override=True)
+        assert g.subjects() == ["s1"]
+        (record,) = [r for r in g.audit_records() if r["seq"] == seq]
+        intake = record["context"]["intake"]
+        assert intake["sequence"] == "fail" and intake["override"] is True
+        assert intake["boxes"]["2"] == "swapped with 3" and intake["slaps"]["13"]["segments_from"] == "computed"
+        assert any("rolled box 2 holds finger 3" in r for r in intake["refused_reasons"])
+        assert record["context"]["tcn"] == "SEQ-1"
+
+
+def test_enroll_transaction_fills_missing_rolled_boxes_from_slaps(card, tmp_path):
+    slaps, rolled = card
+    few = {f: rolled[f] for f in (2, 3, 5, 8, 10)}  # the other boxes were not rolled
+    with bm.Gallery.open(tmp_path / "booking.db") as g:
+        seq = g.enroll_transaction("s2", _transaction(slaps, few), override=True)
+        record = [r for r in g.audit_records() if r["seq"] == seq][0]
+        from_slaps = record["context"]["intake"]["from_slaps"]
+        assert from_slaps and not set(from_slaps) & set(few)
+        assert set(g.get("s2").fingers) == set(few) | set(from_slaps)

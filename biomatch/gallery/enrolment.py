@@ -107,6 +107,63 @@ class EnrolmentMixin:
         self._index_added(gallery, gen, added)
         return rec["seq"]
 
+    def enroll_transaction(
+        self,
+        subject_id: str,
+        transaction,
+        *,
+        gallery: str = "default",
+        operator: str | None = None,
+        metadata: dict | None = None,
+        transaction_id: str | None = None,
+        override: bool = False,
+        keep_original: bool = True,
+        context: dict | None = None,
+    ) -> int:
+        """Enrol a ten-print booking after the sequence check and the quality gate (:func:`biomatch.sequence.intake`).
+
+        A transaction whose rolled boxes hold other fingers (matched against
+        its slaps), or whose rolled prints must be re-taken, is refused with
+        the reasons unless ``override``; the audit record's context holds
+        ``intake``: what was checked, each box's verdict, the quality
+        decisions and whether a refusal was overridden. Fingers without a
+        rolled print are enrolled from their slap segment.
+
+        Parameters
+        ----------
+        transaction : Transaction, bytes, str or os.PathLike
+            The ANSI/NIST-ITL transaction (kept as the subject's original unless ``keep_original`` is False).
+        override : bool
+            Enrol even when the check or the gate would refuse.
+
+        Returns
+        -------
+        int
+            The audit record's sequence number.
+
+        Raises
+        ------
+        GalleryError
+            Refused (the message lists the reasons); nothing is stored.
+        """
+        from ..formats import Transaction, read_transaction
+        from ..formats._common import load_source
+        from ..sequence import intake
+
+        if isinstance(transaction, Transaction):
+            raw, tx = transaction.to_bytes(), transaction
+        else:
+            raw, name = load_source(transaction, None, "transaction")
+            tx = read_transaction(raw, name=name)
+        decision = intake(tx, override=override)
+        if not decision.accepted:
+            raise GalleryError(f"{tx.name}: enrolment refused ({'; '.join(decision.refused_reasons)}); "
+                               "re-take the prints or override")
+        ctx = {"ori": tx.ori, "tcn": tx.tcn, "tot": tx.tot, **(context or {}), "intake": decision.audit}
+        return self.enroll(subject_id, decision.fingers, gallery=gallery, operator=operator, metadata=metadata,
+                           transaction_id=transaction_id or tx.tcn or None,
+                           originals={None: raw} if keep_original else None, context=ctx)
+
     def enroll_many(
         self,
         subjects: Iterable,
