@@ -239,7 +239,7 @@ def _recorded_segmentation(image, extract: bool):
         box = RotatedBox(cx=uc * math.cos(t) - vc * math.sin(t), cy=uc * math.sin(t) + vc * math.cos(t),
                          width=float(across.max() - across.min()), height=float(along.max() - along.min()),
                          angle_deg=angle)
-        crop = _crop(image.pixels, box, CROP_MARGIN_IN * image.ppi)  # the same margin segment_slap gives
+        crop = _crop(image.pixels, box, CROP_MARGIN_IN * image.ppi, image.ppi)  # the same margin segment_slap gives
         template, quality = _extract_crop(crop, image.ppi, int(pos)) if extract else (None, None)
         segments.append(SlapSegment(position=int(pos), box=box, crop=crop, ppi=image.ppi, template=template,
                                     quality=quality))

@@ -102,6 +102,8 @@ CREASE_DIP_SHARE = 0.7
 MASK_SPREAD_IN = 0.018
 #: The fingertip starts where the foreground is this share of the column's widest part across.
 TIP_START_SHARE = 0.15
+#: Across the finger, the crop keeps this much (inches) beside its box; further out it is blanked.
+NEIGHBOUR_BLANK_MARGIN_IN = 0.01
 #: Margin added around each crop, inches.
 CROP_MARGIN_IN = 0.04
 #: Size limits of a slap image, inches (width, height): four fingers, two thumbs, one thumb.
@@ -415,7 +417,7 @@ def _assign_positions(slap: int, centres: list, tops: list, heights: list, missi
     """Finger positions for the fingertips found (left to right), placing missing fingers where they fit best.
 
     Each way of leaving fingers out is scored by how far the spacing of the
-    found tips is from :data:`FINGER_SPACING_IN` per skipped slot and how far
+    found tips is from the smallest spacing found (:data:`FINGER_SPACING_IN` when only one tip was) per slot and how far
     their tip heights are from the hand's (:data:`TIP_DROP_LENGTHS`), in
     fingertip lengths.
     """
@@ -427,7 +429,8 @@ def _assign_positions(slap: int, centres: list, tops: list, heights: list, missi
         return fingers[:k]
     free = [i for i, p in enumerate(SLAP_FINGERS[slap]) if p not in missing_given]
     spacings = np.diff(centres)
-    spacing = float(np.median(spacings)) if spacings.size else FINGER_SPACING_IN * TEXTURE_PPI
+    # one slot's spacing: the smallest found (a larger one may span the missing finger)
+    spacing = float(np.min(spacings)) if spacings.size else FINGER_SPACING_IN * TEXTURE_PPI
     length = float(np.median(heights))
     best, best_cost = None, math.inf
     for chosen in combinations(free, k):
@@ -442,8 +445,8 @@ def _assign_positions(slap: int, centres: list, tops: list, heights: list, missi
     return [SLAP_FINGERS[slap][c] for c in best]
 
 
-def _crop(pixels: np.ndarray, box: RotatedBox, margin_px: float) -> np.ndarray:
-    """The box (plus margin) resampled upright from the slap, white outside the image."""
+def _crop(pixels: np.ndarray, box: RotatedBox, margin_px: float, ppi: float) -> np.ndarray:
+    """The box (plus margin) resampled upright from the slap, white outside the image and beside the box."""
     from scipy import ndimage as ndi
 
     w = int(round(box.width + 2 * margin_px))
@@ -457,6 +460,8 @@ def _crop(pixels: np.ndarray, box: RotatedBox, margin_px: float) -> np.ndarray:
     x = box.cx + a * across[0] + d * down[0]
     y = box.cy + a * across[1] + d * down[1]
     out = ndi.map_coordinates(pixels.astype(np.float32), [y, x], order=1, mode="constant", cval=255.0)
+    # beside the box lies the neighbouring finger: blank it, so that its minutiae do not join this crop's
+    out[:, np.abs(a[0]) > box.width / 2.0 + NEIGHBOUR_BLANK_MARGIN_IN * ppi] = 255.0
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -555,7 +560,7 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
     segments = []
     margin = CROP_MARGIN_IN * ppi
     for pos, box in zip(positions, boxes):
-        crop = _crop(pixels, box, margin)
+        crop = _crop(pixels, box, margin, ppi)
         template, quality = None, None
         if extract:
             template, quality = _extract_crop(crop, ppi, pos)

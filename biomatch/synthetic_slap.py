@@ -32,7 +32,7 @@ from .errors import BiomatchError
 from .slap import SLAP_FINGERS, RotatedBox
 from .synthetic import make_finger, make_impression
 
-__all__ = ["SyntheticSlap", "make_slap", "rolled_print", "finger_master"]
+__all__ = ["SyntheticSlap", "make_slap", "compose_slap", "rolled_print", "finger_master"]
 
 #: Resolution of every synthetic image.
 PPI = 500.0
@@ -90,18 +90,25 @@ def finger_master(subject: int, finger: int, seed: int = 0, size: tuple = (300, 
     return make_finger(int(subject) * 10 + int(finger) - 1, seed, width=int(size[0]), height=int(size[1]))
 
 
-def _upright(impression) -> np.ndarray:
-    """Darkening (float32, 0 = background) of an impression, turned back by its drawn rotation."""
+def _darkening(pixels: np.ndarray) -> np.ndarray:
+    """Darkening below the paper (float32, 0 outside the print's ink and its rim)."""
     from scipy import ndimage as ndi
 
-    pixels = impression.pixels.astype(np.float32)
+    pixels = np.asarray(pixels, dtype=np.float32)
     background = ndi.maximum_filter(ndi.gaussian_filter(pixels, 2.0), 25)  # the paper between ridges
     dark = np.clip(background - pixels, 0.0, 255.0)
     ink = ndi.binary_fill_holes(ndi.gaussian_filter(dark, 4.0) > INK_DARKENING_GRAY)
     dark *= ndi.gaussian_filter(ndi.binary_dilation(ink, iterations=4).astype(np.float32), 1.5)
+    return dark
+
+
+def _upright(impression) -> np.ndarray:
+    """Darkening of an impression, turned back by its drawn rotation."""
+    from scipy import ndimage as ndi
+
     angle = float(impression.params.get("rotation_deg", 0.0))
     # make_impression turns the master clockwise (as displayed) by rotation_deg; ndi.rotate turns counter-clockwise
-    return ndi.rotate(dark, angle, reshape=True, order=1, mode="constant", cval=0.0)
+    return ndi.rotate(_darkening(impression.pixels), angle, reshape=True, order=1, mode="constant", cval=0.0)
 
 
 def _ink_extent(dark: np.ndarray):
@@ -192,8 +199,18 @@ def make_slap(subject: int = 0, position: int = 13, seed: int = 0, *, tilt_deg: 
             mid = (ly0 + ly1) // 2
             phalanx[p] = lower[mid - keep // 2 : mid + keep // 2, lx0:lx1] * PHALANX_CONTRAST
 
+    pixels, boxes = _lay_out(tips, phalanx, position, float(finger_size[1]), tilt_deg, gap_px, splay_deg, missing,
+                             np.random.default_rng([int(seed), int(subject), int(position),
+                                                    0 if noise_seed is None else int(noise_seed) + 1]))
+    return SyntheticSlap(pixels=pixels, position=position, ppi=PPI, boxes=boxes, subject=int(subject), seed=int(seed),
+                         tilt_deg=float(tilt_deg))
+
+
+def _lay_out(tips: dict, phalanx: dict, position: int, fh: float, tilt_deg: float, gap_px: float, splay_deg, missing,
+             rng) -> tuple:
+    """Paste upright darkening patches in hand layout; (uint8 slap, finger position -> true tip box)."""
+    fingers = SLAP_FINGERS[position]
     # layout of the upright hand: finger axes left to right, tips at their heights
-    fh = float(finger_size[1])
     widths = [tips[p].shape[1] for p in fingers]
     gap = float(gap_px) if position != 15 else float(gap_px) + 0.4 * fh
     xs, x = [], 0.0
@@ -209,7 +226,7 @@ def make_slap(subject: int = 0, position: int = 13, seed: int = 0, *, tilt_deg: 
         top = TIP_DROP_HEIGHTS[p] * fh
         cy = top + tip.shape[0] / 2.0
         placed.append((p, xs[i], cy, tip, splay_deg[i], True))
-        if phalanges:
+        if p in phalanx:
             crease = 0.12 * fh
             ph = phalanx[p]
             # the phalanx continues along the finger's own axis (splay) below the crease
@@ -237,11 +254,38 @@ def make_slap(subject: int = 0, position: int = 13, seed: int = 0, *, tilt_deg: 
         _paste(dark_canvas, patch, (cx, cy), angle)
         if is_tip:
             boxes[p] = RotatedBox(cx, cy, float(patch.shape[1]), float(patch.shape[0]), float(angle))
-    rng = np.random.default_rng([int(seed), int(subject), int(position), 0 if noise_seed is None else int(noise_seed) + 1])
     gray = BACKGROUND_GRAY - dark_canvas + NOISE_SD_GRAY * rng.standard_normal((h, w)).astype(np.float32)
     pixels = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-    return SyntheticSlap(pixels=pixels, position=position, ppi=PPI, boxes=boxes, subject=int(subject), seed=int(seed),
-                         tilt_deg=float(tilt_deg))
+    return pixels, boxes
+
+
+def compose_slap(tips: dict, position: int, *, tilt_deg: float = 0.0, gap_px: float = 40.0, seed: int = 0) -> tuple:
+    """A slap made of given fingertip images (e.g. real plain impressions), in hand layout.
+
+    Parameters
+    ----------
+    tips : dict of int to ndarray of uint8
+        Finger position -> an upright fingertip image (ridges dark, light background), all at one resolution.
+    position : int
+        13, 14 or 15; ``tips`` must hold every finger of that slap.
+
+    Returns
+    -------
+    (ndarray of uint8, dict of int to RotatedBox)
+        The slap and each fingertip's true box (the ink of its image).
+    """
+    if position not in (13, 14, 15):
+        raise BiomatchError(f"slap position {position!r} must be 13, 14 or 15")
+    patches = {}
+    for p in SLAP_FINGERS[position]:
+        if p not in tips:
+            raise BiomatchError(f"compose_slap: no fingertip image for finger {p} of slap {position}")
+        dark = _darkening(tips[p])
+        x0, y0, x1, y1 = _ink_extent(dark)
+        patches[p] = dark[y0:y1, x0:x1]
+    fh = float(np.median([t.shape[0] for t in patches.values()])) * 1.1
+    return _lay_out(patches, {}, position, fh, tilt_deg, gap_px, [0.0] * len(SLAP_FINGERS[position]), set(),
+                    np.random.default_rng([int(seed), int(position)]))
 
 
 def rolled_print(subject: int, finger: int, seed: int = 0, *, finger_size: tuple = (300, 400),
