@@ -4,13 +4,15 @@
 Run from the repository root (numba on one thread, as the issue's figures are per core)::
 
     NUMBA_NUM_THREADS=1 python -m pytest benchmarks/micro --benchmark-storage=benchmarks/baselines \\
-        --benchmark-compare --benchmark-group-by=name
+        --benchmark-timer=time.process_time --benchmark-compare --benchmark-group-by=name
 
 ``--benchmark-compare`` compares with the newest run saved under
 ``benchmarks/baselines/<machine>/`` (``--benchmark-compare=0001`` a given
 one); ``--benchmark-autosave`` saves this run there. Figures per operation
-are in ``extra_info`` (comparisons/s). On a shared machine look at the
-medians, and measure the baseline in the same session.
+are in ``extra_info`` (comparisons/s). With ``time.process_time`` the
+times are the process's CPU seconds (all its threads), which load on a
+shared machine inflates far less than wall clock; baseline 0001 was saved in
+wall clock, 0002 in CPU time.
 ``BIOMATCH_MICRO_QUICK=1`` shrinks every workload (what the CI runs, through
 tests/test_micro_benchmarks.py, without timing).
 """
