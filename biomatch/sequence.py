@@ -222,32 +222,6 @@ def _pair(fmr: np.ndarray) -> dict:
     return {int(r): int(c) for r, c in zip(rows, cols) if evidence[r, c] > 0}
 
 
-def _recorded_segmentation(image, extract: bool):
-    """A SlapSegmentation from a Type-14 record's FSP/ASEG polygons (crops cut along each polygon's box)."""
-    from .slap import CROP_MARGIN_IN, SLAP_FINGERS, RotatedBox, SlapSegment, SlapSegmentation, _crop, _extract_crop
-
-    segments = []
-    for pos, polygon in image.segments:
-        poly = np.asarray(polygon, dtype=np.float64)
-        # the box along the polygon's first edge (top edge of an upright finger)
-        dx, dy = poly[1] - poly[0]
-        angle = math.degrees(math.atan2(dy, dx)) if len(poly) >= 2 and (dx or dy) else 0.0
-        t = math.radians(angle)
-        across = poly @ np.array([math.cos(t), math.sin(t)])
-        along = poly @ np.array([-math.sin(t), math.cos(t)])
-        uc, vc = (across.min() + across.max()) / 2, (along.min() + along.max()) / 2
-        box = RotatedBox(cx=uc * math.cos(t) - vc * math.sin(t), cy=uc * math.sin(t) + vc * math.cos(t),
-                         width=float(across.max() - across.min()), height=float(along.max() - along.min()),
-                         angle_deg=angle)
-        crop = _crop(image.pixels, box, CROP_MARGIN_IN * image.ppi, image.ppi)  # the same margin segment_slap gives
-        template, quality = _extract_crop(crop, image.ppi, int(pos)) if extract else (None, None)
-        segments.append(SlapSegment(position=int(pos), box=box, crop=crop, ppi=image.ppi, template=template,
-                                    quality=quality))
-    found = {s.position for s in segments}
-    missing = tuple(p for p in SLAP_FINGERS.get(image.position, ()) if p not in found)
-    return SlapSegmentation(slap_position=image.position, segments=tuple(segments), missing=missing, tilt_deg=0.0)
-
-
 def _rolled_template(tx, img):
     from .extraction import extract
 
@@ -283,7 +257,7 @@ def sequence_check(transaction, *, use_recorded_segments: bool = True) -> Sequen
     """
     from .formats import Transaction, read_transaction
     from .scoring import compare_many
-    from .slap import segment_slap
+    from .slap import segment_slap, segmentation_from_record
 
     tx = transaction if isinstance(transaction, Transaction) else read_transaction(transaction)
     rolled_images = {}
@@ -312,7 +286,7 @@ def sequence_check(transaction, *, use_recorded_segments: bool = True) -> Sequen
         img = slap_images[code]
         try:
             if use_recorded_segments and img.segments:
-                segmentations[code] = _recorded_segmentation(img, True)
+                segmentations[code] = segmentation_from_record(img)
                 source[code] = "recorded"
             else:
                 segmentations[code] = segment_slap(img, code, name=tx.name)

@@ -47,6 +47,7 @@ __all__ = [
     "SlapSegment",
     "SlapSegmentation",
     "segment_slap",
+    "segmentation_from_record",
 ]
 
 #: Slap position code -> finger positions in the image's left-to-right order.
@@ -568,6 +569,35 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
     found = {s.position for s in segments}
     missing_out = tuple(p for p in SLAP_FINGERS[position] if p not in found)
     return SlapSegmentation(slap_position=position, segments=tuple(segments), missing=missing_out, tilt_deg=tilt)
+
+
+def segmentation_from_record(image, *, extract: bool = True) -> SlapSegmentation:
+    """The SlapSegmentation a Type-14 slap record states (14.021 FSP / 14.025 ASEG in ``image.segments``).
+
+    Each polygon becomes the box along its first edge (the top edge of an
+    upright finger); crops are cut and extracted as :func:`segment_slap` does.
+    """
+
+    segments = []
+    for pos, polygon in image.segments:
+        poly = np.asarray(polygon, dtype=np.float64)
+        # the box along the polygon's first edge (top edge of an upright finger)
+        dx, dy = poly[1] - poly[0]
+        angle = math.degrees(math.atan2(dy, dx)) if len(poly) >= 2 and (dx or dy) else 0.0
+        t = math.radians(angle)
+        across = poly @ np.array([math.cos(t), math.sin(t)])
+        along = poly @ np.array([-math.sin(t), math.cos(t)])
+        uc, vc = (across.min() + across.max()) / 2, (along.min() + along.max()) / 2
+        box = RotatedBox(cx=uc * math.cos(t) - vc * math.sin(t), cy=uc * math.sin(t) + vc * math.cos(t),
+                         width=float(across.max() - across.min()), height=float(along.max() - along.min()),
+                         angle_deg=angle)
+        crop = _crop(image.pixels, box, CROP_MARGIN_IN * image.ppi, image.ppi)  # the same margin segment_slap gives
+        template, quality = _extract_crop(crop, image.ppi, int(pos)) if extract else (None, None)
+        segments.append(SlapSegment(position=int(pos), box=box, crop=crop, ppi=image.ppi, template=template,
+                                    quality=quality))
+    found = {s.position for s in segments}
+    missing = tuple(p for p in SLAP_FINGERS.get(image.position, ()) if p not in found)
+    return SlapSegmentation(slap_position=image.position, segments=tuple(segments), missing=missing, tilt_deg=0.0)
 
 
 def _single_tilt(mask: np.ndarray) -> float:
