@@ -40,7 +40,8 @@ def test_rotated_box_corners_and_bounds():
 def test_synthetic_right_slap_over_tilt_and_gaps(tilt, gap):
     slap = make_slap(1, 13, tilt_deg=tilt, gap_px=gap, finger_size=SMALL)
     seg = segment_slap(slap.pixels, 13, 500, extract=False)
-    assert abs(seg.tilt_deg - tilt) <= 8.0
+    # the hand tilt is estimated to within about 10 degrees (docs/intake.md gives the box errors it leaves)
+    assert abs(seg.tilt_deg - tilt) <= 10.0
     found = [s.position for s in seg.segments]
     assert found == sorted(found)  # right hand: index .. little from left to right
     assert len(found) >= 3

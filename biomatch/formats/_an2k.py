@@ -45,6 +45,7 @@ from .. import io as _io
 from ..errors import FormatError, ImageError, TemplateError
 from ..template import MAX_PPI, MIN_PPI, Template, make_minutiae
 from ._an2k_images import check_text, read_segments, type1_message, write_image_transaction
+from ._an2k_images import int_item as _int_item
 from ._common import FormatWarning, load_source
 
 __all__ = [
@@ -583,16 +584,6 @@ def _make_template(rec: _Record, block: str, minutiae, width, height, ppi, posit
         return Template(minutiae, width, height, ppi, position, quality)
     except TemplateError as exc:
         raise FormatError(f"{rec.where}: {block} minutiae: {exc}") from None
-
-
-def _int_item(rec: _Record, label: str, text: str, lo: int, hi: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        rec.fail(label, f"{text[:20]!r} is not a number")
-    if not lo <= value <= hi:
-        rec.fail(label, f"{value} outside {lo}..{hi}")
-    return value
 
 
 def _incits_block(rec: _Record) -> tuple[Template, int, int]:

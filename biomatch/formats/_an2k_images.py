@@ -22,9 +22,11 @@ from ..io import DEFAULT_PPI
 from ..template import MAX_PPI, MIN_PPI
 from ._common import FormatWarning
 
-__all__ = ["read_segments", "write_image_transaction", "type1_message", "check_text"]
+__all__ = ["read_segments", "write_image_transaction", "type1_message", "check_text", "int_item"]
 
-def _item(rec, label: str, text: str, lo: int, hi: int) -> int:
+
+def int_item(rec, label: str, text: str, lo: int, hi: int) -> int:
+    """An integer item of a field in lo..hi (``rec.fail`` names the field otherwise)."""
     try:
         value = int(text)
     except ValueError:
@@ -45,9 +47,9 @@ def read_segments(rec, width: int, height: int) -> tuple:
         try:
             if len(sf) != 5:
                 rec.fail("14.021 FSP", f"a segment has {len(sf)} items, expected 5 (FGP, left, right, top, bottom)")
-            pos = _item(rec, "14.021 FSP FGP", sf[0], 1, 10)
-            left, right = (_item(rec, "14.021 FSP x", it, 0, width) for it in sf[1:3])
-            top, bottom = (_item(rec, "14.021 FSP y", it, 0, height) for it in sf[3:5])
+            pos = int_item(rec, "14.021 FSP FGP", sf[0], 1, 10)
+            left, right = (int_item(rec, "14.021 FSP x", it, 0, width) for it in sf[1:3])
+            top, bottom = (int_item(rec, "14.021 FSP y", it, 0, height) for it in sf[3:5])
             if left >= right or top >= bottom:
                 rec.fail("14.021 FSP", f"finger {pos}: box {left}-{right} x {top}-{bottom} is empty")
         except FormatError as exc:
@@ -56,12 +58,12 @@ def read_segments(rec, width: int, height: int) -> tuple:
         found[pos] = ((left, top), (right, top), (right, bottom), (left, bottom))
     for sf in rec.items(25):
         try:
-            pos = _item(rec, "14.025 ASEG FGP", sf[0], 1, 10)
-            n = _item(rec, "14.025 ASEG NOP", sf[1] if len(sf) > 1 else "", 3, 99)
+            pos = int_item(rec, "14.025 ASEG FGP", sf[0], 1, 10)
+            n = int_item(rec, "14.025 ASEG NOP", sf[1] if len(sf) > 1 else "", 3, 99)
             if len(sf) != 2 + 2 * n:
                 rec.fail("14.025 ASEG", f"finger {pos}: {len(sf) - 2} coordinates for {n} points")
-            xs = [_item(rec, "14.025 ASEG x", it, 0, width) for it in sf[2::2]]
-            ys = [_item(rec, "14.025 ASEG y", it, 0, height) for it in sf[3::2]]
+            xs = [int_item(rec, "14.025 ASEG x", it, 0, width) for it in sf[2::2]]
+            ys = [int_item(rec, "14.025 ASEG y", it, 0, height) for it in sf[3::2]]
         except FormatError as exc:
             warnings.warn(f"{exc}; segment skipped", FormatWarning, stacklevel=4)
             continue
