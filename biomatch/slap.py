@@ -99,6 +99,8 @@ MAX_TIP_LENGTH_WIDTHS = 1.6
 #: below CREASE_DIP_SHARE only is a shallow crease, cut at the bottom of the dip.
 CREASE_WIDTH_SHARE = 0.35
 CREASE_DIP_SHARE = 0.7
+#: A dip of the ridge texture summed across the finger, this share of the tip's peak deep on both sides, is a crease.
+CREASE_TEXTURE_DIP = 0.25
 #: How far the foreground mask reaches beyond the ink (the texture window), inches; boxes are shrunk by it.
 MASK_SPREAD_IN = 0.018
 #: The fingertip starts where the foreground is this share of the column's widest part across.
@@ -362,6 +364,21 @@ def finger_columns(u: np.ndarray, mask: np.ndarray, expected: int) -> list:
     return [(lo + float(a), lo + float(b) + 1.0) for a, b in _column_bounds(profile, peaks)]
 
 
+def _texture_crease(profile: np.ndarray, start: int, end: int, reach: int) -> int:
+    """First row in start..end where the texture profile dips by CREASE_TEXTURE_DIP of its peak on both sides; else end."""
+    from scipy import ndimage as ndi
+
+    p = ndi.gaussian_filter1d(profile.astype(np.float64), 2.0)
+    peak = float(p[: max(start, 1)].max()) if start > 0 else float(p.max())
+    for i in range(max(start, 1), min(end, len(p) - 1)):
+        if p[i] <= p[i - 1] and p[i] <= p[i + 1]:
+            above = float(p[max(0, i - reach) : i].max())
+            below = float(p[i + 1 : i + 1 + reach].max()) if i + 1 < len(p) else 0.0
+            if min(above, below) - p[i] >= CREASE_TEXTURE_DIP * peak:
+                return i
+    return end
+
+
 def _column_bounds(profile: np.ndarray, peaks: list) -> list:
     """(start, end) bins of each peak's column: from the minimum before it to the minimum after it, trimmed to 5 % of the peak."""
     out = []
@@ -374,8 +391,11 @@ def _column_bounds(profile: np.ndarray, peaks: list) -> list:
     return out
 
 
-def fingertip(u: np.ndarray, v: np.ndarray, mask: np.ndarray, column: tuple):
-    """(u0, u1, v0, v1) of the topmost fingertip in a column, or None when it is too small."""
+def fingertip(u: np.ndarray, v: np.ndarray, mask: np.ndarray, column: tuple, texture: np.ndarray | None = None):
+    """(u0, u1, v0, v1) of the topmost fingertip in a column, or None when it is too small.
+
+    The crease ends the tip: where the foreground narrows, or, when the mask
+    bridges it, a clear dip of the ridge texture summed across the column."""
     u0, u1 = column
     sel = mask & (u >= u0) & (u < u1)
     vv = v[sel]
@@ -395,6 +415,8 @@ def fingertip(u: np.ndarray, v: np.ndarray, mask: np.ndarray, column: tuple):
     # the crease: past half a finger width, the first place where the foreground narrows
     # below CREASE_WIDTH_SHARE of the tip's width, or else the bottom of the first dip
     start = top + int(0.5 * col_width)
+    if texture is not None:
+        end = min(end, _texture_crease(np.bincount(rows, weights=texture[sel]), start, end, int(0.5 * col_width)))
     below = np.nonzero(width[start:end] < CREASE_WIDTH_SHARE * tip_width)[0]
     if below.size:
         end = start + int(below[0])
@@ -541,7 +563,7 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
     tilt = hand_tilt(mask) if expected > 1 else _single_tilt(mask)
     u, v = _across_along(mask.shape, tilt)
     columns = finger_columns(u, mask, max(expected, 0)) if expected > 0 else []
-    tips = [tip for tip in (fingertip(u, v, mask, c) for c in columns) if tip is not None]
+    tips = [tip for tip in (fingertip(u, v, mask, c, texture) for c in columns) if tip is not None]
     if not tips and expected > 0:
         raise ImageError(f"{name}: no fingertip found on slap position {position}: not a slap")
 
