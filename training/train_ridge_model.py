@@ -43,7 +43,7 @@ IMPRESSIONS_PER_MASTER = 6
 CROPS_PER_IMAGE = 4
 CROP_HALF_PX = 96  # at 250 ppi (192 px at 500 ppi)
 BATCH = 16
-STEPS = 4000
+STEPS = 3000
 LEARNING_RATE = 2e-3
 CHECKPOINT_EVERY = 200
 ROOT = Path(__file__).resolve().parent
@@ -85,10 +85,17 @@ def _finger_samples(finger: int):
 
 
 def training_data(n_masters: int, workers: int):
-    path = CACHE / f"ridge_data_seed{TRAIN_SEED}_{n_masters}x{IMPRESSIONS_PER_MASTER}x{CROPS_PER_IMAGE}.npz"
+    # keyed by the generator's and the input stage's sources: a change there makes new data
+    import biomatch
+
+    h = hashlib.sha256()
+    for name in ("synthetic.py", "synthetic_livescan.py", "ridge_model.py"):
+        h.update((Path(biomatch.__file__).parent / name).read_bytes())
+    key = f"{TRAIN_SEED}_{n_masters}x{IMPRESSIONS_PER_MASTER}x{CROPS_PER_IMAGE}_{h.hexdigest()[:10]}"
+    path = CACHE / f"ridge_data_{key}.npz"
     if path.exists():
         d = np.load(path)
-        return d["x"], d["ridge"], d["mask"]
+        return d["x"], d["ridge"], d["mask"], key
     t0 = time.time()
     with get_context("fork").Pool(workers) as pool:
         parts = pool.map(_finger_samples, range(n_masters), chunksize=4)
@@ -98,7 +105,7 @@ def training_data(n_masters: int, workers: int):
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=x, ridge=ridge.astype(np.float16), mask=mask.astype(np.float16))
     print(f"data: {len(x)} crops from {n_masters} fingers in {time.time() - t0:.0f} s -> {path}", flush=True)
-    return x, ridge, mask
+    return x, ridge, mask, key
 
 
 # ---------------------------------------------------------------------------
@@ -164,13 +171,13 @@ def train(steps: int, n_masters: int, workers: int, seed: int = 0):
     import jax
     import optax
 
-    x_all, r_all, m_all = training_data(n_masters, workers)
+    x_all, r_all, m_all, data_key = training_data(n_masters, workers)
     n_val = max(len(x_all) // 20, BATCH)
     x_val, r_val, m_val = x_all[-n_val:], r_all[-n_val:].astype(np.float32), m_all[-n_val:].astype(np.float32)
     x_tr, r_tr, m_tr = x_all[:-n_val], r_all[:-n_val], m_all[:-n_val]
     schedule = optax.warmup_cosine_decay_schedule(0.0, LEARNING_RATE, 100, max(steps, 101), LEARNING_RATE * 0.02)
     opt = optax.adam(schedule)
-    ckpt = CACHE / f"ridge_ckpt_seed{seed}_{steps}_{n_masters}.npz"
+    ckpt = CACHE / f"ridge_ckpt_seed{seed}_{steps}_{n_masters}_{data_key}.npz"
     params = jax.tree_util.tree_map(jax.numpy.asarray, init_params(seed))
     opt_state = opt.init(params)
     start = 0
