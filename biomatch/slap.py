@@ -101,6 +101,8 @@ CREASE_WIDTH_SHARE = 0.35
 CREASE_DIP_SHARE = 0.7
 #: A dip of the ridge texture summed across the finger, this share of the tip's peak deep on both sides, is a crease.
 CREASE_TEXTURE_DIP = 0.25
+#: ... looked for from this many column widths below the tip's top (a fingertip is longer than wide).
+TEXTURE_CREASE_FROM_WIDTHS = 0.8
 #: How far the foreground mask reaches beyond the ink (the texture window), inches; boxes are shrunk by it.
 MASK_SPREAD_IN = 0.018
 #: The fingertip starts where the foreground is this share of the column's widest part across.
@@ -416,7 +418,8 @@ def fingertip(u: np.ndarray, v: np.ndarray, mask: np.ndarray, column: tuple, tex
     # below CREASE_WIDTH_SHARE of the tip's width, or else the bottom of the first dip
     start = top + int(0.5 * col_width)
     if texture is not None:
-        end = min(end, _texture_crease(np.bincount(rows, weights=texture[sel]), start, end, int(0.5 * col_width)))
+        crease_from = top + int(TEXTURE_CREASE_FROM_WIDTHS * col_width)
+        end = min(end, _texture_crease(np.bincount(rows, weights=texture[sel]), crease_from, end, int(0.5 * col_width)))
     below = np.nonzero(width[start:end] < CREASE_WIDTH_SHARE * tip_width)[0]
     if below.size:
         end = start + int(below[0])
