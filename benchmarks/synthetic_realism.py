@@ -42,12 +42,7 @@ def image_stats(pixels: np.ndarray) -> dict:
     mask = ex.segment(local_std, coherence)
     period, _ = ex.ridge_period(normalized, mask)
     inside = pixels[mask]
-    front = ex.FRONT_END
-    try:
-        ex.FRONT_END = "classical"
-        n = len(ex.extract(pixels, ppi=500).minutiae)
-    finally:
-        ex.FRONT_END = front
+    n = len(ex.extract_detailed(pixels, ppi=500, front_end="classical").template.minutiae)
     return {"period_px": float(np.median(period[mask])),
             "contrast_gray": float(np.percentile(inside, 90) - np.percentile(inside, 10)),
             "foreground": float(mask.mean()), "minutiae": n}

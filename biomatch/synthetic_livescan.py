@@ -42,7 +42,7 @@ __all__ = ["SENSORS", "SKIN_CONDITIONS", "LivescanImpression", "render_livescan"
 SENSORS = ("optical", "capacitive", "thermal_sweep")
 #: Skin conditions and their shares.
 SKIN_CONDITIONS = ("normal", "dry", "wet", "faint")
-SKIN_SHARES = (0.30, 0.30, 0.15, 0.25)
+SKIN_SHARES = (0.35, 0.30, 0.20, 0.15)
 #: Resampling factor range (ridge periods of the masters, 7.5-10 px, become about 6.5-12.5 px).
 SCALE_RANGE = (0.85, 1.25)
 #: Flexion creases per print (Poisson mean) and their width range in px.
@@ -146,7 +146,7 @@ def render_livescan(impression: Impression, seed: int = 0, *, sensor: str | None
     period = 9.0 * scale  # nominal, for the size of skin artefacts
 
     # skin: ridge thickness (threshold on the ridge map) and its texture
-    thickness = {"normal": 0.0, "dry": -0.35, "wet": 0.6, "faint": -0.1}[skin]
+    thickness = {"normal": 0.0, "dry": -0.35, "wet": 0.45, "faint": -0.1}[skin]
     thr = -thickness + 0.25 * _noise(rng, shape, 2.0 * period)
     ink = 1.0 / (1.0 + np.exp(-(ridge - thr) * rng.uniform(5.0, 9.0)))
     if skin == "dry":
@@ -157,7 +157,7 @@ def render_livescan(impression: Impression, seed: int = 0, *, sensor: str | None
     pores = _noise(rng, shape, 0.6) > rng.uniform(2.2, 3.2)
     ink = np.where(pores & (ridge > 0.3), ink * 0.3, ink)
     if skin == "wet":
-        smudge = np.clip((_noise(rng, shape, 0.6 * period) - rng.uniform(0.3, 1.1)) * 1.5, 0.0, 0.8)
+        smudge = np.clip((_noise(rng, shape, 0.6 * period) - rng.uniform(0.8, 1.6)) * 1.5, 0.0, 0.7)
         ink = np.maximum(ink, smudge)
 
     # creases (white lines) and scars
@@ -170,7 +170,7 @@ def render_livescan(impression: Impression, seed: int = 0, *, sensor: str | None
         scar = np.clip(1.0 - d / width, 0.0, 1.0)
         ink = ink * (1.0 - scar) + scar * rng.uniform(0.0, 0.9)
 
-    contact_strength = {"faint": rng.uniform(0.15, 0.6)}.get(skin, 1.0)
+    contact_strength = {"faint": rng.uniform(0.25, 0.6)}.get(skin, 1.0)
     ink = ink * contact * contact_strength
 
     # sensor look
@@ -178,14 +178,14 @@ def render_livescan(impression: Impression, seed: int = 0, *, sensor: str | None
         yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
         vignette = ((xx / shape[1] - 0.5) ** 2 + (yy / shape[0] - 0.5) ** 2) * rng.uniform(0, 80)
         background = rng.uniform(175, 250) - vignette + 6.0 * _noise(rng, shape, 30.0)
-        contrast = rng.uniform(40, 220)
+        contrast = rng.uniform(110, 220)
         if rng.uniform() < 0.3:  # latent residue of an earlier finger on the platen
             ghost = np.clip(np.roll(ridge, (int(rng.integers(-40, 40)), int(rng.integers(-40, 40))), axis=(0, 1)), 0, 1)
             background = background - rng.uniform(10, 40) * ghost * (1 - contact)
-        gray = ndi.gaussian_filter(background - contrast * ink, rng.uniform(0.6, 2.0))
+        gray = ndi.gaussian_filter(background - contrast * ink, rng.uniform(0.6, 1.4))
         gray += rng.uniform(2.0, 10.0) * rng.standard_normal(shape).astype(np.float32)
     elif sensor == "capacitive":
-        background = rng.uniform(60, 235) + rng.uniform(2.0, 10.0) * _noise(rng, shape, 12.0)
+        background = rng.uniform(150, 235) + rng.uniform(2.0, 10.0) * _noise(rng, shape, 12.0)
         gain = rng.uniform(180, 320) * np.clip(1.0 + 0.3 * _noise(rng, shape, 25.0), 0.3, 1.6)
         gray = ndi.gaussian_filter(background - gain * ink, rng.uniform(0.4, 0.9))
         gray += rng.uniform(4.0, 18.0) * rng.standard_normal(shape).astype(np.float32)
