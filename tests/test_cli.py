@@ -16,6 +16,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -27,10 +28,16 @@ import biomatch as bm
 from biomatch.cli_conventions import OutputFiles
 
 
+#: Where the subprocesses run unless told: not the checkout, whose source tree would shadow the
+#: installed package (``python -m`` puts the working directory first on sys.path, and the source
+#: tree has no compiled ``biomatch._native`` after a non-editable install, as in CI).
+NEUTRAL_CWD = tempfile.gettempdir()
+
+
 def run(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     """``biomatch ARGS`` in a fresh interpreter; never a traceback, whatever the outcome."""
     proc = subprocess.run([sys.executable, "-m", "biomatch.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env)
+                          cwd=cwd or NEUTRAL_CWD, env=env)
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
     return proc
 
@@ -331,7 +338,8 @@ def test_ctrl_c_exits_130_with_one_line(work, images):
     os.mkfifo(fifo)
     out = work / "interrupted.png"
     proc = subprocess.Popen([sys.executable, "-m", "biomatch.cli", "verify", str(fifo), str(images / "1_1.png"),
-                             "--plot", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--plot", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=NEUTRAL_CWD)
     try:
         while True:  # a writer can open the FIFO once the verb has opened it for reading
             try:
@@ -588,7 +596,7 @@ def test_reading_verbs_on_a_read_only_medium(work, store, templates):
               f"{py} info --store {mnt / 'site.db'} && {py} check --store {mnt / 'site.db'} && "
               f"{py} audit verify --store {mnt / 'site.db'} && "
               f"{py} search -f 1={templates / '2_2.bmt'} --store {mnt / 'site.db'} --json")
-    proc = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True, text=True)
+    proc = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True, text=True, cwd=NEUTRAL_CWD)
     if proc.returncode == 77 or "unshare failed" in proc.stderr or "Operation not permitted" in proc.stderr:
         pytest.skip(f"no read-only mount here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
