@@ -26,7 +26,7 @@ CODE_BYTES = CODE_BITS // 8
 #: every shard's) are searched exhaustively: every IVF list visited.
 FLAT_MAX_CODES = 400_000
 #: IVF lists of every partition, with centroids shared by every index
-#: (biomatch/data/ivf_quantizer.npy, made by benchmarks/train_quantizer.py from
+#: (biomatch/data/ivf_quantizer.npy, made by tools/train_quantizer.py from
 #: synthetic fingers): a search visits the same lists on one store and on each
 #: shard of a sharded gallery, whose merged k-NN are then exactly one store's.
 IVF_NLIST = 2048
@@ -86,7 +86,7 @@ def shared_centroids() -> tuple[np.ndarray, str]:
                 raise GalleryError(f"{path}: the index quantiser is missing or unreadable ({exc})") from None
             if centroids.shape != (IVF_NLIST, CODE_BYTES) or centroids.dtype != np.uint8:
                 raise GalleryError(f"{path}: expected uint8 centroids of shape {(IVF_NLIST, CODE_BYTES)}, "
-                                   f"got {centroids.dtype} {centroids.shape} (run benchmarks/train_quantizer.py)")
+                                   f"got {centroids.dtype} {centroids.shape} (run tools/train_quantizer.py)")
             _QUANTIZER = (np.ascontiguousarray(centroids), hashlib.sha256(centroids.tobytes()).hexdigest())
         return _QUANTIZER
 

@@ -56,7 +56,7 @@ of at most :data:`FLAT_MAX_CODES` codes is flat and
 searched exhaustively; beyond, it is an ``IndexBinaryIVF`` of
 :data:`IVF_NLIST` lists whose centroids every index shares (trained once on
 synthetic fingers and shipped with the package,
-``benchmarks/train_quantizer.py``; a gallery never trains its own), of which
+``tools/train_quantizer.py``; a gallery never trains its own), of which
 a query visits the :data:`IVF_NPROBE` nearest. Shared centroids are what make
 a sharded gallery exact at any size: each shard visits the same lists for a
 query as one store holding all the codes would (a shard's small flat

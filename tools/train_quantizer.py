@@ -13,7 +13,7 @@ are rebuilt.
 
 Run (about a minute on one core)::
 
-    python -m benchmarks.train_quantizer
+    python -m tools.train_quantizer
 """
 
 from __future__ import annotations
