@@ -62,8 +62,7 @@ __all__ = ["extract", "extract_detailed", "Extraction", "EXTRACTOR_VERSION"]
 
 #: Version of the extractor: changes whenever the minutiae it finds in an image
 #: change, so that an audit record says which extractor made a template
-#: (2: second orientation pass on the enhanced image; 3: the bridge rule only on
-#: murky ridges; both 2026-12-02).
+#: (CHANGELOG.md says what each version changed).
 EXTRACTOR_VERSION = "biomatch-extract-3"
 
 # ---------------------------------------------------------------------------

@@ -41,8 +41,8 @@ prints, where the extractor's quality, coherence x ridge clarity, is low)
 lie in the overlap without any chance of a mate, so counted fully they
 dilute G of genuine pairs. Only the denominator is weighted: m (the agreeing
 pairs) is still a count, and the local similarities / LSS-R are unweighted
-(weighting m or the LSS-R similarities was worse on FVC2002 and FVC2000; see
-the issue 3 notes). A template whose qualities are all 0 ("not reported"
+(weighting m or the LSS-R similarities was worse on FVC2002 and FVC2000,
+docs/evaluation/README.md). A template whose qualities are all 0 ("not reported"
 in ISO/IEC 19794-2, ANSI 378) gets w = 1 for every minutia, so such
 templates score exactly as without weighting. The weights are packed per
 row (:attr:`PackedTemplates.overlap_weight`).
