@@ -47,6 +47,7 @@ __all__ = [
     "MAX_WORKING_PIXELS",
     "working_size",
     "read_file_bounded",
+    "read_file_head",
     "encoded_size",
     "MAX_IMAGE_FILE_BYTES",
     "MAX_DECODE_BYTES",
@@ -134,21 +135,9 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pip
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def read_file_bounded(path, max_bytes: int, name: str, what: str, error=ImageError) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``, read without blocking on anything else.
-
-    ``/dev/zero`` would be read until memory runs out and a FIFO would block
-    forever, so the file is opened non-blocking, its kind checked on the open
-    descriptor (no race with a rename), and at most ``max_bytes + 1`` bytes are
-    read (a regular file may still grow while it is read).
-
-    Raises
-    ------
-    error
-        (:class:`ImageError` unless told otherwise) naming ``name``: missing or
-        unreadable files, directories, FIFOs, devices, sockets and files over
-        ``max_bytes``.
-    """
+def _open_regular(path, name: str, what: str, error) -> tuple[int, os.stat_result]:
+    """A read descriptor of a regular file, opened without blocking (a FIFO's open waits for a writer), and its
+    status, checked on the open descriptor (no race with a rename); ``error`` naming ``name`` otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -159,26 +148,65 @@ def read_file_bounded(path, max_bytes: int, name: str, what: str, error=ImageErr
         raise error(f"{name}: cannot read file ({exc.strerror or exc})") from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = next((label for test, label in _FILE_KINDS if test(info.st_mode)), "not a regular file")
-            raise error(f"{name}: is {kind}, not {what} (only regular files are read)")
+    except OSError as exc:
+        os.close(fd)
+        raise error(f"{name}: cannot read file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = next((label for test, label in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+        raise error(f"{name}: is {kind}, not {what} (only regular files are read)")
+    return fd, info
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_file_bounded(path, max_bytes: int, name: str, what: str, error=ImageError) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, read without blocking on anything else.
+
+    ``/dev/zero`` would be read until memory runs out and a FIFO would block
+    forever, so the file is opened non-blocking, its kind checked on the open
+    descriptor, and at most ``max_bytes + 1`` bytes are read (a regular file
+    may still grow while it is read).
+
+    Raises
+    ------
+    error
+        (:class:`ImageError` unless told otherwise) naming ``name``: missing or
+        unreadable files, directories, FIFOs, devices, sockets and files over
+        ``max_bytes``.
+    """
+    fd, info = _open_regular(path, name, what, error)
+    try:
         if info.st_size > max_bytes:
             raise error(f"{name}: {info.st_size} bytes, larger than the {max_bytes}-byte limit for {what}")
-        chunks, left = [], max_bytes + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        data = _read_at_most(fd, max_bytes + 1)
     except OSError as exc:
         raise error(f"{name}: cannot read file ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     if len(data) > max_bytes:
         raise error(f"{name}: more than the {max_bytes}-byte limit for {what} (the file grew while read)")
     return data
+
+
+def read_file_head(path, n_bytes: int, name: str, what: str, error=ImageError) -> bytes:
+    """The first ``n_bytes`` of a regular file (fewer when it is shorter), refusing other kinds as :func:`read_file_bounded`."""
+    fd, _ = _open_regular(path, name, what, error)
+    try:
+        return _read_at_most(fd, n_bytes)
+    except OSError as exc:
+        raise error(f"{name}: cannot read file ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 def _wsq_header(data: bytes, name: str) -> tuple[int, int, float | None]:

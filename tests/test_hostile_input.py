@@ -408,3 +408,34 @@ def test_a_colour_image_too_large_to_decode_in_the_memory_limit_is_refused_from_
     data[8 + 8 + 13 : 8 + 8 + 17] = struct.pack(">I", zlib.crc32(bytes(data[12 : 8 + 8 + 13])))
     _refused(lambda: read_image(bytes(data), ppi=2000, name="rgb.png"), ImageError,
              r"rgb\.png: a 8000x8000 RGB image needs about 366 MiB to decode, more than the 192 MiB limit")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+def test_the_template_or_image_rule_and_the_cli_refuse_a_fifo_without_blocking(tmp_path, capsys):
+    import os
+    import threading
+
+    from biomatch.cli import main
+    from biomatch.formats import is_template
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    holder = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # as in the reader test above: a blocked reader is released
+    os.write(holder, b"junk")
+    outcome = {}
+
+    def run():
+        try:
+            is_template(fifo)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            outcome["error"] = exc
+        outcome["cli"] = main(["verify", str(fifo), str(fifo)])
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(5.0)
+    os.close(holder)
+    worker.join()
+    assert isinstance(outcome.get("error"), FormatError) and "is a FIFO (named pipe)" in str(outcome["error"])
+    err = capsys.readouterr().err
+    assert outcome["cli"] == 1 and "is a FIFO (named pipe)" in err and err.count("\n") == 1

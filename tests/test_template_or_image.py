@@ -34,7 +34,7 @@ def test_is_template_by_first_bytes(print_and_template, tmp_path):
     assert not is_template(b"")
     (tmp_path / "t.png").write_bytes(write_iso(t))
     assert is_template(tmp_path / "t.png")
-    with pytest.raises(FormatError, match="missing.iso: cannot read"):
+    with pytest.raises(FormatError, match="missing.iso: file not found"):
         is_template(tmp_path / "missing.iso")
     with pytest.raises(FormatError, match="source"):
         is_template(3)
@@ -54,7 +54,7 @@ def test_gallery_goes_by_content_not_by_name(print_and_template, tmp_path):
         a, b = g.get("a", gallery="x").fingers[2], g.get("b", gallery="x").fingers[2]
         assert len(a) == len(b) == len(t)
         np.testing.assert_array_equal(b.minutiae["x"], t.minutiae["x"])
-        with pytest.raises(GalleryError, match=r"fingers\[2\]: .*nope.bmp: cannot read"):
+        with pytest.raises(GalleryError, match=r"fingers\[2\]: .*nope.bmp: file not found"):
             g.enroll("c", {2: tmp_path / "nope.bmp"}, gallery="x", operator="t")
 
 

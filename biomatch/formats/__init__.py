@@ -93,11 +93,9 @@ def is_template(source) -> bool:
     if isinstance(source, (bytes, bytearray, memoryview)):
         head = bytes(source[:_HEAD_BYTES])
     elif isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, "rb") as fh:
-                head = fh.read(_HEAD_BYTES)
-        except OSError as exc:
-            raise FormatError(f"{Path(source)}: cannot read ({exc.strerror or exc})") from None
+        from ..io import read_file_head  # regular files only: a FIFO or a device is refused, not waited on
+
+        head = read_file_head(source, _HEAD_BYTES, str(Path(source)), "a template or image file", error=FormatError)
     else:
         raise FormatError(f"source: expected a file path or bytes, got {type(source).__name__}")
     family = detect_format(head)
