@@ -9,7 +9,6 @@ verb that reads. Small synthetic data shared by module fixtures keeps it fast.
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ import sqlite3
 import subprocess
 import tempfile
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
