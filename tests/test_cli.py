@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import tempfile
