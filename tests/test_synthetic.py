@@ -14,6 +14,8 @@ from PIL import Image
 from biomatch import BiomatchError, Template
 from biomatch import synthetic as S
 from biomatch._synthetic_kernels import gabor_step, thin_zhang_suen
+from biomatch.synthetic_impressions import Motion
+from biomatch.synthetic_masters import gabor_bank
 
 SAMPLE_SEED = 1
 
@@ -112,7 +114,7 @@ def test_impression_truth_and_pixels(finger):
 
 def test_motion_forward_inverts_backward():
     rng = np.random.default_rng(0)
-    motion = S._Motion(150, 200, 0.2, 10, -8, 140, 210, 60, 0.05, 6, -4, S.DISTORTION_BRAKE_PX)
+    motion = Motion(150, 200, 0.2, 10, -8, 140, 210, 60, 0.05, 6, -4, S.DISTORTION_BRAKE_PX)
     mx, my = rng.uniform(30, 270, 200), rng.uniform(30, 370, 200)
     qx, qy = motion.forward(mx, my)
     bx, by = motion.backward(qx, qy)
@@ -125,7 +127,7 @@ def test_ridges_are_dark_where_the_master_has_ridges(finger):
     imp = S.make_impression(finger, 0)
     p = imp.params
     d = p["distortion"]
-    motion = S._Motion(*p["centre_px"], p["rotation_deg"] * S.DEG, *p["translation_px"], *d["centre"], d["radius_px"],
+    motion = Motion(*p["centre_px"], p["rotation_deg"] * S.DEG, *p["translation_px"], *d["centre"], d["radius_px"],
                        d["rotation_deg"] * S.DEG, *d["shift_px"], S.DISTORTION_BRAKE_PX)
     qy, qx = np.mgrid[0 : imp.pixels.shape[0], 0 : imp.pixels.shape[1]].astype(float)
     mx, my = motion.backward(qx, qy)
@@ -164,7 +166,7 @@ def test_generate_images_workers_do_not_change_output(tmp_path):
 # ---------------------------------------------------------------------------
 def test_gabor_step_matches_direct_correlation():
     rng = np.random.default_rng(1)
-    bank = S._gabor_bank()
+    bank = gabor_bank()
     src = rng.standard_normal((40, 50)).astype(np.float32)
     obin = rng.integers(0, bank.shape[0], (40, 50)).astype(np.int16)
     pbin = rng.integers(0, bank.shape[1], (40, 50)).astype(np.int16)
@@ -179,7 +181,7 @@ def test_gabor_step_matches_direct_correlation():
 
 
 def test_gabor_bank_has_no_dc_response():
-    bank = S._gabor_bank()
+    bank = gabor_bank()
     assert np.allclose(bank.sum(axis=(2, 3)), 0, atol=1e-4)  # no DC response
 
 
