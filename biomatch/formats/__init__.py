@@ -44,18 +44,9 @@ from pathlib import Path
 
 from ..errors import FormatError
 from ._common import FormatWarning
-from ._minutiae import (
-    FORMATS,
-    FingerView,
-    MinutiaeRecord,
-    detect_format,
-    load_template,
-    read_record,
-    read_templates,
-    write_ansi,
-    write_iso,
-    write_record,
-)
+from ._minutiae import FORMATS, FingerView, MinutiaeRecord, detect_format
+from ._minutiae_read import load_template, read_record, read_templates
+from ._minutiae_write import write_ansi, write_iso, write_record
 
 __all__ = [
     "Transaction",
