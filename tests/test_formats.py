@@ -676,9 +676,9 @@ def test_type14_compressions(compression, fmt):
 
 
 def test_jpeg2000_without_decoder_is_named(monkeypatch):
-    from biomatch.formats import _an2k
+    from biomatch.formats import _an2k_images
 
-    monkeypatch.setattr(_an2k, "_pillow_has_jpeg2000", lambda: False)
+    monkeypatch.setattr(_an2k_images, "_pillow_has_jpeg2000", lambda: False)
     with pytest.raises(FormatError, match="14.011 CGA|field CGA: compression JP2 is not supported"):
         read_transaction(_type14_transaction("JP2", b"\x00\x00\x00\x0cjP  ", 240, 260))
 
