@@ -13,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "biomatch"
 STAGES = ("io", "extraction", "template", "descriptors", "index", "scoring", "calibration", "formats",
           "synthetic", "evaluation", "audit", "encryption")
 UPPER = ("gallery", "distributed", "search", "cli", "bench")
-#: The project's limit on a file of biomatch/ (lines), with a margin for "about".
-MAX_LINES = 900
-#: Files still over it, to be split (issue 20): none may grow past its size here, and no other
-#: file may join them.
-OVER_LIMIT = {"_scoring_kernels.py": 950}
+#: The project's limit on a file of biomatch/ (lines): "about 800".
+MAX_LINES = 800
+#: Files still over it, to be split by their owners (issue 20): none may grow past its cap here,
+#: and no other file may join them.
+OVER_LIMIT = {"_scoring_kernels.py": 950, "extraction.py": 900, "index.py": 820}
 #: Private names still imported across modules, to be made public by their owners (no new ones).
 KNOWN_PRIVATE_IMPORTS = {("biomatch.sequence", "biomatch.slap", "_crop"),
                          ("biomatch.sequence", "biomatch.slap", "_extract_crop")}
