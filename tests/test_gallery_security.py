@@ -200,7 +200,8 @@ def test_key_rotation_while_searching(tmp_path, mated):
         for th in threads:
             th.join()
         assert errors == [] and hits and all(hits)
-        assert result == {"key_id": key_id(new), "previous_key_id": key_id(old), "templates": 12, "originals": 12}
+        assert result == {"key_id": key_id(new), "previous_key_id": key_id(old), "templates": 12, "originals": 12,
+                          "metadata": 0}
         phases = [r["phase"] for r in g.audit_records() if r["action"] == "key_rotation"]
         assert phases == ["start", "done"]
     con = sqlite3.connect(store)
@@ -403,3 +404,153 @@ def test_moved_rows_never_answer_for_another_subject_even_from_the_derived_files
         else:
             assert hits[0].subject == "s0" or hits[0].score < 0.03, [(h.subject, h.score) for h in hits]
         assert not g.check()["ok"]
+
+
+# -- subject metadata encryption (opt-in) -------------------------------------------------------------------------
+SECRET_META = {"name": "Ada Example", "case": "CASE-4711"}
+
+
+def _metadata_column(store) -> dict:
+    con = sqlite3.connect(store)
+    try:
+        return dict(con.execute("SELECT subject, metadata FROM subjects"))
+    finally:
+        con.close()
+
+
+def test_encrypted_metadata_is_sealed_bound_padded_and_read_back(tmp_path, mated):
+    gal, _ = mated
+    store = tmp_path / "b.db"
+    key = generate_key()
+    with Gallery.open(store, key=key, encrypt_metadata=True) as g:
+        assert g.metadata_encrypted
+        g.enroll("s0", {1: gal[0]}, gallery="local", operator="desk", metadata=SECRET_META)
+        g.enroll("s1", {1: gal[1]}, gallery="local", operator="desk")  # no metadata: sealed too (null)
+        g.enroll_many([("s2", {1: gal[2]}, {"name": "Bo"})], gallery="local", operator="desk")
+        g.update("s1", gallery="local", operator="desk", metadata={"name": "Cyrus Longname"})
+        assert g.check()["metadata_encryption"] == "on" and g.check()["ok"]
+    column = _metadata_column(store)
+    assert all(isinstance(v, bytes) and v.startswith(MAGIC) for v in column.values()), column
+    assert len({len(v) for v in column.values()}) == 1  # padded: short metadata values are the same length
+    assert _found(_raw(tmp_path), {"meta": [b"Ada Example", b"CASE-4711", b"Cyrus Longname"]}) == []
+    with Gallery.open(store, key=key) as g:  # the store keeps the setting: no flag needed
+        assert g.metadata_encrypted
+        assert [g.get(s, gallery="local").metadata for s in ("s0", "s1", "s2")] == [SECRET_META, {"name": "Cyrus Longname"}, {"name": "Bo"}]
+        g.enroll("s3", {1: gal[3]}, gallery="local", operator="desk", metadata={"late": True})
+    assert _metadata_column(store)["s3"].startswith(MAGIC)
+
+
+def test_swapped_or_cleared_metadata_is_refused_and_check_says_so(tmp_path, mated):
+    gal, _ = mated
+    store = tmp_path / "b.db"
+    key = generate_key()
+    with Gallery.open(store, key=key, encrypt_metadata=True) as g:
+        for i in range(3):
+            g.enroll(f"s{i}", {1: gal[i]}, gallery="local", operator="desk", metadata={"who": i})
+    column = _metadata_column(store)
+    con = sqlite3.connect(store)
+    con.execute("UPDATE subjects SET metadata = ? WHERE subject = 's0'", (column["s1"],))
+    con.execute("UPDATE subjects SET metadata = ? WHERE subject = 's1'", (column["s0"],))
+    con.execute("UPDATE subjects SET metadata = ? WHERE subject = 's2'", ('{"who": "forged"}',))  # written without the key
+    con.commit()
+    con.close()
+    with Gallery.open(store, key=key) as g:
+        with pytest.raises(GalleryError, match=r"metadata of subject 's0' \(local\): decryption failed"):
+            g.get("s0", gallery="local")
+        with pytest.raises(GalleryError, match=r"metadata of subject 's2' \(local\): not encrypted in a store that encrypts"):
+            g.get("s2", gallery="local")
+        report = g.check()
+        assert not report["ok"]
+        assert sum("metadata of subject" in p for p in report["problems"]) == 3, report["problems"]
+
+
+def test_switching_metadata_encryption_off_without_the_key_is_caught(tmp_path, mated):
+    gal, _ = mated
+    store = tmp_path / "b.db"
+    key = generate_key()
+    with Gallery.open(store, key=key, encrypt_metadata=True) as g:
+        g.enroll("s0", {1: gal[0]}, gallery="local", operator="desk", metadata={"who": 0})
+        other = Gallery.open(tmp_path / "other.db", key=key)  # same key, metadata in clear: its key check differs
+        other.close()
+    check = sqlite3.connect(tmp_path / "other.db").execute("SELECT key, value FROM meta WHERE key LIKE 'key_check:%'").fetchone()
+    con = sqlite3.connect(store)
+    con.execute("UPDATE meta SET value = ? WHERE key = ?", (check[1], check[0]))  # try to switch it off
+    con.commit()
+    con.close()
+    with Gallery.open(store, key=key) as g:  # a key check sealed under the same key opens: the audit log tells
+        problems = g.check()["problems"]
+        assert any("metadata encryption was turned on" in p and "key check was replaced" in p for p in problems), problems
+    con = sqlite3.connect(store)
+    con.execute("UPDATE meta SET value = ? WHERE key = ?", ("00" * 40, check[0]))  # a forged one does not open
+    con.commit()
+    con.close()
+    with pytest.raises(GalleryError, match="key check failed"):
+        Gallery.open(store, key=key)
+
+
+def test_bad_metadata_encryption_requests_are_refused_with_the_reason(tmp_path, mated, monkeypatch):
+    gal, _ = mated
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    with pytest.raises(GalleryError, match="encrypt_metadata: metadata encryption needs a key"):
+        Gallery.open(tmp_path / "a.db", encrypt_metadata=True)
+    assert not (tmp_path / "a.db").exists()  # refused before the store is created
+    with pytest.raises(GalleryError, match="encrypt_metadata: expected True, False or None, got str"):
+        Gallery.open(tmp_path / "a.db", key=generate_key(), encrypt_metadata="yes")
+    with pytest.raises(GalleryError, match="encrypt_metadata: not supported for ray://"):
+        Gallery.open("ray://x?shards=2", encrypt_metadata=True)
+    key = generate_key()
+    with Gallery.open(tmp_path / "b.db", key=key) as g:
+        g.enroll("s0", {1: gal[0]}, gallery="local", operator="desk", metadata={"who": 0})
+    with pytest.raises(GalleryError, match="already holds 1 subjects whose metadata is in clear.*rotate_key"):
+        Gallery.open(tmp_path / "b.db", key=key, encrypt_metadata=True)
+    with Gallery.open(tmp_path / "c.db", key=key, encrypt_metadata=True):
+        pass
+    with pytest.raises(GalleryError, match="encrypts subject metadata; that cannot be turned off"):
+        Gallery.open(tmp_path / "c.db", key=key, encrypt_metadata=False)
+    with Gallery.open(tmp_path / "c.db", key=key) as g:
+        with pytest.raises(GalleryError, match="encrypt_metadata: expected True or False, got int"):
+            g.rotate_key(key, encrypt_metadata=1)
+
+
+def test_rotate_key_seals_metadata_already_there_and_reseals_it_under_the_new_key(tmp_path, mated):
+    gal, _ = mated
+    store = tmp_path / "b.db"
+    old, new = generate_key(), generate_key()
+    with Gallery.open(store) as g:  # a plaintext store with metadata
+        g.enroll("s0", {1: gal[0]}, gallery="local", operator="desk", metadata=SECRET_META)
+        g.enroll("s1", {1: gal[1]}, gallery="local", operator="desk")
+    with Gallery.open(store, key=old) as g:
+        assert not g.metadata_encrypted
+        out = g.rotate_key(old, encrypt_metadata=True, operator="admin")
+        assert out["metadata"] == 2 and g.metadata_encrypted
+        assert g.check()["metadata_encryption"] == "on"
+        assert _metadata_column(store)["s0"].startswith(MAGIC + bytes.fromhex(key_id(old)))
+        assert g.rotate_key(new, operator="admin")["metadata"] == 2  # re-sealed under the new key
+        assert g.get("s0", gallery="local").metadata == SECRET_META and g.get("s1", gallery="local").metadata is None
+        assert g.check()["ok"]
+    assert {v[len(MAGIC):len(MAGIC) + 8].hex() for v in _metadata_column(store).values()} == {key_id(new)}
+    assert _found(_raw(tmp_path), {"meta": [b"Ada Example", b"CASE-4711"]}) == []
+    with Gallery.open(store, key=new) as g:
+        assert g.get("s0", gallery="local").metadata == SECRET_META
+
+
+def test_encrypted_metadata_travels_through_import_backup_and_restore(tmp_path, mated):
+    gal, _ = mated
+    src, dest, plain = tmp_path / "src.db", tmp_path / "dest.db", tmp_path / "plain.db"
+    k_src, k_dest = generate_key(), generate_key()
+    with Gallery.open(src, key=k_src, encrypt_metadata=True) as g:
+        g.enroll("s0", {1: gal[0]}, gallery="local", operator="desk", metadata=SECRET_META)
+        g.enroll("s1", {1: gal[1]}, gallery="local", operator="desk")
+        g.backup(tmp_path / "copy.db")
+    with Gallery.open(dest, key=k_dest, encrypt_metadata=True) as g:  # sealed again under this store's key and row
+        assert g.import_from(src, gallery="local", source_key=k_src, operator="admin") == 2
+        assert g.get("s0", gallery="local").metadata == SECRET_META and g.check()["ok"]
+    assert _metadata_column(dest)["s0"].startswith(MAGIC + bytes.fromhex(key_id(k_dest)))
+    with Gallery.open(plain) as g:  # a store that keeps metadata in clear gets it in clear
+        g.import_from(src, gallery="local", source_key=k_src, operator="admin")
+        assert g.get("s0", gallery="local").metadata == SECRET_META
+    assert _metadata_column(plain)["s1"] is None
+    Gallery.restore(tmp_path / "copy.db", tmp_path / "restored.db")
+    with Gallery.open(tmp_path / "restored.db", key=k_src) as g:
+        assert g.metadata_encrypted and g.get("s0", gallery="local").metadata == SECRET_META
+        assert g.check()["ok"]

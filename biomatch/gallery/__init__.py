@@ -42,7 +42,7 @@ which minutia neighbourhoods could be approximated) is sealed as a whole and
 decrypted into memory on load. What stays readable without the key: subject
 ids, gallery names, metadata, finger positions, minutia counts and quality,
 template SHA-256 digests and the audit log (which never holds biometric
-data). :meth:`Gallery.rotate_key` re-encrypts under a new key while searches
+data); metadata too, unless the store encrypts it (``encrypt_metadata``). :meth:`Gallery.rotate_key` re-encrypts under a new key while searches
 go on.
 
 Search
@@ -105,7 +105,7 @@ from . import features
 from .enrolment import EnrolmentMixin
 from .features import FeaturesMixin, FeatureStore, LRU
 from .indexes import IndexesMixin
-from .keys import KeysMixin
+from .keys import KeysMixin, check_encrypt_metadata
 from ..search.params import EXHAUSTIVE_MAX_FINGERS, SearchParams, check_params  # noqa: F401 (re-exported)
 from .searching import SearchMixin
 from .shard import ShardMixin
@@ -124,7 +124,8 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
     Open with :meth:`open` (a context manager); the object is thread-safe.
     """
 
-    def __init__(self, path, *, key=None, params=None, audit_head_file=None, mode="create", _token=None):
+    def __init__(self, path, *, key=None, params=None, audit_head_file=None, mode="create", encrypt_metadata=None,
+                 _token=None):
         if _token is not _OPEN_TOKEN:
             raise GalleryError("use Gallery.open(path) to open a gallery store")
         self.path = Path(path)
@@ -133,6 +134,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         self.read_only = mode == "read"  # nothing is written: see Gallery.open
         self.audit_head_file = audit_head_file  # None: the BIOMATCH_AUDIT_HEAD_FILE environment variable
         self._ring = _enc.KeyRing.from_user(key)
+        check_encrypt_metadata(encrypt_metadata, self._ring is not None)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -149,14 +151,15 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         self._closed = False
         try:
             self._init_store()
-            self._init_keys()
+            self._init_keys(encrypt_metadata)
         except BaseException:
             self.close()
             raise
 
     # -- opening / closing -----------------------------------------------
     @classmethod
-    def open(cls, path, *, key=None, params=None, audit_head_file=None, mode: str = "create") -> "Gallery":
+    def open(cls, path, *, key=None, params=None, audit_head_file=None, mode: str = "create",
+             encrypt_metadata: bool | None = None) -> "Gallery":
         """Open (or create) the store at ``path``.
 
         Parameters
@@ -172,6 +175,13 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
             writes every later template and original encrypted (encrypt the
             rows already there with :meth:`rotate_key`); an encrypted store
             cannot be opened without its key (GalleryError, nothing changed).
+        encrypt_metadata : bool, optional
+            ``True``: subject metadata is encrypted too, bound to its subject
+            (needs a key; set once, on a store without subjects: a store with
+            subjects turns it on with ``rotate_key(key, encrypt_metadata=True)``,
+            which seals what is there). A store that encrypts metadata keeps
+            doing so (``False`` is refused there); ``None`` (the default)
+            follows the store.
         audit_head_file : str or os.PathLike, optional
             Append-only file that receives the audit log's head
             (:class:`biomatch.audit.AuditHead`) after writes, at most every
@@ -203,6 +213,8 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         if opener:  # a store reached by URL (ray://: biomatch.distributed, needs biomatch[distributed])
             if mode != "create":
                 raise GalleryError(f"mode: {mode!r} applies to a store file, not to {path.split('?')[0]}")
+            if encrypt_metadata is not None:
+                raise GalleryError(f"encrypt_metadata: not supported for {path.split('?')[0]} (a store file only)")
             return importlib.import_module(opener).open_url(path, key=key, params=params)
         if not isinstance(path, (str, os.PathLike)):
             raise GalleryError(f"path: expected a file path, got {type(path).__name__}")
@@ -210,7 +222,8 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
             raise GalleryError(f"mode: expected one of {', '.join(OPEN_MODES)}, got {mode!r}")
         if mode != "create" and not Path(path).is_file():
             raise GalleryError(f"{path}: no such store")
-        return cls(path, key=key, params=params, audit_head_file=audit_head_file, mode=mode, _token=_OPEN_TOKEN)
+        return cls(path, key=key, params=params, audit_head_file=audit_head_file, mode=mode,
+                   encrypt_metadata=encrypt_metadata, _token=_OPEN_TOKEN)
 
     def __enter__(self) -> "Gallery":
         return self

@@ -86,7 +86,7 @@ class EnrolmentMixin:
             now = _audit.utc_now()
             sid = con.execute(
                 "INSERT INTO subjects(gallery_id, subject, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
-                (gid, subject_id, meta_text, now, now),
+                (gid, subject_id, self._seal_metadata(con, gallery, subject_id, meta_text), now, now),
             ).lastrowid
             added = self._insert_fingers(con, sid, prepared, gid, gen + 1)
             self._insert_originals(con, sid, checked if keep_originals else {}, extra)
@@ -218,6 +218,7 @@ class EnrolmentMixin:
             now = _audit.utc_now()
             added = []
             seen = set()
+            state = self._metadata_state(con)
             for sid, checked, meta_text, prepared in batch:
                 if sid in seen or con.execute(
                     "SELECT 1 FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, sid)
@@ -226,7 +227,7 @@ class EnrolmentMixin:
                 seen.add(sid)
                 rowid = con.execute(
                     "INSERT INTO subjects(gallery_id, subject, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
-                    (gid, sid, meta_text, now, now),
+                    (gid, sid, self._seal_metadata(con, gallery, sid, meta_text, state), now, now),
                 ).lastrowid
                 added += self._insert_fingers(con, rowid, prepared, gid, gen + 1)
                 self._insert_originals(con, rowid, checked, {})
@@ -357,7 +358,8 @@ class EnrolmentMixin:
             added = self._insert_fingers(con, sid, prepared, gid, gen + 1)
             self._insert_originals(con, sid, checked, {})
             if metadata is not None:
-                con.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (meta_text, sid))
+                con.execute("UPDATE subjects SET metadata = ? WHERE id = ?",
+                            (self._seal_metadata(con, gallery, subject_id, meta_text), sid))
             con.execute("UPDATE subjects SET updated = ? WHERE id = ?", (_audit.utc_now(), sid))
             con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
             rec = _audit.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -315,7 +314,7 @@ class StoreMixin:
         originals = tuple(
             con.execute("SELECT position, kind, length(data) FROM originals WHERE subject_id = ? ORDER BY id", (sid,)).fetchall()
         )
-        return SubjectRecord(subject_id, gallery, fingers, json.loads(meta) if meta else None, created, updated, originals)
+        return SubjectRecord(subject_id, gallery, fingers, self._metadata_of(con, sid, meta), created, updated, originals)
 
     def originals(self, subject_id: str, *, gallery: str = "default") -> list[tuple]:
         """The kept originals of a subject: list of (position or None, kind, bytes), decrypted."""

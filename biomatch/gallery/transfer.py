@@ -188,14 +188,17 @@ class TransferMixin:
                 orig_by: dict[int, list] = collections.defaultdict(list)
                 for s_id, pos, kind, blob, oid in originals:
                     orig_by[s_id].append((pos, kind, src._unseal_original(blob, oid, scon)))
+                meta_texts = {s_id: src._metadata_text(scon, s_id, value) for s_id, _, value, _, _ in part}
                 with self._write() as con:
                     gid, gen = self._gallery_row(con, gallery, create=True)
                     if gen_start is None:
                         gen_start = gen
-                    for s_id, subject, meta_text, created, updated in part:
+                    state = self._metadata_state(con)
+                    for s_id, subject, _, created, updated in part:
+                        meta = self._seal_metadata(con, gallery, subject, meta_texts[s_id], state)
                         rowid = con.execute(
                             "INSERT INTO subjects(gallery_id, subject, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
-                            (gid, subject, meta_text, created, updated)).lastrowid
+                            (gid, subject, meta, created, updated)).lastrowid
                         shas = {}
                         for fid, pos, data, sha, n_min, quality in by_subject[s_id]:
                             fid_map[fid] = self._insert_finger(con, rowid, pos, data, sha, n_min, quality, gid, gen + 1)
@@ -247,14 +250,17 @@ class TransferMixin:
         searches use it) holds every finger of the store under its position
         and nothing else, at the store's generation, and that no index file
         is ahead of the store; that the feature file holds no rows of deleted
-        templates; and, for an encrypted store, which rows are still plaintext.
+        templates; that every subject's metadata opens against its row (and,
+        where the store encrypts metadata, is encrypted); and, for an
+        encrypted store, which rows are still plaintext.
 
         Returns
         -------
         dict
             ``ok`` (bool), ``problems`` (list of str, empty when ok),
             ``warnings`` (list of str), ``galleries`` (per gallery: subjects,
-            fingers, generation, indexed fingers), ``audit_records``, ``encrypted``.
+            fingers, generation, indexed fingers), ``audit_records``, ``encrypted``,
+            ``metadata_encryption`` ("off", "sealing" while rotate_key seals it, "on").
         """
         con = self._con()
         for attempt in range(CHECK_ATTEMPTS):
@@ -367,6 +373,7 @@ class TransferMixin:
         if unbound:
             problems.append(f"{unbound} finger rows are sealed without a binding to their row (written before it "
                             "existed; they could be swapped unnoticed): run rotate_key to re-seal them bound")
+        report["metadata_encryption"] = self._check_metadata(con, problems, warnings_)
         for oid, blob in con.execute("SELECT id, data FROM originals"):
             if _enc.is_legacy(blob):
                 problems.append(f"original {oid} is sealed without a binding to its row: run rotate_key to re-seal it bound")
