@@ -109,6 +109,7 @@ def rss_bytes() -> int:
 def build(store: Path, n: int, seed: int) -> dict:
     """Enrol impression 0 of ``n`` synthetic fingers unless the store already holds them."""
     from biomatch.gallery import Gallery
+    from biomatch.gallery.checks import MIN_TEMPLATE_MINUTIAE
     from biomatch.synthetic import template_batch
 
     if store.exists():
@@ -122,29 +123,37 @@ def build(store: Path, n: int, seed: int) -> dict:
         except sqlite3.Error:
             have = 0
         con.close()
-        if have >= n:
+        if have:  # a build (fingers under the template minimum are not enrolled, so it holds a few under n)
             return {"built": False, "fingers": have}
     t0 = time.perf_counter()
 
+    skipped = 0
+
     def subjects():
+        nonlocal skipped
         for block in template_batch(n, 1, seed=seed):
             for k, t in enumerate(block.templates()):
+                if len(t) < MIN_TEMPLATE_MINUTIAE:  # refused at enrolment
+                    skipped += 1
+                    continue
                 yield f"f{int(block.finger[k])}", {0: t}
 
     with Gallery.open(store) as g:
         g.enroll_many(subjects(), gallery=GALLERY, operator="soak-build")
         g.index(GALLERY)
-    return {"built": True, "fingers": n, "build_s": round(time.perf_counter() - t0, 1)}
+    return {"built": True, "fingers": n - skipped, "skipped_under_minimum": skipped,
+            "build_s": round(time.perf_counter() - t0, 1)}
 
 
 def probes_for(n_probes: int, n: int, seed: int) -> list:
     """Second impressions of the first ``n_probes`` gallery fingers (same generator, same seed)."""
+    from biomatch.gallery.checks import MIN_TEMPLATE_MINUTIAE
     from biomatch.synthetic import template_batch
 
     out = []
     for block in template_batch(min(n_probes, n), 2, seed=seed):
         for k, t in enumerate(block.templates()):
-            if block.impression[k] == 1:
+            if block.impression[k] == 1 and len(t) >= MIN_TEMPLATE_MINUTIAE:
                 out.append((f"f{int(block.finger[k])}", t))
     return out
 
@@ -292,10 +301,12 @@ def main(argv=None) -> int:
     print(json.dumps(summary), flush=True)
     if args.build_only:
         return 0
+    from biomatch.gallery.checks import MIN_TEMPLATE_MINUTIAE
     from biomatch.synthetic import template_batch
 
     probes = probes_for(args.probes, args.fingers, args.seed)
-    pool = [t for block in template_batch(300, 1, seed=args.seed + 1) for t in block.templates()]
+    pool = [t for block in template_batch(300, 1, seed=args.seed + 1) for t in block.templates()
+            if len(t) >= MIN_TEMPLATE_MINUTIAE]
     summary.update(run(args.store, args.minutes * 60.0, probes, pool, args.sample_s, args.warmup_s))
     return finish(summary, args.out)
 
