@@ -20,7 +20,17 @@ its quality. The pipeline, in the spirit of NIST NBIS ``nfseg``:
 5. ``fingertip``: in each column the topmost run of foreground along the
    finger axis, cut at the crease (the first gap) or at
    :data:`MAX_TIP_LENGTH_WIDTHS` finger widths.
-6. positions: left-to-right order of the hand (right hand: index .. little;
+6. ``tip_ink``: the print's own extent in each tip, since the texture
+   window blurs the mask beyond the ink and a light print's texture falls
+   below the global threshold before its ink ends: the gray smoothed over
+   half a ridge period, its darkening below the paper around the tip (the
+   95th percentile), the part darker than half the tip's median darkening
+   (the half-amplitude point of a blurred edge lies on the edge itself)
+   that overlaps the tip's mask most, holes filled. ``box_tilt`` then
+   refines the hand tilt within :data:`TILT_REFINE_DEG` to the angle at
+   which those parts' boxes are smallest in total (a box along a finger's
+   axis is its tightest); the boxes are their extents at that tilt.
+7. positions: left-to-right order of the hand (right hand: index .. little;
    left hand: little .. index; both thumbs: left, right). When fewer fingers
    than expected are found, the missing ones are placed where the spacing
    leaves a gap and the tip heights fit the hand's (middle highest, little
@@ -85,8 +95,8 @@ TILT_PRIOR = 0.15
 #: Percentile of the texture map taken as the background's level (a slap is mostly paper); below MIN_TEXTURE no print.
 BACKGROUND_PERCENTILE = 30.0
 MIN_TEXTURE = 3.0
-#: Smallest distance between two finger axes, inches.
-MIN_FINGER_SPACING_IN = 0.38
+#: Smallest distance between two finger axes, inches (a child's fingertip is about 0.25 in wide).
+MIN_FINGER_SPACING_IN = 0.3
 #: A column at least this wide (inches), or this many times the other columns' median width, holds two
 #: fingers when fewer than expected were found.
 SPLIT_WIDTH_IN = 0.75
@@ -566,10 +576,15 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
     tilt = hand_tilt(mask) if expected > 1 else _single_tilt(mask)
     u, v = _across_along(mask.shape, tilt)
     columns = finger_columns(u, mask, max(expected, 0)) if expected > 0 else []
-    tips = [tip for tip in (fingertip(u, v, mask, c, texture) for c in columns) if tip is not None]
+    tips_raw = [fingertip(u, v, mask, c, texture) for c in columns]
+    tips = [t for t in tips_raw if t is not None]
     if not tips and expected > 0:
         raise ImageError(f"{name}: no fingertip found on slap position {position}: not a slap")
 
+    gray = _smoothed(small)
+    parts = [tip_ink(gray, u, v, mask, c, tip) for c, tip in zip(columns, tips_raw) if tip is not None]
+    tilt = box_tilt(parts, tilt)
+    tips = [part_box(part, tilt) for part in parts]
     t = math.radians(tilt)
     boxes = []
     for u0, u1, v0, v1 in tips:
@@ -641,3 +656,82 @@ def _extract_crop(crop: np.ndarray, ppi: float, position: int):
     except ImageError:
         return None, 0
     return template, int(template.quality)
+
+
+#: Edge of a print: where its smoothed darkening below the paper falls to this share of the tip's median darkening.
+EDGE_DARKENING_SHARE = 0.5
+#: Smoothing (Gaussian sigma, pixels at TEXTURE_PPI) of the gray before the darkening is measured: about half a ridge period.
+EDGE_SMOOTH_PX = 2.0
+#: Percentile of the smoothed gray around a tip taken as its paper level.
+PAPER_PERCENTILE = 95.0
+
+
+def _smoothed(small):
+    from scipy import ndimage as ndi
+
+    return ndi.gaussian_filter(small, EDGE_SMOOTH_PX)
+
+
+#: The hand tilt is refined within this many degrees of the column estimate, in steps of TILT_REFINE_STEP_DEG.
+TILT_REFINE_DEG = 4.0
+TILT_REFINE_STEP_DEG = 0.25
+
+
+def box_tilt(parts, tilt):
+    """The tilt (near ``tilt``) at which the tips' boxes along the fingers are smallest in total (a box along a
+    finger's axis is its tightest)."""
+    xys = [p for p in parts if p is not None]
+    if not xys:
+        return tilt
+    best, best_area = tilt, math.inf
+    for cand in np.arange(tilt - TILT_REFINE_DEG, tilt + TILT_REFINE_DEG + 1e-9, TILT_REFINE_STEP_DEG):
+        if abs(cand) > MAX_TILT_DEG:
+            continue
+        t = math.radians(cand)
+        area = 0.0
+        for xs, ys in xys:
+            uu = xs * math.cos(t) + ys * math.sin(t)
+            vv = -xs * math.sin(t) + ys * math.cos(t)
+            area += (uu.max() - uu.min() + 1) * (vv.max() - vv.min() + 1)
+        if area < best_area - 1e-9:
+            best, best_area = float(cand), area
+    return best
+
+
+def part_box(part, tilt):
+    xs, ys = part
+    t = math.radians(tilt)
+    uu = xs * math.cos(t) + ys * math.sin(t)
+    vv = -xs * math.sin(t) + ys * math.cos(t)
+    return (float(uu.min()), float(uu.max()) + 1.0, float(vv.min()), float(vv.max()) + 1.0)
+
+
+def tip_ink(gray, u, v, mask, column, tip):
+    """Pixels (xs, ys at TEXTURE_PPI) of the print's ink in a coarse tip: its half-darkening area."""
+    from scipy import ndimage as ndi
+
+    u0, u1, v0, v1 = tip
+    reach = MASK_SPREAD_IN * TEXTURE_PPI * 2 + 2
+    c0, c1 = column
+    region = (u >= max(c0, u0 - reach)) & (u < min(c1, u1 + reach)) & (v >= v0 - reach) & (v < v1 + reach)
+    core = region & mask
+    ys, xs = np.nonzero(core)
+    fallback = (xs.astype(np.float64), ys.astype(np.float64))
+    if core.sum() < MIN_TIP_AREA_SQIN * TEXTURE_PPI**2:
+        return fallback
+    paper = float(np.percentile(gray[region], PAPER_PERCENTILE))
+    dark = paper - gray
+    level = float(np.median(dark[core]))
+    if level <= 0:
+        return fallback
+    ink = region & (dark >= EDGE_DARKENING_SHARE * level)
+    labels, n = ndi.label(ink)
+    if n == 0:
+        return fallback
+    overlap = np.bincount(labels[core], minlength=n + 1)
+    overlap[0] = 0
+    part = ndi.binary_fill_holes(labels == int(np.argmax(overlap)))
+    if part.sum() < MIN_TIP_AREA_SQIN * TEXTURE_PPI**2:
+        return fallback
+    ys, xs = np.nonzero(part)
+    return xs.astype(np.float64), ys.astype(np.float64)

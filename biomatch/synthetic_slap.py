@@ -12,7 +12,14 @@ impression of the same finger) makes the segmentation tell tips from lower
 joints, as on real slaps.
 
 The ground truth of each fingertip is its :class:`~biomatch.slap.RotatedBox`:
-the tight box, along the finger's axis, of the pasted print's ink (gray
+the tight box, along the finger's axis, of the print's contact area as the
+generator drew it (``Impression.contact`` at least
+:data:`TRUTH_CONTACT_MIN`, the level at which the generator's own
+ground-truth minutiae count; holes filled). Only the darkening inside the
+contact area (and a soft rim of :data:`CONTACT_RIM_PX`) is pasted, so the
+slap's paper is clean: an impression's own background (its smooth mottle and
+sensor noise) is not part of the print. :func:`compose_slap`, which has no
+contact map for real fingertip images, takes the ink's extent instead (gray
 darkening above :data:`INK_DARKENING_GRAY` once smoothed).
 
 :func:`rolled_print` gives another impression of the same finger, for
@@ -42,7 +49,13 @@ PHALANX_IMPRESSION = 9
 ROLLED_IMPRESSION = 8
 #: Tip height of each finger below the middle finger's, in finger heights (index, middle, ring, little; thumbs).
 TIP_DROP_HEIGHTS = {2: 0.12, 3: 0.0, 4: 0.07, 5: 0.38, 7: 0.12, 8: 0.0, 9: 0.07, 10: 0.38, 1: 0.0, 6: 0.0}
-#: Smoothed darkening (gray levels) above which a pixel is ink of the print (defines the truth box).
+#: Contact strength (0-1) from which a pixel is part of the print: the truth box is the extent of this area.
+TRUTH_CONTACT_MIN = 0.5
+#: Darkening is pasted where the contact is above zero, fading out over this many pixels beyond.
+CONTACT_RIM_PX = 3
+#: Pixels kept around the truth box in a pasted patch (the contact's soft edge below TRUTH_CONTACT_MIN).
+PATCH_MARGIN_PX = 8
+#: Real fingertip images (compose_slap): smoothed darkening (gray levels) above which a pixel is ink.
 INK_DARKENING_GRAY = 12.0
 #: Middle phalanx: share of the fingertip's height kept, contrast relative to the tip.
 PHALANX_HEIGHT_SHARE = 0.55
@@ -90,38 +103,62 @@ def finger_master(subject: int, finger: int, seed: int = 0, size: tuple = (300, 
     return make_finger(int(subject) * 10 + int(finger) - 1, seed, width=int(size[0]), height=int(size[1]))
 
 
-def _darkening(pixels: np.ndarray) -> np.ndarray:
-    """Darkening below the paper (float32, 0 outside the print's ink and its rim)."""
+def _darkening(pixels: np.ndarray, contact: np.ndarray | None = None) -> np.ndarray:
+    """Darkening below the paper (float32), kept only on the print: inside ``contact`` (> 0, with a soft
+    rim of CONTACT_RIM_PX) when given, else where the smoothed darkening is ink (and its rim)."""
     from scipy import ndimage as ndi
 
     pixels = np.asarray(pixels, dtype=np.float32)
     background = ndi.maximum_filter(ndi.gaussian_filter(pixels, 2.0), 25)  # the paper between ridges
     dark = np.clip(background - pixels, 0.0, 255.0)
+    if contact is not None:
+        area = ndi.binary_dilation(contact > 0.0, iterations=CONTACT_RIM_PX)
+        return dark * ndi.gaussian_filter(area.astype(np.float32), CONTACT_RIM_PX / 2.0)
     ink = ndi.binary_fill_holes(ndi.gaussian_filter(dark, 4.0) > INK_DARKENING_GRAY)
     dark *= ndi.gaussian_filter(ndi.binary_dilation(ink, iterations=4).astype(np.float32), 1.5)
     return dark
 
 
-def _upright(impression) -> np.ndarray:
-    """Darkening of an impression, turned back by its drawn rotation."""
+def _upright(impression) -> tuple:
+    """(darkening, contact) of an impression, both turned back by its drawn rotation."""
     from scipy import ndimage as ndi
 
     angle = float(impression.params.get("rotation_deg", 0.0))
     # make_impression turns the master clockwise (as displayed) by rotation_deg; ndi.rotate turns counter-clockwise
-    return ndi.rotate(_darkening(impression.pixels), angle, reshape=True, order=1, mode="constant", cval=0.0)
+    dark = ndi.rotate(_darkening(impression.pixels, impression.contact), angle, reshape=True, order=1,
+                      mode="constant", cval=0.0)
+    contact = ndi.rotate(impression.contact, angle, reshape=True, order=1, mode="constant", cval=0.0)
+    return dark, contact
+
+
+def _extent(area: np.ndarray, what: str):
+    """(x0, y0, x1, y1) of the largest part of a bool mask, holes filled."""
+    from scipy import ndimage as ndi
+
+    labels, n = ndi.label(ndi.binary_fill_holes(area))
+    if n == 0:
+        raise BiomatchError(f"synthetic impression holds no {what}")
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    ys, xs = np.nonzero(labels == int(np.argmax(sizes)))
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 def _ink_extent(dark: np.ndarray):
     from scipy import ndimage as ndi
 
-    ink = ndi.gaussian_filter(dark, 4.0) > INK_DARKENING_GRAY
-    labels, n = ndi.label(ink)
-    if n == 0:
-        raise BiomatchError("synthetic impression holds no ink")
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    ys, xs = np.nonzero(labels == int(np.argmax(sizes)))
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return _extent(ndi.gaussian_filter(dark, 4.0) > INK_DARKENING_GRAY, "ink")
+
+
+def _patch(dark: np.ndarray, box, margin: int) -> np.ndarray:
+    """dark[y0-margin:y1+margin, x0-margin:x1+margin] of box (x0, y0, x1, y1), zero beyond the array."""
+    x0, y0, x1, y1 = box
+    out = np.zeros((y1 - y0 + 2 * margin, x1 - x0 + 2 * margin), dtype=np.float32)
+    h, w = dark.shape
+    sy0, sx0 = max(0, y0 - margin), max(0, x0 - margin)
+    sy1, sx1 = min(h, y1 + margin), min(w, x1 + margin)
+    out[sy0 - (y0 - margin) : sy1 - (y0 - margin), sx0 - (x0 - margin) : sx1 - (x0 - margin)] = dark[sy0:sy1, sx0:sx1]
+    return out
 
 
 def _paste(canvas: np.ndarray, dark: np.ndarray, centre_xy, angle_deg: float) -> None:
@@ -189,29 +226,30 @@ def make_slap(subject: int = 0, position: int = 13, seed: int = 0, *, tilt_deg: 
     tips, phalanx = {}, {}
     for p in fingers:
         master = finger_master(subject, p, seed, tuple(finger_size))
-        dark = _upright(make_impression(master, SLAP_IMPRESSION))
-        x0, y0, x1, y1 = _ink_extent(dark)
-        tips[p] = dark[y0:y1, x0:x1]
+        dark, contact = _upright(make_impression(master, SLAP_IMPRESSION))
+        tips[p] = _patch(dark, _extent(contact >= TRUTH_CONTACT_MIN, "contact area"), PATCH_MARGIN_PX)
         if phalanges:
-            lower = _upright(make_impression(master, PHALANX_IMPRESSION))
-            lx0, ly0, lx1, ly1 = _ink_extent(lower)
+            lower, lower_contact = _upright(make_impression(master, PHALANX_IMPRESSION))
+            lx0, ly0, lx1, ly1 = _extent(lower_contact >= TRUTH_CONTACT_MIN, "contact area")
             keep = int((ly1 - ly0) * PHALANX_HEIGHT_SHARE)
             mid = (ly0 + ly1) // 2
             phalanx[p] = lower[mid - keep // 2 : mid + keep // 2, lx0:lx1] * PHALANX_CONTRAST
 
     pixels, boxes = _lay_out(tips, phalanx, position, float(finger_size[1]), tilt_deg, gap_px, splay_deg, missing,
-                             np.random.default_rng([int(seed), int(subject), int(position),
+                             PATCH_MARGIN_PX, np.random.default_rng([int(seed), int(subject), int(position),
                                                     0 if noise_seed is None else int(noise_seed) + 1]))
     return SyntheticSlap(pixels=pixels, position=position, ppi=PPI, boxes=boxes, subject=int(subject), seed=int(seed),
                          tilt_deg=float(tilt_deg))
 
 
 def _lay_out(tips: dict, phalanx: dict, position: int, fh: float, tilt_deg: float, gap_px: float, splay_deg, missing,
-             rng) -> tuple:
-    """Paste upright darkening patches in hand layout; (uint8 slap, finger position -> true tip box)."""
+             margin: int, rng) -> tuple:
+    """Paste upright darkening patches in hand layout; (uint8 slap, finger position -> true tip box).
+
+    Each tip patch holds its truth box centred, ``margin`` pixels inside the patch on every side."""
     fingers = SLAP_FINGERS[position]
-    # layout of the upright hand: finger axes left to right, tips at their heights
-    widths = [tips[p].shape[1] for p in fingers]
+    # layout of the upright hand: finger axes left to right (gaps between the truth boxes), tips at their heights
+    widths = [tips[p].shape[1] - 2 * margin for p in fingers]
     gap = float(gap_px) if position != 15 else float(gap_px) + 0.4 * fh
     xs, x = [], 0.0
     for w in widths:
@@ -223,14 +261,15 @@ def _lay_out(tips: dict, phalanx: dict, position: int, fh: float, tilt_deg: floa
         if p in missing:
             continue
         tip = tips[p]
+        tip_h = tip.shape[0] - 2 * margin
         top = TIP_DROP_HEIGHTS[p] * fh
-        cy = top + tip.shape[0] / 2.0
+        cy = top + tip_h / 2.0
         placed.append((p, xs[i], cy, tip, splay_deg[i], True))
         if p in phalanx:
             crease = 0.12 * fh
             ph = phalanx[p]
             # the phalanx continues along the finger's own axis (splay) below the crease
-            dist = tip.shape[0] / 2.0 + crease + ph.shape[0] / 2.0
+            dist = tip_h / 2.0 + crease + ph.shape[0] / 2.0
             t = math.radians(splay_deg[i])
             placed.append((p, xs[i] - dist * math.sin(t), cy + dist * math.cos(t), ph, splay_deg[i], False))
     hand_cx, hand_cy = hand_w / 2.0, fh
@@ -253,7 +292,8 @@ def _lay_out(tips: dict, phalanx: dict, position: int, fh: float, tilt_deg: floa
         cx, cy = cx - ox, cy - oy
         _paste(dark_canvas, patch, (cx, cy), angle)
         if is_tip:
-            boxes[p] = RotatedBox(cx, cy, float(patch.shape[1]), float(patch.shape[0]), float(angle))
+            boxes[p] = RotatedBox(cx, cy, float(patch.shape[1] - 2 * margin), float(patch.shape[0] - 2 * margin),
+                                  float(angle))
     gray = BACKGROUND_GRAY - dark_canvas + NOISE_SD_GRAY * rng.standard_normal((h, w)).astype(np.float32)
     pixels = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
     return pixels, boxes
@@ -284,7 +324,7 @@ def compose_slap(tips: dict, position: int, *, tilt_deg: float = 0.0, gap_px: fl
         x0, y0, x1, y1 = _ink_extent(dark)
         patches[p] = dark[y0:y1, x0:x1]
     fh = float(np.median([t.shape[0] for t in patches.values()])) * 1.1
-    return _lay_out(patches, {}, position, fh, tilt_deg, gap_px, [0.0] * len(SLAP_FINGERS[position]), set(),
+    return _lay_out(patches, {}, position, fh, tilt_deg, gap_px, [0.0] * len(SLAP_FINGERS[position]), set(), 0,
                     np.random.default_rng([int(seed), int(position)]))
 
 
