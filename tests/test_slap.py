@@ -120,3 +120,39 @@ def test_real_slaps_every_finger_found(real_slaps):
             # a fingertip crop, not a strip of card text: it holds a searchable print
             assert s.template is not None and len(s.template) >= MIN_MINUTIAE, (image.position, s.position)
             assert 0.3 * image.ppi <= s.box.width <= 0.9 * image.ppi
+
+
+def test_fsp_boxes_alone_are_read():
+    """A transaction that carries only 14.021 FSP (no 14.025 ASEG polygon) gives each finger its box."""
+    from biomatch.formats import write_image_transaction
+    from biomatch.formats._an2k_records import encode_records, record_content, split_records
+
+    slap = make_slap(1, 13, finger_size=SMALL)
+    seg = segment_slap(slap.pixels, 13, 500, extract=False)
+    data = write_image_transaction([{"position": 13, "pixels": slap.pixels, "ppi": 500.0,
+                                     "segments": [(s.position, s.box.corners()) for s in seg.segments]}],
+                                   ori="TEST", tcn="FSP-2")
+    records = split_records(data, "fsp")
+    content = []
+    for rec in records:
+        rtype, fields, payload = record_content(rec)
+        if rtype == 14:
+            assert 21 in dict(fields) and 25 in dict(fields)
+            fields = tuple((tag, value) for tag, value in fields if tag != 25)  # FSP only
+        content.append((rtype, fields, payload))
+    image = bm.read_transaction(encode_records(tuple(content))).images[0]
+    assert [p for p, _ in image.segments] == [s.position for s in seg.segments]
+    for (pos, polygon), s in zip(image.segments, seg.segments):
+        poly = np.asarray(polygon, dtype=float)
+        left, top, right, bottom = s.box.bounds()
+        got = (poly[:, 0].min(), poly[:, 1].min(), poly[:, 0].max(), poly[:, 1].max())
+        assert np.abs(np.array(got) - (left, top, right, bottom)).max() <= 1.0  # the envelope, to a whole pixel
+
+
+def test_a_single_print_is_not_a_four_finger_slap():
+    """A rolled print handed in as a four-finger slap: too narrow for one (a clear error, not four bad crops)."""
+    from biomatch.synthetic_slap import rolled_print
+
+    rolled = rolled_print(1, 2, finger_size=SMALL)
+    with pytest.raises(ImageError, match="too small for slap position 13"):
+        segment_slap(rolled, 13, 500)
