@@ -519,9 +519,21 @@ def test_feature_rows_join_into_the_pack_of_their_templates(mated):
         a, b = getattr(joined, f.name), getattr(whole, f.name)
         assert a.dtype == b.dtype and np.array_equal(a, b), f.name
     assert joined.bits.flags.writeable
+    # split rows (as the search's cache keeps them) join to the same batch; one split row is its template's pack
+    split = [gallery_mod.FeatureStore.split(r) for r in rows]
+    again = gallery_mod.FeatureStore.join(split[:5] + rows[5:])
+    one = gallery_mod.FeatureStore.packed(split[3])
+    for f in dataclasses.fields(whole):
+        assert np.array_equal(getattr(again, f.name), getattr(whole, f.name)), f.name
+        assert np.array_equal(getattr(one, f.name), getattr(pack([gal[3]]), f.name)), f.name
     assert len(gallery_mod.FeatureStore.join([])) == 0
     with pytest.raises(ValueError, match="length"):
         gallery_mod.FeatureStore.join([rows[0][:-8]])
+    # rows of another layout (a field of another dtype) are refused, not silently converted
+    p = pack([gal[0]])
+    odd = gallery_mod.FeatureStore._dump(dataclasses.replace(p, theta=p.theta.astype(np.float32)))
+    with pytest.raises(GalleryError, match="different layouts"):
+        gallery_mod.FeatureStore.join([rows[0], odd])
 
 
 def test_search_params_are_checked_frozen_and_used(store, mated):

@@ -144,7 +144,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         self._indexes: dict = {}
         self._dirty: set[str] = set()
         self._features = LRU(features.TEMPLATE_CACHE_FINGERS, features.TEMPLATE_CACHE_BYTES)  # finger id -> Template (descriptors cached on it)
-        self._packs = LRU(features.FEATURE_CACHE_FINGERS, features.FEATURE_CACHE_BYTES)  # finger id -> its serialised rescoring rows
+        self._packs = LRU(features.FEATURE_CACHE_FINGERS, features.FEATURE_CACHE_BYTES)  # finger id -> its rescoring rows, split (FeatureStore.split)
         self._released = 0.0  # time.monotonic() of the last release_memory() after a search
         self._subject_counts: dict[int, tuple[int, int]] = {}  # gallery id -> (generation, subjects)
         self._featstore = FeatureStore(Path(f"{self.path}.features"), in_memory=self.read_only)
