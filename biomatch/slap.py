@@ -118,7 +118,7 @@ MASK_SPREAD_IN = 0.018
 #: The fingertip starts where the foreground is this share of the column's widest part across.
 TIP_START_SHARE = 0.15
 #: Across the finger, the crop keeps this much (inches) beside its box; further out it is blanked.
-NEIGHBOUR_BLANK_MARGIN_IN = 0.01
+NEIGHBOUR_BLANK_MARGIN_IN = 0.03
 #: Margin added around each crop, inches.
 CROP_MARGIN_IN = 0.04
 #: Size limits of a slap image, inches (width, height): four fingers, two thumbs, one thumb.
