@@ -111,7 +111,7 @@ def _stroke_distance(rng, shape, length_px, curvature):
 
 
 def render_livescan(impression: Impression, seed: int = 0, *, sensor: str | None = None,
-                    skin: str | None = None, wsq: bool | None = None) -> LivescanImpression:
+                    skin: str | None = None, scale: float | None = None, wsq: bool | None = None) -> LivescanImpression:
     """Re-render a synthetic impression as a hard livescan print.
 
     Parameters
@@ -122,6 +122,10 @@ def render_livescan(impression: Impression, seed: int = 0, *, sensor: str | None
         Seed of the rendering choices (with the impression's finger and index).
     sensor, skin : str, optional
         Force one of :data:`SENSORS` / :data:`SKIN_CONDITIONS`; drawn when None.
+    scale : float, optional
+        Force the resampling factor (within :data:`SCALE_RANGE`); drawn when None.
+        A verification benchmark fixes it per finger: one finger on one sensor
+        keeps its ridge period from one impression to the next.
     wsq : bool, optional
         Force or forbid the WSQ round trip; drawn when None.
 
@@ -135,11 +139,14 @@ def render_livescan(impression: Impression, seed: int = 0, *, sensor: str | None
         raise BiomatchError(f"sensor must be one of {', '.join(SENSORS)}, got {sensor!r}")
     if skin is not None and skin not in SKIN_CONDITIONS:
         raise BiomatchError(f"skin must be one of {', '.join(SKIN_CONDITIONS)}, got {skin!r}")
+    if scale is not None and not (isinstance(scale, (int, float, np.floating)) and not isinstance(scale, bool)
+                                  and SCALE_RANGE[0] <= float(scale) <= SCALE_RANGE[1]):
+        raise BiomatchError(f"scale must be a number in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}], got {scale!r}")
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
         int(seed), spawn_key=(_LIVESCAN_STREAM, int(impression.finger), int(impression.impression)))))
     sensor = sensor or SENSORS[int(rng.integers(len(SENSORS)))]
     skin = skin or SKIN_CONDITIONS[int(rng.choice(len(SKIN_CONDITIONS), p=SKIN_SHARES))]
-    scale = float(rng.uniform(*SCALE_RANGE))
+    scale = float(rng.uniform(*SCALE_RANGE)) if scale is None else float(scale)
     ridge = np.clip(_resample(impression.ridge, scale, 1), -1.0, 1.0)
     contact = np.clip(_resample(impression.contact, scale, 1), 0.0, 1.0)
     shape = ridge.shape

@@ -49,6 +49,12 @@ def test_scale_moves_truth_and_size_together(impression):
         assert d.min() < 0.05  # params round the scale to 4 decimals
 
 
+def test_a_forced_scale_is_the_one_rendered(impression):
+    live = render_livescan(impression, 3, scale=1.1, wsq=False)
+    h, w = impression.pixels.shape
+    assert live.params["scale"] == 1.1 and live.pixels.shape == (int(round(h * 1.1)), int(round(w * 1.1)))
+
+
 def test_dry_prints_break_ridges_and_wet_prints_fill_valleys(impression):
     def shares(skin):
         """Mean over renderings: ridge pixels as bright as a valley, valley pixels as dark as a ridge."""
@@ -78,6 +84,9 @@ def test_bad_arguments_are_refused(impression):
         render_livescan(impression, sensor="ultrasonic")
     with pytest.raises(BiomatchError, match="skin"):
         render_livescan(impression, skin="oily")
+    for bad in (0.5, 2.0, float("nan"), "1.0", True):
+        with pytest.raises(BiomatchError, match=r"scale must be a number in \[0\.85, 1\.25\]"):
+            render_livescan(impression, scale=bad)
     bare = S.Impression(impression.pixels, impression.truth, 0, 0)
     with pytest.raises(BiomatchError, match="ridge map"):
         render_livescan(bare)
