@@ -91,3 +91,15 @@ def test_bad_arguments_are_refused(impression):
     with pytest.raises(BiomatchError, match="ridge map"):
         render_livescan(bare)
     assert set(SKIN_CONDITIONS) == {"normal", "dry", "wet", "faint"}
+
+
+def test_the_verification_benchmark_keeps_one_sensor_and_scale_per_finger():
+    from benchmarks.livescan_verification import finger_conditions
+    from biomatch.synthetic_livescan import SCALE_RANGE
+
+    drawn = [finger_conditions(f, 2026, None) for f in range(40)]
+    assert drawn == [finger_conditions(f, 2026, None) for f in range(40)]  # reproducible
+    assert {sensor for sensor, _ in drawn} == set(SENSORS)
+    scales = [scale for _, scale in drawn]
+    assert all(SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in scales) and len(set(scales)) > 30
+    assert all(sensor == "optical" for sensor, _ in (finger_conditions(f, 2026, "optical") for f in range(5)))
