@@ -57,6 +57,7 @@ __all__ = [
     "compare_reports",
     "write_accuracy_outputs",
     "FNMR_AT_FMR_TARGETS",
+    "json_default",
 ]
 
 #: FMR targets of the "FNMR at FMR" rows (reported only when n_nonmated >= 3/target).
@@ -436,7 +437,7 @@ def write_accuracy_outputs(report: dict, scores: ScoreSet, out) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     paths["report"] = out / "report.json"
-    paths["report"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    paths["report"].write_text(json.dumps(report, indent=2, default=json_default) + "\n")
     paths["csv"] = out / "report.csv"
     with paths["csv"].open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -458,7 +459,8 @@ def write_accuracy_outputs(report: dict, scores: ScoreSet, out) -> dict:
     return paths
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps`` default for reports and CLI output: numpy scalars and arrays, paths."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -655,7 +657,7 @@ def write_threshold_config(threshold, path, *, source: str) -> Path:
                  rule="accept when score >= value")
     doc["threshold"] = entry
     try:
-        path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(doc, indent=2, default=json_default) + "\n", encoding="utf-8")
     except OSError as exc:
         raise BiomatchError(f"{path}: cannot write config ({exc.strerror or exc})") from None
     return path

@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import typer
 
+from .bench import json_default  # one rule for numpy values and paths in JSON, shared with the reports
 from .errors import BiomatchError
 
 
 def emit_json(obj) -> None:
     """Write one JSON document to stdout."""
     typer.echo(json.dumps(obj, indent=2, default=json_default))
-
-
-def json_default(obj):
-    """``json.dumps`` default: numpy scalars and arrays, paths."""
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def fail(message: str) -> None:
