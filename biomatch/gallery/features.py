@@ -27,6 +27,15 @@ FEATURE_CACHE_BYTES = 64 << 20
 #: pairs (LRU), by count and by bytes.
 TEMPLATE_CACHE_FINGERS = 2_000
 TEMPLATE_CACHE_BYTES = 32 << 20
+#: Bytes of rescoring rows the whole-store arena (:class:`FeatureArena`) may hold: a store whose
+#: feature file holds more is served by the LRU above alone. About 13 KB per finger at 35 minutiae.
+FEATURE_ARENA_BYTES = 4 << 30
+#: Fingers a store must hold for the arena to be built: a smaller store's rows all fit in the LRU.
+FEATURE_ARENA_MIN_FINGERS = FEATURE_CACHE_FINGERS
+#: Shortlisted fingers served outside the arena (enrolled after it was built, or not in the feature
+#: file then) after which it is rebuilt on the next search: at least this many, and at least
+#: a tenth of the fingers it holds.
+FEATURE_ARENA_STALE_FINGERS = 1_000
 
 
 def nbytes(value) -> int:
@@ -314,6 +323,10 @@ class FeatureStore:
         except sqlite3.OperationalError:
             pass
 
+    def nbytes(self) -> int:
+        """Bytes of the rows held (as stored: sealed rows count their sealing)."""
+        return int(self._con().execute("SELECT coalesce(sum(length(data)), 0) FROM rows").fetchone()[0])
+
     def shas(self) -> set:
         """Keys of every row (for :meth:`Gallery.check`)."""
         return {r[0] for r in self._con().execute("SELECT sha256 FROM rows")}
@@ -323,6 +336,96 @@ class FeatureStore:
         if con is not None:
             con.close()
             self._local.con = None
+
+
+class FeatureArena:
+    """The rescoring rows of every finger of a store, held contiguously: one array per field of
+    :class:`biomatch.scoring.PackedTemplates` and, per field, where each finger's rows start.
+
+    Gathering a shortlist is then one fancy-indexing take per field (:meth:`gather`), with no
+    SQL, no per-row parsing and no per-row Python. Built from the feature file (:meth:`build`);
+    fingers are identified by their store id (AUTOINCREMENT: never reused), and a finger
+    deleted or replaced is dropped with :meth:`forget`. Memory: the rows' bytes (as in the
+    feature file) plus 8 bytes per field and finger for the starts and 4 per id.
+    """
+
+    def __init__(self, sig: tuple, fields: list, starts: np.ndarray, slot_of: np.ndarray):
+        self.sig = sig  # (names, dtypes, trailing shapes) shared by every row held
+        self.fields = fields  # per field, the rows of every finger held, concatenated
+        self.starts = starts  # (n_fields, n + 1) int64: finger k's rows of field j are starts[j, k]:starts[j, k+1]
+        self.slot_of = slot_of  # finger id -> index k, -1 when not held
+        self.size = starts.shape[1] - 1  # fingers held
+        self.nbytes = sum(a.nbytes for a in fields) + starts.nbytes + slot_of.nbytes
+        self.outside = 0  # shortlisted fingers served outside it since it was built
+
+    @classmethod
+    def build(cls, items):
+        """An arena of ``items`` ((finger id, split row), :meth:`FeatureStore.split`) of the most common
+        signature (rows of other layouts are left out); it holds none when there are none."""
+        items = list(items)
+        if not items:
+            return cls(None, [], np.zeros((0, 1), dtype=np.int64), np.zeros(0, dtype=np.int32))
+        sig = collections.Counter(row[0] for _, row in items).most_common(1)[0][0]
+        items = [(fid, row) for fid, row in items if row[0] == sig]
+        names = sig[0]
+        starts = np.zeros((len(names), len(items) + 1), dtype=np.int64)
+        fields = []
+        for j, name in enumerate(names):
+            col = [row[1][j] for _, row in items]
+            if name == "offsets":  # per finger [0, n]: kept as the counts n
+                counts = np.fromiter((c[-1] for c in col), dtype=np.int64, count=len(col))
+                fields.append(counts)
+                starts[j] = np.arange(len(items) + 1)
+            else:
+                fields.append(np.concatenate(col))
+                np.cumsum([len(c) for c in col], out=starts[j, 1:])
+        fids = np.fromiter((fid for fid, _ in items), dtype=np.int64, count=len(items))
+        slot_of = np.full(int(fids.max()) + 1, -1, dtype=np.int32)
+        slot_of[fids] = np.arange(len(items), dtype=np.int32)
+        return cls(sig, fields, starts, slot_of)
+
+    def slots(self, finger_ids: list) -> np.ndarray:
+        """Index of each finger in the arena, -1 for those it does not hold."""
+        ids = np.asarray(finger_ids, dtype=np.int64)
+        out = np.full(len(ids), -1, dtype=np.int32)
+        inside = (ids >= 0) & (ids < len(self.slot_of))
+        out[inside] = self.slot_of[ids[inside]]
+        return out
+
+    def forget(self, finger_ids) -> None:
+        ids = np.asarray(list(finger_ids), dtype=np.int64)
+        ids = ids[(ids >= 0) & (ids < len(self.slot_of))]
+        self.slot_of[ids] = -1
+
+    def gather(self, slots: np.ndarray):
+        """The rows of the fingers at ``slots`` (all held) as one batch, as :meth:`FeatureStore.join`
+        of their rows would give it."""
+        from ..scoring import PackedTemplates
+
+        slots = np.asarray(slots, dtype=np.int64)
+        arrays = {}
+        for j, name in enumerate(self.sig[0]):
+            if name == "offsets":
+                offsets = np.zeros(len(slots) + 1, dtype=np.int64)
+                np.cumsum(self.fields[j][slots], out=offsets[1:])
+                arrays[name] = offsets
+                continue
+            st = self.starts[j, slots]
+            ln = self.starts[j, slots + 1] - st
+            ends = np.cumsum(ln)
+            idx = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + np.repeat(st - (ends - ln), ln)
+            arrays[name] = self.fields[j][idx]  # a new, writable array
+        return PackedTemplates(**arrays)
+
+    def row(self, slot: int) -> tuple:
+        """One finger's rows as a split row (:meth:`FeatureStore.split`): views into the arena."""
+        arrays = []
+        for j, name in enumerate(self.sig[0]):
+            if name == "offsets":
+                arrays.append(np.array([0, self.fields[j][slot]], dtype=self.fields[j].dtype))
+            else:
+                arrays.append(self.fields[j][self.starts[j, slot] : self.starts[j, slot + 1]])
+        return self.sig, tuple(arrays)
 
 
 class FeaturesMixin:
@@ -356,6 +459,12 @@ class FeaturesMixin:
         return held
 
     def _forget(self, finger_ids) -> None:
+        finger_ids = list(finger_ids)
+        with self._feat_lock:  # an arena being built meanwhile is not kept (_feature_arena)
+            self._arena_gen = getattr(self, "_arena_gen", 0) + 1
+            arena = getattr(self, "_arena", None)
+            if arena:
+                arena.forget(finger_ids)
         for fid in finger_ids:
             self._features.pop(fid)
             self._packs.pop(fid)
@@ -374,8 +483,73 @@ class FeaturesMixin:
     def _packed_for(self, con, finger_ids: list):
         """Rescoring rows of enrolled fingers as one :class:`biomatch.scoring.PackedTemplates`.
 
+        From the store's :class:`FeatureArena` (every finger's rows, contiguous; built on the
+        first search, see :meth:`_feature_arena`): one take per field, no SQL. Fingers it does
+        not hold (enrolled after it was built, or a store over :data:`FEATURE_ARENA_BYTES`)
+        come from :meth:`_rows_for`.
+        """
+        arena = self._feature_arena(con)
+        if arena is None:
+            singles = self._rows_for(con, finger_ids)
+            return FeatureStore.join([singles[fid] for fid in finger_ids])
+        slots = arena.slots(finger_ids)
+        outside = slots < 0
+        if not outside.any():
+            return arena.gather(slots)
+        arena.outside += int(outside.sum())
+        singles = self._rows_for(con, [fid for fid, o in zip(finger_ids, outside.tolist()) if o])
+        return FeatureStore.join([singles[fid] if s < 0 else arena.row(s) for fid, s in zip(finger_ids, slots.tolist())])
+
+    def _feature_arena(self, con):
+        """The store's :class:`FeatureArena`, built from the feature file on first use and again once
+        :data:`FEATURE_ARENA_STALE_FINGERS` shortlisted fingers were served outside it; None for a
+        read-only store (its rows live in per-thread memory), one of at most
+        :data:`FEATURE_ARENA_MIN_FINGERS` fingers (the LRU holds them all) or one whose rows exceed
+        :data:`FEATURE_ARENA_BYTES`. A build during which a finger was forgotten (deleted,
+        replaced) is not kept."""
+        arena = getattr(self, "_arena", None)
+        if arena is False or self._featstore.in_memory:  # over the budget: stays so for this handle
+            return None
+        if arena is not None and arena.outside < max(FEATURE_ARENA_STALE_FINGERS, arena.size // 10):
+            return arena
+        if arena is None and con.execute("SELECT count(*) FROM (SELECT 1 FROM fingers LIMIT ?)",
+                                         (FEATURE_ARENA_MIN_FINGERS + 1,)).fetchone()[0] <= FEATURE_ARENA_MIN_FINGERS:
+            return None
+        gen = getattr(self, "_arena_gen", 0)
+        built = self._build_arena(con)
+        with self._feat_lock:
+            if getattr(self, "_arena_gen", 0) == gen:
+                self._arena = built
+        return built if built is not False else None
+
+    def _build_arena(self, con):
+        """A :class:`FeatureArena` of the rows the feature file holds for the store's fingers (as the
+        search's snapshot sees them); False when they exceed :data:`FEATURE_ARENA_BYTES`."""
+        if self._featstore.nbytes() > FEATURE_ARENA_BYTES:
+            return False
+        sealed = self._ring is not None  # only then can a template be sealed (see _check_row_sha)
+        rows = con.execute(f"SELECT id, sha256{', template' if sealed else ''} FROM fingers").fetchall()
+        items = []
+        for i in range(0, len(rows), 500):
+            part = rows[i : i + 500]
+            stored = self._featstore.get([r[1] for r in part], raw=True)
+            for r in part:
+                data = stored.get(r[1])
+                if data is None:
+                    continue  # computed when shortlisted (_rows_for)
+                if sealed:
+                    try:
+                        self._check_row_sha(r[0], r[1], r[2], con)
+                    except GalleryError:  # left out: refused when shortlisted (_rows_for), as before
+                        continue
+                items.append((r[0], FeatureStore.split(data)))
+        return FeatureArena.build(items)
+
+    def _rows_for(self, con, finger_ids: list) -> dict:
+        """{finger id: split row (:meth:`FeatureStore.split`)} of enrolled fingers.
+
         Each finger's rows (``scoring.pack`` of that one template, serialised as
-        in the feature file, kept split: :meth:`FeatureStore.split`) are kept in an LRU cache bounded by
+        in the feature file) are kept in an LRU cache bounded by
         :data:`FEATURE_CACHE_FINGERS` and :data:`FEATURE_CACHE_BYTES`; misses
         come from the feature file, or are decoded from the store and encoded.
         Packing per search would cost more than the rescoring itself.
@@ -422,12 +596,14 @@ class FeaturesMixin:
                     computed.append((sha, e))
         if computed:  # written after the search's read snapshot ends (see _put_features)
             self._local.pending_features = getattr(self._local, "pending_features", []) + computed
-        return FeatureStore.join([singles[fid] for fid in finger_ids])
+        return singles
 
     def _pairs(self, probe: Template, finger_id: int) -> tuple:
         from ..scoring import pairs_packed, verify
 
-        row = self._packs.get(finger_id)  # the rescoring rows just used: no template decode and encode
+        arena = getattr(self, "_arena", None)
+        slot = int(arena.slots([finger_id])[0]) if arena else -1
+        row = arena.row(slot) if slot >= 0 else self._packs.get(finger_id)  # the rows just used: no decode and encode
         if row is not None:
             return tuple((int(a), int(b)) for a, b in pairs_packed(probe, FeatureStore.packed(row), 0)[1])
         t = self._features.get(finger_id)
