@@ -26,10 +26,13 @@ its quality. The pipeline, in the spirit of NIST NBIS ``nfseg``:
    half a ridge period, its darkening below the paper around the tip (the
    95th percentile), the part darker than half the tip's median darkening
    (the half-amplitude point of a blurred edge lies on the edge itself)
-   that overlaps the tip's mask most, holes filled. ``box_tilt`` then
-   refines the hand tilt within :data:`TILT_REFINE_DEG` to the angle at
-   which those parts' boxes are smallest in total (a box along a finger's
-   axis is its tightest); the boxes are their extents at that tilt.
+   that overlaps the tip's mask most, holes filled. ``finger_axis_tilt``
+   re-estimates the hand tilt from the fingers' own axes (the principal
+   axis of each column's foreground, fingertip and phalanx below it,
+   averaged weighted by size and elongation); ``box_tilt`` then refines it
+   within :data:`TILT_REFINE_DEG` to the angle at which the ink parts'
+   boxes are smallest in total (a box along a finger's axis is its
+   tightest); the boxes are their extents at that tilt.
 7. positions: left-to-right order of the hand (right hand: index .. little;
    left hand: little .. index; both thumbs: left, right). When fewer fingers
    than expected are found, the missing ones are placed where the spacing
@@ -583,7 +586,7 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
 
     gray = _smoothed(small)
     parts = [tip_ink(gray, u, v, mask, c, tip) for c, tip in zip(columns, tips_raw) if tip is not None]
-    tilt = box_tilt(parts, tilt)
+    tilt = box_tilt(parts, finger_axis_tilt(u, mask, columns, tilt))
     tips = [part_box(part, tilt) for part in parts]
     t = math.radians(tilt)
     boxes = []
@@ -672,9 +675,27 @@ def _smoothed(small):
     return ndi.gaussian_filter(small, EDGE_SMOOTH_PX)
 
 
-#: The hand tilt is refined within this many degrees of the column estimate, in steps of TILT_REFINE_STEP_DEG.
-TILT_REFINE_DEG = 4.0
+#: The fingers' axis estimate is refined within this many degrees, in steps of TILT_REFINE_STEP_DEG.
+TILT_REFINE_DEG = 1.0
 TILT_REFINE_STEP_DEG = 0.25
+
+
+def finger_axis_tilt(u: np.ndarray, mask: np.ndarray, columns: list, tilt: float) -> float:
+    """The hand tilt from the fingers' own axes: the principal axis of each column's foreground (fingertip and
+    the phalanx below it, a long blob whose axis a fingertip's own shape barely moves), averaged over the
+    columns weighted by pixel count times elongation (a round blob says little about its direction);
+    ``tilt`` (the column estimate) when no column is large enough."""
+    angles, weights = [], []
+    for u0, u1 in columns:
+        ys, xs = np.nonzero(mask & (u >= u0) & (u < u1))
+        if xs.size < MIN_TIP_AREA_SQIN * TEXTURE_PPI**2:
+            continue
+        angle, elongation = _axis_tilt(xs, ys)
+        angles.append(angle)
+        weights.append(elongation * xs.size)
+    if not angles or sum(weights) <= 0:
+        return tilt
+    return float(np.clip(np.average(angles, weights=weights), -MAX_TILT_DEG, MAX_TILT_DEG))
 
 
 def box_tilt(parts, tilt):
