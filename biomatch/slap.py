@@ -14,7 +14,9 @@ its quality. The pipeline, in the spirit of NIST NBIS ``nfseg``:
 2. ``foreground``: Otsu threshold of that map, an opening that removes thin
    strokes and lines, small components dropped.
 3. ``hand_tilt``: the rotation (within :data:`MAX_TILT_DEG`) at which the
-   foreground's profile across the fingers is most sharply peaked.
+   print's darkening, projected across the fingers, is most sharply peaked
+   (the paper in the finger gaps, which the texture window closes in the
+   foreground mask, still shows in the gray).
 4. ``finger_columns``: peaks of that profile, at least a finger's width
    apart, the strongest ones kept (as many as the slap holds).
 5. ``fingertip``: in each column the topmost run of foreground along the
@@ -310,14 +312,19 @@ def _axis_tilt(xs: np.ndarray, ys: np.ndarray):
     return tilt, elongation
 
 
-def hand_tilt(mask: np.ndarray) -> float:
-    """Tilt (degrees) at which the foreground falls into the clearest columns across the fingers.
+def hand_tilt(mask: np.ndarray, gray: np.ndarray) -> float:
+    """Tilt (degrees) at which the print's darkening falls into the clearest columns across the fingers.
 
-    For each candidate tilt the foreground's profile across the fingers is
-    compared with the profile of its convex hull (sum of squares, a ratio that
-    grows as columns separate and does not depend on the hull's own shape);
-    a mild prior (:data:`TILT_PRIOR`) prefers the upright hand when the
-    profiles are alike (sparse prints, clutter).
+    Inside the foreground's convex hull each pixel weighs its darkening
+    below the paper (``gray``: the smoothed slap at TEXTURE_PPI; paper its
+    :data:`PAPER_PERCENTILE`), as a share of the foreground's median
+    darkening, at most 1: the paper in a finger gap weighs nothing even where
+    the texture window has closed the gap in the mask. For each candidate
+    tilt that weighted profile across the fingers is compared with the
+    profile of the hull (sum of squares, a ratio that grows as columns
+    separate and does not depend on the hull's own shape); a mild prior
+    (:data:`TILT_PRIOR`) prefers the upright hand when the profiles are
+    alike (sparse prints, clutter).
     """
     from skimage.morphology import convex_hull_image
 
@@ -325,15 +332,17 @@ def hand_tilt(mask: np.ndarray) -> float:
     if small.sum() < 3:
         return 0.0
     hull = convex_hull_image(small)
-    ys, xs = np.nonzero(small)
+    dark = np.clip(float(np.percentile(gray, PAPER_PERCENTILE)) - gray[::2, ::2], 0.0, None)
+    level = float(np.median(dark[small]))
+    weight = np.clip(dark / level, 0.0, 1.0) if level > 0 else small.astype(np.float64)
     hy, hx = np.nonzero(hull)
+    w = weight[hull].astype(np.float64)
 
     def score(tilt):
         t = math.radians(tilt)
-        u = xs * math.cos(t) + ys * math.sin(t)
         hu = hx * math.cos(t) + hy * math.sin(t)
         lo = hu.min()
-        profile = np.bincount((u - lo).astype(np.int64)).astype(np.float64)
+        profile = np.bincount((hu - lo).astype(np.int64), weights=w)
         hull_profile = np.bincount((hu - lo).astype(np.int64)).astype(np.float64)
         return np.sum(profile**2) / np.sum(hull_profile**2) * (1.0 - TILT_PRIOR * (tilt / MAX_TILT_DEG) ** 2)
 
@@ -576,7 +585,8 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
     small = _resample(pixels.astype(np.float32), scale)
     texture = ridge_texture(small)
     mask = foreground(texture, name)
-    tilt = hand_tilt(mask) if expected > 1 else _single_tilt(mask)
+    gray = _smoothed(small)
+    tilt = hand_tilt(mask, gray) if expected > 1 else _single_tilt(mask)
     u, v = _across_along(mask.shape, tilt)
     columns = finger_columns(u, mask, max(expected, 0)) if expected > 0 else []
     tips_raw = [fingertip(u, v, mask, c, texture) for c in columns]
@@ -584,7 +594,6 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
     if not tips and expected > 0:
         raise ImageError(f"{name}: no fingertip found on slap position {position}: not a slap")
 
-    gray = _smoothed(small)
     parts = [tip_ink(gray, u, v, mask, c, tip) for c, tip in zip(columns, tips_raw) if tip is not None]
     tilt = box_tilt(parts, finger_axis_tilt(u, mask, columns, tilt))
     tips = [part_box(part, tilt) for part in parts]
