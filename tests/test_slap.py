@@ -40,9 +40,9 @@ def test_rotated_box_corners_and_bounds():
 def test_synthetic_right_slap_over_tilt_and_gaps(tilt, gap):
     slap = make_slap(1, 13, tilt_deg=tilt, gap_px=gap, finger_size=SMALL)
     seg = segment_slap(slap.pixels, 13, 500, extract=False)
-    # on these small hands the tilt estimate leans toward the little finger's side by up to about 10 degrees
-    # (docs/intake.md); what must hold is below: every crop on its own finger's tip
-    assert abs(seg.tilt_deg - tilt) <= 12.0
+    # on these small hands the tilt estimate is off by up to about 3 degrees (docs/intake.md); what must hold
+    # besides is below: every crop on its own finger's tip
+    assert abs(seg.tilt_deg - tilt) <= 5.0
     found = [s.position for s in seg.segments]
     assert found == sorted(found)  # right hand: index .. little from left to right
     assert len(found) >= 3
@@ -156,3 +156,15 @@ def test_a_single_print_is_not_a_four_finger_slap():
     rolled = rolled_print(1, 2, finger_size=SMALL)
     with pytest.raises(ImageError, match="too small for slap position 13"):
         segment_slap(rolled, 13, 500)
+
+
+def test_tilt_where_the_finger_gaps_close_in_the_mask():
+    # gaps of 22 px at 500 ppi are 11 px at the texture resolution, which the texture window closes in the
+    # foreground mask (its profile across the fingers is then nearly flat over all angles); the paper in the
+    # gaps still shows in the gray, and the tilt must come out within 2 degrees
+    slap = make_slap(0, 14, tilt_deg=-18.0, gap_px=22.0)
+    seg = segment_slap(slap.pixels, 14, 500, extract=False)
+    assert abs(seg.tilt_deg - (-18.0)) <= 2.0, seg.tilt_deg
+    assert [s.position for s in seg.segments] == [10, 9, 8, 7]
+    for s in seg.segments:
+        assert _inside(s.box, slap.boxes[s.position].cx, slap.boxes[s.position].cy)
