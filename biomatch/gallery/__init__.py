@@ -145,6 +145,8 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
         self._dirty: set[str] = set()
         self._features = LRU(features.TEMPLATE_CACHE_FINGERS, features.TEMPLATE_CACHE_BYTES)  # finger id -> Template (descriptors cached on it)
         self._packs = LRU(features.FEATURE_CACHE_FINGERS, features.FEATURE_CACHE_BYTES)  # finger id -> its rescoring rows, split (FeatureStore.split)
+        self._arena = None  # FeatureArena once built, False when over FEATURE_ARENA_BYTES (see _feature_arena)
+        self._arena_gen = 0  # bumped by every _forget: an arena built across one is not kept
         self._released = 0.0  # time.monotonic() of the last release_memory() after a search
         self._subject_counts: dict[int, tuple[int, int]] = {}  # gallery id -> (generation, subjects)
         self._featstore = FeatureStore(Path(f"{self.path}.features"), in_memory=self.read_only)

@@ -124,6 +124,13 @@ def _feature_layout(head: bytes) -> tuple:
     return tuple(out)
 
 
+def _batch_offsets(counts: np.ndarray) -> np.ndarray:
+    """PackedTemplates offsets of a batch whose templates hold ``counts`` rows each."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
 @functools.lru_cache(maxsize=1024)
 def _signature(layout: tuple) -> tuple:
     """(names, dtypes, trailing shapes) of a row layout: rows of one signature join into one batch."""
@@ -243,10 +250,7 @@ class FeatureStore:
         for j, name in enumerate(sig[0]):
             col = [r[1][j] for r in rows]
             if name == "offsets":  # per row [0, n]: the batch's running offsets
-                counts = np.fromiter((c[-1] for c in col), dtype=np.int64, count=len(col))
-                offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-                np.cumsum(counts, out=offsets[1:])
-                arrays[name] = offsets
+                arrays[name] = _batch_offsets(np.fromiter((c[-1] for c in col), dtype=np.int64, count=len(col)))
             else:
                 arrays[name] = np.concatenate(col)  # a new, writable array
         return PackedTemplates(**arrays)
@@ -406,9 +410,7 @@ class FeatureArena:
         arrays = {}
         for j, name in enumerate(self.sig[0]):
             if name == "offsets":
-                offsets = np.zeros(len(slots) + 1, dtype=np.int64)
-                np.cumsum(self.fields[j][slots], out=offsets[1:])
-                arrays[name] = offsets
+                arrays[name] = _batch_offsets(self.fields[j][slots])
                 continue
             st = self.starts[j, slots]
             ln = self.starts[j, slots + 1] - st
@@ -461,10 +463,9 @@ class FeaturesMixin:
     def _forget(self, finger_ids) -> None:
         finger_ids = list(finger_ids)
         with self._feat_lock:  # an arena being built meanwhile is not kept (_feature_arena)
-            self._arena_gen = getattr(self, "_arena_gen", 0) + 1
-            arena = getattr(self, "_arena", None)
-            if arena:
-                arena.forget(finger_ids)
+            self._arena_gen += 1
+            if self._arena:
+                self._arena.forget(finger_ids)
         for fid in finger_ids:
             self._features.pop(fid)
             self._packs.pop(fid)
@@ -507,7 +508,7 @@ class FeaturesMixin:
         :data:`FEATURE_ARENA_MIN_FINGERS` fingers (the LRU holds them all) or one whose rows exceed
         :data:`FEATURE_ARENA_BYTES`. A build during which a finger was forgotten (deleted,
         replaced) is not kept."""
-        arena = getattr(self, "_arena", None)
+        arena = self._arena
         if arena is False or self._featstore.in_memory:  # over the budget: stays so for this handle
             return None
         if arena is not None and arena.outside < max(FEATURE_ARENA_STALE_FINGERS, arena.size // 10):
@@ -515,10 +516,10 @@ class FeaturesMixin:
         if arena is None and con.execute("SELECT count(*) FROM (SELECT 1 FROM fingers LIMIT ?)",
                                          (FEATURE_ARENA_MIN_FINGERS + 1,)).fetchone()[0] <= FEATURE_ARENA_MIN_FINGERS:
             return None
-        gen = getattr(self, "_arena_gen", 0)
+        gen = self._arena_gen
         built = self._build_arena(con)
         with self._feat_lock:
-            if getattr(self, "_arena_gen", 0) == gen:
+            if self._arena_gen == gen:
                 self._arena = built
         return built if built is not False else None
 
@@ -601,7 +602,7 @@ class FeaturesMixin:
     def _pairs(self, probe: Template, finger_id: int) -> tuple:
         from ..scoring import pairs_packed, verify
 
-        arena = getattr(self, "_arena", None)
+        arena = self._arena
         slot = int(arena.slots([finger_id])[0]) if arena else -1
         row = arena.row(slot) if slot >= 0 else self._packs.get(finger_id)  # the rows just used: no decode and encode
         if row is not None:
