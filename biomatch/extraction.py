@@ -139,9 +139,16 @@ MAX_MINUTIAE_KEPT = 200
 #: only one ``extract`` uses) and "learned" (the ridge model of
 #: :mod:`biomatch.ridge_model`; for evaluation: on the FVC B sets it does not yet
 #: beat the classical one, see docs/extraction.md).
-FRONT_ENDS = ("classical", "learned")
+#: "learned-mask" is the ridge model's foreground only (hysteresis down to
+#: :data:`LEARNED_MASK_GROW_LOGIT`), every other stage classical.
+FRONT_ENDS = ("classical", "learned", "learned-mask")
 #: The extractor of each front end, as audit records and benchmarks name it.
-EXTRACTOR_VERSIONS = {"classical": EXTRACTOR_VERSION, "learned": EXTRACTOR_VERSION + "+learned-front-end"}
+EXTRACTOR_VERSIONS = {"classical": EXTRACTOR_VERSION, "learned": EXTRACTOR_VERSION + "+learned-front-end",
+                      "learned-mask": EXTRACTOR_VERSION + "+learned-mask"}
+#: Foreground logit the "learned-mask" front end grows its core down to: the
+#: network's 0.5-probability mask is too tight for matching, on held-out
+#: synthetic renders as on real prints (docs/extraction.md has the sweep).
+LEARNED_MASK_GROW_LOGIT = -3.0
 #: Gain on the ridge logit before tanh (the learned ridge map's scale, in (-1, 1)).
 RIDGE_LOGIT_GAIN = 0.25
 
@@ -205,7 +212,7 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0, *, fron
         Resolution when the image states none (see :func:`biomatch.io.read_image`).
     position : int
         Finger position, ANSI/NIST-ITL FGP code 0-10.
-    front_end : {"classical", "learned"}
+    front_end : {"classical", "learned", "learned-mask"}
         Which stages find the foreground and the first orientation field (see
         :data:`FRONT_ENDS`); the enhancement, thinning and minutia rules are shared.
 
@@ -234,7 +241,10 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0, *, fron
         period, period_ok = ridge_period(ridge_map, mask)
     else:
         orientation, coherence = orientation_field(normalized)
-        mask = segment(local_std, coherence, finger.name)
+        if front_end == "learned-mask":
+            mask, _ = _network_mask(pixels, finger.name, LEARNED_MASK_GROW_LOGIT)
+        else:
+            mask = segment(local_std, coherence, finger.name)
         period, period_ok = ridge_period(normalized, mask)
     enhanced = enhance(normalized, mask, orientation, period)
     orientation = refine_orientation(enhanced, mask, orientation)
@@ -502,29 +512,19 @@ def learned_front_end(pixels: np.ndarray, name: str = "image") -> tuple[np.ndarr
     ImageError
         No foreground, or less than :data:`MIN_FOREGROUND_AREA_PX`.
     """
-    from .ridge_model import network_input, run_network, upsample
+    from .ridge_model import upsample
 
     h, w = pixels.shape
-    if h < 3 * SEGMENT_BLOCK_PX or w < 3 * SEGMENT_BLOCK_PX:
-        raise ImageError(f"{name}: image {w}x{h} px at 500 ppi is too small to hold a print")
-    ridge_logit, foreground_logit = run_network(network_input(pixels))
-    fg = foreground_logit > 0
-    labels, n = ndi.label(fg)
-    if n == 0:
-        raise ImageError(f"{name}: no fingerprint foreground found (no ridge texture above the background)")
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = ndi.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
-    # Expand the cleaned half-resolution mask smoothly (bilinear of the logit where kept).
-    mask = upsample(np.where(keep, np.maximum(foreground_logit, 0.01), -1.0).astype(np.float32), h, w) > 0
-    area = int(mask.sum())
-    if area < MIN_FOREGROUND_AREA_PX:
-        raise ImageError(
-            f"{name}: fingerprint foreground of {area} px at 500 ppi is too small "
-            f"(at least {MIN_FOREGROUND_AREA_PX} px = 0.04 sq in needed)"
-        )
+    mask, ridge_logit = _network_mask(pixels, name, None)
     enhanced = np.where(mask, np.tanh(RIDGE_LOGIT_GAIN * upsample(ridge_logit, h, w)), 0.0).astype(np.float32)
     orientation, coherence = _tensor_orientation(_half_resolution_tensor(enhanced, REFINED_ORIENTATION_SIGMA_PX))
     return mask, enhanced, _double(orientation, h, w), _double(coherence, h, w)
+
+
+def _network_mask(pixels, name, grow_logit):
+    from .ridge_model import network_foreground
+
+    return network_foreground(pixels, name, grow_logit, 3 * SEGMENT_BLOCK_PX, MIN_FOREGROUND_AREA_PX)
 
 
 def binarize(enhanced: np.ndarray, mask: np.ndarray) -> np.ndarray:

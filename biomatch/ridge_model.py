@@ -34,9 +34,10 @@ from importlib import resources
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import BiomatchError
+from .errors import BiomatchError, ImageError
 
-__all__ = ["MODEL_VERSION", "MODEL_FILE", "MODEL_SHA256", "ARCHITECTURE", "network_input", "run_network", "ModelError"]
+__all__ = ["MODEL_VERSION", "MODEL_FILE", "MODEL_SHA256", "ARCHITECTURE", "network_input", "run_network",
+           "foreground_mask", "network_foreground", "ModelError"]
 
 #: Version of the shipped weights (named in the extractor version).
 MODEL_VERSION = "ridge-1"
@@ -178,3 +179,64 @@ def upsample(half: np.ndarray, h: int, w: int) -> np.ndarray:
     x0, x1, fx = axis(w, hw)
     rows = half[y0] * (1 - fy)[:, None] + half[y1] * fy[:, None]
     return (rows[:, x0] * (1 - fx) + rows[:, x1] * fx).astype(np.float32)
+
+
+def foreground_mask(foreground_logit: np.ndarray, h: int, w: int, grow_logit: float | None = None) -> np.ndarray:
+    """The print's foreground in the (h, w) 500 ppi frame from the network's foreground logit.
+
+    The core is the largest connected region of logit > 0, holes filled.
+    With ``grow_logit`` (a negative logit), the mask is hysteresis: the
+    connected regions of logit > ``grow_logit`` that hold the core. A looser
+    threshold alone would also admit a background region that happens to be
+    the largest (latent residue of earlier prints around the print); growing
+    from the core keeps only what touches the print.
+
+    Parameters
+    ----------
+    foreground_logit : ndarray of float32, shape (h // 2, w // 2)
+    h, w : int
+        The working frame.
+    grow_logit : float, optional
+
+    Returns
+    -------
+    ndarray of bool, shape (h, w); all False when no pixel has logit > 0.
+    """
+    if grow_logit is None:
+        labels, n = ndi.label(foreground_logit > 0)
+        if n == 0:
+            return np.zeros((h, w), bool)
+        keep = ndi.binary_fill_holes(labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:])))
+        # Expand the cleaned half-resolution mask smoothly (bilinear of the logit where kept).
+        return upsample(np.where(keep, np.maximum(foreground_logit, 0.01), -1.0).astype(np.float32), h, w) > 0
+    full = upsample(foreground_logit, h, w)
+    labels, n = ndi.label(full > 0)
+    if n == 0:
+        return np.zeros((h, w), bool)
+    core = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    labels, _ = ndi.label(full > grow_logit)
+    held = np.unique(labels[core])
+    return ndi.binary_fill_holes(np.isin(labels, held[held > 0]))
+
+
+def network_foreground(pixels: np.ndarray, name: str, grow_logit: float | None, min_side_px: int,
+                       min_area_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the network on a 500 ppi image: its foreground (:func:`foreground_mask`) and ridge logit (250 ppi).
+
+    Raises
+    ------
+    ImageError
+        A side under ``min_side_px``, no foreground, or less than ``min_area_px`` of it.
+    """
+    h, w = pixels.shape
+    if h < min_side_px or w < min_side_px:
+        raise ImageError(f"{name}: image {w}x{h} px at 500 ppi is too small to hold a print")
+    ridge_logit, foreground_logit = run_network(network_input(pixels))
+    mask = foreground_mask(foreground_logit, h, w, grow_logit)
+    area = int(mask.sum())
+    if area == 0:
+        raise ImageError(f"{name}: no fingerprint foreground found (no ridge texture above the background)")
+    if area < min_area_px:
+        raise ImageError(f"{name}: fingerprint foreground of {area} px at 500 ppi is too small "
+                         f"(at least {min_area_px} px = 0.04 sq in needed)")
+    return mask, ridge_logit

@@ -143,3 +143,25 @@ def test_learned_front_end_refuses_strong_noise():
     noise = np.random.default_rng(1).normal(150, 30, (300, 300)).clip(0, 255).astype(np.uint8)
     with pytest.raises(bm.ImageError):
         ex.extract_detailed(noise, ppi=500, front_end="learned")
+
+
+def test_foreground_hysteresis_keeps_only_what_touches_the_core():
+    logit = np.full((40, 40), -8.0, np.float32)
+    logit[10:20, 10:20] = 5.0  # the print's confident core
+    logit[8:22, 8:10] = -2.0  # a faint margin touching it
+    logit[30:38, 30:38] = -1.0  # a faint region apart from it (residue on the glass)
+    tight = RM.foreground_mask(logit, 80, 80)
+    grown = RM.foreground_mask(logit, 80, 80, grow_logit=-3.0)
+    assert tight[30, 30] and not tight[30, 18]  # core only (upsampled: 250 -> 500 ppi)
+    assert grown[30, 18] and grown[20:40, 20:40].all()
+    assert not grown[68, 68]  # the separate faint region is left out though it passes the threshold
+    assert not RM.foreground_mask(np.full((10, 10), -1.0, np.float32), 20, 20, grow_logit=-3.0).any()
+
+
+def test_learned_mask_front_end_extracts_with_the_classical_stages(live):
+    t = ex.extract_detailed(live.pixels, ppi=500, front_end="learned-mask").template
+    found, truth = t.minutiae, live.truth.minutiae
+    assert _mates(truth, found) >= 0.5 * len(truth), (len(found), len(truth))
+    assert ex.EXTRACTOR_VERSIONS["learned-mask"] != ex.EXTRACTOR_VERSIONS["classical"]
+    with pytest.raises(bm.ImageError, match="too small"):
+        ex.extract_detailed(np.full((12, 12), 200, np.uint8), ppi=500, front_end="learned-mask")
