@@ -20,9 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from biomatch.bench import reference_data_dir
+
 from ._report import finish
 
-DEFAULT_IMAGE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fvc2002_b" / "DB1_B" / "101_1.tif"
+#: An FVC2002 DB1_B print from the reference data ($BIOMATCH_REFERENCE_DATA or ../shared/data).
+DEFAULT_IMAGE = (reference_data_dir() or Path("../shared/data")) / "fvc2002_b" / "DB1_B" / "101_1.tif"
 
 
 def _wall(code: str) -> float:
