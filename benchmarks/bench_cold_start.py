@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +31,10 @@ DEFAULT_IMAGE = (reference_data_dir() or Path("../shared/data")) / "fvc2002_b" /
 
 def _wall(code: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True,
+    # Run from a neutral folder: with -c the working directory goes first on
+    # sys.path, and a source checkout's biomatch/ (no built extension) would
+    # shadow the installed package.
+    subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, cwd=tempfile.gettempdir(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "python_s": "pass",
         "import_s": "import biomatch",
         "import_scipy_ndimage_s": "import scipy.ndimage",
-        "import_extract_s": f"import biomatch; biomatch.extract({str(args.image)!r})",
+        "import_extract_s": f"import biomatch; biomatch.extract({str(args.image.resolve())!r})",
     }
     summary: dict = {"benchmark": "cold_start", "image": str(args.image), "runs": args.runs,
                      "load_average": list(os.getloadavg())}
