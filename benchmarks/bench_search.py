@@ -49,6 +49,10 @@ from pathlib import Path
 import numpy as np
 
 
+#: Real probe folders searched by default (under the reference data).
+DEFAULT_REAL_PROBES = ("fvc2002_b/DB1_B", "fvc2002_b/DB2_B", "fvc2002_b/DB3_B")
+
+
 def _templates(n_fingers: int, seed: int, impressions: int = 2):
     from biomatch.synthetic import template_batch
 
@@ -286,9 +290,10 @@ def main(argv=None) -> int:
     ap.add_argument("--tenprint-subjects", type=int, default=0)
     ap.add_argument("--tenprint-mated", type=int, default=50)
     ap.add_argument("--tenprint-nonmated", type=int, default=100)
-    ap.add_argument("--real-probes", nargs="*", default=["fvc2002_b/DB1_B", "fvc2002_b/DB2_B", "fvc2002_b/DB3_B"],
+    ap.add_argument("--real-probes", nargs="*", default=list(DEFAULT_REAL_PROBES),
                     help="Real FVC folders (under the reference data): impression 1 of each finger joins the "
-                         "gallery, impressions 2..8 are searched; none: synthetic probes only.")
+                         "gallery, impressions 2..8 are searched; given alone: the default folders; "
+                         "none: synthetic probes only.")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--out", type=Path, default=None)
@@ -315,7 +320,8 @@ def main(argv=None) -> int:
         args.keep_stores.mkdir(parents=True, exist_ok=True)
     place = contextlib.nullcontext(str(args.keep_stores)) if keep else tempfile.TemporaryDirectory(dir=args.workdir)
     with place as tmp:
-        real = _real_sets(args.real_probes) if args.real_probes and args.real_probes != ["none"] else None
+        folders = args.real_probes or list(DEFAULT_REAL_PROBES)  # the flag alone means the defaults, not none
+        real = _real_sets(folders) if folders != ["none"] else None
         for n in args.sizes:
             row = bench_size(n, args.probes, args.exhaustive_probes, args.seed, Path(tmp), build_only=args.build_only,
                              real=real)
