@@ -181,6 +181,14 @@ def upsample(half: np.ndarray, h: int, w: int) -> np.ndarray:
     return (rows[:, x0] * (1 - fx) + rows[:, x1] * fx).astype(np.float32)
 
 
+def _largest_region(binary: np.ndarray) -> np.ndarray | None:
+    """The largest connected region of ``binary`` (4-connected), None when it has none."""
+    labels, n = ndi.label(binary)
+    if n == 0:
+        return None
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+
+
 def foreground_mask(foreground_logit: np.ndarray, h: int, w: int, grow_logit: float | None = None) -> np.ndarray:
     """The print's foreground in the (h, w) 500 ppi frame from the network's foreground logit.
 
@@ -203,17 +211,16 @@ def foreground_mask(foreground_logit: np.ndarray, h: int, w: int, grow_logit: fl
     ndarray of bool, shape (h, w); all False when no pixel has logit > 0.
     """
     if grow_logit is None:
-        labels, n = ndi.label(foreground_logit > 0)
-        if n == 0:
+        keep = _largest_region(foreground_logit > 0)
+        if keep is None:
             return np.zeros((h, w), bool)
-        keep = ndi.binary_fill_holes(labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:])))
         # Expand the cleaned half-resolution mask smoothly (bilinear of the logit where kept).
+        keep = ndi.binary_fill_holes(keep)
         return upsample(np.where(keep, np.maximum(foreground_logit, 0.01), -1.0).astype(np.float32), h, w) > 0
     full = upsample(foreground_logit, h, w)
-    labels, n = ndi.label(full > 0)
-    if n == 0:
+    core = _largest_region(full > 0)
+    if core is None:
         return np.zeros((h, w), bool)
-    core = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
     labels, _ = ndi.label(full > grow_logit)
     held = np.unique(labels[core])
     return ndi.binary_fill_holes(np.isin(labels, held[held > 0]))
