@@ -124,55 +124,102 @@ def encode_cylinders(
     reach2 = reach * reach
     neigh_r2 = (radius + reach) * (radius + reach)
     sq2sd = sigma_d * math.sqrt(2.0)
-    cd = np.zeros((n, n_dir))
-    acc = np.zeros(n_dir)
+    # The value of a cell sums, in increasing t, the contributions of the neighbours t within
+    # ``reach`` of its centre. Each neighbour is taken once per minutia and added to the cells of
+    # the grid window around it (the others are farther than reach): every cell gets the same
+    # terms in the same order as a scan of every t for every cell, so the same bits.
+    # Cell grid: cell_uv are (i - half, j - half) for the cells of a side x side grid.
+    half = 0.0
+    for ci in range(n_cells):
+        half = max(half, -cell_uv[ci, 0], -cell_uv[ci, 1])
+    side = int(round(2.0 * half)) + 1
+    grid = np.full(side * side, -1, dtype=np.int64)
+    cell_r = np.empty(n_cells)  # centre's distance from the minutia (px), whatever its direction
+    far = 0.0
+    for ci in range(n_cells):
+        grid[int(round(cell_uv[ci, 1] + half)) * side + int(round(cell_uv[ci, 0] + half))] = ci
+        cell_r[ci] = math.sqrt(cell_uv[ci, 0] ** 2 + cell_uv[ci, 1] ** 2) * cell_size
+        far = max(far, cell_r[ci])
+    # a neighbour farther than far + reach (+ 1 px for rounding) reaches no cell
+    near_r2 = (far + reach + 1.0) * (far + reach + 1.0)
+    win = reach / cell_size + 0.01  # window half-width in cells, with a margin for rounding
+    h = hull.shape[0]
+    cd = np.zeros(n_dir)
+    acc = np.zeros((n_cells, n_dir))
+    cx = np.empty(n_cells)
+    cy = np.empty(n_cells)
     for m in range(n):
         xm = xy[m, 0]
         ym = xy[m, 1]
         c = math.cos(theta[m])
         s = math.sin(theta[m])
-        # directional contribution of each neighbour to each direction layer
+        for ci in range(n_cells):
+            u = cell_uv[ci, 0] * cell_size
+            v = cell_uv[ci, 1] * cell_size
+            # the base rotated with the minutia direction
+            cx[ci] = xm + c * u - s * v
+            cy[ci] = ym + s * u + c * v
+            for k in range(n_dir):
+                acc[ci, k] = 0.0
         count = 0
         for t in range(n):
             if t == m:
                 continue
             dx = xy[t, 0] - xm
             dy = xy[t, 1] - ym
-            if dx * dx + dy * dy <= neigh_r2:
+            d2 = dx * dx + dy * dy
+            if d2 <= neigh_r2:
                 count += 1
+            if d2 > near_r2:
+                continue
+            # directional contribution of t to each direction layer
             dth = _wrap_pi(theta[t] - theta[m])
             for k in range(n_dir):
                 phi = -math.pi + (k + 0.5) * delta_d
                 alpha = _wrap_pi(phi - dth)
-                cd[t, k] = 0.5 * (math.erf((alpha + 0.5 * delta_d) / sq2sd) - math.erf((alpha - 0.5 * delta_d) / sq2sd))
+                cd[k] = 0.5 * (math.erf((alpha + 0.5 * delta_d) / sq2sd) - math.erf((alpha - 0.5 * delta_d) / sq2sd))
+            # t in the rotated base, in cells: the grid window within reach of it
+            gu = (c * dx + s * dy) / cell_size + half
+            gv = (c * dy - s * dx) / cell_size + half
+            i0 = max(int(math.ceil(gu - win)), 0)
+            i1 = min(int(math.floor(gu + win)), side - 1)
+            j0 = max(int(math.ceil(gv - win)), 0)
+            j1 = min(int(math.floor(gv + win)), side - 1)
+            for gj in range(j0, j1 + 1):
+                for gi in range(i0, i1 + 1):
+                    ci = grid[gj * side + gi]
+                    if ci < 0:
+                        continue
+                    ex = xy[t, 0] - cx[ci]
+                    ey = xy[t, 1] - cy[ci]
+                    e2 = ex * ex + ey * ey
+                    if e2 > reach2:
+                        continue
+                    g = norm_s * math.exp(-e2 * inv_2s2)
+                    for k in range(n_dir):
+                        acc[ci, k] += g * cd[k]
+        # cells surely valid without the hull test: with the minutia inside the hull at distance
+        # D from its outline, a centre within D + hull_margin of the minutia is inside the hull or
+        # within hull_margin of it (the segment from the minutia crosses the outline at least D
+        # away); with it outside at distance D, one within hull_margin - D. 1 px margin for rounding
+        sure_r = -1.0
+        if h >= 3:
+            d_out = math.inf
+            for e in range(h):
+                f = (e + 1) % h
+                d_out = min(d_out, _segment_distance(xm, ym, hull[e, 0], hull[e, 1], hull[f, 0], hull[f, 1]))
+            if _near_hull(xm, ym, hull, 0.0):
+                sure_r = d_out + hull_margin - 1.0
+            else:
+                sure_r = hull_margin - d_out - 1.0
         n_valid_cells = 0
         for ci in range(n_cells):
-            u = cell_uv[ci, 0] * cell_size
-            v = cell_uv[ci, 1] * cell_size
-            # rotate the base with the minutia direction
-            px = xm + c * u - s * v
-            py = ym + s * u + c * v
-            if not _near_hull(px, py, hull, hull_margin):
+            if cell_r[ci] > sure_r and not _near_hull(cx[ci], cy[ci], hull, hull_margin):
                 continue
             n_valid_cells += 1
-            w = cell_word[ci]
-            b = np.uint64(1) << np.uint64(cell_bit[ci])
-            mask[m, w] |= b
+            mask[m, cell_word[ci]] |= np.uint64(1) << np.uint64(cell_bit[ci])
             for k in range(n_dir):
-                acc[k] = 0.0
-            for t in range(n):
-                if t == m:
-                    continue
-                dx = xy[t, 0] - px
-                dy = xy[t, 1] - py
-                d2 = dx * dx + dy * dy
-                if d2 > reach2:
-                    continue
-                g = norm_s * math.exp(-d2 * inv_2s2)
-                for k in range(n_dir):
-                    acc[k] += g * cd[t, k]
-            for k in range(n_dir):
-                if acc[k] > psi_threshold:
+                if acc[ci, k] > psi_threshold:
                     pos = ci * n_dir + k
                     bits[m, pos // 64] |= np.uint64(1) << np.uint64(pos % 64)
         valid[m] = n_valid_cells >= min_valid_fraction * n_cells and count >= min_neighbours
