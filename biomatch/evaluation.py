@@ -33,7 +33,9 @@ Conventions used everywhere in this module
   interval is ``(0, 3/n_eff)`` (rule of three).
 * The percentile **subject bootstrap** (resampling fingers with replacement,
   keeping all comparisons of each drawn finger -- Bolle, Ratha & Pankanti's
-  "subsets bootstrap") is provided for any metric (EER intervals in reports).
+  "subsets bootstrap") is provided for any metric (EER intervals in reports),
+  and paired (:func:`paired_subject_bootstrap_ci`) for the change of a metric
+  between two systems scoring the same comparisons (e.g. before and after WSQ).
   :func:`tune` does not use it for the FMR: with the handful of errors left at
   a target FMR it ignores the threshold selection and undercovers (measured:
   87 % coverage of held-out FMR at 1e-3 on FVC2002 B, versus 90 % for the
@@ -83,6 +85,7 @@ __all__ = [
     "fmr_prediction_interval",
     "subject_bootstrap_rate_ci",
     "subject_bootstrap_ci",
+    "paired_subject_bootstrap_ci",
     "cmc",
     "fpir",
     "fnir",
@@ -428,24 +431,59 @@ def subject_bootstrap_ci(
     """
     g = _scores(mated, "mated")
     i = _scores(nonmated, "nonmated")
-    gs = _subjects(mated_subjects, g.size, "mated_subjects")
-    is_ = _subjects(nonmated_subjects, i.size, "nonmated_subjects")
+    values = [metric(g[gi], i[ii]) for gi, ii in _subject_resamples(mated_subjects, nonmated_subjects, g.size, i.size,
+                                                                     replicates, seed)]
+    a = (1.0 - confidence) / 2
+    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
+
+
+def paired_subject_bootstrap_ci(
+    metric,
+    mated_a,
+    nonmated_a,
+    mated_b,
+    nonmated_b,
+    mated_subjects,
+    nonmated_subjects,
+    *,
+    confidence: float = CONFIDENCE,
+    replicates: int = 500,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the change ``metric(b) - metric(a)`` between two systems.
+
+    Both systems scored the same comparisons in the same order (e.g. the same
+    prints before and after WSQ compression), so every replicate draws the
+    same subjects for both: the interval is that of the paired difference,
+    much narrower than two separate intervals would suggest.
+    """
+    ga, ia = _scores(mated_a, "mated_a"), _scores(nonmated_a, "nonmated_a")
+    gb, ib = _scores(mated_b, "mated_b"), _scores(nonmated_b, "nonmated_b")
+    if ga.size != gb.size or ia.size != ib.size:
+        raise CalibrationError(f"paired systems must score the same comparisons: {ga.size}/{ia.size} mated/non-mated "
+                               f"against {gb.size}/{ib.size}")
+    values = [metric(gb[gi], ib[ii]) - metric(ga[gi], ia[ii])
+              for gi, ii in _subject_resamples(mated_subjects, nonmated_subjects, ga.size, ia.size, replicates, seed)]
+    a = (1.0 - confidence) / 2
+    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
+
+
+def _subject_resamples(mated_subjects, nonmated_subjects, n_mated: int, n_nonmated: int, replicates: int, seed: int):
+    """Index arrays (mated, non-mated) of each bootstrap replicate; subjects drawn with replacement."""
+    gs = _subjects(mated_subjects, n_mated, "mated_subjects")
+    is_ = _subjects(nonmated_subjects, n_nonmated, "nonmated_subjects")
     uniq, inv = np.unique(np.concatenate([gs, is_]).astype(str), return_inverse=True)
-    g_inv, i_inv = inv[: g.size], inv[g.size:]
+    g_inv, i_inv = inv[:n_mated], inv[n_mated:]
     g_order, i_order = np.argsort(g_inv, kind="stable"), np.argsort(i_inv, kind="stable")
     g_start = np.searchsorted(g_inv[g_order], np.arange(uniq.size + 1))
     i_start = np.searchsorted(i_inv[i_order], np.arange(uniq.size + 1))
     rng = np.random.default_rng(seed)
-    values = []
     for _ in range(replicates):
         draw = rng.integers(0, uniq.size, uniq.size)
         gi = np.concatenate([g_order[g_start[d]:g_start[d + 1]] for d in draw])
         ii = np.concatenate([i_order[i_start[d]:i_start[d + 1]] for d in draw])
-        if gi.size == 0 or ii.size == 0:
-            continue
-        values.append(metric(g[gi], i[ii]))
-    a = (1.0 - confidence) / 2
-    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
+        if gi.size and ii.size:
+            yield gi, ii
 
 
 # --------------------------------------------------------------------------- 1:N

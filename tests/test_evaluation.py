@@ -167,6 +167,26 @@ def test_subject_bootstrap_ci_of_eer_contains_estimate():
     assert lo <= ev.eer(g, i).eer <= hi and lo < hi
 
 
+def test_paired_subject_bootstrap_of_a_change():
+    g, i = _synthetic(3, n_mated=280, n_nonmated=2800)
+    gs = np.repeat(np.arange(10), 28)
+    is_ = np.repeat(np.arange(10), 280)
+    metric = lambda a, b: ev.eer(a, b).eer  # noqa: E731
+    # a system compared with itself changes nothing, in every replicate
+    assert ev.paired_subject_bootstrap_ci(metric, g, i, g, i, gs, is_, replicates=50) == (0.0, 0.0)
+    # genuine scores pulled down: the EER rises, and the paired interval holds the change and excludes 0
+    worse = g - 0.5 * np.std(g)
+    change = metric(worse, i) - metric(g, i)
+    lo, hi = ev.paired_subject_bootstrap_ci(metric, g, i, worse, i, gs, is_, replicates=200)
+    assert 0 < lo <= change <= hi
+    # the paired interval is narrower than the unpaired spread of the two systems' own intervals
+    a_lo, a_hi = ev.subject_bootstrap_ci(metric, g, i, gs, is_, replicates=200)
+    b_lo, b_hi = ev.subject_bootstrap_ci(metric, worse, i, gs, is_, replicates=200)
+    assert hi - lo < (b_hi - a_lo) - (b_lo - a_hi)
+    with pytest.raises(CalibrationError, match="same comparisons"):
+        ev.paired_subject_bootstrap_ci(metric, g, i, g[:-1], i, gs, is_)
+
+
 # --------------------------------------------------------------------------- 1:N
 def test_cmc_fpir_fnir():
     ranks = np.array([1, 1, 2, 0, 5, 1])
