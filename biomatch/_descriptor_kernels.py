@@ -66,6 +66,36 @@ def _near_hull(px, py, hull, margin):
 
 
 @njit(cache=True, nogil=True)
+def _near_hull_pruned(px, py, ring, margin, edge_mid, edge_reach2):
+    """:func:`_near_hull`, the same answer from the same arithmetic, with ``ring`` (h + 1, 2) the
+    hull closed (its first vertex repeated at the end), leaving out the distance to each outline
+    segment surely farther than ``margin``: ``edge_mid`` (h, 2) the segments' midpoints,
+    ``edge_reach2`` (h,) the squared distance from the midpoint beyond which a point is farther than
+    ``margin`` from the segment (margin + half its length, enlarged for rounding)."""
+    h = ring.shape[0] - 1
+    if h <= 0:
+        return False
+    if h >= 3:
+        inside = True
+        for e in range(h):
+            ax = ring[e, 0]
+            ay = ring[e, 1]
+            if (ring[e + 1, 0] - ax) * (py - ay) - (ring[e + 1, 1] - ay) * (px - ax) < 0.0:
+                inside = False
+                break
+        if inside:
+            return True
+    for e in range(h):
+        dx = px - edge_mid[e, 0]
+        dy = py - edge_mid[e, 1]
+        if dx * dx + dy * dy > edge_reach2[e]:
+            continue
+        if _segment_distance(px, py, ring[e, 0], ring[e, 1], ring[e + 1, 0], ring[e + 1, 1]) <= margin:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def encode_cylinders(
     xy,
     theta,
@@ -144,6 +174,18 @@ def encode_cylinders(
     near_r2 = (far + reach + 1.0) * (far + reach + 1.0)
     win = reach / cell_size + 0.01  # window half-width in cells, with a margin for rounding
     h = hull.shape[0]
+    ring = np.empty((h + 1 if h > 0 else 0, 2))  # the hull closed: its first vertex again at the end
+    edge_mid = np.empty((h, 2))
+    edge_reach2 = np.empty(h)
+    for e in range(ring.shape[0]):
+        ring[e, 0] = hull[e % h, 0]
+        ring[e, 1] = hull[e % h, 1]
+    for e in range(h):
+        f = (e + 1) % h
+        edge_mid[e, 0] = 0.5 * (hull[e, 0] + hull[f, 0])
+        edge_mid[e, 1] = 0.5 * (hull[e, 1] + hull[f, 1])
+        r = hull_margin + 0.5 * math.sqrt((hull[f, 0] - hull[e, 0]) ** 2 + (hull[f, 1] - hull[e, 1]) ** 2)
+        edge_reach2[e] = (r * (1.0 + 1e-9) + 1e-6) ** 2
     cd = np.zeros(n_dir)
     acc = np.zeros((n_cells, n_dir))
     cx = np.empty(n_cells)
@@ -214,7 +256,7 @@ def encode_cylinders(
                 sure_r = hull_margin - d_out - 1.0
         n_valid_cells = 0
         for ci in range(n_cells):
-            if cell_r[ci] > sure_r and not _near_hull(cx[ci], cy[ci], hull, hull_margin):
+            if cell_r[ci] > sure_r and not _near_hull_pruned(cx[ci], cy[ci], ring, hull_margin, edge_mid, edge_reach2):
                 continue
             n_valid_cells += 1
             mask[m, cell_word[ci]] |= np.uint64(1) << np.uint64(cell_bit[ci])
