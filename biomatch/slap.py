@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ImageError
+from .slap_axes import PAPER_PERCENTILE, ink_weight, pooled_tilt
 from .template import Template
 
 __all__ = [
@@ -332,9 +333,7 @@ def hand_tilt(mask: np.ndarray, gray: np.ndarray) -> float:
     if small.sum() < 3:
         return 0.0
     hull = convex_hull_image(small)
-    dark = np.clip(float(np.percentile(gray, PAPER_PERCENTILE)) - gray[::2, ::2], 0.0, None)
-    level = float(np.median(dark[small]))
-    weight = np.clip(dark / level, 0.0, 1.0) if level > 0 else small.astype(np.float64)
+    weight = ink_weight(gray, mask)[::2, ::2]
     hy, hx = np.nonzero(hull)
     w = weight[hull].astype(np.float64)
 
@@ -595,7 +594,7 @@ def segment_slap(image, position: int, ppi: float = 500.0, *, missing=(), extrac
         raise ImageError(f"{name}: no fingertip found on slap position {position}: not a slap")
 
     parts = [tip_ink(gray, u, v, mask, c, tip) for c, tip in zip(columns, tips_raw) if tip is not None]
-    tilt = box_tilt(parts, finger_axis_tilt(u, mask, columns, tilt))
+    tilt = pooled_tilt(ink_weight(gray, mask), parts, tilt, box_tilt(parts, finger_axis_tilt(u, mask, columns, tilt)))
     tips = [part_box(part, tilt) for part in parts]
     t = math.radians(tilt)
     boxes = []
@@ -674,8 +673,6 @@ def _extract_crop(crop: np.ndarray, ppi: float, position: int):
 EDGE_DARKENING_SHARE = 0.5
 #: Smoothing (Gaussian sigma, pixels at TEXTURE_PPI) of the gray before the darkening is measured: about half a ridge period.
 EDGE_SMOOTH_PX = 2.0
-#: Percentile of the smoothed gray around a tip taken as its paper level.
-PAPER_PERCENTILE = 95.0
 
 
 def _smoothed(small):

@@ -168,3 +168,39 @@ def test_tilt_where_the_finger_gaps_close_in_the_mask():
     assert [s.position for s in seg.segments] == [10, 9, 8, 7]
     for s in seg.segments:
         assert _inside(s.box, slap.boxes[s.position].cx, slap.boxes[s.position].cy)
+
+
+def _tip_ink_from_truth(slap, position):
+    """(weight map, tip ink pixels) at the texture resolution: the slap's ink and the foreground inside the true box."""
+    from biomatch import slap as S
+    from biomatch.slap_axes import ink_weight
+
+    scale = S.TEXTURE_PPI / slap.ppi
+    small = S._resample(slap.pixels.astype(np.float32), scale)
+    mask = S.foreground(S.ridge_texture(small), "test")
+    truth = slap.boxes[position]
+    box = RotatedBox(truth.cx * scale, truth.cy * scale, truth.width * scale, truth.height * scale, truth.angle_deg)
+    ys, xs = np.nonzero(mask)
+    inside = np.array([_inside(box, x, y) for x, y in zip(xs, ys)])
+    return ink_weight(S._smoothed(small), mask), (xs[inside].astype(np.float64), ys[inside].astype(np.float64))
+
+
+@pytest.mark.parametrize("tilt, splay", [(0.0, (-10.0, -3.0, 3.0, 10.0)), (8.0, (-6.0, 0.0, 4.0, 12.0)),
+                                         (-12.0, (0.0, 0.0, 0.0, 0.0))])
+def test_phalanx_axis_follows_a_splayed_finger(tilt, splay):
+    """The index finger's own axis (tip to middle phalanx), searched from the hand tilt, finds its splay."""
+    from biomatch.slap_axes import phalanx_axis
+
+    slap = make_slap(2, 13, tilt_deg=tilt, gap_px=45.0, splay_deg=list(splay), finger_size=SMALL)
+    weight, part = _tip_ink_from_truth(slap, 2)
+    axis = phalanx_axis(weight, part, tilt)
+    assert axis is not None
+    assert abs(axis[0] - slap.boxes[2].angle_deg) <= 2.5, (axis, slap.boxes[2].angle_deg)
+
+
+def test_phalanx_axis_needs_a_phalanx():
+    from biomatch.slap_axes import phalanx_axis
+
+    slap = make_slap(2, 13, tilt_deg=5.0, gap_px=45.0, finger_size=SMALL, phalanges=False)
+    weight, part = _tip_ink_from_truth(slap, 2)
+    assert phalanx_axis(weight, part, 5.0) is None
