@@ -52,7 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
+from . import _filters as flt
 
 from .errors import BiomatchError, ImageError, TemplateError
 from .io import FingerImage, WORKING_PPI, read_image, to_working_resolution
@@ -302,9 +302,9 @@ def normalize(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Local gray-level standard deviation.
     """
     # Box windows (O(1) per pixel) are enough for a normalisation window.
-    mean = ndi.uniform_filter(gray, NORMALIZE_WINDOW_PX)
+    mean = flt.uniform_filter(gray, NORMALIZE_WINDOW_PX)
     centered = gray - mean
-    var = ndi.uniform_filter(centered * centered, NORMALIZE_WINDOW_PX)
+    var = flt.uniform_filter(centered * centered, NORMALIZE_WINDOW_PX)
     local_std = np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
     normalized = (centered / np.maximum(local_std, 1.0)).astype(np.float32)
     return normalized, local_std
@@ -342,23 +342,22 @@ def segment(local_std: np.ndarray, coherence: np.ndarray, name: str = "image") -
         raise ImageError(f"{name}: image {w}x{h} px at 500 ppi is too small to hold a print")
     blocks = local_std[: bh * b, : bw * b].reshape(bh, b, bw, b).mean(axis=(1, 3))
     coh = coherence[: bh * b, : bw * b].reshape(bh, b, bw, b).mean(axis=(1, 3))
-    threshold = max(SEGMENT_REL_STD * float(np.percentile(blocks, 95)), SEGMENT_MIN_STD_GRAY)
+    threshold = max(SEGMENT_REL_STD * flt.percentile(blocks, 95), SEGMENT_MIN_STD_GRAY)
     fg = (blocks > threshold) & (coh > SEGMENT_MIN_COHERENCE)
     r = SEGMENT_CLOSE_BLOCKS
     disk = _disk(r)
     fg = np.pad(fg, r + 1)
-    fg = ndi.binary_closing(fg, disk)
-    fg = ndi.binary_opening(fg, disk)[r + 1 : -r - 1, r + 1 : -r - 1]
-    labels, n = ndi.label(fg)
-    if n == 0:
+    fg = flt.binary_closing(fg, disk)
+    fg = flt.binary_opening(fg, disk)[r + 1 : -r - 1, r + 1 : -r - 1]
+    fg = flt.largest_region(fg)
+    if fg is None:
         raise ImageError(f"{name}: no fingerprint foreground found (no ridge texture above the background)")
-    sizes = np.bincount(labels.ravel())[1:]
-    fg = ndi.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    fg = flt.fill_holes(fg)
     mask = np.zeros((h, w), dtype=bool)
     mask[: bh * b, : bw * b] = np.repeat(np.repeat(fg, b, axis=0), b, axis=1)
     # Smooth the block staircase (box blur, threshold a little above one half
     # so the edge lies slightly inside the print).
-    mask = ndi.uniform_filter(mask.astype(np.float32), 2 * b + 1) > 0.6
+    mask = flt.uniform_filter(mask.astype(np.float32), 2 * b + 1) > 0.6
     area = int(mask.sum())
     if area < MIN_FOREGROUND_AREA_PX:
         raise ImageError(
@@ -387,7 +386,7 @@ def orientation_field(normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, coherence = _tensor_orientation(fine)
     # Gaussians compose: the wide window is the local one smoothed by sqrt(s_o^2 - s_c^2).
     extra = np.sqrt(max(ORIENTATION_SIGMA_PX**2 - COHERENCE_SIGMA_PX**2, 0.0)) / 2.0
-    wide = [ndi.gaussian_filter(g, extra, truncate=2.5, mode="nearest") for g in fine] if extra > 0 else fine
+    wide = [flt.gaussian_filter(g, extra, truncate=2.5, mode="nearest") for g in fine] if extra > 0 else fine
     orientation, _ = _tensor_orientation(wide)
     return _double(orientation, h, w), _double(coherence, h, w)
 
@@ -436,9 +435,7 @@ def ridge_period(normalized: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     mtiles = np.lib.stride_tricks.sliding_window_view(mask, (t, t))[::st, ::st]
     th, tw = tiles.shape[:2]
     window = np.outer(np.hanning(t), np.hanning(t)).astype(np.float32)
-    from scipy import fft as sfft
-
-    spec = np.abs(sfft.rfft2(tiles * window, s=(n, n), workers=1)) ** 2
+    spec = np.abs(np.fft.rfft2(tiles * window, s=(n, n))) ** 2
     fy = np.fft.fftfreq(n)[:, None]
     fx = np.fft.rfftfreq(n)[None, :]
     radius = np.hypot(fy, fx)
@@ -454,9 +451,9 @@ def ridge_period(normalized: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     inside = mtiles.mean(axis=(2, 3)) > 0.5
     tile_ok = inside & (dominance > 0.5) & (r > 0)
     periods = np.where(tile_ok, 1.0 / np.maximum(r, 1e-6), np.nan)
-    fill = float(np.nanmedian(periods)) if tile_ok.any() else DEFAULT_PERIOD_PX
+    fill = flt.median(periods[tile_ok]) if tile_ok.any() else DEFAULT_PERIOD_PX
     periods = np.where(tile_ok, periods, fill)
-    periods = ndi.gaussian_filter(periods, 1.0, mode="nearest")
+    periods = flt.gaussian_filter(periods, 1.0, mode="nearest")
     # Tile (i, j) is centred on pixel (i*st + t/2, j*st + t/2); interpolate to pixels.
     yy = (np.arange(h, dtype=np.float32) - (t / 2 - 0.5)) / st
     xx = (np.arange(w, dtype=np.float32) - (t / 2 - 0.5)) / st
@@ -572,7 +569,7 @@ def ridge_clarity(enhanced: np.ndarray) -> np.ndarray:
     ndarray of float32, shape (h, w)
     """
     h, w = enhanced.shape
-    c = ndi.gaussian_filter(_half(np.abs(enhanced)), CLARITY_SIGMA_PX / 2.0, truncate=2.5, mode="constant")
+    c = flt.gaussian_filter(_half(np.abs(enhanced)), CLARITY_SIGMA_PX / 2.0, truncate=2.5, mode="constant")
     return _double(c.astype(np.float32), h, w)
 
 
@@ -588,7 +585,7 @@ def distance_to_border(mask: np.ndarray) -> np.ndarray:
     """
     h, w = mask.shape
     half = np.pad(mask[::2, ::2], 1)
-    dist = ndi.distance_transform_edt(half)[1:-1, 1:-1].astype(np.float32) * 2.0
+    dist = flt.distance_to_zero(half)[1:-1, 1:-1].astype(np.float32) * 2.0
     return _double(dist, h, w)
 
 
@@ -773,7 +770,7 @@ def _to_template(minutiae, quality, finger: FingerImage, scale: float, position:
 
 
 def _remove_small(binary: np.ndarray, min_area: int) -> np.ndarray:
-    labels, n = ndi.label(binary)
+    labels, n = flt.label(binary)
     if n == 0:
         return binary
     sizes = np.bincount(labels.ravel())
@@ -789,10 +786,10 @@ def _half_resolution_tensor(image: np.ndarray, sigma_px: float) -> list:
     smoothed at half resolution (4x less work than at full resolution);
     ``_double`` expands what is computed from it back.
     """
-    gx = ndi.gaussian_filter(image, GRADIENT_SIGMA_PX, order=(0, 1), truncate=3.0)
-    gy = ndi.gaussian_filter(image, GRADIENT_SIGMA_PX, order=(1, 0), truncate=3.0)
+    gx = flt.gaussian_filter(image, GRADIENT_SIGMA_PX, order=(0, 1), truncate=3.0)
+    gy = flt.gaussian_filter(image, GRADIENT_SIGMA_PX, order=(1, 0), truncate=3.0)
     return [
-        ndi.gaussian_filter(_half(g), sigma_px / 2.0, truncate=2.5, mode="nearest")
+        flt.gaussian_filter(_half(g), sigma_px / 2.0, truncate=2.5, mode="nearest")
         for g in (gx * gx, gy * gy, gx * gy)
     ]
 

@@ -32,8 +32,8 @@ from functools import lru_cache
 from importlib import resources
 
 import numpy as np
-from scipy import ndimage as ndi
 
+from . import _filters as flt
 from .errors import BiomatchError, ImageError
 
 __all__ = ["MODEL_VERSION", "MODEL_FILE", "MODEL_SHA256", "ARCHITECTURE", "network_input", "run_network",
@@ -102,9 +102,9 @@ def network_input(pixels: np.ndarray) -> np.ndarray:
         +-:data:`INPUT_CLIP`); channel 1: local contrast (std / :data:`CONTRAST_SCALE_GRAY`).
     """
     g = half_resolution(255.0 - pixels.astype(np.float32))
-    mean = ndi.uniform_filter(g, INPUT_WINDOW_PX)
+    mean = flt.uniform_filter(g, INPUT_WINDOW_PX)
     centered = g - mean
-    std = np.sqrt(np.maximum(ndi.uniform_filter(centered * centered, INPUT_WINDOW_PX), 0.0))
+    std = np.sqrt(np.maximum(flt.uniform_filter(centered * centered, INPUT_WINDOW_PX), 0.0))
     normalized = np.clip(centered / np.maximum(std, 1.0), -INPUT_CLIP, INPUT_CLIP)
     return np.stack([normalized, std / CONTRAST_SCALE_GRAY]).astype(np.float32)
 
@@ -181,14 +181,6 @@ def upsample(half: np.ndarray, h: int, w: int) -> np.ndarray:
     return (rows[:, x0] * (1 - fx) + rows[:, x1] * fx).astype(np.float32)
 
 
-def _largest_region(binary: np.ndarray) -> np.ndarray | None:
-    """The largest connected region of ``binary`` (4-connected), None when it has none."""
-    labels, n = ndi.label(binary)
-    if n == 0:
-        return None
-    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-
-
 def foreground_mask(foreground_logit: np.ndarray, h: int, w: int, grow_logit: float | None = None) -> np.ndarray:
     """The print's foreground in the (h, w) 500 ppi frame from the network's foreground logit.
 
@@ -211,19 +203,19 @@ def foreground_mask(foreground_logit: np.ndarray, h: int, w: int, grow_logit: fl
     ndarray of bool, shape (h, w); all False when no pixel has logit > 0.
     """
     if grow_logit is None:
-        keep = _largest_region(foreground_logit > 0)
+        keep = flt.largest_region(foreground_logit > 0)
         if keep is None:
             return np.zeros((h, w), bool)
         # Expand the cleaned half-resolution mask smoothly (bilinear of the logit where kept).
-        keep = ndi.binary_fill_holes(keep)
+        keep = flt.fill_holes(keep)
         return upsample(np.where(keep, np.maximum(foreground_logit, 0.01), -1.0).astype(np.float32), h, w) > 0
     full = upsample(foreground_logit, h, w)
-    core = _largest_region(full > 0)
+    core = flt.largest_region(full > 0)
     if core is None:
         return np.zeros((h, w), bool)
-    labels, _ = ndi.label(full > grow_logit)
+    labels, _ = flt.label(full > grow_logit)
     held = np.unique(labels[core])
-    return ndi.binary_fill_holes(np.isin(labels, held[held > 0]))
+    return flt.fill_holes(np.isin(labels, held[held > 0]))
 
 
 def network_foreground(pixels: np.ndarray, name: str, grow_logit: float | None, min_side_px: int,
