@@ -40,38 +40,14 @@ def _segment_distance(px, py, ax, ay, bx, by):
 
 
 @njit(cache=True, nogil=True)
-def _near_hull(px, py, hull, margin):
-    """True when (px, py) lies inside the convex polygon ``hull`` (counter-clockwise,
-    shape (h, 2)) or within ``margin`` of its outline."""
-    h = hull.shape[0]
-    if h == 0:
-        return False
-    if h >= 3:
-        inside = True
-        for e in range(h):
-            ax = hull[e, 0]
-            ay = hull[e, 1]
-            bx = hull[(e + 1) % h, 0]
-            by = hull[(e + 1) % h, 1]
-            if (bx - ax) * (py - ay) - (by - ay) * (px - ax) < 0.0:
-                inside = False
-                break
-        if inside:
-            return True
-    for e in range(h):
-        f = (e + 1) % h
-        if _segment_distance(px, py, hull[e, 0], hull[e, 1], hull[f, 0], hull[f, 1]) <= margin:
-            return True
-    return False
+def _near_hull(px, py, ring, margin, edge_mid, edge_reach2):
+    """True when (px, py) lies inside the convex polygon ``ring`` (counter-clockwise, closed: its
+    first vertex repeated at the end, shape (h + 1, 2)) or within ``margin`` of its outline.
 
-
-@njit(cache=True, nogil=True)
-def _near_hull_pruned(px, py, ring, margin, edge_mid, edge_reach2):
-    """:func:`_near_hull`, the same answer from the same arithmetic, with ``ring`` (h + 1, 2) the
-    hull closed (its first vertex repeated at the end), leaving out the distance to each outline
-    segment surely farther than ``margin``: ``edge_mid`` (h, 2) the segments' midpoints,
-    ``edge_reach2`` (h,) the squared distance from the midpoint beyond which a point is farther than
-    ``margin`` from the segment (margin + half its length, enlarged for rounding)."""
+    The distance to a segment is left out when surely farther than ``margin``: ``edge_mid`` (h, 2)
+    are the segments' midpoints and ``edge_reach2`` (h,) the squared distance from the midpoint
+    beyond which a point is farther than ``margin`` from the segment (margin + half its length,
+    enlarged for rounding; ``inf`` leaves nothing out)."""
     h = ring.shape[0] - 1
     if h <= 0:
         return False
@@ -250,13 +226,13 @@ def encode_cylinders(
             for e in range(h):
                 f = (e + 1) % h
                 d_out = min(d_out, _segment_distance(xm, ym, hull[e, 0], hull[e, 1], hull[f, 0], hull[f, 1]))
-            if _near_hull(xm, ym, hull, 0.0):
+            if _near_hull(xm, ym, ring, 0.0, edge_mid, edge_reach2):
                 sure_r = d_out + hull_margin - 1.0
             else:
                 sure_r = hull_margin - d_out - 1.0
         n_valid_cells = 0
         for ci in range(n_cells):
-            if cell_r[ci] > sure_r and not _near_hull_pruned(cx[ci], cy[ci], ring, hull_margin, edge_mid, edge_reach2):
+            if cell_r[ci] > sure_r and not _near_hull(cx[ci], cy[ci], ring, hull_margin, edge_mid, edge_reach2):
                 continue
             n_valid_cells += 1
             mask[m, cell_word[ci]] |= np.uint64(1) << np.uint64(cell_bit[ci])

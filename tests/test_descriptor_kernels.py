@@ -1,7 +1,8 @@
 """The MCC kernel's shortcuts change no bit: ``encode_cylinders`` (each neighbour added to the cells of
-the grid window around it; hull test skipped for cells surely near the hull) against the direct scan
-of the definition (every cell tests the hull and scans every neighbour), both compiled by numba so
-the same floating-point operations are compared."""
+the grid window around it; hull test skipped for cells surely near the hull, and for outline segments
+surely beyond the margin) against the direct scan of the definition (every cell tests the whole hull
+outline and scans every neighbour), both compiled by numba so the same floating-point operations are
+compared."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def direct_cylinders(xy, theta, hull, cell_uv, cell_word, cell_bit, n_dir, plane
     sq2sd = sigma_d * math.sqrt(2.0)
     cd = np.zeros((n, n_dir))
     acc = np.zeros(n_dir)
+    h = hull.shape[0]
+    ring = np.empty((h + 1 if h > 0 else 0, 2))
+    for e in range(ring.shape[0]):
+        ring[e] = hull[e % h]
+    mid = np.zeros((h, 2))
+    no_pruning = np.full(h, np.inf)
     for m in range(n):
         c = math.cos(theta[m])
         s = math.sin(theta[m])
@@ -54,7 +61,7 @@ def direct_cylinders(xy, theta, hull, cell_uv, cell_word, cell_bit, n_dir, plane
             v = cell_uv[ci, 1] * cell_size
             px = xy[m, 0] + c * u - s * v
             py = xy[m, 1] + s * u + c * v
-            if not _near_hull(px, py, hull, hull_margin):
+            if not _near_hull(px, py, ring, hull_margin, mid, no_pruning):
                 continue
             n_valid_cells += 1
             mask[m, cell_word[ci]] |= np.uint64(1) << np.uint64(cell_bit[ci])
