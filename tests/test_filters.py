@@ -34,10 +34,11 @@ def test_gaussian_filter_is_scipys(shape, seed, case):
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**31 - 1), size=st.sampled_from([4, 5, 17]))
 def test_uniform_filter_is_scipys(shape, seed, size):
-    a = _image(seed, shape)
-    ours, theirs = flt.uniform_filter(a, size), ndi.uniform_filter(a, size)
-    assert ours.dtype == theirs.dtype
-    np.testing.assert_array_equal(ours, theirs)
+    for dtype in (np.float32, np.float64):
+        a = _image(seed, shape, dtype)
+        ours, theirs = flt.uniform_filter(a, size), ndi.uniform_filter(a, size)
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours, theirs)
 
 
 @settings(max_examples=60, deadline=None)
