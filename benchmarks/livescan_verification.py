@@ -16,6 +16,8 @@ and runs the FVC all-pairs protocol on them:
     python -m benchmarks.livescan_verification                  # 50 fingers x 4, drawn skin
     python -m benchmarks.livescan_verification --skin dry       # every impression dry
     python -m benchmarks.livescan_verification --sensor optical --fingers 30
+    python -m benchmarks.livescan_verification --seed 2027 --fingers 40 --front-end learned-mask \
+        --grow-logit -3 --grow-logit -5      # the tuning sweep of LEARNED_MASK_GROW_LOGIT (seed 2027, never reported)
 
 Rendered images are cached as PNG under $BIOMATCH_BENCH_CACHE
 (default /tmp/biomatch-bench-cache), keyed by the renderer's source.
@@ -111,6 +113,8 @@ def main(argv=None):
     ap.add_argument("--skin", choices=SKIN_CONDITIONS, default=None, help="one skin condition for every impression")
     ap.add_argument("--front-end", choices=FRONT_ENDS, action="append", default=None,
                     help="front end(s) to measure (default: all of biomatch.extraction.FRONT_ENDS)")
+    ap.add_argument("--grow-logit", type=float, action="append", default=None,
+                    help="learned-mask: measure with this LEARNED_MASK_GROW_LOGIT instead of the shipped one (repeatable)")
     args = ap.parse_args(argv)
     if args.fingers < 2 or args.impressions < 2:
         ap.error("--fingers and --impressions must be at least 2")
@@ -123,13 +127,24 @@ def main(argv=None):
           f"{genuine} genuine, {n * (n - 1) // 2 - genuine} impostor comparisons; load {os.getloadavg()[0]:.1f}")
     print("\n| front end | EER % | FMR100 % | FMR1000 % | FTE | extraction s |")
     print("|---|---|---|---|---|---|")
-    for front_end in args.front_end or FRONT_ENDS:
-        t0 = time.perf_counter()
-        templates, failures = templates_of(paths, front_end)
-        seconds = time.perf_counter() - t0
+    from biomatch import extraction
+
+    shipped = extraction.LEARNED_MASK_GROW_LOGIT
+    runs = [(f, None) for f in args.front_end or FRONT_ENDS if f != "learned-mask" or not args.grow_logit]
+    if "learned-mask" in (args.front_end or FRONT_ENDS) and args.grow_logit:
+        runs += [("learned-mask", g) for g in args.grow_logit]
+    for front_end, grow in runs:
+        extraction.LEARNED_MASK_GROW_LOGIT = shipped if grow is None else grow
+        try:
+            t0 = time.perf_counter()
+            templates, failures = templates_of(paths, front_end)
+            seconds = time.perf_counter() - t0
+        finally:
+            extraction.LEARNED_MASK_GROW_LOGIT = shipped
         g, i, _, _ = all_pairs_scores(templates, labels)
         r = error_rates(g, i)
-        print(f"| {front_end} | {100 * r['eer']:.2f} | {100 * r['fmr100']:.2f} | {100 * r['fmr1000']:.2f} | "
+        label = front_end if grow is None else f"{front_end} (grow logit {grow:g})"
+        print(f"| {label} | {100 * r['eer']:.2f} | {100 * r['fmr100']:.2f} | {100 * r['fmr1000']:.2f} | "
               f"{failures}/{n} | {seconds:.0f} |", flush=True)
 
 

@@ -103,3 +103,24 @@ def test_the_verification_benchmark_keeps_one_sensor_and_scale_per_finger():
     scales = [scale for _, scale in drawn]
     assert all(SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in scales) and len(set(scales)) > 30
     assert all(sensor == "optical" for sensor, _ in (finger_conditions(f, 2026, "optical") for f in range(5)))
+
+
+def test_the_verification_benchmark_sweeps_the_grow_logit_and_restores_it(tmp_path, monkeypatch, capsys):
+    from benchmarks import livescan_verification
+    from biomatch import extraction
+    from biomatch.template import MINUTIA_DTYPE, Template
+
+    monkeypatch.setenv("BIOMATCH_BENCH_CACHE", str(tmp_path))
+    shipped = extraction.LEARNED_MASK_GROW_LOGIT
+    seen = []
+
+    def spy(paths, front_end):
+        seen.append((front_end, extraction.LEARNED_MASK_GROW_LOGIT))
+        return [Template(np.zeros(0, dtype=MINUTIA_DTYPE), 300, 300, 500)] * len(paths), 0  # no extraction: fast
+
+    monkeypatch.setattr(livescan_verification, "templates_of", spy)
+    livescan_verification.main(["--fingers", "2", "--impressions", "2", "--front-end", "classical",
+                                "--front-end", "learned-mask", "--grow-logit", "-5", "--grow-logit", "-1.5"])
+    assert seen == [("classical", shipped), ("learned-mask", -5.0), ("learned-mask", -1.5)]
+    assert extraction.LEARNED_MASK_GROW_LOGIT == shipped
+    assert "learned-mask (grow logit -1.5)" in capsys.readouterr().out
