@@ -26,15 +26,17 @@ its quality. The pipeline, in the spirit of NIST NBIS ``nfseg``:
    window blurs the mask beyond the ink and a light print's texture falls
    below the global threshold before its ink ends: the gray smoothed over
    half a ridge period, its darkening below the paper around the tip (the
-   95th percentile), the part darker than half the tip's median darkening
-   (the half-amplitude point of a blurred edge lies on the edge itself)
-   that overlaps the tip's mask most, holes filled. ``finger_axis_tilt``
-   re-estimates the hand tilt from the fingers' own axes (the principal
-   axis of each column's foreground, fingertip and phalanx below it,
-   averaged weighted by size and elongation); ``box_tilt`` then refines it
-   within :data:`TILT_REFINE_DEG` to the angle at which the ink parts'
-   boxes are smallest in total (a box along a finger's axis is its
-   tightest); the boxes are their extents at that tilt.
+   95th percentile), the part darker than half the tip's plateau darkening
+   (its upper quartile; the half-amplitude point of a blurred edge lies on
+   the edge itself) that overlaps the tip's mask most, holes filled.
+   ``finger_axis_tilt`` re-estimates the hand tilt from the principal axis
+   of each column's foreground (fingertip and phalanx below it, averaged
+   weighted by size and elongation), ``box_tilt`` refines it within
+   :data:`TILT_REFINE_DEG` to the angle at which the ink parts' boxes are
+   smallest in total; the hand tilt is the median of that estimate and each
+   finger's own axis, from its tip to its middle phalanx
+   (:func:`biomatch.slap_axes.pooled_tilt`); the boxes are the ink parts'
+   extents at that tilt.
 7. positions: left-to-right order of the hand (right hand: index .. little;
    left hand: little .. index; both thumbs: left, right). When fewer fingers
    than expected are found, the missing ones are placed where the spacing
@@ -669,8 +671,10 @@ def _extract_crop(crop: np.ndarray, ppi: float, position: int):
     return template, int(template.quality)
 
 
-#: Edge of a print: where its smoothed darkening below the paper falls to this share of the tip's median darkening.
+#: Edge of a print: where its smoothed darkening below the paper falls to this share of the print's plateau, the
+#: PLATEAU_PERCENTILE of the tip's darkening (the median is lowered by the contact's fading rim and light patches).
 EDGE_DARKENING_SHARE = 0.5
+PLATEAU_PERCENTILE = 75.0
 #: Smoothing (Gaussian sigma, pixels at TEXTURE_PPI) of the gray before the darkening is measured: about half a ridge period.
 EDGE_SMOOTH_PX = 2.0
 
@@ -730,7 +734,8 @@ def part_box(part, tilt):
     t = math.radians(tilt)
     uu = xs * math.cos(t) + ys * math.sin(t)
     vv = -xs * math.sin(t) + ys * math.cos(t)
-    return (float(uu.min()), float(uu.max()) + 1.0, float(vv.min()), float(vv.max()) + 1.0)
+    # each pixel (centre at its coordinates) spans half a pixel either side
+    return (float(uu.min()) - 0.5, float(uu.max()) + 0.5, float(vv.min()) - 0.5, float(vv.max()) + 0.5)
 
 
 def tip_ink(gray, u, v, mask, column, tip):
@@ -748,7 +753,7 @@ def tip_ink(gray, u, v, mask, column, tip):
         return fallback
     paper = float(np.percentile(gray[region], PAPER_PERCENTILE))
     dark = paper - gray
-    level = float(np.median(dark[core]))
+    level = float(np.percentile(dark[core], PLATEAU_PERCENTILE))
     if level <= 0:
         return fallback
     ink = region & (dark >= EDGE_DARKENING_SHARE * level)

@@ -58,8 +58,15 @@ def phalanx_axis(weight: np.ndarray, part, tilt: float):
     xs, ys = part
     if xs.size == 0:
         return None
-    my, mx = np.nonzero(weight > 0)
-    w = weight[my, mx].astype(np.float64)
+    # the search band ends PHALANX_FROM + PHALANX_REACH tip lengths below the tip, turned at most AXIS_MAX_TURN_DEG
+    reach = (PHALANX_FROM_LENGTHS + PHALANX_REACH_LENGTHS + 0.5) * max(xs.max() - xs.min(), ys.max() - ys.min()) + 2.0
+    x0, y0 = max(0, int(xs.min() - reach)), max(0, int(ys.min() - reach))
+    x1, y1 = int(xs.max() + reach) + 1, int(ys.max() + reach) + 1
+    window = weight[y0:y1, x0:x1]
+    my, mx = np.nonzero(window > 0)
+    w = window[my, mx].astype(np.float64)
+    mx = mx + x0
+    my = my + y0
     mx = mx.astype(np.float64)
     my = my.astype(np.float64)
     angle = float(tilt)
