@@ -151,6 +151,11 @@ class Features:
 def _convex_hull(points: np.ndarray) -> np.ndarray:
     """Counter-clockwise hull vertices (h, 2); degenerate sets give the points themselves."""
     if len(points) >= 3:
+        from ._hull import hull_indices
+
+        vertices, ok = hull_indices(points)
+        if ok:  # the vertices Qhull gives (the starting one aside, which the hull tests ignore)
+            return np.ascontiguousarray(points[vertices])
         from scipy.spatial import ConvexHull, QhullError
 
         try:

@@ -403,6 +403,12 @@ def _hull_rank(xy: np.ndarray) -> np.ndarray:
     Degenerate sets (fewer than 3 points, collinear) have no hull: all -1."""
     rank = np.full(xy.shape[0], -1, dtype=np.int32)
     if xy.shape[0] >= 3:
+        from ._hull import hull_indices
+
+        vertices, ok = hull_indices(np.ascontiguousarray(xy, dtype=np.float64))
+        if ok:  # Qhull's vertices (the rank may start elsewhere on the hull: the inside tests do not care)
+            rank[vertices] = np.arange(vertices.size, dtype=np.int32)
+            return rank
         from scipy.spatial import ConvexHull, QhullError
 
         try:
