@@ -40,7 +40,7 @@ def test_rotated_box_corners_and_bounds():
 def test_synthetic_right_slap_over_tilt_and_gaps(tilt, gap):
     slap = make_slap(1, 13, tilt_deg=tilt, gap_px=gap, finger_size=SMALL)
     seg = segment_slap(slap.pixels, 13, 500, extract=False)
-    # on these small hands the tilt estimate is off by up to about 3 degrees (docs/intake.md); what must hold
+    # on these small hands the tilt estimate is off by up to about 2 degrees (docs/intake.md); what must hold
     # besides is below: every crop on its own finger's tip
     assert abs(seg.tilt_deg - tilt) <= 5.0
     found = [s.position for s in seg.segments]
