@@ -419,13 +419,27 @@ def _hull_rank(xy: np.ndarray) -> np.ndarray:
     return rank
 
 
+def _mask_table() -> np.ndarray:
+    """uint8 (256, N_DIRECTIONAL): the value bits of 8 consecutive cells (one mask byte, bit i = cell
+    i) as N_DIRECTIONAL bytes, each cell's bit repeated N_DIRECTIONAL times (little-endian)."""
+    nd = _desc.N_DIRECTIONAL
+    cells = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+    return np.packbits(np.repeat(cells, nd, axis=1), axis=1, bitorder="little")
+
+
+_MASK_TABLE = _mask_table()
+
+
 def _expand_mask(mask: np.ndarray) -> np.ndarray:
-    """Cell validity (n, MASK_BYTES) uint8 -> the same per value bit (n, DESCRIPTOR_BYTES // 8) uint64."""
-    n = mask.shape[0]
-    cells = np.unpackbits(mask, axis=1, bitorder="little")[:, : _desc.N_CELLS]
-    per_bit = np.zeros((n, _desc.DESCRIPTOR_BYTES * 8), dtype=np.uint8)
-    per_bit[:, : _desc.N_CELLS * _desc.N_DIRECTIONAL] = np.repeat(cells, _desc.N_DIRECTIONAL, axis=1)
-    return np.ascontiguousarray(np.packbits(per_bit, axis=1, bitorder="little")).view(np.uint64)
+    """Cell validity (n, MASK_BYTES) uint8 -> the same per value bit (n, DESCRIPTOR_BYTES // 8) uint64
+    (bit c * N_DIRECTIONAL + k is cell c's; bits past the cells are 0)."""
+    n, nd = mask.shape[0], _desc.N_DIRECTIONAL
+    full, rest = divmod(_desc.N_CELLS, 8)  # 8 cells of a mask byte are nd whole bytes of value bits
+    out = np.zeros((n, _desc.DESCRIPTOR_BYTES), dtype=np.uint8)
+    out[:, : full * nd] = _MASK_TABLE[mask[:, :full]].reshape(n, full * nd)
+    if rest:  # the last cells' byte, without the bits past the cells
+        out[:, full * nd : (full + 1) * nd] = _MASK_TABLE[mask[:, full] & np.uint8((1 << rest) - 1)]
+    return out.view(np.uint64)
 
 
 def score_packed(probe, packed: PackedTemplates, subset=None) -> np.ndarray:
