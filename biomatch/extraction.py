@@ -238,11 +238,13 @@ def extract_detailed(image, ppi: float | None = None, position: int = 0, *, fron
     normalized, local_std = normalize(gray)
     if front_end == "learned":
         mask, ridge_map, orientation, coherence = learned_front_end(pixels, finger.name)
+        _require_ridge_flow(mask, orientation_field(normalized)[1], finger.name)
         period, period_ok = ridge_period(ridge_map, mask)
     else:
         orientation, coherence = orientation_field(normalized)
         if front_end == "learned-mask":
             mask, _ = _network_mask(pixels, finger.name, LEARNED_MASK_GROW_LOGIT)
+            _require_ridge_flow(mask, coherence, finger.name)
         else:
             mask = segment(local_std, coherence, finger.name)
         period, period_ok = ridge_period(normalized, mask)
@@ -522,6 +524,13 @@ def _network_mask(pixels, name, grow_logit):
     from .ridge_model import network_foreground
 
     return network_foreground(pixels, name, grow_logit, 3 * SEGMENT_BLOCK_PX, MIN_FOREGROUND_AREA_PX)
+
+
+def _require_ridge_flow(mask, coherence, name):
+    # The network reads strong noise as foreground; the image's own ridge flow (the classical texture test's
+    # coherence) must fill MIN_FOREGROUND_AREA_PX of it: noise gives 2-4k px, FVC B prints at least 33k.
+    if np.count_nonzero(mask & (coherence > SEGMENT_MIN_COHERENCE)) < MIN_FOREGROUND_AREA_PX:
+        raise ImageError(f"{name}: no fingerprint foreground found (the network's foreground has no ridge flow)")
 
 
 def binarize(enhanced: np.ndarray, mask: np.ndarray) -> np.ndarray:
