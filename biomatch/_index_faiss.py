@@ -115,6 +115,7 @@ class Partition:
             index.own_fields = True
             flat.this.disown()
         self.index = index
+        self._views = None  # an IVF's list addresses for the list-by-list scan, dropped on every change
 
     @property
     def ntotal(self) -> int:
@@ -152,6 +153,7 @@ class Partition:
         index = faiss.IndexBinaryIVF(quantizer, CODE_BITS, IVF_NLIST)
         index.own_fields = True
         quantizer.this.disown()
+        self._views = None
         for _, ids, codes in self.entries():
             if len(ids):
                 index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
@@ -162,11 +164,13 @@ class Partition:
         if self.kind == "flat":
             return
         parts = [(ids.astype(np.int64), codes.copy()) for _, ids, codes in self.entries()]
+        self._views = None
         self.index = Partition().index
         if parts:
             self.add(np.concatenate([c for _, c in parts]), np.concatenate([i for i, _ in parts]))
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        self._views = None
         if codes.shape[0]:
             if self.kind == "flat" and self.ntotal + codes.shape[0] > self.flat_max_codes:
                 self.to_ivf()
@@ -178,12 +182,14 @@ class Partition:
             self.add(codes, ids)
             return
         self.to_ivf()
+        self._views = None
         codes = np.ascontiguousarray(codes)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         self.index.invlists.add_entries(int(lst), len(ids), self.faiss.swig_ptr(ids), self.faiss.swig_ptr(codes))
         self.index.ntotal = self.index.ntotal + len(ids)
 
     def remove(self, ids: np.ndarray) -> int:
+        self._views = None
         if self.ntotal == 0 or len(ids) == 0:
             return 0
         sel = self.faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
@@ -220,6 +226,29 @@ class Partition:
         futures = [search_pool().submit(run, codes[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         results = [f.result() for f in futures]
         return np.concatenate([d for d, _ in results]), np.concatenate([lab for _, lab in results])
+
+    def scan(self, codes: np.ndarray, k: int, nprobe: int):
+        """(rows, dist, labels) of an IVF partition's ties-complete k-NN, scanned list by list
+        (:func:`biomatch._ivf_scan.scan_ties_complete`; ``1 <= k <= ntotal``), the queries split
+        over the search threads as :meth:`search` splits them."""
+        from ._ivf_scan import ListViews, scan_ties_complete
+
+        views = self._views
+        if views is None or views.index is not self.index:
+            views = self._views = ListViews(self.faiss, self.index, CODE_BYTES)
+        codes = np.ascontiguousarray(codes)
+        n_q = codes.shape[0]
+        scanned = self.ntotal * min(1.0, nprobe / IVF_NLIST)
+        parts = min(SEARCH_THREADS, n_q) if n_q * scanned >= 2 * SEARCH_SPLIT_MIN_WORK else 1
+        quantizer = self.index.quantizer
+        if parts <= 1:
+            return scan_ties_complete(views, quantizer, codes, k, nprobe)
+        bounds = np.linspace(0, n_q, parts + 1).astype(int)
+        futures = [search_pool().submit(scan_ties_complete, views, quantizer, codes[a:b], k, nprobe)
+                   for a, b in zip(bounds[:-1], bounds[1:])]
+        results = [f.result() for f in futures]
+        return (np.concatenate([r + a for (r, _, _), a in zip(results, bounds[:-1])]),
+                np.concatenate([d for _, d, _ in results]), np.concatenate([lab for _, _, lab in results]))
 
     def to_bytes(self) -> np.ndarray:
         """The serialised index (uint8 array; one copy of FAISS's buffer)."""
@@ -295,6 +324,8 @@ def search_ties_complete(part: "Partition", codes: np.ndarray, k: int, nprobe: i
     e = np.zeros(0, np.int64)
     if k <= 0 or n_q == 0:
         return e, np.zeros(0, np.int32), e
+    if part.kind == "ivf":  # one pass over the visited lists (FAISS's heap scan reads them per query)
+        return part.scan(codes, k, nprobe)
     kk = min(k + TIE_MARGIN, n)
     d, lab = part.search(codes, kk, nprobe)
     d_k = d[:, k - 1].copy()  # FAISS pads with INT32_MAX and label -1 when the lists hold fewer

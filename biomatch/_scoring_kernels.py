@@ -37,6 +37,10 @@ def _popcount(typingctx, x):
     return sig, codegen
 
 
+#: The hardware population count, for the other kernel modules (:mod:`biomatch._ivf_scan`).
+popcount = _popcount
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def popcount_rows(a):
     """Number of set bits of each row of a uint64 (n, w) array -> int64 (n,)."""

@@ -1,0 +1,150 @@
+"""The ties-complete k-NN of an IVF partition, scanned list by list (private to :mod:`biomatch._index_faiss`).
+
+FAISS's binary IVF search keeps a heap of the ``k + TIE_MARGIN`` nearest per query and scans
+query by query: each probe cylinder reads its ``nprobe`` lists from memory on its own (a
+100,000-finger search reads ~9 MB of codes per cylinder, ~450 MB per probe finger), and a
+cylinder whose last answer ties its k-th is searched again. :func:`scan_ties_complete`
+returns the same set of entries - every code at most as far as each query's k-th nearest
+among the codes of the lists it visits - in one pass: the lists visited by a group of
+queries are read once each, every query that visits a list scans it while it is in cache,
+and a per-query histogram of distances gives a running bound on the k-th distance (codes
+beyond it are skipped; the bound only falls, so no code within the final k-th distance is
+lost). The lists are read in place from FAISS's buffers (no copy); :class:`ListViews` holds
+their addresses and its owner drops it whenever the partition changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+from ._scoring_kernels import popcount
+
+#: Hamming distances of 256-bit codes lie in 0..256.
+_N_DIST = 257
+#: Entries a scan holds before its bound filter (a 100,000-finger probe of ~33 cylinders: ~110,000);
+#: a scan that needs more runs again with what it needed.
+SCAN_BUFFER = 1 << 18
+
+
+class ListViews:
+    """Where an ``IndexBinaryIVF``'s inverted lists lie: per list its length and the addresses of its
+    codes (n x 32 bytes) and ids (n int64), FAISS's own buffers (no copy).
+
+    Valid while the index is unchanged (FAISS may move a list's buffer when it grows):
+    :class:`biomatch._index_faiss.Partition` drops it on every change, under the index's write lock.
+    """
+
+    def __init__(self, faiss, index, code_bytes: int):
+        inv = index.invlists
+        nl = int(index.nlist)
+        self.sizes = np.zeros(nl, np.int64)
+        self.codes = np.zeros(nl, np.int64)
+        self.ids = np.zeros(nl, np.int64)
+        for lst in range(nl):
+            n = int(inv.list_size(lst))
+            if n:
+                self.sizes[lst] = n
+                self.codes[lst] = faiss.rev_swig_ptr(inv.get_codes(lst), n * code_bytes).__array_interface__["data"][0]
+                self.ids[lst] = faiss.rev_swig_ptr(inv.get_ids(lst), n).__array_interface__["data"][0]
+        self.index = index  # the lists' owner lives as long as these addresses are used
+
+
+@intrinsic
+def _u64_ptr(typingctx, addr):
+    """An int64 address as a uint64 pointer (for ``numba.carray``; ids are read as uint64 too)."""
+    sig = types.CPointer(types.uint64)(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.PointerType(ir.IntType(64)))
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _scan(q, assign, sizes, codes, ids, k, cap):
+    """(rows, dist, labels) of the codes within each query's k-th nearest distance over its lists
+    (256-bit codes: 4 uint64 words a row)."""
+    nq, nprobe = assign.shape
+    nl = sizes.size
+    # lists -> the queries visiting them (CSR)
+    off = np.zeros(nl + 1, np.int64)
+    for i in range(nq):
+        for j in range(nprobe):
+            if assign[i, j] >= 0:
+                off[assign[i, j] + 1] += 1
+    for lst in range(nl):
+        off[lst + 1] += off[lst]
+    fill = off[:-1].copy()
+    visitors = np.empty(off[nl], np.int64)
+    for i in range(nq):
+        for j in range(nprobe):
+            lst = assign[i, j]
+            if lst >= 0:
+                visitors[fill[lst]] = i
+                fill[lst] += 1
+    hist = np.zeros((nq, _N_DIST), np.int64)
+    bound = np.full(nq, _N_DIST - 1, np.int64)  # running bound on the k-th distance
+    within = np.zeros(nq, np.int64)  # codes seen at most `bound` away
+    rows = np.empty(cap, np.int64)
+    dist = np.empty(cap, np.int32)
+    labels = np.empty(cap, np.int64)
+    n = 0
+    longest = 0
+    for lst in range(nl):
+        longest = max(longest, sizes[lst])
+    dbuf = np.empty(longest, np.uint64)
+    for lst in range(nl):
+        if off[lst + 1] == off[lst]:
+            continue
+        m = sizes[lst]
+        c = carray(_u64_ptr(codes[lst]), (m, 4))
+        lid = carray(_u64_ptr(ids[lst]), (m,))  # FAISS ids, non-negative int64
+        for t in range(off[lst], off[lst + 1]):
+            i = visitors[t]
+            b = bound[i]
+            q0, q1, q2, q3 = q[i, 0], q[i, 1], q[i, 2], q[i, 3]
+            for r in range(m):  # branch-free, so that it vectorises
+                dbuf[r] = (popcount(c[r, 0] ^ q0) + popcount(c[r, 1] ^ q1) + popcount(c[r, 2] ^ q2)
+                           + popcount(c[r, 3] ^ q3))
+            for r in range(m):
+                d = np.int64(dbuf[r])
+                if d <= b:
+                    hist[i, d] += 1
+                    within[i] += 1
+                    if n < cap:
+                        rows[n] = i
+                        dist[n] = d
+                        labels[n] = np.int64(lid[r])
+                    n += 1
+            # the k-th distance is at most the smallest bound that still keeps k codes within it
+            while b > 0 and within[i] - hist[i, b] >= k:
+                within[i] -= hist[i, b]
+                b -= 1
+            bound[i] = b
+    if n > cap:  # the buffers were too short: the caller scans again with n
+        return rows[:0], dist[:0], labels[:0], n
+    keep = np.empty(n, np.bool_)
+    for e in range(n):
+        keep[e] = dist[e] <= bound[rows[e]]
+    return rows[:n][keep], dist[:n][keep], labels[:n][keep], n
+
+
+def scan_ties_complete(views: ListViews, quantizer, codes: np.ndarray, k: int, nprobe: int):
+    """(rows, dist, labels): every code at most as far as each query's ``k``-th nearest among the
+    codes of the ``nprobe`` lists the ``quantizer`` assigns it (``k`` >= 1; all of them when the
+    lists hold fewer than ``k``). The same set as FAISS's search with ties completed."""
+    codes = np.ascontiguousarray(codes)
+    if codes.shape[1] != 32:
+        raise ValueError(f"internal: the list scan takes 256-bit codes, got {8 * codes.shape[1]} bits")
+    _, assign = quantizer.search(codes, int(nprobe))
+    q = codes.view(np.uint64).reshape(codes.shape[0], -1)
+    assign = np.ascontiguousarray(assign, dtype=np.int64)
+    cap = SCAN_BUFFER
+    while True:
+        rows, dist, labels, n = _scan(q, assign, views.sizes, views.codes, views.ids, int(k), cap)
+        if n <= cap:
+            return rows, dist, labels
+        cap = n
