@@ -10,7 +10,7 @@ import pytest
 from biomatch import bench
 from biomatch.errors import BiomatchError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed; appended, so the installed biomatch (with its built _native) still comes first
 
 from benchmarks import datasets  # noqa: E402
 
