@@ -2,6 +2,9 @@
 
     python -m benchmarks.synthetic_realism [--fingers 10] [--plot docs/extraction/synthetic_vs_real.png]
     python -m benchmarks.synthetic_realism --recovery [--fingers 10]   # ground-truth recovery per front end
+    python -m benchmarks.synthetic_realism --recovery --save-renders DIR   # then, in the peer environment:
+    ../peer-venv/bin/python benchmarks/peer_afis.py DIR/plain DIR/livescan --ppi 500 --matchers --out DIR/peer
+    python -m benchmarks.synthetic_realism --recovery --peer-minutiae DIR/peer   # the peers' rows beside ours
 
 For every real FVC DB1-3 B set (FVC2002 and FVC2000: optical and capacitive
 sensors) and for prints of :mod:`biomatch.synthetic_livescan` (held-out seed
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -66,8 +70,15 @@ def synthetic_prints(n_fingers: int, impressions: int = 4):
             yield render_livescan(S.make_impression(master, j), HELD_OUT_SEED)
 
 
-def recovery(n_fingers: int, impressions: int = 4) -> None:
-    """Precision / recall of each front end against the master minutiae, plain and livescan prints."""
+def recovery(n_fingers: int, impressions: int = 4, save_renders: Path | None = None,
+             peer_minutiae: Path | None = None) -> None:
+    """Precision / recall of each front end against the master minutiae, plain and livescan prints.
+
+    ``save_renders``: also write each print as DIR/{plain,livescan}/{101+f}_{1+j}.png, for a peer
+    extractor (``benchmarks/peer_afis.py DIR/plain DIR/livescan --ppi 500 --matchers --out PEER``).
+    ``peer_minutiae``: that PEER folder; each peer extractor found there gets its rows too.
+    """
+    from benchmarks.accuracy_matching import peer_template
     from benchmarks.bench_synthetic import MATCH_ANGLE_DEG, MATCH_DISTANCE_PX, pair_minutiae
     from biomatch import synthetic as S
     from biomatch.extraction import FRONT_ENDS, extract_detailed
@@ -78,24 +89,42 @@ def recovery(n_fingers: int, impressions: int = 4) -> None:
         master = S.make_finger(f, HELD_OUT_SEED)
         for j in range(impressions):
             imp = S.make_impression(master, j)
-            prints["plain"].append((imp.pixels, imp.truth.minutiae))
             live = render_livescan(imp, HELD_OUT_SEED)
-            prints["livescan"].append((live.pixels, live.truth.minutiae))
-    print(f"\n| prints (seed {HELD_OUT_SEED}) | front end | precision | recall | images | failures |")
+            for kind, obj in (("plain", imp), ("livescan", live)):
+                prints[kind].append((f"{101 + f}_{1 + j}", obj.pixels, obj.truth.minutiae))
+    if save_renders is not None:
+        from PIL import Image
+
+        for kind, items in prints.items():
+            (save_renders / kind).mkdir(parents=True, exist_ok=True)
+            for stem, pixels, _ in items:
+                Image.fromarray(pixels).save(save_renders / kind / f"{stem}.png")
+    extractors = [(front_end, None) for front_end in FRONT_ENDS]
+    if peer_minutiae is not None:
+        for peer in ("leader", "mindtct"):
+            files = {kind: next(peer_minutiae.glob(f"*{kind}__{peer}__minutiae.npz"), None) for kind in prints}
+            if all(files.values()):
+                extractors.append((peer, {kind: np.load(path) for kind, path in files.items()}))
+    print(f"\n| prints (seed {HELD_OUT_SEED}) | extractor | precision | recall | images | failures |")
     print("|---|---|---|---|---|---|")
     for kind, items in prints.items():
-        for front_end in FRONT_ENDS:
+        for name, saved in extractors:
             found = mates = truth = failures = 0
-            for pixels, gt in items:
+            for stem, pixels, gt in items:
                 try:
-                    m = extract_detailed(pixels, ppi=500, front_end=front_end).template.minutiae
+                    if saved is None:
+                        m = extract_detailed(pixels, ppi=500, front_end=name).template.minutiae
+                    else:
+                        finger, impression = stem.split("_")
+                        sample = SimpleNamespace(finger=finger, impression=impression, ppi=500)
+                        m = peer_template(saved[kind], sample, name).minutiae
                 except Exception:  # failure to enrol: counts as no minutiae found
                     failures += 1
                     m = gt[:0]
                 mates += pair_minutiae(m, gt, MATCH_DISTANCE_PX, MATCH_ANGLE_DEG)
                 found += len(m)
                 truth += len(gt)
-            print(f"| {kind} | {front_end} | {mates / max(found, 1):.3f} | {mates / max(truth, 1):.3f} | {len(items)} | {failures} |")
+            print(f"| {kind} | {name} | {mates / max(found, 1):.3f} | {mates / max(truth, 1):.3f} | {len(items)} | {failures} |")
 
 
 def main(argv=None):
@@ -105,10 +134,13 @@ def main(argv=None):
     ap.add_argument("--fingers", type=int, default=10, help="fingers per real set (8 impressions each) and synthetic fingers")
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--recovery", action="store_true", help="ground-truth recovery instead of the statistics")
+    ap.add_argument("--save-renders", type=Path, default=None, help="--recovery: also save the prints for a peer extractor")
+    ap.add_argument("--peer-minutiae", type=Path, default=None,
+                    help="--recovery: peer_afis.py's --out folder for the saved renders (adds the peers' rows)")
     args = ap.parse_args(argv)
     if args.recovery:
         warnings.simplefilter("ignore")
-        recovery(args.fingers)
+        recovery(args.fingers, save_renders=args.save_renders, peer_minutiae=args.peer_minutiae)
         return
     reference_data_dir()
     warnings.simplefilter("ignore")

@@ -124,3 +124,26 @@ def test_the_verification_benchmark_sweeps_the_grow_logit_and_restores_it(tmp_pa
     assert seen == [("classical", shipped), ("learned-mask", -5.0), ("learned-mask", -1.5)]
     assert extraction.LEARNED_MASK_GROW_LOGIT == shipped
     assert "learned-mask (grow logit -1.5)" in capsys.readouterr().out
+
+
+def test_recovery_benchmark_scores_a_peer_from_its_saved_minutiae(tmp_path, capsys):
+    # a "peer" whose saved minutiae are the truth itself must recover it exactly
+    from benchmarks import synthetic_realism as SR
+
+    SR.recovery(1, impressions=2, save_renders=tmp_path / "renders")
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    for kind in ("plain", "livescan"):
+        assert sorted(p.name for p in (tmp_path / "renders" / kind).glob("*.png")) == ["101_1.png", "101_2.png"]
+        rows, master = {}, S.make_finger(0, SR.HELD_OUT_SEED)
+        for j in range(2):
+            imp = S.make_impression(master, j)
+            obj = imp if kind == "plain" else render_livescan(imp, SR.HELD_OUT_SEED)
+            t = obj.truth.minutiae
+            rows[f"101_{j + 1}"] = np.c_[t["x"], t["y"], t["angle"], np.zeros(len(t)), np.ones(len(t))]
+            rows[f"size_101_{j + 1}"] = np.array(obj.pixels.shape)
+        np.savez(peer / f"renders_{kind}__leader__minutiae.npz", **rows)
+    capsys.readouterr()
+    SR.recovery(1, impressions=2, peer_minutiae=peer)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "| leader |" in line]
+    assert len(lines) == 2 and all("| 1.000 | 1.000 |" in line for line in lines)
