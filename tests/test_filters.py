@@ -89,3 +89,16 @@ def test_bad_arguments_are_named():
         flt.gaussian_filter(np.zeros((4, 4), np.float32), 1.0, order=(2, 0))
     with pytest.raises(ValueError, match="no values"):
         flt.percentile(np.zeros(0), 50)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**31 - 1), axis=st.sampled_from([0, 1]),
+       mode=st.sampled_from(["reflect", "nearest", "constant"]))
+def test_native_correlation_of_a_kernel_with_no_symmetry_is_scipys(shape, seed, axis, mode):
+    from biomatch import _native
+
+    a = _image(seed, shape, np.float64)
+    weights = np.random.default_rng(seed + 1).normal(size=7)
+    assert flt._symmetry(weights) == 0
+    ours = _native.correlate_axis(a, weights, axis, flt._MODES[mode], 0)
+    np.testing.assert_allclose(ours, ndi.correlate1d(a, weights, axis=axis, mode=mode), rtol=1e-12, atol=1e-9)
