@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Mapping
 
 
@@ -24,6 +26,9 @@ from .checks import (
 )
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
 BULK_BATCH = 500
+#: Threads preparing a batch of :meth:`Gallery.enroll_many` (descriptors, rescoring rows, index
+#: codes): the descriptor kernel and the hulls release the GIL, so fingers are prepared side by side.
+ENROL_THREADS = max(1, min(4, os.cpu_count() or 1))
 DELETE_BATCH = 500
 
 
@@ -193,23 +198,31 @@ class EnrolmentMixin:
         total = 0
         batch: list = []
         n_fingers = 0
-        for item in subjects:
-            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                raise GalleryError("subjects: each item must be (subject_id, fingers) or (subject_id, fingers, metadata)")
-            sid = check_subject(item[0])
-            checked = check_fingers(item[1], f"fingers of {sid!r}")
-            meta_text = check_metadata(item[2] if len(item) == 3 else None)
-            batch.append((sid, checked, meta_text, self._prepare(checked)))
-            n_fingers += len(checked)
-            if n_fingers >= BULK_BATCH:
-                total += self._commit_batch(batch, gallery, operator, transaction_id)
+        with ThreadPoolExecutor(ENROL_THREADS, thread_name_prefix="biomatch-enrol") as pool:
+
+            def commit():
+                # the batch's fingers prepared side by side, in order (the first failure raises)
+                prepared = list(pool.map(self._prepare, [checked for _, checked, _ in batch]))
+                done = self._commit_batch([(*b, p) for b, p in zip(batch, prepared)], gallery, operator,
+                                          transaction_id)
                 if progress is not None:
                     progress(len(batch))
-                batch, n_fingers = [], 0
-        if batch:
-            total += self._commit_batch(batch, gallery, operator, transaction_id)
-            if progress is not None:
-                progress(len(batch))
+                return done
+
+            for item in subjects:
+                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                    raise GalleryError(
+                        "subjects: each item must be (subject_id, fingers) or (subject_id, fingers, metadata)")
+                sid = check_subject(item[0])
+                checked = check_fingers(item[1], f"fingers of {sid!r}")
+                meta_text = check_metadata(item[2] if len(item) == 3 else None)
+                batch.append((sid, checked, meta_text))
+                n_fingers += len(checked)
+                if n_fingers >= BULK_BATCH:
+                    total += commit()
+                    batch, n_fingers = [], 0
+            if batch:
+                total += commit()
         return total
 
     def _commit_batch(self, batch, gallery, operator, transaction_id) -> int:
