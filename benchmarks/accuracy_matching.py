@@ -244,8 +244,9 @@ def wsq_change(competition: str, db: str, front_end: str, gen_wsq, imp_wsq, labe
     gen, imp, _, _ = all_pairs_scores(templates, labels)
     gs, is_ = all_pairs_subjects(labels)
     lo, hi = ev.paired_subject_bootstrap_ci(lambda g, i: error_rates(g, i)["eer"], gen, imp, gen_wsq, imp_wsq, gs, is_)
-    return {"eer_uncompressed": error_rates(gen, imp)["eer"], "eer_change": error_rates(gen_wsq, imp_wsq)["eer"]
-            - error_rates(gen, imp)["eer"], "eer_change_ci95": [lo, hi]}
+    uncompressed = error_rates(gen, imp)["eer"]
+    return {"eer_uncompressed": uncompressed, "eer_change": error_rates(gen_wsq, imp_wsq)["eer"] - uncompressed,
+            "eer_change_ci95": [lo, hi]}
 
 
 def all_pairs_scores(templates, labels):

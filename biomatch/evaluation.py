@@ -408,8 +408,7 @@ def subject_bootstrap_rate_ci(
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n_sub, np.full(n_sub, 1.0 / n_sub), size=replicates).astype(np.float64)
     rates = (counts @ err_per) / np.maximum(counts @ tot_per, 1.0)
-    a = (1.0 - confidence) / 2
-    return float(np.quantile(rates, a)), float(np.quantile(rates, 1 - a))
+    return _percentile_interval(rates, confidence)
 
 
 def subject_bootstrap_ci(
@@ -433,8 +432,7 @@ def subject_bootstrap_ci(
     i = _scores(nonmated, "nonmated")
     values = [metric(g[gi], i[ii]) for gi, ii in _subject_resamples(mated_subjects, nonmated_subjects, g.size, i.size,
                                                                      replicates, seed)]
-    a = (1.0 - confidence) / 2
-    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
+    return _percentile_interval(values, confidence)
 
 
 def paired_subject_bootstrap_ci(
@@ -464,6 +462,11 @@ def paired_subject_bootstrap_ci(
                                f"against {gb.size}/{ib.size}")
     values = [metric(gb[gi], ib[ii]) - metric(ga[gi], ia[ii])
               for gi, ii in _subject_resamples(mated_subjects, nonmated_subjects, ga.size, ia.size, replicates, seed)]
+    return _percentile_interval(values, confidence)
+
+
+def _percentile_interval(values, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap replicates (percentile method)."""
     a = (1.0 - confidence) / 2
     return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
 

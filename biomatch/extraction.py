@@ -52,8 +52,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from . import _filters as flt
 
+from . import _filters as flt
 from .errors import BiomatchError, ImageError, TemplateError
 from .io import FingerImage, WORKING_PPI, read_image, to_working_resolution
 from .template import FINGER_POSITIONS, MinutiaType, Template, make_minutiae

@@ -81,6 +81,9 @@ MAX_DECODE_BYTES = 192 * 2**20
 #: Image formats Pillow may decode: the finger-image formats of the ANSI/NIST-ITL
 #: and ISO standards. Others (EPS, PSD, ...) are refused unparsed.
 PIL_FORMATS = ("PNG", "TIFF", "BMP", "JPEG", "JPEG2000")
+#: Pillow's plugin module of each of PIL_FORMATS.
+_PIL_PLUGINS = {"PNG": "PngImagePlugin", "TIFF": "TiffImagePlugin", "BMP": "BmpImagePlugin",
+                "JPEG": "JpegImagePlugin", "JPEG2000": "Jpeg2KImagePlugin"}
 #: Below this gray-level standard deviation an image is treated as blank.
 MIN_CONTRAST_STD = 4.0
 #: Seconds a WSQ decode may take in its child process (a 1000 ppi rolled print decodes in well under 1 s).
@@ -452,8 +455,12 @@ def _pil_image():
     ~50 plugins on the first format outside its preinit set (TIFF): about 40
     ms of a one-shot extraction's cold start.
     """
-    from PIL import BmpImagePlugin, Image, Jpeg2KImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
+    import importlib
 
+    from PIL import Image
+
+    for fmt in PIL_FORMATS:
+        importlib.import_module(f"PIL.{_PIL_PLUGINS[fmt]}")
     return Image
 
 
