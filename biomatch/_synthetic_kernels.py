@@ -115,38 +115,3 @@ def thin_zhang_suen(img):
             if n > 0:
                 changed = True
     return img
-
-
-@njit(cache=True, nogil=True)
-def trace_direction(skel, y0, x0, y1, x1, steps):
-    """Follow a one-pixel skeleton from (y0, x0) through its neighbour (y1, x1).
-
-    Returns the (dy, dx) from the start to the pixel reached after at most
-    ``steps`` moves (stops at a junction or an end).
-    """
-    h, w = skel.shape
-    py, px = y0, x0
-    cy, cx = y1, x1
-    for _ in range(steps - 1):
-        ny, nx, cnt = -1, -1, 0
-        for dy in range(-1, 2):
-            for dx in range(-1, 2):
-                if dy == 0 and dx == 0:
-                    continue
-                yy = cy + dy
-                xx = cx + dx
-                if yy < 0 or yy >= h or xx < 0 or xx >= w:
-                    continue
-                if skel[yy, xx] == 0:
-                    continue
-                if yy == py and xx == px:
-                    continue
-                if abs(yy - y0) <= 1 and abs(xx - x0) <= 1:
-                    continue
-                cnt += 1
-                ny, nx = yy, xx
-        if cnt != 1:
-            break
-        py, px = cy, cx
-        cy, cx = ny, nx
-    return cy - y0, cx - x0

@@ -66,7 +66,7 @@ from .synthetic_impressions import TRUTH_CONTACT_MIN, Impression, make_impressio
 from .synthetic_masters import (GABOR_SIGMA_ACROSS, GABOR_SIGMA_ALONG, GABOR_SIZE_PX, GROWTH_GAIN, GROWTH_ITERATIONS,
                                 MINUTIA_BORDER_PX, MINUTIA_MIN_DISTANCE_PX, N_ORIENT_BINS, PERIOD_ABOVE_CORE_PX,
                                 PERIOD_MAX_PX, PERIOD_MIN_PX, PERIOD_STEP_PX, RIDGE_PERIOD_PX, SEED_SPACING_PX,
-                                SMALL_FEATURES, SMALL_FEATURES_PER_FINGER, TRACE_STEPS_PX, MasterFinger, make_finger)
+                                SMALL_FEATURES, SMALL_FEATURES_PER_FINGER, DIRECTION_SAMPLE_MAX_PX, DIRECTION_SAMPLE_MIN_PX, MasterFinger, make_finger)
 from .synthetic_params import (AREA_BOTTOM_CAP_PX, AREA_HALF_WIDTH_PX, AREA_RECT_HALF_PX, AREA_TOP_CAP_PX,
                                CLASS_PROBABILITIES, CONTACT_RADIUS_PX, DEG, DISTORTION_BRAKE_PX,
                                DISTORTION_ROT_SD_DEG, DISTORTION_SHIFT_SD_PX, FINGER_CLASSES, IMAGE_HEIGHT_PX,
@@ -98,7 +98,7 @@ __all__ = [
     "read_manifest",
 ]
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 
 # ---------------------------------------------------------------------------

@@ -45,7 +45,10 @@ SMALL_FEATURES = (
 # master minutiae
 MINUTIA_BORDER_PX = 12  # master minutiae closer than this to the area edge are dropped
 MINUTIA_MIN_DISTANCE_PX = 5.0  # clusters closer than this are dropped (thinning artefacts)
-TRACE_STEPS_PX = 8
+#: The sense of a master minutia's direction is read this far along its ridge line (px):
+#: within the first ridge period (7-12 px) on either side.
+DIRECTION_SAMPLE_MIN_PX = 2
+DIRECTION_SAMPLE_MAX_PX = 6
 
 
 # ---------------------------------------------------------------------------
@@ -286,9 +289,48 @@ def _period_map(rng, sing: _Singularities, area: _Area, xx, yy):
 _NB = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
 
 
+def _sample_bilinear(image: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``image`` at fractional (y, x), bilinear, clamped to the frame."""
+    h, w = image.shape
+    y = np.clip(y, 0.0, h - 1.0)
+    x = np.clip(x, 0.0, w - 1.0)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2)
+    fy, fx = y - y0, x - x0
+    top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
+    bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _minutia_directions(pattern, theta, ys, xs, kinds) -> np.ndarray:
+    """Direction of each master minutia: the ridge line through it, in the sense of the standard.
+
+    An ending points along its ridge, away from the end; a bifurcation points
+    into the fork's opening, along the valley that ends between its arms. So
+    along the ridge line, an ending's side is ridge (pattern > 0) and a
+    bifurcation's side is valley, within the first ridge period. The sense is
+    read from the continuous master pattern on both sides of the minutia:
+    tracing the thinned master's branches instead got about one bifurcation in
+    six backwards (junction pixels of an 8-connected skeleton are T-shaped, so
+    the three traced branch directions do not point at the fork).
+    """
+    t = theta[ys, xs].astype(np.float64)
+    uy, ux = -np.sin(t), np.cos(t)  # image frame, y down
+    reach = np.arange(DIRECTION_SAMPLE_MIN_PX, DIRECTION_SAMPLE_MAX_PX + 1, dtype=np.float64)
+    p = pattern.astype(np.float64)
+
+    def side(sign):
+        return _sample_bilinear(p, ys[:, None] + sign * reach * uy[:, None],
+                                xs[:, None] + sign * reach * ux[:, None]).mean(axis=1)
+
+    forward_is_ridge = side(1.0) > side(-1.0)
+    forward = np.where(kinds == 1, forward_is_ridge, ~forward_is_ridge)
+    return np.where(forward, t, t + np.pi)
+
+
 def _master_minutiae(pattern, inside, theta):
     """Minutiae of the binary master: structured MINUTIA_DTYPE array (quality 100)."""
-    from ._synthetic_kernels import thin_zhang_suen, trace_direction
+    from ._synthetic_kernels import thin_zhang_suen
 
     h, w = pattern.shape
     ridge = ((pattern > 0) & (inside > 0)).astype(np.uint8)
@@ -305,21 +347,7 @@ def _master_minutiae(pattern, inside, theta):
         np.fill_diagonal(d2, 1 << 30)
         keep = d2.min(axis=1) >= MINUTIA_MIN_DISTANCE_PX**2
         ys, xs, kinds = ys[keep], xs[keep], kinds[keep]
-    angles = np.empty(ys.size)
-    for i, (y, x) in enumerate(zip(ys, xs)):
-        vx = vy = 0.0
-        for dy, dx in _NB:
-            yy, xx = y + dy, x + dx
-            if 0 <= yy < h and 0 <= xx < w and skel[yy, xx]:
-                ty, tx = trace_direction(skel, y, x, yy, xx, TRACE_STEPS_PX)
-                n = np.hypot(tx, ty)
-                if n > 0:
-                    vx += tx / n
-                    vy += ty / n
-        # ending: along the ridge away from the end; bifurcation: towards the fork opening
-        t = float(theta[y, x])
-        ux, uy = np.cos(t), -np.sin(t)  # image frame
-        angles[i] = t if ux * vx + uy * vy >= 0 else t + np.pi
+    angles = _minutia_directions(pattern, theta, ys, xs, kinds)
     from .template import make_minutiae
 
     return make_minutiae(xs.astype(float), ys.astype(float), angles, kinds, np.full(ys.size, 100))
