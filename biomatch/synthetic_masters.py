@@ -46,7 +46,7 @@ SMALL_FEATURES = (
 MINUTIA_BORDER_PX = 12  # master minutiae closer than this to the area edge are dropped
 MINUTIA_MIN_DISTANCE_PX = 5.0  # clusters closer than this are dropped (thinning artefacts)
 #: The sense of a master minutia's direction is read this far along its ridge line (px):
-#: within the first ridge period (7-12 px) on either side.
+#: within the first ridge period (7-12 px) on either side; farther, the ridge line leaves a fork's opening.
 DIRECTION_SAMPLE_MIN_PX = 2
 DIRECTION_SAMPLE_MAX_PX = 6
 

@@ -294,3 +294,46 @@ def test_cli_synth(tmp_path, capsys):
     assert (tmp_path / "i" / "1_1.png").is_file()
     assert main(["synth", "images", "--fingers", "0", "--out", str(tmp_path / "x")]) == 1
     assert "fingers" in capsys.readouterr().err
+
+
+def _ridges(shape, polylines, half_width):
+    """A binary ridge pattern (1 ridge, -1 valley): ridges of ``half_width`` around (x, y) polylines."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    d = np.full(shape, np.inf)
+    for line in polylines:
+        for (x0, y0), (x1, y1) in zip(line[:-1], line[1:]):
+            dx, dy = x1 - x0, y1 - y0
+            t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / (dx * dx + dy * dy), 0, 1)
+            d = np.minimum(d, np.hypot(xx - x0 - t * dx, yy - y0 - t * dy))
+    return np.where(d < half_width, 1.0, -1.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", [1, 2])
+@pytest.mark.parametrize("opens_right", [True, False])
+def test_master_minutia_direction_follows_the_standard(kind, opens_right):
+    """An ending points along its ridge away from the end; a bifurcation into its fork's opening."""
+    from biomatch.synthetic_masters import _master_minutiae
+
+    h, w, period = 64, 96, 9.0
+    ks = (-3, -2, -1, 1, 2, 3) if kind == 1 else (-3, -2, -1, 2, 3)  # rows 32 (and 41) drawn below
+    lines = [[(0.0, 32.0 + k * period), (w - 1.0, 32.0 + k * period)] for k in ks]
+    if kind == 1:  # a ridge on row 32 from the ending at x = 48 to one side
+        lines.append([(48.0, 32.0), (w - 1.0 if opens_right else 0.0, 32.0)])
+    else:  # one ridge on row 36.5 forks at x = 48 into rows 32 and 41 (a ridge each side of the new valley)
+        s = 1.0 if opens_right else -1.0
+        far = w - 1.0 if opens_right else 0.0
+        mid = 36.5
+        lines.append([(w - 1.0 - far, mid), (48.0, mid)])
+        lines.append([(48.0, mid), (48.0 + s * 12, 32.0), (far, 32.0)])
+        lines.append([(48.0, mid), (48.0 + s * 12, 41.0), (far, 41.0)])
+    pattern = _ridges((h, w), lines, period / 4)
+    inside = np.full((h, w), 40.0)
+    theta = np.zeros((h, w))  # ridges horizontal
+    m = _master_minutiae(pattern, inside, theta)
+    row = 32.0 if kind == 1 else 36.5
+    near = m[(np.abs(m["y"] - row) < 5) & (np.abs(m["x"] - 48) < 8)]
+    assert near.size == 1, m
+    assert near["type"][0] == kind
+    # the kept ridge (ending) or the opening between the arms (bifurcation) lies on the +x side when it opens right
+    expected = 0.0 if opens_right else np.pi
+    assert abs((float(near["angle"][0]) - expected + np.pi) % (2 * np.pi) - np.pi) < np.radians(10)
