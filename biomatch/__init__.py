@@ -50,6 +50,7 @@ _LAZY = {
     "Match": "scoring",
     "Gallery": "gallery",
     "Candidate": "gallery",
+    "Impression": "gallery",
     "segment_slap": "slap",
     "sequence_check": "sequence",
     "SearchParams": "gallery",

@@ -16,7 +16,7 @@ from biomatch.search import SearchParams
 from biomatch import index as index_mod
 from biomatch.encryption import ENV_KEY, MAGIC, generate_key, key_id
 from biomatch.errors import GalleryError
-from biomatch.gallery import FeatureStore, Gallery
+from biomatch.gallery import SCHEMA_VERSION, FeatureStore, Gallery
 from biomatch.template import Template
 
 pytest.importorskip("cryptography")
@@ -306,7 +306,7 @@ def test_a_garbage_schema_version_is_a_gallery_error(tmp_path):
     con.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
     con.commit()
     con.close()
-    with pytest.raises(GalleryError, match=r"b\.db: store schema version 'abc', this build reads 1"):
+    with pytest.raises(GalleryError, match=rf"b\.db: store schema version 'abc', this build reads {SCHEMA_VERSION}"):
         Gallery.open(store)
 
 

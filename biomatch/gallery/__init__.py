@@ -109,11 +109,13 @@ from .keys import KeysMixin, check_encrypt_metadata
 from ..search.params import EXHAUSTIVE_MAX_FINGERS, SearchParams, check_params  # noqa: F401 (re-exported)
 from .searching import SearchMixin
 from .shard import ShardMixin
+from .impressions import Impression
+from .migrate import MAX_IMPRESSION  # noqa: F401 (re-exported)
 from .store import SCHEMA_VERSION, StoreMixin, SubjectRecord, store_errors
 from .thresholds import ThresholdsMixin
 from .transfer import TransferMixin
 
-__all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SearchParams", "SCHEMA_VERSION"]
+__all__ = ["Gallery", "Candidate", "FingerScore", "SubjectRecord", "SearchParams", "SCHEMA_VERSION", "Impression"]
 
 
 

@@ -24,6 +24,8 @@ from .checks import (
     check_subject,
     check_transaction_id,
 )
+from .impressions import audit_impressions, check_impressions, check_sources
+from .migrate import PRIMARY_SOURCE
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
 BULK_BATCH = 500
 #: Threads preparing a batch of :meth:`Gallery.enroll_many` (descriptors, rescoring rows, index
@@ -48,6 +50,8 @@ class EnrolmentMixin:
         originals: Mapping | None = None,
         keep_originals: bool = True,
         context: dict | None = None,
+        impressions=None,
+        sources: dict | None = None,
     ) -> int:
         """Enrol a new subject.
 
@@ -70,6 +74,12 @@ class EnrolmentMixin:
             Keep the bytes of image files given in ``fingers``.
         context : dict, optional
             JSON-ready facts for the audit record (e.g. ``{"ori": ..., "tcn": ...}``); no biometric data.
+        impressions : list of Impression(position, number, finger, source), optional
+            Extra impressions of fingers given in ``fingers`` (numbers 1..MAX_IMPRESSION, each
+            its own finger row; a search scores a finger as the best of its impressions). The
+            audit record lists them (position, number, source, template hash).
+        sources : dict of int -> str, optional
+            Where the primary prints come from (e.g. ``"rolled"``); default ``"primary"``.
 
         Returns
         -------
@@ -79,11 +89,15 @@ class EnrolmentMixin:
         Raises
         ------
         GalleryError, TemplateError
-            Nothing is stored when any input is bad or the subject exists.
+            Nothing is stored when any input is bad (an impression number out of range or
+            given twice, an impression of a finger without a primary print, ...) or the subject exists.
         """
         subject_id, operator, transaction_id, meta_text, checked, extra, ctx = check_enrolment(
             subject_id, fingers, gallery, operator, transaction_id, metadata, originals, context)
+        srcs = check_sources(sources, checked)
+        imps = check_impressions(impressions, set(checked))
         prepared = self._prepare(checked)
+        prepared_imps = self._prepare(imps)
         with self._write() as con:
             gid, gen = self._gallery_row(con, gallery, create=True)
             if con.execute("SELECT 1 FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone():
@@ -93,7 +107,8 @@ class EnrolmentMixin:
                 "INSERT INTO subjects(gallery_id, subject, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
                 (gid, subject_id, self._seal_metadata(con, gallery, subject_id, meta_text), now, now),
             ).lastrowid
-            added = self._insert_fingers(con, sid, prepared, gid, gen + 1)
+            added = self._insert_fingers(con, sid, prepared, gid, gen + 1, srcs,
+                                         {k: (prepared_imps[k], imps[k][1]) for k in imps})
             self._insert_originals(con, sid, checked if keep_originals else {}, extra)
             con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
             rec = _audit.append(
@@ -105,6 +120,8 @@ class EnrolmentMixin:
                     "gallery": gallery,
                     "subject": subject_id,
                     "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
+                    **({"sources": {str(p): srcs[p] for p in sorted(srcs)}} if sources else {}),
+                    **({"impressions": audit_impressions(prepared_imps, imps)} if imps else {}),
                     "context": ctx,
                     "software": _audit.software(),
                 },
@@ -281,21 +298,28 @@ class EnrolmentMixin:
             }
         return out
 
-    def _insert_fingers(self, con, sid: int, prepared: dict, gid: int, generation: int) -> list:
+    def _insert_fingers(self, con, sid: int, prepared: dict, gid: int, generation: int, sources=None,
+                        extras=None) -> list:
+        """Finger rows of prepared primary prints (position -> :meth:`_prepare` entry; ``sources``: position
+        -> source) and extra impressions (``extras``: (position, number) -> (entry, source))."""
+        rows = [(pos, 0, (sources or {}).get(pos, PRIMARY_SOURCE), prepared[pos]) for pos in sorted(prepared)]
+        rows += [(pos, n, source, p) for (pos, n), (p, source) in sorted((extras or {}).items())]
         added = []
-        for pos in sorted(prepared):
-            p = prepared[pos]
+        for pos, impression, source, p in rows:
             t = p["template"]
-            fid = self._insert_finger(con, sid, pos, p["bytes"], p["sha256"], len(t), t.quality, gid, generation)
+            fid = self._insert_finger(con, sid, pos, p["bytes"], p["sha256"], len(t), t.quality, gid, generation,
+                                      impression, source)
             added.append((fid, pos, p["codes"], t, p["sha256"], p["packed"]))
         return added
 
     def _insert_finger(self, con, sid: int, pos: int, data: bytes, sha: str, n_minutiae: int, quality: int,
-                       gid: int, generation: int) -> int:
+                       gid: int, generation: int, impression: int = 0, source: str = PRIMARY_SOURCE) -> int:
         """One finger row (template sealed) and its 'add' change; returns the finger id."""
         fid = con.execute(
-            "INSERT INTO fingers(subject_id, position, template, sha256, n_minutiae, quality) VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, pos, self._seal_finger(con, sid, pos, data), sha, n_minutiae, quality),
+            "INSERT INTO fingers(subject_id, position, impression, source, template, sha256, n_minutiae, quality) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (sid, pos, impression, source, self._seal_finger(con, sid, pos, data, impression), sha, n_minutiae,
+             quality),
         ).lastrowid
         con.execute(
             "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'add', ?, ?)",
@@ -327,8 +351,18 @@ class EnrolmentMixin:
         metadata: dict | None = None,
         remove_positions: Iterable[int] = (),
         transaction_id: str | None = None,
+        impressions=None,
+        keep_impressions: bool = True,
+        sources: dict | None = None,
     ) -> int:
-        """Replace or add fingers of an enrolled subject, remove some, or replace its metadata.
+        """Replace or add fingers of an enrolled subject, remove some, add extra impressions, or replace its metadata.
+
+        ``fingers`` replaces (or adds) primary prints. A replaced primary keeps the finger's
+        extra impressions by default (they are other prints of the same finger);
+        ``keep_impressions=False`` drops them with it. ``remove_positions`` removes a finger
+        with all its impressions. ``impressions`` (as :meth:`enroll`) adds extra impressions
+        of fingers that have a primary print after the update; an impression number the
+        finger already holds (and keeps) is refused. ``sources`` as :meth:`enroll`.
 
         Returns the audit record's sequence number. Raises GalleryError for an
         unknown subject or gallery; nothing changes on bad input.
@@ -339,36 +373,54 @@ class EnrolmentMixin:
         transaction_id = check_transaction_id(transaction_id)
         checked = check_fingers(fingers) if fingers is not None else {}
         removing = sorted({check_position(p, "remove_positions") for p in remove_positions})
-        if not checked and not removing and metadata is None:
-            raise GalleryError("update: nothing to change (give fingers, remove_positions or metadata)")
+        if not isinstance(keep_impressions, bool):
+            raise GalleryError(f"keep_impressions: expected True or False, got {keep_impressions!r}")
+        if not checked and not removing and metadata is None and not impressions:
+            raise GalleryError("update: nothing to change (give fingers, impressions, remove_positions or metadata)")
         if set(checked) & set(removing):
             raise GalleryError(f"remove_positions: {sorted(set(checked) & set(removing))} are also given in fingers")
         meta_text = check_metadata(metadata)
+        srcs = check_sources(sources, checked)
+        imps = check_impressions(impressions, None)  # whose primary prints exist is known inside the transaction
         prepared = self._prepare(checked)
+        prepared_imps = self._prepare(imps)
         with self._write() as con:
             gid, gen = self._require_gallery(con, gallery)
             row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
             if row is None:
                 raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
             sid = row[0]
-            existing = dict(con.execute("SELECT position, id FROM fingers WHERE subject_id = ?", (sid,)).fetchall())
+            rows = {(pos, imp): (fid, source) for fid, pos, imp, source in con.execute(
+                "SELECT id, position, impression, source FROM fingers WHERE subject_id = ?", (sid,))}
             shas = dict(con.execute("SELECT id, sha256 FROM fingers WHERE subject_id = ?", (sid,)).fetchall())
-            missing = [p for p in removing if p not in existing]
+            primaries = {pos for pos, imp in rows if imp == 0}
+            missing = [p for p in removing if p not in primaries]
             if missing:
                 raise GalleryError(f"remove_positions: subject {subject_id!r} has no finger at {missing}")
-            if len(set(existing) - set(removing) | set(checked)) == 0:
+            if len(primaries - set(removing) | set(checked)) == 0:
                 raise GalleryError(f"remove_positions: would leave subject {subject_id!r} without fingers (use delete)")
+            dropping = {(pos, imp) for pos, imp in rows
+                        if pos in removing or (pos in checked and (imp == 0 or not keep_impressions))}
+            for key in sorted(imps):
+                if key[0] not in primaries - set(removing) | set(checked):
+                    raise GalleryError(f"impressions: impression {key[1]} of finger {key[0]}, but subject {subject_id!r} "
+                                       f"has no primary print at position {key[0]}; nothing was changed")
+                if key in rows and key not in dropping:
+                    raise GalleryError(f"impressions: subject {subject_id!r} already holds impression {key[1]} of "
+                                       f"finger {key[0]} (source {rows[key][1]!r}); nothing was changed")
             removed = []
-            for pos in sorted(set(removing) | (set(checked) & set(existing))):
-                fid = existing[pos]
+            for pos, imp in sorted(dropping):
+                fid = rows[(pos, imp)][0]
                 con.execute("DELETE FROM fingers WHERE id = ?", (fid,))
-                con.execute("DELETE FROM originals WHERE subject_id = ? AND position = ?", (sid, pos))
+                if imp == 0:
+                    con.execute("DELETE FROM originals WHERE subject_id = ? AND position = ?", (sid, pos))
                 con.execute(
                     "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
                     (gid, gen + 1, fid, pos),
                 )
                 removed.append(fid)
-            added = self._insert_fingers(con, sid, prepared, gid, gen + 1)
+            added = self._insert_fingers(con, sid, prepared, gid, gen + 1, srcs,
+                                         {k: (prepared_imps[k], imps[k][1]) for k in imps})
             self._insert_originals(con, sid, checked, {})
             if metadata is not None:
                 con.execute("UPDATE subjects SET metadata = ? WHERE id = ?",
@@ -385,6 +437,9 @@ class EnrolmentMixin:
                     "subject": subject_id,
                     "fingers": {str(p): prepared[p]["sha256"] for p in sorted(prepared)},
                     "removed_positions": removing,
+                    **({"impressions": audit_impressions(prepared_imps, imps)} if imps else {}),
+                    **({"impressions_dropped": [f"{p}.{i}" for p, i in sorted(dropping) if i > 0]}
+                       if any(i > 0 for _, i in dropping) else {}),
                     "metadata_replaced": metadata is not None,
                     "software": _audit.software(),
                 },

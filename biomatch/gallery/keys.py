@@ -208,7 +208,7 @@ class KeysMixin:
     # A sealed row's associated data names its gallery, subject and position (and an original's kind), read
     # through the row's own foreign keys: a ciphertext copied into another row, or a subject row renamed,
     # no longer decrypts. Plaintext rows need no lookup.
-    _FINGER_PLACE = ("SELECT galleries.name, subjects.subject, fingers.position FROM fingers "
+    _FINGER_PLACE = ("SELECT galleries.name, subjects.subject, fingers.position, fingers.impression FROM fingers "
                      "JOIN subjects ON subjects.id = fingers.subject_id JOIN galleries ON galleries.id = subjects.gallery_id "
                      "WHERE fingers.id = ?")
     _ORIGINAL_PLACE = ("SELECT galleries.name, subjects.subject, originals.position, originals.kind FROM originals "
@@ -218,8 +218,10 @@ class KeysMixin:
                       "WHERE subjects.id = ?")
 
     @staticmethod
-    def _template_aad(gallery: str, subject: str, position: int) -> bytes:
-        return _enc.row_aad("template", gallery=gallery, subject=subject, position=int(position))
+    def _template_aad(gallery: str, subject: str, position: int, impression: int = 0) -> bytes:
+        # an extra impression is bound to its number too (a primary's binding is as before impressions existed)
+        extra = {"impression": int(impression)} if impression else {}
+        return _enc.row_aad("template", gallery=gallery, subject=subject, position=int(position), **extra)
 
     @staticmethod
     def _original_aad(gallery: str, subject: str, position, kind: str) -> bytes:
@@ -231,11 +233,12 @@ class KeysMixin:
             raise GalleryError(f"{self.path}: subject row {sid} is gone")
         return row
 
-    def _seal_finger(self, con, sid: int, pos: int, data: bytes) -> bytes:
-        """A finger's template, sealed and bound to its gallery, subject and position (inside a write transaction)."""
+    def _seal_finger(self, con, sid: int, pos: int, data: bytes, impression: int = 0) -> bytes:
+        """A finger's template, sealed and bound to its gallery, subject, position and impression (inside a
+        write transaction)."""
         if self._store_key_id(con) is None:
             return data
-        return self._seal(con, data, self._template_aad(*self._subject_place(con, sid), pos))
+        return self._seal(con, data, self._template_aad(*self._subject_place(con, sid), pos, impression))
 
     def _seal_original(self, con, sid: int, pos, kind: str, data: bytes) -> bytes:
         if self._store_key_id(con) is None:
@@ -334,13 +337,13 @@ class KeysMixin:
             while True:
                 with self._write() as con:
                     rows = con.execute(
-                        f"SELECT id, subject_id, position, {column}, {'kind' if table == 'originals' else 'NULL'} "
+                        f"SELECT id, subject_id, position, {column}, {'kind' if table == 'originals' else 'impression'} "
                         f"FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
                     ).fetchall()
                     for rid, sid, pos, blob, kind in rows:
                         if bytes(blob[: len(prefix)]) != prefix:
                             if table == "fingers":
-                                sealed = self._seal_finger(con, sid, pos, self._unseal_finger(blob, rid, con))
+                                sealed = self._seal_finger(con, sid, pos, self._unseal_finger(blob, rid, con), kind)
                             else:
                                 sealed = self._seal_original(con, sid, pos, kind, self._unseal_original(blob, rid, con))
                             con.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (sealed, rid))

@@ -6,7 +6,7 @@ import functools
 import os
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote
@@ -15,9 +15,10 @@ from urllib.parse import quote
 from .. import audit as _audit
 from ..errors import AuditError, GalleryError
 from ..template import Template
-from .checks import check_gallery_name, check_subject
+from .checks import check_gallery_name, check_operator, check_subject
+from .migrate import FINGERS_TABLE, backup_before, migratable, migrate, stored_version
 #: Version of the SQL schema written into the ``meta`` table.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Bytes of the store and of the feature file SQLite reads through a memory map
 #: (SQLite caps it at its compile-time limit, 2 GiB in common builds): a search
 #: reads ~400 scattered feature rows of ~12 KB, 37 ms of CPU through read() and
@@ -54,16 +55,7 @@ CREATE TABLE IF NOT EXISTS subjects(
     updated TEXT NOT NULL,
     UNIQUE(gallery_id, subject)
 );
-CREATE TABLE IF NOT EXISTS fingers(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL CHECK(position BETWEEN 0 AND 10),
-    template BLOB NOT NULL,
-    sha256 TEXT NOT NULL,
-    n_minutiae INTEGER NOT NULL,
-    quality INTEGER NOT NULL,
-    UNIQUE(subject_id, position)
-);
+{fingers};
 CREATE INDEX IF NOT EXISTS fingers_subject ON fingers(subject_id);
 CREATE INDEX IF NOT EXISTS fingers_sha ON fingers(sha256);
 CREATE TABLE IF NOT EXISTS originals(
@@ -93,12 +85,17 @@ CREATE TABLE IF NOT EXISTS thresholds(
     set_at TEXT NOT NULL,
     operator TEXT NOT NULL
 );
-"""
+""".replace("{fingers}", FINGERS_TABLE.format(name="fingers").strip())
 
 
 @dataclass(frozen=True)
 class SubjectRecord:
-    """What :meth:`Gallery.get` returns."""
+    """What :meth:`Gallery.get` returns.
+
+    ``fingers`` holds each finger's primary print (impression 0); ``impressions`` the extra
+    impressions, position -> tuple of (impression number, source, Template) in number order;
+    ``sources`` the primary prints' sources (position -> e.g. ``"rolled"``, ``"slap 13"``).
+    """
 
     subject: str
     gallery: str
@@ -107,6 +104,8 @@ class SubjectRecord:
     created: str
     updated: str
     originals: tuple = ()  # (position or None, kind, size in bytes)
+    impressions: Mapping[int, tuple] = field(default_factory=dict)
+    sources: Mapping[int, str] = field(default_factory=dict)
 
 
 def split_sql(script: str) -> list[str]:
@@ -174,25 +173,36 @@ class StoreMixin:
             raise GalleryError(f"{self.path}: cannot create the store ({exc.strerror or exc})") from None
         con = self._con()
         try:
+            version = stored_version(con)
+            backup = backup_before(con, self.path, version) if migratable(version, SCHEMA_VERSION) else None
             with self._write_lock:
                 con.execute("BEGIN IMMEDIATE")
                 try:
+                    version = stored_version(con)  # another process may have migrated it meanwhile
+                    if migratable(version, SCHEMA_VERSION):
+                        backup = backup or backup_before(con, self.path, version)
+                        migrate(con, self.path, version, SCHEMA_VERSION, backup, check_operator(None))
+                    elif version is not None and version != str(SCHEMA_VERSION):
+                        raise GalleryError(self._schema_refusal(version))
                     for stmt in split_sql(SCHEMA + _audit.SCHEMA):
                         con.execute(stmt)
-                    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                    if row is None:
+                    if version is None:
                         con.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                         con.execute("INSERT INTO meta(key, value) VALUES ('created', ?)", (_audit.utc_now(),))
-                    elif row[0] != str(SCHEMA_VERSION):
-                        raise GalleryError(
-                            f"{self.path}: store schema version {str(row[0])[:40]!r}, this build reads {SCHEMA_VERSION}"
-                        )
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
         except STORE_ERRORS as exc:
             raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
+
+    def _schema_refusal(self, version) -> str:
+        """Why a store of another schema version is not opened (an older one this build migrates, opened
+        read-only; a newer or unknown one)."""
+        text = f"{self.path}: store schema version {str(version)[:40]!r}, this build reads {SCHEMA_VERSION}"
+        if migratable(version, SCHEMA_VERSION):
+            return text + " (an older schema: open the store writable once to migrate it, a backup is taken first)"
+        return text + " (a newer or unknown schema: open it with the biomatch build that wrote it)"
 
     def _check_schema(self, con) -> None:
         """A read-only handle writes no schema: the store must already be one this build reads."""
@@ -201,7 +211,7 @@ class StoreMixin:
         except STORE_ERRORS as exc:
             raise GalleryError(f"{self.path}: not a usable biomatch store ({exc})") from None
         if row is None or row[0] != str(SCHEMA_VERSION):
-            raise GalleryError(f"{self.path}: store schema version {str(row and row[0])[:40]!r}, this build reads {SCHEMA_VERSION}")
+            raise GalleryError(self._schema_refusal(row and row[0]))
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """SQLite read-only; on a read-only medium, where not even the WAL index can be made, as immutable."""
@@ -307,14 +317,19 @@ class StoreMixin:
         if row is None:
             raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
         sid, meta, created, updated = row
-        fingers = {
-            pos: self._template(blob, fid)
-            for fid, pos, blob in con.execute("SELECT id, position, template FROM fingers WHERE subject_id = ? ORDER BY position", (sid,))
-        }
+        fingers, impressions, sources = {}, {}, {}
+        for fid, pos, imp, source, blob in con.execute(
+                "SELECT id, position, impression, source, template FROM fingers WHERE subject_id = ? "
+                "ORDER BY position, impression", (sid,)):
+            if imp == 0:
+                fingers[pos], sources[pos] = self._template(blob, fid), source
+            else:
+                impressions[pos] = impressions.get(pos, ()) + ((imp, source, self._template(blob, fid)),)
         originals = tuple(
             con.execute("SELECT position, kind, length(data) FROM originals WHERE subject_id = ? ORDER BY id", (sid,)).fetchall()
         )
-        return SubjectRecord(subject_id, gallery, fingers, self._metadata_of(con, sid, meta), created, updated, originals)
+        return SubjectRecord(subject_id, gallery, fingers, self._metadata_of(con, sid, meta), created, updated, originals,
+                             impressions, sources)
 
     def originals(self, subject_id: str, *, gallery: str = "default") -> list[tuple]:
         """The kept originals of a subject: list of (position or None, kind, bytes), decrypted."""
@@ -340,9 +355,9 @@ class StoreMixin:
         out = {"store": str(self.path), "schema_version": SCHEMA_VERSION, "galleries": {}}
         for gid, name, gen in con.execute("SELECT id, name, generation FROM galleries ORDER BY name").fetchall():
             n_sub = con.execute("SELECT count(*) FROM subjects WHERE gallery_id = ?", (gid,)).fetchone()[0]
-            n_fing, n_bytes = con.execute(
-                "SELECT count(*), coalesce(sum(length(template)), 0) FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
-                "WHERE gallery_id = ?",
+            n_fing, n_extra, n_bytes = con.execute(
+                "SELECT count(*), coalesce(sum(impression > 0), 0), coalesce(sum(length(template)), 0) FROM fingers "
+                "JOIN subjects ON subjects.id = fingers.subject_id WHERE gallery_id = ?",
                 (gid,),
             ).fetchone()
             path = self._index_path(name)
@@ -354,7 +369,8 @@ class StoreMixin:
             idx = self._indexes.get(name)
             out["galleries"][name] = {
                 "subjects": n_sub,
-                "fingers": n_fing,
+                "fingers": n_fing,  # finger rows (index entries): primary prints and extra impressions
+                "extra_impressions": n_extra,
                 "template_bytes": n_bytes,
                 "generation": gen,
                 "index_file": str(path) if path.exists() else None,

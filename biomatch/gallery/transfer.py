@@ -14,6 +14,7 @@ from .. import encryption as _enc
 from ..errors import AuditError, BiomatchError, GalleryError
 from ..template import Template
 from .checks import check_batch, check_gallery_name, check_operator, check_transaction_id
+from .migrate import MAX_IMPRESSION, migratable
 from .store import SCHEMA_VERSION, STORE_ERRORS
 #: Subjects per transaction of :meth:`Gallery.import_from` and :meth:`Gallery.delete_many`
 #: (each batch is one SQL ``IN`` list: at most 999 parameters in older SQLite builds).
@@ -30,8 +31,9 @@ def create_private(path: Path, field_name: str) -> None:
         raise GalleryError(f"{field_name}: cannot create {path} ({exc.strerror or exc})") from None
 
 
-def verify_copy(con, path: Path) -> int:
-    """Integrity, schema version and audit chain of a store copy; returns its audit record count."""
+def verify_copy(con, path: Path, *, older: bool = False) -> int:
+    """Integrity, schema version and audit chain of a store copy; returns its audit record count.
+    ``older``: a schema this build migrates (:mod:`biomatch.gallery.migrate`) is accepted too."""
     try:
         quick = con.execute("PRAGMA quick_check").fetchone()[0]
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -39,8 +41,9 @@ def verify_copy(con, path: Path) -> int:
         raise GalleryError(f"{path}: not a usable biomatch store ({exc})") from None
     if quick != "ok":
         raise GalleryError(f"{path}: integrity check failed ({quick})")
-    if row is None or row[0] != str(SCHEMA_VERSION):
-        raise GalleryError(f"{path}: not a biomatch store of schema version {SCHEMA_VERSION}")
+    if row is None or (row[0] != str(SCHEMA_VERSION) and not (older and migratable(row[0], SCHEMA_VERSION))):
+        raise GalleryError(f"{path}: not a biomatch store of schema version {SCHEMA_VERSION}"
+                           + (" (or an older one this build migrates)" if older else ""))
     try:
         return _audit.verify(con)
     except AuditError as exc:
@@ -173,18 +176,18 @@ class TransferMixin:
                 ids = [r[0] for r in part]
                 q = ",".join("?" * len(ids))
                 fingers = scon.execute(
-                    f"SELECT id, subject_id, position, template, sha256, n_minutiae, quality FROM fingers "
-                    f"WHERE subject_id IN ({q}) ORDER BY id", ids).fetchall()
+                    f"SELECT id, subject_id, position, template, sha256, n_minutiae, quality, impression, source "
+                    f"FROM fingers WHERE subject_id IN ({q}) ORDER BY id", ids).fetchall()
                 originals = scon.execute(
                     f"SELECT subject_id, position, kind, data, id FROM originals WHERE subject_id IN ({q}) ORDER BY id",
                     ids).fetchall()
                 by_subject: dict[int, list] = collections.defaultdict(list)
-                for fid, s_id, pos, blob, sha, n_min, quality in fingers:
+                for fid, s_id, pos, blob, sha, n_min, quality, imp, source in fingers:
                     data = src._unseal_finger(blob, fid, scon)
                     if hashlib.sha256(data).hexdigest() != sha:
                         raise GalleryError(f"source: {src.path} finger {fid}: template does not match its SHA-256 "
                                            "(damaged store; run `biomatch check` on it)")
-                    by_subject[s_id].append((fid, pos, data, sha, n_min, quality))
+                    by_subject[s_id].append((fid, pos, data, sha, n_min, quality, imp, source))
                 orig_by: dict[int, list] = collections.defaultdict(list)
                 for s_id, pos, kind, blob, oid in originals:
                     orig_by[s_id].append((pos, kind, src._unseal_original(blob, oid, scon)))
@@ -200,9 +203,10 @@ class TransferMixin:
                             "INSERT INTO subjects(gallery_id, subject, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
                             (gid, subject, meta, created, updated)).lastrowid
                         shas = {}
-                        for fid, pos, data, sha, n_min, quality in by_subject[s_id]:
-                            fid_map[fid] = self._insert_finger(con, rowid, pos, data, sha, n_min, quality, gid, gen + 1)
-                            shas[str(pos)] = sha
+                        for fid, pos, data, sha, n_min, quality, imp, source in by_subject[s_id]:
+                            fid_map[fid] = self._insert_finger(con, rowid, pos, data, sha, n_min, quality, gid, gen + 1,
+                                                               imp, source)
+                            shas[str(pos) if imp == 0 else f"{pos}.{imp}"] = sha  # extra impressions as "position.number"
                         self._insert_original_rows(con, rowid, orig_by[s_id])
                         _audit.append(con, "import", operator, {
                             "transaction_id": transaction_id, "gallery": gallery, "subject": subject,
@@ -315,12 +319,15 @@ class TransferMixin:
         plaintext = unbound = 0
         for gid, name, gen in con.execute("SELECT id, name, generation FROM galleries ORDER BY name").fetchall():
             by_pos: dict[int, set] = collections.defaultdict(set)
-            n_fingers = 0
-            for fid, pos, sha, blob in con.execute(
-                "SELECT fingers.id, position, sha256, template FROM fingers JOIN subjects ON subjects.id = fingers.subject_id "
-                "WHERE gallery_id = ?", (gid,)
+            n_fingers = n_extra = 0
+            for fid, pos, sha, blob, imp, source in con.execute(
+                "SELECT fingers.id, position, sha256, template, impression, source FROM fingers "
+                "JOIN subjects ON subjects.id = fingers.subject_id WHERE gallery_id = ?", (gid,)
             ):
                 n_fingers += 1
+                n_extra += imp > 0
+                if not isinstance(imp, int) or not 0 <= imp <= MAX_IMPRESSION or not isinstance(source, str) or not source:
+                    problems.append(f"store finger {fid} ({name}): impression {imp!r} / source {source!r} out of range")
                 by_pos[pos].add(fid)
                 all_shas.add(sha)
                 plaintext += report["encrypted"] and not _enc.is_sealed(blob)
@@ -340,8 +347,15 @@ class TransferMixin:
                 in_store.add((name, subject))
                 if k == 0:
                     problems.append(f"gallery {name!r}: subject {subject!r} has no fingers (half enrolled)")
+            for subject, pos, n in con.execute(
+                "SELECT subject, position, count(*) FROM fingers f JOIN subjects ON subjects.id = f.subject_id "
+                "WHERE gallery_id = ? AND impression > 0 AND NOT EXISTS (SELECT 1 FROM fingers p WHERE "
+                "p.subject_id = f.subject_id AND p.position = f.position AND p.impression = 0) "
+                "GROUP BY subject, position ORDER BY subject, position LIMIT 10", (gid,)):
+                problems.append(f"gallery {name!r}: subject {subject!r} has {n} extra impression(s) of finger {pos} "
+                                "without a primary print")
             idx = indexes.get(name)
-            entry = {"subjects": len(subjects), "fingers": n_fingers, "generation": gen,
+            entry = {"subjects": len(subjects), "fingers": n_fingers, "extra_impressions": n_extra, "generation": gen,
                      "index_generation": idx.generation if idx is not None else None}
             if idx is not None:
                 held = idx.finger_ids()
@@ -447,14 +461,14 @@ class TransferMixin:
             raise GalleryError(f"backup: cannot open {backup} ({exc})") from None
         tmp = path.with_name(f".{path.name}.restore-{os.getpid()}.tmp")
         try:
-            verify_copy(src, backup)
+            verify_copy(src, backup, older=True)  # an older schema is migrated when the restored store opens
             tmp.unlink(missing_ok=True)
             create_private(tmp, "path")
             out = sqlite3.connect(tmp)
             try:
                 src.backup(out)
                 out.execute("PRAGMA journal_mode=DELETE")
-                n = verify_copy(out, tmp)
+                n = verify_copy(out, tmp, older=True)
             finally:
                 out.close()
             # a WAL left beside the old store would be replayed into the restored one
