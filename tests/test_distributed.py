@@ -441,3 +441,21 @@ def test_missing_ray_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(GalleryError, match=r"biomatch\[distributed\]"):
         bm.Gallery.open(f"ray://{tmp_path / 'g'}?shards=2")
+
+
+def test_extra_impressions_on_shards_search_as_the_single_store(cluster, mated, calibration, tmp_path):
+    gal, probes = mated
+    imps = lambda s: [bm.Impression(2, 1, probes[s], "slap 13")]  # noqa: E731
+    with bm.Gallery.open(tmp_path / "s.db") as single, bm.Gallery.open(f"ray://{tmp_path / 'sh'}?shards=2") as sh:
+        for g in (single, sh):
+            g.set_calibration(calibration, operator="admin")
+            for s in range(12):
+                g.enroll(f"s{s}", {2: gal[s]}, gallery="local", operator="desk", impressions=imps(s))
+        got = sh.get("s3", gallery="local")
+        assert [(n, src) for n, src, _ in got.impressions[2]] == [(1, "slap 13")]
+        for s in (0, 5, 11):
+            a, b = (g.search({2: probes[s]}, galleries=["local"], max_candidates=4, operator="d") for g in (single, sh))
+            assert a[0].subject == f"s{s}"
+            assert [(c.subject, round(c.score, 9), c.fmr) for c in a] == [(c.subject, round(c.score, 9), c.fmr) for c in b]
+        sh.update("s3", {2: gal[20]}, gallery="local", operator="desk", keep_impressions=False)
+        assert sh.get("s3", gallery="local").impressions == {}

@@ -308,3 +308,81 @@ def test_import_carries_the_impressions_and_check_verifies_them(tmp_path, prints
         assert any("subject 'a' has 2 extra impression(s) of finger 2 without a primary print" in p
                    for p in dst.check()["problems"])
 
+
+
+# -- search ------------------------------------------------------------------------------------------
+@pytest.fixture
+def calibration():
+    rng = np.random.default_rng(0)
+    return bm.Calibration.fit(np.clip(rng.gamma(2.0, 0.01, size=2000), 0, 1), source="test", matcher_version="test")
+
+
+def _gallery_with_extras(g, prints, n=20):
+    """Subject s<i> enrolled with impression 0 of finger i at position 2, impression 1 as an extra one."""
+    for s in range(n):
+        g.enroll(f"s{s}", {2: prints[0][s]}, gallery="local", operator="desk",
+                 impressions=[(2, 1, prints[1][s], "slap 13")])
+
+
+@pytest.mark.parametrize("params", [SearchParams(), INDEXED], ids=["exhaustive", "indexed"])
+def test_a_finger_scores_as_its_best_impression_and_its_fmr_counts_the_tries(tmp_path, prints, calibration, params):
+    from biomatch.scoring import verify
+
+    n = 20
+    with Gallery.open(tmp_path / "b.db", params=params) as g:
+        g.set_calibration(calibration, operator="admin")
+        _gallery_with_extras(g, prints, n)
+        for s in range(0, n, 4):
+            probe = prints[2][s]
+            top = g.search({2: probe}, galleries=["local"], max_candidates=3, operator="desk")[0]
+            rec = g.get(f"s{s}", gallery="local")  # the templates as stored (the binary form quantizes)
+            best = max(verify(probe, rec.fingers[2]).score, verify(probe, rec.impressions[2][0][2]).score)
+            assert top.subject == f"s{s}" and top.score == pytest.approx(best, abs=1e-6)
+            p = float(calibration.fmr(np.array([top.score]))[0])
+            want = 1 - (1 - p) ** 2  # the best of two impressions: two tries for an impostor
+            f = top.fingers[0]
+            assert f.fmr_is_bound or f.fmr == pytest.approx(want, rel=1e-9)
+            assert want > p or p == 0
+
+
+def test_an_extra_impression_only_raises_a_mates_score(tmp_path, prints):
+    n = 20
+    with Gallery.open(tmp_path / "one.db") as one, Gallery.open(tmp_path / "two.db") as two:
+        for s in range(n):
+            one.enroll(f"s{s}", {2: prints[0][s]}, gallery="local", operator="desk")
+        _gallery_with_extras(two, prints, n)
+        for s in range(n):
+            probe = {2: prints[2][s]}
+            a = {c.subject: c.score for c in one.search(probe, galleries=["local"], max_candidates=n, operator="d")}
+            b = {c.subject: c.score for c in two.search(probe, galleries=["local"], max_candidates=n, operator="d")}
+            assert b[f"s{s}"] >= a[f"s{s}"] - 1e-9
+
+
+def test_exhaustive_and_indexed_search_agree_with_impressions(tmp_path, prints):
+    with Gallery.open(tmp_path / "b.db") as g:
+        _gallery_with_extras(g, prints, 25)
+        g.enroll("x", {3: prints[0][26]}, gallery="local", operator="desk",
+                 impressions=[(3, 1, prints[1][26], "plain"), (3, 2, prints[1][27], "plain")])
+    with Gallery.open(tmp_path / "b.db") as ex, Gallery.open(tmp_path / "b.db", params=INDEXED) as ix:
+        for probe in ({2: prints[2][3]}, {0: prints[2][26]}, {2: prints[2][7], 3: prints[2][26]}):
+            a = ex.search(probe, galleries=["local"], max_candidates=5, operator="d")
+            b = ix.search(probe, galleries=["local"], max_candidates=5, operator="d")
+            assert [(c.subject, round(c.score, 9)) for c in a][:1] == [(c.subject, round(c.score, 9)) for c in b][:1]
+
+
+def test_rank_corrects_a_best_of_k_score_and_best_impressions_is_the_grouping_rule(calibration):
+    from biomatch.search.ranking import Rescored, best_impressions, fmr_of, fmr_of_best, rank
+
+    s = 0.03  # inside the calibrated range: p well above the floor
+    p = float(fmr_of(calibration, [s])[0])
+    assert 1e-3 < p < 0.5
+    one, three = (rank([Rescored("g", "a", [(2, 2, s, 1)], comps)], calibration, None, 1)[0]
+                  for comps in (None, (3,)))
+    assert one.fmrs[0] == pytest.approx(p) and three.fmrs[0] == pytest.approx(1 - (1 - p) ** 3)
+    assert three.fused > one.fused
+    assert np.allclose(fmr_of_best(np.array([0.0, 1e-12, 0.2, np.nan]), np.array([4, 4, 1, 2])),
+                       [0.0, 4e-12, 0.2, np.nan], equal_nan=True, rtol=1e-6)
+    # per subject the best comparison, k its impressions of the winning position
+    targets = [("a", 10, 2), ("a", 11, 2), ("a", 12, 3), ("b", 20, 2)]
+    got = best_impressions(0, targets, [0.1, 0.4, 0.3, 0.2])
+    assert got == {"a": ((0, 2, 0.4, 11), 2), "b": ((0, 2, 0.2, 20), 1)}

@@ -204,9 +204,9 @@ class ShardedSearchMixin:
         """
         merged: dict = {}
         for k, rows_k in rescored.items():
-            for gname, subject, per in rows_k:
+            for gname, subject, *rest in rows_k:  # rest: per and the comparisons (ranking.Rescored)
                 key = (gname, subject)
                 if key not in merged or shard_of(subject, self.n_shards) == k:
-                    merged[key] = (k, per)
+                    merged[key] = (k, rest)
         owners = {key: k for key, (k, _) in merged.items()}
-        return owners, [ranking.Rescored(g, subject, per) for (g, subject), (_, per) in merged.items()]
+        return owners, [ranking.Rescored(g, subject, *rest) for (g, subject), (_, rest) in merged.items()]

@@ -23,6 +23,7 @@ from ..gallery.checks import (
     check_transaction_id,
     template_hash,
 )
+from ..gallery.impressions import audit_impressions, check_impressions, check_sources
 from .placement import owned_by, parse_url, shard_of
 from .searching import ShardedSearchMixin
 from .shard import Shard, ray_module
@@ -343,8 +344,10 @@ class ShardedGallery(ShardedSearchMixin):
         originals: Mapping | None = None,
         keep_originals: bool = True,
         context: dict | None = None,
+        impressions=None,
+        sources: dict | None = None,
     ) -> int:
-        """Enrol a new subject on its owning shard (parameters as :meth:`Gallery.enroll`).
+        """Enrol a new subject on its owning shard (parameters as :meth:`Gallery.enroll`, extra impressions included).
 
         Returns
         -------
@@ -361,14 +364,19 @@ class ShardedGallery(ShardedSearchMixin):
                         raise GalleryError(f"originals[{pos}]: fingers[{pos}] is an image kept as the original already")
                     extra[pos] = original
         templates = {p: t for p, (t, _) in checked.items()}
+        check_sources(sources, checked)
+        imps = check_impressions(impressions, set(checked))
         k = shard_of(subject_id, self.n_shards)
         shard_seq = self._get(self._owner(subject_id).call.remote(
             "enroll", subject_id, templates, gallery=gallery, operator=operator, metadata=metadata,
             transaction_id=transaction_id, originals=extra or None, keep_originals=False, context=ctx,
+            impressions=[(p, n, t, src) for (p, n), (t, src) in sorted(imps.items())] or None, sources=sources,
         ))
         return self._audit("enroll", operator, {
             "transaction_id": transaction_id, "gallery": gallery, "subject": subject_id,
             "fingers": {str(p): template_hash(templates[p]) for p in sorted(templates)},
+            **({"impressions": audit_impressions({k: {"sha256": template_hash(t)} for k, (t, _) in imps.items()}, imps)}
+               if imps else {}),
             "context": ctx, "shard": k, "shard_seq": shard_seq, "software": _audit.software(),
         })
 
@@ -437,6 +445,9 @@ class ShardedGallery(ShardedSearchMixin):
         metadata: dict | None = None,
         remove_positions: Iterable[int] = (),
         transaction_id: str | None = None,
+        impressions=None,
+        keep_impressions: bool = True,
+        sources: dict | None = None,
     ) -> int:
         """Update a subject on its owning shard (as :meth:`Gallery.update`); returns the coordinator's audit seq."""
         subject_id = check_subject(subject_id)
@@ -445,9 +456,12 @@ class ShardedGallery(ShardedSearchMixin):
         transaction_id = check_transaction_id(transaction_id)
         templates = {p: t for p, (t, _) in check_fingers(fingers).items()} if fingers is not None else None
         removing = list(remove_positions)
+        imps = check_impressions(impressions, None)  # against the subject's fingers: on the shard
         shard_seq = self._get(self._owner(subject_id).call.remote(
             "update", subject_id, templates, gallery=gallery, operator=operator, metadata=metadata,
             remove_positions=removing, transaction_id=transaction_id,
+            impressions=[(p, n, t, src) for (p, n), (t, src) in sorted(imps.items())] or None,
+            keep_impressions=keep_impressions, sources=sources,
         ))
         return self._audit("update", operator, {
             "transaction_id": transaction_id, "gallery": gallery, "subject": subject_id,

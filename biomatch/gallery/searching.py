@@ -186,8 +186,10 @@ class SearchMixin:
     def _rescore(self, con, gallery: str, gid: int, probes: dict, subjects) -> list:
         """Rescore ``subjects`` (ids of this gallery; None: all) against the probe fingers.
 
-        Returns list of (gallery, subject, [(probe_pos, pos, score, finger_id)]); subjects
-        no longer enrolled are left out.
+        Returns list of (gallery, subject, [(probe_pos, pos, score, finger_id)], comparisons) as
+        :class:`biomatch.search.ranking.Rescored`: per probe finger the best of the subject's
+        compatible fingers, every impression included (:func:`biomatch.search.ranking.best_impressions`);
+        subjects no longer enrolled are left out.
         """
         from ..descriptors import encode
 
@@ -210,25 +212,24 @@ class SearchMixin:
         for i in range(0, len(subject_ids), 500):
             part = subject_ids[i : i + 500]
             q = ",".join("?" * len(part))
-            for fid, sid, pos in con.execute(f"SELECT id, subject_id, position FROM fingers WHERE subject_id IN ({q})", part):
-                fingers_of[sid].append((fid, pos))
+            for fid, sid, pos in con.execute(
+                    f"SELECT id, subject_id, position FROM fingers WHERE subject_id IN ({q}) ORDER BY id", part):
+                fingers_of[sid].append((fid, pos))  # every impression of a finger is a row of its own
         # per probe finger: the compatible enrolled fingers to rescore
         from ..scoring import score_packed
 
         results = {sid: [] for sid in subject_ids}
+        tries = {sid: [] for sid in subject_ids}  # per compared finger: the impressions its score is the best of
         for ppos, t in probes.items():
             targets = []
             for sid in results:
                 for fid, pos in sorted(fingers_of.get(sid, ()), key=lambda f: f[1]):
                     if ppos == 0 or pos == 0 or pos == ppos:
-                        targets.append((sid, fid, pos))
+                        targets.append((sid, fid, pos))  # (subject key, finger reference, position)
             if not targets:
                 continue
             scores = score_packed(encode(t), self._packed_for(con, [fid for _, fid, _ in targets]))
-            best: dict[int, tuple] = {}
-            for (sid, fid, pos), s in zip(targets, scores):
-                if sid not in best or s > best[sid][2]:
-                    best[sid] = (ppos, pos, float(s), fid)
-            for sid, b in best.items():
+            for sid, (b, k) in ranking.best_impressions(ppos, targets, scores).items():
                 results[sid].append(b)
-        return [(gallery, names[sid], per) for sid, per in results.items() if per]
+                tries[sid].append(k)
+        return [(gallery, names[sid], per, tuple(tries[sid])) for sid, per in results.items() if per]

@@ -55,8 +55,9 @@ class ShardMixin:
         return {"counts": {n: counts[n] for n in names}, "fingers": fingers, "neighbours": neighbours, "sizes": sizes}
 
     def search_rescore(self, probes: Mapping, subjects: Mapping) -> list:
-        """Step 3: ``{gallery: [subject ids] or None (all)}`` -> [(gallery, subject, per)], ``per`` the
-        list of (probe position, position, raw score, finger id) :func:`biomatch.search.ranking.rank` takes."""
+        """Step 3: ``{gallery: [subject ids] or None (all)}`` -> [(gallery, subject, per, comparisons)], ``per``
+        the list of (probe position, position, raw score, finger id), ``comparisons`` the impressions each
+        score is the best of, as :class:`biomatch.search.ranking.Rescored` holds them for ``rank``."""
         con = self._con()
         counts = self.subject_counts()
         rows = []

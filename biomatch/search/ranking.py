@@ -1,6 +1,9 @@
 """Ranking: the one candidate order of a search (single store and sharded gallery).
 
-Per-finger raw scores become FMRs through the calibration, a subject's FMR is Fisher's
+A subject's score for a probe finger is the best over the compared fingers (a finger's
+impressions, :func:`best_impressions`, the one grouping rule); per-finger raw scores become
+FMRs through the calibration, corrected for a best of k impressions (:func:`fmr_of_best`),
+a subject's FMR is Fisher's
 combination of its fingers' (``FMR = P(chi2_2k >= -2 sum ln p_i)``), candidates are ordered by
 it, the threshold applies in the FMR domain, FPIR ``= 1 - (1 - FMR)^N`` for the N subjects
 searched; plus the audit record of a search. No SQL, no Ray, no I/O.
@@ -50,16 +53,56 @@ def fisher_fmr(fmrs: np.ndarray) -> float:
 MAX_CANDIDATES = 1000
 
 
+def fmr_of_best(fmrs: np.ndarray, k) -> np.ndarray:
+    """FMR of the best of k independent impostor comparisons, each of FMR p: ``1 - (1 - p)^k``.
+
+    A subject's finger score is the best over its k impressions of that finger
+    (:func:`best_impressions`), so an impostor gets k tries: at the same raw score the
+    chance of a false match is about k times the single-comparison FMR ``p`` (for small
+    p). The calibration is fitted on single comparisons; this is the correction, per
+    finger, before fusion. k = 1 leaves ``p`` as it is. float64 arrays of one shape.
+    """
+    p = np.asarray(fmrs, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = -np.expm1(k * np.log1p(-np.clip(p, 0.0, 1.0)))
+    return np.where(np.isnan(p), np.nan, np.where(k <= 1, p, out))
+
+
+def best_impressions(ppos: int, targets: list, scores) -> dict:
+    """The one rule that turns one probe finger's comparisons into each subject's finger score.
+
+    ``targets`` lists (subject key, finger reference, enrolled position) in the order compared
+    (a subject's fingers by position, each position's impressions by finger id); ``scores``
+    the raw scores, aligned. A subject's score is its best comparison (the first on a tie), so
+    an extra impression of a finger can only raise it. Returns {subject key: ((probe position,
+    position, score, finger reference), k)}, k the subject's impressions of the winning position
+    that were compared (the tries an impostor had at that finger: :func:`fmr_of_best`). A probe
+    of unknown position (0) compared with several positions keeps k to the winning position's
+    impressions: the best over positions is not corrected (as before impressions existed).
+    """
+    best: dict = {}
+    tries: dict = {}
+    for (key, ref, pos), s in zip(targets, scores):
+        tries[(key, pos)] = tries.get((key, pos), 0) + 1
+        if key not in best or s > best[key][2]:
+            best[key] = (ppos, pos, float(s), ref)
+    return {key: (b, tries[(key, b[1])]) for key, b in best.items()}
+
+
 class Rescored(NamedTuple):
     """One subject rescored against the probe: what every store (single or shard) hands to :func:`rank`.
 
     ``per`` lists (probe position, enrolled position, raw score, finger reference) per compared
     finger; the finger reference (a store's finger id) is opaque here and only passed back.
+    ``comparisons`` (aligned with ``per``; None: all 1) is how many impressions each score is
+    the best of (:func:`best_impressions`).
     """
 
     gallery: str
     subject: str
     per: list
+    comparisons: tuple | None = None
 
 
 class Ranked(NamedTuple):
@@ -116,7 +159,8 @@ def rank(rescored: Iterable[Rescored], cal, thr: float | None, max_candidates: i
     """The candidate order of a search: the one ranking of a single store and of a sharded gallery.
 
     Each per-finger raw score becomes its FMR under ``cal`` (one calibration call for the
-    whole search; elementwise, so the order of the rows does not matter); a subject's FMR is
+    whole search; elementwise, so the order of the rows does not matter), corrected for the
+    best of k impressions (:func:`fmr_of_best`, k from ``comparisons``); a subject's FMR is
     Fisher's combination of its fingers' (:func:`fisher_fmr`). Order: fused FMR (NaN last),
     then summed raw score (higher first), gallery, subject. With a threshold ``thr`` (raw
     single-finger score) only subjects whose fused FMR is at most the threshold's FMR stay.
@@ -124,6 +168,9 @@ def rank(rescored: Iterable[Rescored], cal, thr: float | None, max_candidates: i
     """
     rows = [r if isinstance(r, Rescored) else Rescored(*r) for r in rescored]
     all_fmrs = fmr_of(cal, [s for r in rows for _, _, s, _ in r.per])
+    tries = [k for r in rows for k in (r.comparisons or (1,) * len(r.per))]
+    if any(k > 1 for k in tries):
+        all_fmrs = fmr_of_best(all_fmrs, np.asarray(tries, dtype=np.float64))
     ranked = []
     start = 0
     for r in rows:
