@@ -28,6 +28,9 @@ def enroll(
     operator: Optional[str] = OPERATOR_OPT,
     transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
     override: bool = typer.Option(False, "--override", help="--ebts: enrol even if the sequence check or quality gate refuses."),
+    keep_slap_impressions: bool = typer.Option(
+        False, "--keep-slap-impressions",
+        help="--ebts: also keep each accepted slap segment as an extra impression of its finger."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Enrol a subject's fingers (images or templates), an EBTS transaction, or a folder in bulk.
@@ -36,6 +39,8 @@ def enroll(
     check-transaction) and refused with the reasons unless --override."""
     from .gallery import Gallery
 
+    if keep_slap_impressions and ebts is None:
+        raise BiomatchError("--keep-slap-impressions: only with --ebts (the slaps come from the transaction)")
     if folder is None:  # read and extract every print before the store is touched
         if not subject:
             raise BiomatchError("enroll: give a SUBJECT id (or --folder)")
@@ -64,13 +69,18 @@ def enroll(
         else:
             if ebts is not None:
                 seq = g.enroll_transaction(subject, originals[None], gallery=gallery, operator=operator,
-                                           transaction_id=transaction_id, override=override, context=context)
-                fingers = g.get(subject, gallery=gallery).fingers
+                                           transaction_id=transaction_id, override=override, context=context,
+                                           keep_slap_impressions=keep_slap_impressions)
+                record = g.get(subject, gallery=gallery)
+                fingers = record.fingers
+                impressions = {str(p): [src for _, src, _ in v] for p, v in sorted(record.impressions.items())}
             else:
                 seq = g.enroll(subject, fingers, gallery=gallery, operator=operator, transaction_id=transaction_id,
                                originals=originals or None, context=context)
             result = {"store": str(store), "gallery": gallery, "subject": subject,
                       "positions": sorted(fingers), "audit_seq": seq}
+            if ebts is not None and keep_slap_impressions:
+                result["extra_impressions"] = impressions
     if as_json:
         emit_json(result)
     elif "enrolled" in result:

@@ -372,6 +372,13 @@ class IntakeDecision:
     check : SequenceCheck
     audit : dict
         JSON-ready summary for the audit record: what was checked and decided (no biometric data).
+    sources : dict of int to str
+        Where each of ``fingers`` comes from: ``"rolled"``, ``"type-9"`` (the transaction's
+        minutiae) or ``"slap 13"`` etc. (a slap segment, for a finger without a rolled print).
+    slap_impressions : tuple of (int, str, Template)
+        The slap segments the quality gate accepted that are not already in ``fingers``:
+        (finger position, source such as ``"slap 13"``, template), slap by slap; what
+        :meth:`biomatch.gallery.Gallery.enroll_transaction` keeps as extra impressions.
     """
 
     accepted: bool
@@ -380,6 +387,8 @@ class IntakeDecision:
     slap_fingers: dict
     check: SequenceCheck
     audit: dict
+    sources: dict = field(default_factory=dict)
+    slap_impressions: tuple = ()
 
 
 def intake(transaction, *, override: bool = False) -> IntakeDecision:
@@ -413,6 +422,17 @@ def intake(transaction, *, override: bool = False) -> IntakeDecision:
     from_slaps = sorted(p for p in slap_fingers if p not in fingers)
     for p in from_slaps:
         fingers[p] = slap_fingers[p]
+    sources = {p: "type-9" if p in recorded else "rolled" for p in fingers}
+    impressions = []
+    for code, seg in sorted(check.segmentations.items()):
+        for sg in seg.segments:
+            t = sg.template
+            if t is None or len(t) == 0:
+                continue
+            if sg.position in from_slaps and t is slap_fingers[sg.position]:
+                sources[sg.position] = f"slap {code}"  # enrolled as the finger's primary print
+            elif quality_gate(t, sg.position, "slap").decision == "accept":
+                impressions.append((sg.position, f"slap {code}", t))
     audit = {
         "sequence": check.verdict,
         "boxes": {str(b.position): b.verdict if b.swapped_with is None else f"swapped with {b.swapped_with}"
@@ -428,4 +448,5 @@ def intake(transaction, *, override: bool = False) -> IntakeDecision:
                        "min_minutiae": MIN_MINUTIAE},
     }
     return IntakeDecision(accepted=not refused or bool(override), refused_reasons=tuple(refused), fingers=fingers,
-                          slap_fingers=slap_fingers, check=check, audit=audit)
+                          slap_fingers=slap_fingers, check=check, audit=audit, sources=sources,
+                          slap_impressions=tuple(impressions))

@@ -143,3 +143,40 @@ def test_enroll_transaction_fills_missing_rolled_boxes_from_slaps(card, tmp_path
         from_slaps = record["context"]["intake"]["from_slaps"]
         assert from_slaps and not set(from_slaps) & set(few)
         assert set(g.get("s2").fingers) == set(few) | set(from_slaps)
+
+
+def test_enroll_transaction_keeps_accepted_slap_segments_as_extra_impressions(card, tmp_path):
+    from biomatch.cli import main
+    from biomatch.errors import GalleryError
+
+    slaps, rolled = card
+    tx = _transaction(slaps, rolled)
+    decision = bm.sequence.intake(tx)
+    assert decision.sources == {f: "rolled" for f in range(1, 11)}
+    kept = {(p, src) for p, src, _ in decision.slap_impressions}
+    assert kept and {src for _, src in kept} <= {"slap 13", "slap 14", "slap 15"}
+    accepted = {(q.position) for q in decision.check.quality if q.source == "slap" and q.decision == "accept"}
+    assert {p for p, _ in kept} <= accepted
+    with bm.Gallery.open(tmp_path / "booking.db") as g:
+        with pytest.raises(GalleryError, match="keep_slap_impressions: expected True or False"):
+            g.enroll_transaction("s0", tx, keep_slap_impressions="yes")
+        g.enroll_transaction("plain", tx)
+        assert g.get("plain").impressions == {}
+        seq = g.enroll_transaction("s3", tx, keep_slap_impressions=True)
+        got = g.get("s3")
+        record = [r for r in g.audit_records() if r["seq"] == seq][0]
+    stored = {(p, src) for p, v in got.impressions.items() for _, src, _ in v}
+    assert stored == kept and got.sources == decision.sources
+    assert {(i["position"], i["source"]) for i in record["impressions"]} == kept
+    assert record["context"]["intake"]["slap_impressions_kept"] is True
+    # a thumb in slaps 11/12 and 15 would get impressions 1 and 2: numbers run per finger
+    for p, v in got.impressions.items():
+        assert [n for n, _, _ in v] == list(range(1, len(v) + 1))
+    # the CLI flag
+    path = tmp_path / "card.an2"
+    path.write_bytes(tx)
+    store = tmp_path / "cli.db"
+    assert main(["enroll", "c1", "--ebts", str(path), "--keep-slap-impressions", "--store", str(store), "--json"]) == 0
+    with bm.Gallery.open(store) as g:
+        assert {(p, src) for p, v in g.get("c1").impressions.items() for _, src, _ in v} == kept
+    assert main(["enroll", "c2", "--finger", f"2={path}", "--keep-slap-impressions", "--store", str(store)]) == 1

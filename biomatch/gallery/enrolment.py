@@ -141,6 +141,7 @@ class EnrolmentMixin:
         override: bool = False,
         keep_original: bool = True,
         context: dict | None = None,
+        keep_slap_impressions: bool = False,
     ) -> int:
         """Enrol a ten-print booking after the sequence check and the quality gate (:func:`biomatch.sequence.intake`).
 
@@ -149,7 +150,8 @@ class EnrolmentMixin:
         the reasons unless ``override``; the audit record's context holds
         ``intake``: what was checked, each box's verdict, the quality
         decisions and whether a refusal was overridden. Fingers without a
-        rolled print are enrolled from their slap segment.
+        rolled print are enrolled from their slap segment. Each finger's source is
+        recorded (``"rolled"``, ``"type-9"``, ``"slap 13"``, ...).
 
         Parameters
         ----------
@@ -157,6 +159,11 @@ class EnrolmentMixin:
             The ANSI/NIST-ITL transaction (kept as the subject's original unless ``keep_original`` is False).
         override : bool
             Enrol even when the check or the gate would refuse.
+        keep_slap_impressions : bool
+            Also store each slap segment the quality gate accepted (and that is not a finger's
+            primary print already) as an extra impression of its finger, source ``"slap 13"``
+            etc., numbered 1.. per finger in slap order; later searches score a finger as the
+            best of its impressions. The audit record lists the impressions stored. Default False.
 
         Returns
         -------
@@ -177,14 +184,23 @@ class EnrolmentMixin:
         else:
             raw, name = load_source(transaction, None, "transaction")
             tx = read_transaction(raw, name=name)
+        if not isinstance(keep_slap_impressions, bool):
+            raise GalleryError(f"keep_slap_impressions: expected True or False, got {keep_slap_impressions!r}")
         decision = intake(tx, override=override)
         if not decision.accepted:
             raise GalleryError(f"{tx.name}: enrolment refused ({'; '.join(decision.refused_reasons)}); "
                                "re-take the prints or override")
-        ctx = {"ori": tx.ori, "tcn": tx.tcn, "tot": tx.tot, **(context or {}), "intake": decision.audit}
+        impressions, numbers = [], collections.Counter()
+        if keep_slap_impressions:
+            for pos, source, t in decision.slap_impressions:
+                numbers[pos] += 1
+                impressions.append((pos, numbers[pos], t, source))
+        intake_audit = {**decision.audit, "slap_impressions_kept": bool(keep_slap_impressions)}
+        ctx = {"ori": tx.ori, "tcn": tx.tcn, "tot": tx.tot, **(context or {}), "intake": intake_audit}
         return self.enroll(subject_id, decision.fingers, gallery=gallery, operator=operator, metadata=metadata,
                            transaction_id=transaction_id or tx.tcn or None,
-                           originals={None: raw} if keep_original else None, context=ctx)
+                           originals={None: raw} if keep_original else None, context=ctx,
+                           impressions=impressions or None, sources=decision.sources)
 
     def enroll_many(
         self,
