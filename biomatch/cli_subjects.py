@@ -210,7 +210,8 @@ def info(
         return
     typer.echo(f"{store}: {st['store_bytes']} bytes, {st['audit_records']} audit records")
     for name, s in st["galleries"].items():
-        typer.echo(f"  {name}: {s['subjects']} subjects, {s['fingers']} fingers, generation {s['generation']}, "
+        typer.echo(f"  {name}: {s['subjects']} subjects, {s['fingers']} fingers ({s['extra_impressions']} of them extra "
+                   f"impressions), generation {s['generation']}, "
                    f"index file generation {s['index_file_generation']}")
 def demo(
     data: Path = typer.Option(Path("data/synthetic"), "--data", help="FVC-style FINGER_IMPRESSION images."),

@@ -52,7 +52,12 @@ gallery fingers by descriptor votes; the subjects owning them (at most
 :data:`biomatch.search.shortlist.SHORTLIST_SUBJECTS`, by summed votes) are rescored exhaustively by
 :mod:`biomatch.scoring`: each probe finger against the subject's finger of the
 same position when both positions are known, against all of the subject's
-fingers (best of) when either is unknown (0). Ties are broken by explicit
+fingers (best of) when either is unknown (0). A finger with extra
+impressions (:class:`Impression`: schema 2 stores impression 0, the primary
+print, and 1..9 beside it, each its own finger row, id and index entry)
+scores as its best impression (:func:`biomatch.search.ranking.best_impressions`);
+the shortlist counts the votes of a subject's impressions of one position as
+one finger's. Ties are broken by explicit
 rules that do not depend on a store's row ids: k-NN neighbours at equal
 distance by subject id (:func:`biomatch.search.shortlist.merge_neighbours`), fingers and subjects of
 equal votes by subject id (:func:`biomatch.search.shortlist.shortlist_subjects`), so that a sharded
@@ -63,7 +68,9 @@ scores identically once they are rebuilt.
 
 Fusion rule (:func:`biomatch.search.ranking.rank`, the one ranking of a single
 store and of a sharded gallery): each per-finger raw score ``s_i`` is
-turned into its estimated false match rate ``p_i`` by the calibration; the
+turned into its estimated false match rate ``p_i`` by the calibration (for a
+finger scored as the best of ``m`` impressions, ``1 - (1 - p_i)^m``: an impostor
+had ``m`` tries, :func:`biomatch.search.ranking.fmr_of_best`); the
 subject's FMR is Fisher's combination of the ``k`` per-finger FMRs,
 ``FMR = P(chi2_2k >= -2 * sum(ln p_i))``, the probability that ``k``
 independent non-mated comparisons are jointly at least this extreme. For one
