@@ -41,8 +41,6 @@ FAISS_THREADS = 1
 #: worth a thread hand-off (small partitions answer in well under a millisecond).
 SEARCH_THREADS = 2
 SEARCH_SPLIT_MIN_WORK = 2_000_000
-#: Largest piece FAISS's writer hands to a save's stream at once (bytes).
-STREAM_CHUNK_BYTES = 1 << 20
 
 _FAISS_READY = False
 _POOL = None
@@ -91,90 +89,109 @@ def shared_centroids() -> tuple[np.ndarray, str]:
         return _QUANTIZER
 
 
+_SHARED_QUANTIZER = None
+
+
+def shared_quantizer():
+    """A FAISS flat binary index over the shared centroids: assigns codes to IVF lists (searched concurrently)."""
+    global _SHARED_QUANTIZER
+    with _QUANTIZER_LOCK:
+        ready = _SHARED_QUANTIZER
+    if ready is None:
+        quantizer = faiss_module().IndexBinaryFlat(CODE_BITS)
+        quantizer.add(shared_centroids()[0])
+        with _QUANTIZER_LOCK:
+            _SHARED_QUANTIZER = _SHARED_QUANTIZER or quantizer
+            ready = _SHARED_QUANTIZER
+    return ready
+
+
 class Partition:
     """The codes of one position partition, labelled with finger ids: flat while small, IVF beyond.
 
-    A partition of at most :data:`FLAT_MAX_CODES` codes is a flat index
-    (``IndexBinaryIDMap`` over ``IndexBinaryFlat``): an exhaustive search scans
-    its codes once, where an IVF visiting all 2,048 lists paid their overhead
-    too (3.7x a flat scan at 10,000 fingers). It becomes an ``IndexBinaryIVF``
-    over the shared centroids when it grows past that, or when it is asked to
-    visit fewer lists than all (a shard of a large sharded gallery): the search
-    must then see exactly the codes of those lists, as one store would. Both
-    kinds return the same ties-complete k-NN of an exhaustive search
-    (:func:`search_ties_complete` does not depend on the scan order).
+    The entries live in :class:`biomatch._compact_lists.CompactLists` (codes plus compact ids,
+    ~34 B an entry where FAISS's inverted lists held 40): one list for a flat partition, the
+    :data:`IVF_NLIST` lists of the shared centroids for an IVF one (an entry goes to the list of
+    its nearest centroid, as FAISS's ``IndexBinaryIVF`` assigns it). A partition of at most
+    :data:`FLAT_MAX_CODES` codes is flat: a search scans its one list whole. It becomes an IVF
+    when it grows past that, or when it is asked to visit fewer lists than all (a shard of a
+    large sharded gallery): the search must then see exactly the codes of those lists, as one
+    store would. Both kinds return the same ties-complete k-NN of an exhaustive search
+    (:func:`search_ties_complete`, which does not depend on the scan order).
     """
 
-    def __init__(self, index=None, flat_max_codes: int | None = None):
-        faiss = faiss_module()
-        self.faiss = faiss
+    def __init__(self, lists=None, flat_max_codes: int | None = None):
+        from ._compact_lists import CompactLists
+
         self.flat_max_codes = FLAT_MAX_CODES if flat_max_codes is None else int(flat_max_codes)
-        if index is None:
-            flat = faiss.IndexBinaryFlat(CODE_BITS)
-            index = faiss.IndexBinaryIDMap(flat)
-            index.own_fields = True
-            flat.this.disown()
-        self.index = index
-        self._views = None  # an IVF's list addresses for the list-by-list scan, dropped on every change
+        self.lists = CompactLists(1) if lists is None else lists
+        self._views = None  # the lists' blocks for the scan, dropped on every change
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return self.lists.ntotal
 
     @property
     def kind(self) -> str:
-        return "ivf" if isinstance(self.index, self.faiss.IndexBinaryIVF) else "flat"
+        return "ivf" if self.lists.nlist == IVF_NLIST else "flat"
+
+    @property
+    def quantizer(self):
+        return shared_quantizer()
 
     def entries(self):
-        """(IVF list or None for a flat partition, ids, codes) of every code held, one list at a time (views)."""
-        faiss = self.faiss
-        if self.kind == "flat":
-            n = self.ntotal
-            ids = faiss.rev_swig_ptr(self.index.id_map.data(), n) if n else np.zeros(0, np.int64)
-            flat = faiss.downcast_IndexBinary(self.index.index)
-            codes = faiss.rev_swig_ptr(flat.xb.data(), n * CODE_BYTES).reshape(n, CODE_BYTES) if n else \
-                np.zeros((0, CODE_BYTES), np.uint8)
-            yield None, ids, codes
-            return
-        inv = self.index.invlists
-        for lst in range(self.index.nlist):
-            n = inv.list_size(lst)
-            if n:
-                yield (lst, faiss.rev_swig_ptr(inv.get_ids(lst), n),
-                       faiss.rev_swig_ptr(inv.get_codes(lst), n * CODE_BYTES).reshape(n, CODE_BYTES))
+        """(IVF list or None for a flat partition, labels, codes) of every code held, one list at a time."""
+        flat = self.kind == "flat"
+        for lst in np.flatnonzero(self.lists.sizes):
+            ids, codes = self.lists.get(lst)
+            yield (None if flat else int(lst)), ids, codes
+
+    def _assign(self, codes: np.ndarray) -> np.ndarray:
+        return shared_quantizer().search(np.ascontiguousarray(codes), 1)[1][:, 0]
 
     def to_ivf(self) -> None:
         """Turn a flat partition into an IVF over the shared centroids (same codes and ids)."""
+        from ._compact_lists import CompactLists
+
         if self.kind == "ivf":
             return
-        faiss = self.faiss
-        quantizer = faiss.IndexBinaryFlat(CODE_BITS)
-        quantizer.add(shared_centroids()[0])
-        index = faiss.IndexBinaryIVF(quantizer, CODE_BITS, IVF_NLIST)
-        index.own_fields = True
-        quantizer.this.disown()
+        old = self.lists
         self._views = None
-        for _, ids, codes in self.entries():
-            if len(ids):
-                index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
-        self.index = index
+        self.lists = CompactLists(IVF_NLIST)
+        if old.ntotal:
+            ids, codes = old.get(0)
+            self._add_ivf(codes, ids)
 
     def to_flat(self) -> None:
         """Turn an IVF partition into a flat one (same codes and ids)."""
+        from ._compact_lists import CompactLists
+
         if self.kind == "flat":
             return
-        parts = [(ids.astype(np.int64), codes.copy()) for _, ids, codes in self.entries()]
+        parts = [(ids, codes) for _, ids, codes in self.entries()]
         self._views = None
-        self.index = Partition().index
+        self.lists = CompactLists(1)
         if parts:
-            self.add(np.concatenate([c for _, c in parts]), np.concatenate([i for i, _ in parts]))
+            self.lists.set(0, np.concatenate([c for _, c in parts]), np.concatenate([i for i, _ in parts]))
+
+    def _add_ivf(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        assign = self._assign(codes)
+        order = np.argsort(assign, kind="stable")
+        assign, codes, ids = assign[order], codes[order], ids[order]
+        cut = np.flatnonzero(np.diff(assign)) + 1
+        for a, b in zip(np.r_[0, cut], np.r_[cut, assign.size]):
+            self.lists.add(int(assign[a]), codes[a:b], ids[a:b])
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         self._views = None
         if codes.shape[0]:
             if self.kind == "flat" and self.ntotal + codes.shape[0] > self.flat_max_codes:
                 self.to_ivf()
-            self.index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
+            codes, ids = np.ascontiguousarray(codes), np.asarray(ids, np.int64)
+            if self.kind == "flat":
+                self.lists.add(0, codes, ids)
+            else:
+                self._add_ivf(codes, ids)
 
     def add_to_list(self, lst: int, codes: np.ndarray, ids: np.ndarray) -> None:
         """Add codes known to belong to IVF list ``lst`` of the shared centroids (no re-assignment)."""
@@ -183,167 +200,95 @@ class Partition:
             return
         self.to_ivf()
         self._views = None
-        codes = np.ascontiguousarray(codes)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        self.index.invlists.add_entries(int(lst), len(ids), self.faiss.swig_ptr(ids), self.faiss.swig_ptr(codes))
-        self.index.ntotal = self.index.ntotal + len(ids)
+        self.lists.add(int(lst), np.ascontiguousarray(codes), np.asarray(ids, np.int64))
 
-    def remove(self, ids: np.ndarray) -> int:
+    def remove(self, finger_ids: np.ndarray) -> int:
+        """Remove every code of ``finger_ids``; returns the number removed."""
         self._views = None
-        if self.ntotal == 0 or len(ids) == 0:
+        if self.ntotal == 0 or len(finger_ids) == 0:
             return 0
-        sel = self.faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
-        return int(self.index.remove_ids(sel))
+        return self.lists.remove(finger_ids)
 
     def needs_ivf(self, nprobe: int) -> bool:
         """Whether a search visiting ``nprobe`` lists needs this partition as an IVF."""
         return self.kind == "flat" and int(nprobe) < IVF_NLIST
 
-    def search(self, codes: np.ndarray, k: int, nprobe: int):
-        """FAISS k-NN visiting ``nprobe`` lists per query (IVF_NLIST, or a flat partition: exhaustive)."""
-        k = min(k, self.ntotal)
-        if k <= 0 or codes.shape[0] == 0:
-            return np.zeros((codes.shape[0], 0), np.int32), np.zeros((codes.shape[0], 0), np.int64)
+    def scan(self, codes: np.ndarray, k: int, nprobe: int):
+        """(rows, dist, labels) of the ties-complete k-NN, scanned list by list
+        (:func:`biomatch._ivf_scan.scan_ties_complete`; ``1 <= k <= ntotal``), the queries split
+        in equal parts over :data:`SEARCH_THREADS` threads when the scan is large enough."""
+        from ._ivf_scan import scan_ties_complete
+
+        views = self._views
+        if views is None:
+            views = self._views = self.lists.views()
+        codes = np.ascontiguousarray(codes)
+        n_q = codes.shape[0]
         if self.kind == "flat":
             if nprobe < IVF_NLIST:
                 raise GalleryError("internal: a flat partition asked for fewer IVF lists than all (call to_ivf first)")
-            params = None
+            assign = np.zeros((n_q, 1), np.int64)
             scanned = self.ntotal
         else:
-            params = self.faiss.SearchParametersIVF()
-            params.nprobe = int(nprobe)  # per call: concurrent searches may use different ones
+            assign = shared_quantizer().search(codes, int(nprobe))[1]
             scanned = self.ntotal * min(1.0, nprobe / IVF_NLIST)  # codes each query scans, about
-        codes = np.ascontiguousarray(codes)
-        n_q = codes.shape[0]
         parts = min(SEARCH_THREADS, n_q) if n_q * scanned >= 2 * SEARCH_SPLIT_MIN_WORK else 1
-
-        def run(q):
-            return self.index.search(q, k) if params is None else self.index.search(q, k, params=params)
-
         if parts <= 1:
-            return run(codes)
+            return scan_ties_complete(views, assign, codes, k)
         bounds = np.linspace(0, n_q, parts + 1).astype(int)
-        futures = [search_pool().submit(run, codes[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        results = [f.result() for f in futures]
-        return np.concatenate([d for d, _ in results]), np.concatenate([lab for _, lab in results])
-
-    def scan(self, codes: np.ndarray, k: int, nprobe: int):
-        """(rows, dist, labels) of an IVF partition's ties-complete k-NN, scanned list by list
-        (:func:`biomatch._ivf_scan.scan_ties_complete`; ``1 <= k <= ntotal``), the queries split
-        over the search threads as :meth:`search` splits them."""
-        from ._ivf_scan import ListViews, scan_ties_complete
-
-        views = self._views
-        if views is None or views.index is not self.index:
-            views = self._views = ListViews(self.faiss, self.index, CODE_BYTES)
-        codes = np.ascontiguousarray(codes)
-        n_q = codes.shape[0]
-        scanned = self.ntotal * min(1.0, nprobe / IVF_NLIST)
-        parts = min(SEARCH_THREADS, n_q) if n_q * scanned >= 2 * SEARCH_SPLIT_MIN_WORK else 1
-        quantizer = self.index.quantizer
-        if parts <= 1:
-            return scan_ties_complete(views, quantizer, codes, k, nprobe)
-        bounds = np.linspace(0, n_q, parts + 1).astype(int)
-        futures = [search_pool().submit(scan_ties_complete, views, quantizer, codes[a:b], k, nprobe)
+        futures = [search_pool().submit(scan_ties_complete, views, assign[a:b], codes[a:b], k)
                    for a, b in zip(bounds[:-1], bounds[1:])]
         results = [f.result() for f in futures]
         return (np.concatenate([r + a for (r, _, _), a in zip(results, bounds[:-1])]),
                 np.concatenate([d for _, d, _ in results]), np.concatenate([lab for _, _, lab in results]))
 
-    def to_bytes(self) -> np.ndarray:
-        """The serialised index (uint8 array; one copy of FAISS's buffer)."""
-        return self.faiss.serialize_index_binary(self.index)
-
-    def _stream(self, sink) -> None:
-        writer = self.faiss.PyCallbackIOWriter(sink, STREAM_CHUNK_BYTES)
-        try:
-            self.faiss.write_index_binary(self.index, writer)
-        finally:
-            del writer
+    def to_bytes(self) -> bytes:
+        """The serialised lists (one copy)."""
+        return b"".join(bytes(c) for c in self.lists.chunks())
 
     def digest(self) -> tuple[int, str]:
-        """(bytes, SHA-256 hex) of the serialised index, computed without holding it in memory."""
+        """(bytes, SHA-256 hex) of the serialised lists, computed without a copy of them."""
         h = hashlib.sha256()
         n = 0
-
-        def sink(b):
-            nonlocal n
-            h.update(b)
-            n += len(b)
-            return len(b)
-
-        self._stream(sink)
+        for c in self.lists.chunks():
+            h.update(c)
+            n += len(c) if isinstance(c, bytes) else c.nbytes
         return n, h.hexdigest()
 
     def write_to(self, fh) -> tuple[int, str]:
-        """Stream the serialised index to the file ``fh``; returns (bytes, SHA-256 hex) of what was written."""
+        """Stream the serialised lists to the file ``fh``; returns (bytes, SHA-256 hex) of what was written."""
         h = hashlib.sha256()
         n = 0
-
-        def sink(b):
-            nonlocal n
-            h.update(b)
-            fh.write(b)
-            n += len(b)
-            return len(b)
-
-        self._stream(sink)
+        for c in self.lists.chunks():
+            h.update(c)
+            fh.write(c)
+            n += len(c) if isinstance(c, bytes) else c.nbytes
         return n, h.hexdigest()
 
     @classmethod
-    def from_bytes(cls, data: bytes, flat_max_codes: int | None = None) -> "Partition":
-        faiss = faiss_module()
-        index = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
-        if isinstance(index, faiss.IndexBinaryIDMap):
-            index.own_fields = True
-        elif not isinstance(index, faiss.IndexBinaryIVF):
-            raise ValueError(f"unexpected FAISS index type {type(index).__name__}")
-        part = cls(index, flat_max_codes)
+    def from_bytes(cls, data, flat_max_codes: int | None = None) -> "Partition":
+        """A partition read from :meth:`to_bytes`' layout (ValueError when malformed)."""
+        from ._compact_lists import CompactLists
+
+        lists = CompactLists.from_buffer(data)
+        if lists.nlist not in (1, IVF_NLIST):
+            raise ValueError(f"an index partition of {lists.nlist} lists (expected 1 or {IVF_NLIST})")
+        part = cls(lists, flat_max_codes)
         if part.kind == "ivf" and part.ntotal <= part.flat_max_codes:
-            part.to_flat()  # written by format 3 (IVF at every size): searched flat from now on
+            part.to_flat()  # under a larger flat limit than when it was written: searched flat
         return part
 
     def memory_bytes(self) -> int:
-        """Bytes held: codes and ids (plus the IVF centroids)."""
-        lists = int(self.index.nlist) if self.kind == "ivf" else 0
-        return self.ntotal * (CODE_BYTES + 8) + lists * CODE_BYTES
-
-
-#: Extra neighbours asked of FAISS beyond k, so that codes tied with the k-th are seen in one
-#: search (distances are integers: at k = 64 of 2.9 M codes, a margin of 16 left 37 % of the
-#: probe cylinders tied at the last answer, each searched again; 112 leaves 0.5 %, and the
-#: FAISS stage of a 100,000-finger search took 39 -> 24 ms).
-TIE_MARGIN = 112
+        """Bytes held: the list blocks (codes and compact ids) and lengths (plus the IVF centroids)."""
+        return self.lists.nbytes() + (IVF_NLIST * CODE_BYTES if self.kind == "ivf" else 0)
 
 
 def search_ties_complete(part: "Partition", codes: np.ndarray, k: int, nprobe: int):
     """(rows, dist, labels) of the codes at most as far as each query's k-th nearest among
-    the codes of the ``nprobe`` IVF lists it visits in ``part``."""
+    the codes of the ``nprobe`` IVF lists it visits in ``part`` (all of a flat partition's)."""
     n, n_q = part.ntotal, codes.shape[0]
     k = min(int(k), n)
     e = np.zeros(0, np.int64)
     if k <= 0 or n_q == 0:
         return e, np.zeros(0, np.int32), e
-    if part.kind == "ivf":  # one pass over the visited lists (FAISS's heap scan reads them per query)
-        return part.scan(codes, k, nprobe)
-    kk = min(k + TIE_MARGIN, n)
-    d, lab = part.search(codes, kk, nprobe)
-    d_k = d[:, k - 1].copy()  # FAISS pads with INT32_MAX and label -1 when the lists hold fewer
-    todo = np.arange(n_q)
-    rows, dist, labels = [], [], []
-    while True:
-        # a query is complete when its last answer lies beyond its k-th distance or is padding
-        # (every code of its lists seen), or when all codes were asked for
-        done = np.ones(todo.size, bool) if kk >= n else (d[:, -1] > d_k[todo]) | (lab[:, -1] < 0)
-        keep = (d[done] <= d_k[todo[done], None]) & (lab[done] >= 0)
-        r = np.broadcast_to(todo[done, None], keep.shape)
-        rows.append(r[keep])
-        dist.append(d[done][keep])
-        labels.append(lab[done][keep])
-        todo = todo[~done]
-        if todo.size == 0:
-            break
-        kk = min(kk * 4, n)
-        d, lab = part.search(np.ascontiguousarray(codes[todo]), kk, nprobe)
-    return (np.concatenate(rows).astype(np.int64), np.concatenate(dist).astype(np.int32),
-            np.concatenate(labels).astype(np.int64))
+    return part.scan(codes, k, nprobe)

@@ -20,6 +20,7 @@ from llvmlite import ir
 from numba import carray, njit, types
 from numba.extending import intrinsic
 
+from ._compact_lists import ListViews, decode_ids
 from ._scoring_kernels import popcount
 
 #: Hamming distances of 256-bit codes lie in 0..256.
@@ -27,29 +28,6 @@ _N_DIST = 257
 #: Entries a scan holds before its bound filter (a 100,000-finger probe of ~33 cylinders: ~110,000);
 #: a scan that needs more runs again with what it needed.
 SCAN_BUFFER = 1 << 18
-
-
-class ListViews:
-    """Where an ``IndexBinaryIVF``'s inverted lists lie: per list its length and the addresses of its
-    codes (n x 32 bytes) and ids (n int64), FAISS's own buffers (no copy).
-
-    Valid while the index is unchanged (FAISS may move a list's buffer when it grows):
-    :class:`biomatch._index_faiss.Partition` drops it on every change, under the index's write lock.
-    """
-
-    def __init__(self, faiss, index, code_bytes: int):
-        inv = index.invlists
-        nl = int(index.nlist)
-        self.sizes = np.zeros(nl, np.int64)
-        self.codes = np.zeros(nl, np.int64)
-        self.ids = np.zeros(nl, np.int64)
-        for lst in range(nl):
-            n = int(inv.list_size(lst))
-            if n:
-                self.sizes[lst] = n
-                self.codes[lst] = faiss.rev_swig_ptr(inv.get_codes(lst), n * code_bytes).__array_interface__["data"][0]
-                self.ids[lst] = faiss.rev_swig_ptr(inv.get_ids(lst), n).__array_interface__["data"][0]
-        self.index = index  # the lists' owner lives as long as these addresses are used
 
 
 @intrinsic
@@ -63,10 +41,21 @@ def _u64_ptr(typingctx, addr):
     return sig, codegen
 
 
+@intrinsic
+def _u8_ptr(typingctx, addr):
+    """An int64 address as a uint8 pointer (a list block's direction bins and id bytes)."""
+    sig = types.CPointer(types.uint8)(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.PointerType(ir.IntType(8)))
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
-def _scan(q, assign, sizes, codes, ids, k, cap):
+def _scan(q, assign, sizes, addrs, nbytes, k, cap):
     """(rows, dist, labels) of the codes within each query's k-th nearest distance over its lists
-    (256-bit codes: 4 uint64 words a row)."""
+    (256-bit codes: 4 uint64 words a row; a list's labels decoded when one of its codes is kept)."""
     nq, nprobe = assign.shape
     nl = sizes.size
     # lists -> the queries visiting them (CSR)
@@ -96,12 +85,14 @@ def _scan(q, assign, sizes, codes, ids, k, cap):
     for lst in range(nl):
         longest = max(longest, sizes[lst])
     dbuf = np.empty(longest, np.uint64)
+    lid = np.empty(longest, np.int64)
     for lst in range(nl):
-        if off[lst + 1] == off[lst]:
+        if off[lst + 1] == off[lst] or sizes[lst] == 0:
             continue
         m = sizes[lst]
-        c = carray(_u64_ptr(codes[lst]), (m, 4))
-        lid = carray(_u64_ptr(ids[lst]), (m,))  # FAISS ids, non-negative int64
+        c = carray(_u64_ptr(addrs[lst]), (m, 4))
+        abin = carray(_u8_ptr(addrs[lst] + 32 * m), (m,))
+        decoded = False
         for t in range(off[lst], off[lst + 1]):
             i = visitors[t]
             b = bound[i]
@@ -115,9 +106,12 @@ def _scan(q, assign, sizes, codes, ids, k, cap):
                     hist[i, d] += 1
                     within[i] += 1
                     if n < cap:
+                        if not decoded:
+                            decode_ids(carray(_u8_ptr(addrs[lst] + 33 * m), (nbytes[lst] - 33 * m,)), m, lid)
+                            decoded = True
                         rows[n] = i
                         dist[n] = d
-                        labels[n] = np.int64(lid[r])
+                        labels[n] = (lid[r] << 8) | np.int64(abin[r])
                     n += 1
             # the k-th distance is at most the smallest bound that still keeps k codes within it
             while b > 0 and within[i] - hist[i, b] >= k:
@@ -132,19 +126,18 @@ def _scan(q, assign, sizes, codes, ids, k, cap):
     return rows[:n][keep], dist[:n][keep], labels[:n][keep], n
 
 
-def scan_ties_complete(views: ListViews, quantizer, codes: np.ndarray, k: int, nprobe: int):
+def scan_ties_complete(views: ListViews, assign: np.ndarray, codes: np.ndarray, k: int):
     """(rows, dist, labels): every code at most as far as each query's ``k``-th nearest among the
-    codes of the ``nprobe`` lists the ``quantizer`` assigns it (``k`` >= 1; all of them when the
-    lists hold fewer than ``k``). The same set as FAISS's search with ties completed."""
+    codes of the lists ``assign`` gives it (one row of list numbers per query; ``k`` >= 1; all of
+    them when the lists hold fewer than ``k``). The same set as FAISS's search with ties completed."""
     codes = np.ascontiguousarray(codes)
     if codes.shape[1] != 32:
         raise ValueError(f"internal: the list scan takes 256-bit codes, got {8 * codes.shape[1]} bits")
-    _, assign = quantizer.search(codes, int(nprobe))
     q = codes.view(np.uint64).reshape(codes.shape[0], -1)
     assign = np.ascontiguousarray(assign, dtype=np.int64)
     cap = SCAN_BUFFER
     while True:
-        rows, dist, labels, n = _scan(q, assign, views.sizes, views.codes, views.ids, int(k), cap)
+        rows, dist, labels, n = _scan(q, assign, views.sizes, views.addrs, views.nbytes, int(k), cap)
         if n <= cap:
             return rows, dist, labels
         cap = n

@@ -90,7 +90,6 @@ from ._index_faiss import (  # noqa: F401 (index constants, re-exported)
     IVF_NLIST,
     SEARCH_SPLIT_MIN_WORK,
     SEARCH_THREADS,
-    TIE_MARGIN,
     Partition,
     shared_centroids,
     search_ties_complete,
@@ -121,7 +120,7 @@ __all__ = [
 
 # ---------------------------------------------------------------------------
 # Tuned constants (here and, for the FAISS layer, in biomatch._index_faiss:
-# CODE_BITS, FLAT_MAX_CODES, IVF_NLIST, FAISS_THREADS, SEARCH_THREADS, TIE_MARGIN)
+# CODE_BITS, FLAT_MAX_CODES, IVF_NLIST, FAISS_THREADS, SEARCH_THREADS)
 # ---------------------------------------------------------------------------
 #: Cylinder bits OR-ed into one code bit.
 GROUP_BITS = 8
@@ -152,11 +151,12 @@ K_NEIGHBOURS = 64
 #: 3,388 lists with nprobe 256 81.5 %, exhaustive search 82.5 %).
 IVF_NPROBE = 200
 #: Version of the on-disk layout; bump when the file or the code changes meaning.
-#: 4: a partition is flat up to FLAT_MAX_CODES codes, IVF beyond (3: IVF at every size;
-#: still read, its small partitions loaded as flat).
-INDEX_FORMAT_VERSION = 4
+#: 5: partitions are compact lists (codes, direction bins, delta-varint finger ids;
+#: biomatch._compact_lists), flat up to FLAT_MAX_CODES codes, IVF beyond. Files of 4 and 3
+#: (FAISS indexes, 8-byte ids) are not read: the store rebuilds the index from its templates.
+INDEX_FORMAT_VERSION = 5
 #: Older layouts a format still reads (their meaning is a subset of its own).
-_ALSO_READS = {4: (3,)}
+_ALSO_READS: dict[int, tuple] = {}
 
 _MAGIC = b"BMIDX\x00"
 _HEADER = struct.Struct("<6sQ")
@@ -530,9 +530,8 @@ class GalleryIndex:
     def remove(self, finger_ids, generation: int | None = None) -> int:
         """Remove every code of ``finger_ids``; returns the number of codes removed."""
         fids = np.asarray(list(finger_ids), dtype=np.int64)
-        ids = ((fids[:, None] << ANGLE_ID_BITS) | np.arange(1 << ANGLE_ID_BITS)[None, :]).ravel()
         with self._lock.write():
-            removed = sum(p.remove(ids) for p in self._parts.values())
+            removed = sum(p.remove(fids) for p in self._parts.values())
             if generation is not None:
                 self.generation = int(generation)
         return removed

@@ -173,30 +173,69 @@ def test_partition_flat_while_small_then_ivf_with_the_same_codes_and_neighbours(
     assert back.remove([3]) == gi.remove([3]) == n3 and _entries_of(back) == _entries_of(gi)
 
 
-def test_format_3_file_is_read_its_small_partitions_as_flat(tmp_path, mated, monkeypatch):
+def _faiss_format_4_file(path, gi, gallery):
+    """The file format 4 wrote for ``gi``: its manifest, then each partition as a FAISS IndexBinaryIDMap."""
+    import hashlib
+    import json
+
+    faiss = _index_faiss.faiss_module()
+    blobs = []
+    for pos, part in sorted(gi._parts.items()):
+        old = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(index.CODE_BITS))
+        for _, ids, codes in part.entries():
+            old.add_with_ids(np.ascontiguousarray(codes), ids)
+        blobs.append((pos, faiss.serialize_index_binary(old).tobytes()))
+    manifest = {"version": index.index_version(4), "gallery": gallery, "generation": gi.generation,
+                "partitions": [{"position": pos, "kind": "flat", "nbytes": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                               for pos, b in blobs]}
+    head = json.dumps(manifest, sort_keys=True).encode()
+    path.write_bytes(index._HEADER.pack(index._MAGIC, len(head)) + head + b"".join(b for _, b in blobs))
+
+
+def test_format_4_faiss_file_is_not_loaded_and_the_store_rebuilds_it(tmp_path, mated):
+    from biomatch.gallery import Gallery
+
     gal, probes = mated
-    gi = GalleryIndex(generation=3)
+    store = tmp_path / "s.db"
+    with Gallery.open(store) as g:
+        g.enroll_many([(f"s{i}", {0: gal[i]}) for i in range(12)], gallery="local", operator="a")
+        gi = g.index("local")
+        n, want = gi.ntotal, g.search({0: probes[4]}, galleries=["local"], operator="a")[0].subject
+    path = g._index_path("local")
+    _faiss_format_4_file(path, gi, "local")
+    assert GalleryIndex.read_manifest(path)["version"] == index.index_version(4) != index.index_version()
+    assert GalleryIndex.load(path, "local") is None
+    with Gallery.open(store) as g:
+        assert g.index("local").ntotal == n and _entries_of(g.index("local")) == _entries_of(gi)
+        assert g.search({0: probes[4]}, galleries=["local"], operator="a")[0].subject == want == "s4"
+    assert GalleryIndex.read_manifest(path)["version"] == index.index_version()  # rebuilt and saved
+
+
+def test_ivf_file_loaded_under_a_larger_flat_limit_is_flat(tmp_path, mated):
+    gal, probes = mated
+    gi = GalleryIndex(generation=3, flat_max_codes=0)
     gi.add([(i, i % 2, _codes(t)) for i, t in enumerate(gal)])
-    for part in gi._parts.values():
-        part.to_ivf()  # format 3 wrote IVF partitions at every size
-    path = tmp_path / "old.faiss"
-    monkeypatch.setattr(index, "INDEX_FORMAT_VERSION", 3)
+    assert {p.kind for p in gi._parts.values()} == {"ivf"}
+    path = tmp_path / "i.faiss"
     gi.save(path, "g")
-    monkeypatch.undo()
-    assert GalleryIndex.read_manifest(path)["version"] == index.index_version(3) != index.index_version()
     back = GalleryIndex.load(path, "g")
     assert back is not None and {p.kind for p in back._parts.values()} == {"flat"}
     assert _entries_of(back) == _entries_of(gi)
     q = _codes(probes[5], True)
-    assert _shortlist(back, q, 1, 6) == _shortlist(gi, q, 1, 6)
+    every = GalleryIndex.load(path, "g", flat_max_codes=0, ivf_nprobe=index.IVF_NLIST)
+    assert {p.kind for p in every._parts.values()} == {"ivf"}
+    assert _shortlist(back, q, 1, 6) == _shortlist(every, q, 1, 6)
 
 
 def test_memory_bound_per_finger(mated):
     gal, _ = mated
     gi = GalleryIndex()
     gi.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
-    centroids = index.IVF_NLIST * CODE_BYTES if gi._parts[0].kind == "ivf" else 0  # 64 KiB per IVF partition
-    assert (gi.memory_bytes() - centroids) / len(gal) <= index.MAX_INDEXED_PER_FINGER * (CODE_BYTES + 8) <= 2048
+    assert gi._parts[0].kind == "flat"
+    codes = gi.ntotal
+    # a flat partition: code, direction bin and a one-byte id difference an entry, plus the array's header
+    assert codes * (CODE_BYTES + 2) <= gi.memory_bytes() <= codes * (CODE_BYTES + 2) + 200
+    assert gi.memory_bytes() / len(gal) <= index.MAX_INDEXED_PER_FINGER * (CODE_BYTES + 2)
 
 
 def test_save_load_round_trip_and_rejections(tmp_path, mated):
@@ -253,17 +292,15 @@ def test_rotation_consistency_helps(mated, monkeypatch):
     assert with_rot >= without and with_rot >= 18
 
 
-@pytest.mark.parametrize("margin", [0, None])  # 0: every tied query is searched again (the widening loop)
-def test_split_index_neighbours_merge_to_the_single_index(mated, monkeypatch, margin):
+@pytest.mark.parametrize("flat_max_codes", [0, None])  # IVF and flat partitions
+def test_split_index_neighbours_merge_to_the_single_index(mated, flat_max_codes):
     """Ties-complete k-NN of two indexes, merged by the explicit tie rule, equal one index's (any add order)."""
-    if margin is not None:
-        monkeypatch.setattr(_index_faiss, "TIE_MARGIN", margin)
     gal, probes = mated
     entries = [(i, 1 + i % 2, _codes(t)) for i, t in enumerate(gal)]
     entries += [(1000 + i, 1, _codes(gal[0])) for i in range(5)]  # identical codes: distance ties
-    one = index.GalleryIndex()
-    one.add(entries[::-1])  # reversed: FAISS keeps the earliest added of tied codes
-    a, b = index.GalleryIndex(), index.GalleryIndex()
+    one = index.GalleryIndex(flat_max_codes=flat_max_codes)
+    one.add(entries[::-1])  # reversed: a heap scan keeps the earliest added of tied codes
+    a, b = index.GalleryIndex(flat_max_codes=flat_max_codes), index.GalleryIndex(flat_max_codes=flat_max_codes)
     a.add(entries[0::2])
     b.add(entries[1::2])
 

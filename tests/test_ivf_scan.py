@@ -25,7 +25,7 @@ def _partition(rng, n):
 def _brute(part, q, k, nprobe):
     """Every code at most as far as each query's k-th nearest among its nprobe lists' codes (numpy)."""
     lists = {lst: (ids.copy(), codes.copy()) for lst, ids, codes in part.entries()}
-    _, assign = part.index.quantizer.search(q, nprobe)
+    _, assign = part.quantizer.search(q, nprobe)
     k = min(k, part.ntotal)
     out = set()
     for i in range(q.shape[0]):
@@ -56,9 +56,21 @@ def test_scan_equals_brute_force_and_faiss(k, nprobe):
     q = np.concatenate([q, np.packbits(rng.random((40, CODE_BYTES * 8)) < 0.5, axis=1, bitorder="little")])
     expected = _brute(part, q, k, nprobe)
     assert _entries(_index_faiss.search_ties_complete(part, q, k, nprobe)) == expected
-    # FAISS's heap scan, ties completed: the same set
+    # FAISS's IndexBinaryIVF over the same centroids (the index before the compact lists): the
+    # same codes in each list, and its heap search, ties completed, the same set
+    faiss = _index_faiss.faiss_module()
+    ivf = faiss.IndexBinaryIVF(part.quantizer, CODE_BYTES * 8, IVF_NLIST)
+    all_ids = np.concatenate([ids for _, ids, _ in part.entries()])
+    ivf.add_with_ids(np.concatenate([c for _, _, c in part.entries()]), all_ids)
+    for lst, ids, codes in part.entries():
+        n = ivf.invlists.list_size(lst)
+        assert sorted(zip(faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n).tolist(),
+                          map(bytes, faiss.rev_swig_ptr(ivf.invlists.get_codes(lst), n * CODE_BYTES).reshape(n, -1)))) \
+            == sorted(zip(ids.tolist(), map(bytes, codes)))
+    params = faiss.SearchParametersIVF()
+    params.nprobe = nprobe
     kk = min(k, part.ntotal)
-    d, lab = part.search(q, part.ntotal, nprobe)
+    d, lab = ivf.search(q, part.ntotal, params=params)
     heap = {(i, int(d[i, j]), int(lab[i, j])) for i in range(q.shape[0]) for j in range(d.shape[1])
             if lab[i, j] >= 0 and d[i, j] <= d[i, min(kk, int((lab[i] >= 0).sum())) - 1]}
     assert heap == expected
@@ -70,11 +82,12 @@ def test_scan_follows_changes_of_the_partition():
     part = _partition(rng, 2000)
     q = np.packbits(rng.random((20, CODE_BYTES * 8)) < 0.5, axis=1, bitorder="little")
     before = _entries(_index_faiss.search_ties_complete(part, q, 16, 32))
-    part.add(q[:5].copy(), np.array([900001, 900002, 900003, 900004, 900005], np.int64))  # exact matches
+    fids = 10**6 + np.arange(5)
+    part.add(q[:5].copy(), (fids << 8) | 7)  # exact matches, ids beyond the list's (appended)
     after = _entries(_index_faiss.search_ties_complete(part, q, 16, 32))
-    assert {(i, 0, 900001 + i) for i in range(5)} <= after
+    assert {(i, 0, int(fids[i] << 8 | 7)) for i in range(5)} <= after
     assert after == _brute(part, q, 16, 32)
-    part.remove(np.array([900001, 900002, 900003, 900004, 900005], np.int64))
+    assert part.remove(fids) == 5
     assert _entries(_index_faiss.search_ties_complete(part, q, 16, 32)) == before
 
 
@@ -89,9 +102,8 @@ def test_scan_again_when_the_buffer_is_short(monkeypatch):
 
 def test_scan_refuses_other_code_sizes():
     part = _partition(np.random.default_rng(3), 100)
-    views = _ivf_scan.ListViews(part.faiss, part.index, CODE_BYTES)
     with pytest.raises(ValueError, match="256-bit"):
-        _ivf_scan.scan_ties_complete(views, part.index.quantizer, np.zeros((2, 16), np.uint8), 4, 8)
+        _ivf_scan.scan_ties_complete(part.lists.views(), np.zeros((2, 8), np.int64), np.zeros((2, 16), np.uint8), 4)
 
 
 def test_scan_split_over_threads_is_the_same(monkeypatch):
