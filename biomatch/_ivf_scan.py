@@ -28,6 +28,9 @@ _N_DIST = 257
 #: Entries a scan holds before its bound filter (a 100,000-finger probe of ~33 cylinders: ~110,000);
 #: a scan that needs more runs again with what it needed.
 SCAN_BUFFER = 1 << 18
+#: Rows of a list scanned by every visiting query before the next rows (32 KiB of codes, in L1/L2):
+#: the running bounds fall within a long list too (a flat partition is one list of up to 400,000).
+SCAN_BLOCK = 1024
 
 
 @intrinsic
@@ -53,7 +56,7 @@ def _u8_ptr(typingctx, addr):
 
 
 @njit(cache=True, nogil=True)
-def _scan(q, assign, sizes, addrs, nbytes, k, cap):
+def _scan(q, assign, sizes, addrs, nbytes, k, cap, block):
     """(rows, dist, labels) of the codes within each query's k-th nearest distance over its lists
     (256-bit codes: 4 uint64 words a row; a list's labels decoded when one of its codes is kept)."""
     nq, nprobe = assign.shape
@@ -84,7 +87,7 @@ def _scan(q, assign, sizes, addrs, nbytes, k, cap):
     longest = 0
     for lst in range(nl):
         longest = max(longest, sizes[lst])
-    dbuf = np.empty(longest, np.uint64)
+    dbuf = np.empty(min(longest, block), np.uint64)
     lid = np.empty(longest, np.int64)
     for lst in range(nl):
         if off[lst + 1] == off[lst] or sizes[lst] == 0:
@@ -93,31 +96,33 @@ def _scan(q, assign, sizes, addrs, nbytes, k, cap):
         c = carray(_u64_ptr(addrs[lst]), (m, 4))
         abin = carray(_u8_ptr(addrs[lst] + 32 * m), (m,))
         decoded = False
-        for t in range(off[lst], off[lst + 1]):
-            i = visitors[t]
-            b = bound[i]
-            q0, q1, q2, q3 = q[i, 0], q[i, 1], q[i, 2], q[i, 3]
-            for r in range(m):  # branch-free, so that it vectorises
-                dbuf[r] = (popcount(c[r, 0] ^ q0) + popcount(c[r, 1] ^ q1) + popcount(c[r, 2] ^ q2)
-                           + popcount(c[r, 3] ^ q3))
-            for r in range(m):
-                d = np.int64(dbuf[r])
-                if d <= b:
-                    hist[i, d] += 1
-                    within[i] += 1
-                    if n < cap:
-                        if not decoded:
-                            decode_ids(carray(_u8_ptr(addrs[lst] + 33 * m), (nbytes[lst] - 33 * m,)), m, lid)
-                            decoded = True
-                        rows[n] = i
-                        dist[n] = d
-                        labels[n] = (lid[r] << 8) | np.int64(abin[r])
-                    n += 1
-            # the k-th distance is at most the smallest bound that still keeps k codes within it
-            while b > 0 and within[i] - hist[i, b] >= k:
-                within[i] -= hist[i, b]
-                b -= 1
-            bound[i] = b
+        for lo in range(0, m, block):  # a long list (a flat partition's) in blocks: the bounds fall as it goes
+            hi = min(lo + block, m)
+            for t in range(off[lst], off[lst + 1]):
+                i = visitors[t]
+                b = bound[i]
+                q0, q1, q2, q3 = q[i, 0], q[i, 1], q[i, 2], q[i, 3]
+                for r in range(lo, hi):  # branch-free, so that it vectorises
+                    dbuf[r - lo] = (popcount(c[r, 0] ^ q0) + popcount(c[r, 1] ^ q1) + popcount(c[r, 2] ^ q2)
+                                    + popcount(c[r, 3] ^ q3))
+                for r in range(lo, hi):
+                    d = np.int64(dbuf[r - lo])
+                    if d <= b:
+                        hist[i, d] += 1
+                        within[i] += 1
+                        if n < cap:
+                            if not decoded:
+                                decode_ids(carray(_u8_ptr(addrs[lst] + 33 * m), (nbytes[lst] - 33 * m,)), m, lid)
+                                decoded = True
+                            rows[n] = i
+                            dist[n] = d
+                            labels[n] = (lid[r] << 8) | np.int64(abin[r])
+                        n += 1
+                # the k-th distance is at most the smallest bound that still keeps k codes within it
+                while b > 0 and within[i] - hist[i, b] >= k:
+                    within[i] -= hist[i, b]
+                    b -= 1
+                bound[i] = b
     if n > cap:  # the buffers were too short: the caller scans again with n
         return rows[:0], dist[:0], labels[:0], n
     keep = np.empty(n, np.bool_)
@@ -137,7 +142,7 @@ def scan_ties_complete(views: ListViews, assign: np.ndarray, codes: np.ndarray, 
     assign = np.ascontiguousarray(assign, dtype=np.int64)
     cap = SCAN_BUFFER
     while True:
-        rows, dist, labels, n = _scan(q, assign, views.sizes, views.addrs, views.nbytes, int(k), cap)
+        rows, dist, labels, n = _scan(q, assign, views.sizes, views.addrs, views.nbytes, int(k), cap, SCAN_BLOCK)
         if n <= cap:
             return rows, dist, labels
         cap = n
