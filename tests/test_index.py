@@ -369,7 +369,7 @@ def test_streamed_save_that_fails_leaves_the_old_file_and_no_temp(tmp_path, monk
 
 
 def test_search_split_over_threads_gives_the_same_neighbours(mated, monkeypatch):
-    """A scan split over SEARCH_THREADS parts returns what one FAISS call returns."""
+    """A scan split over SEARCH_THREADS parts returns what one scan returns."""
     gal, probes = mated
     idx = index.GalleryIndex()
     idx.add([(i, 0, _codes(t)) for i, t in enumerate(gal)])
@@ -379,5 +379,6 @@ def test_search_split_over_threads_gives_the_same_neighbours(mated, monkeypatch)
     monkeypatch.setattr(_index_faiss, "SEARCH_THREADS", 2)
     monkeypatch.setattr(_index_faiss, "SEARCH_SPLIT_MIN_WORK", 0)
     split = idx.neighbours(q, 0, 8)
-    for x, y in zip(one, split):
-        assert np.array_equal(x, y)
+    # the same entries (their order follows the scan's: lists, then blocks of rows, then queries)
+    assert one.rows.size == split.rows.size > 0
+    assert sorted(zip(*(c.tolist() for c in one))) == sorted(zip(*(c.tolist() for c in split)))
