@@ -1,6 +1,7 @@
 """Booking intake benchmark: slap segmentation accuracy, sequence-check detection and time per ten-print.
 
     python benchmarks/bench_sequence.py [--slaps 60] [--subjects 3] [--all-swaps] [--segmentation-only] [--json OUT]
+    python benchmarks/bench_sequence.py --extra-impressions [--subjects 3] [--probes 3] [--no-fvc] [--json OUT]
 
 1. Segmentation: synthetic slaps (right four, left four, both thumbs in turn;
    slap k of subject k // 3; master fingers 300x400 px at 500 ppi), hand tilt
@@ -21,6 +22,20 @@
    transaction verdict is "fail".
 3. Time: wall time of bm.sequence_check per transaction (reading, segmenting
    three slaps, extracting 20 prints, matching), on this machine's cores.
+
+--extra-impressions (instead of 1-3): the hit rate of later searches with and
+without the slap segments kept as extra impressions. Every subject (the
+synthetic ones and, with the shared data, one per FVC "B" database of
+EXTRA_FVC_SETS, made as for the sequence check: impression 1 rolled,
+impression 2 in the slaps) is enrolled from its ten-print card with
+Gallery.enroll_transaction(override=True), once without and once with
+keep_slap_impressions, into two stores of the same subjects. Probes are
+single fingers, position known, of other impressions: FVC impressions 3 ..
+2 + --probes, synthetic impressions 1 .. --probes (the rolled box is 8, the
+slap 0). Reported per store: rank-1 hit rate (the mate first), the hit rate
+at a calibrated FMR (the mate's fused FMR at most HIT_FMR, under the
+store's default calibration, corrected for the best of k impressions), and
+the mean mate score.
 """
 
 from __future__ import annotations
@@ -45,6 +60,12 @@ from biomatch.slap import SLAP_FINGERS, segment_slap  # noqa: E402
 from biomatch.synthetic_slap import compose_slap, make_slap, rolled_print  # noqa: E402
 
 TOLERANCE_PX = 15.0
+#: The FVC "B" databases a ten-print subject is made of for --extra-impressions (one subject each), with their resolution.
+EXTRA_FVC_SETS = (("fvc2002_b", "DB1_B", 500.0), ("fvc2002_b", "DB2_B", 569.0), ("fvc2002_b", "DB3_B", 500.0),
+                  ("fvc2002_b", "DB4_B", 500.0), ("fvc2000_b", "DB1_B", 500.0), ("fvc2000_b", "DB2_B", 500.0),
+                  ("fvc2000_b", "DB3_B", 500.0), ("fvc2000_b", "DB4_B", 500.0))
+#: Fused FMR at or below which a mate counts as a hit for --extra-impressions' "hit rate at FMR".
+HIT_FMR = 1e-4
 FVC_SETS = (("fvc2002_b", "DB1_B", 500.0), ("fvc2002_b", "DB3_B", 500.0), ("fvc2000_b", "DB1_B", 500.0),
             ("fvc2000_b", "DB3_B", 500.0))
 
@@ -132,6 +153,63 @@ def sequence_detection(subjects, all_swaps: bool) -> dict:
     }
 
 
+def fvc_probes(data: Path, year: str, db: str, ppi: float, n: int) -> list:
+    """(subject, position, image, ppi) of impressions 3 .. 2 + n of an FVC "B" database's fingers."""
+    from PIL import Image
+
+    folder = data / year / db
+    return [(f"{year}/{db}", f, np.asarray(Image.open(folder / f"{100 + f}_{k}.tif").convert("L")), ppi)
+            for f in range(1, 11) for k in range(3, 3 + n)]
+
+
+def synthetic_probes(subject: int, n: int) -> list:
+    """(subject, position, image, ppi) of impressions 1 .. n of a synthetic subject's fingers."""
+    return [(f"synthetic-{subject}", f, rolled_print(100 + subject, f, impression=k), 500.0)
+            for f in range(1, 11) for k in range(1, 1 + n)]
+
+
+def _hit_rates(rows) -> dict:
+    n = max(len(rows), 1)
+    return {"probes": len(rows), "rank1_hits": sum(r[1] for r in rows), "rank1_hit_rate": sum(r[1] for r in rows) / n,
+            "hit_rate_at_fmr": sum(r[2] for r in rows) / n,
+            "mate_score_mean": float(np.mean([r[3] for r in rows])) if rows else None}
+
+
+def extra_impressions(subjects, probes, store_dir: Path) -> dict:
+    """Hit rates of single-finger probes with and without the slap segments kept as extra impressions."""
+    from biomatch.errors import TemplateError
+
+    templates, skipped = [], 0
+    for name, pos, pixels, ppi in probes:
+        try:
+            templates.append((name, pos, bm.extract(pixels, ppi=ppi, position=pos)))
+        except TemplateError:
+            skipped += 1
+    out = {"subjects": len(subjects), "probes": len(templates), "probes_not_extracted": skipped, "hit_fmr": HIT_FMR}
+    for keep in (False, True):
+        label = "with_slap_impressions" if keep else "without"
+        t0 = time.perf_counter()
+        with bm.Gallery.open(store_dir / f"{label}.db") as g:
+            for name, rolled, slaps, ppi in subjects:
+                g.enroll_transaction(name, _card(rolled, slaps, ppi), override=True, keep_original=False,
+                                     keep_slap_impressions=keep, operator="bench")
+            stats = g.stats()["galleries"]["default"]
+            rows = []  # (kind, rank-1 hit, hit at HIT_FMR, mate score)
+            for name, pos, t in templates:
+                found = g.search({pos: t}, max_candidates=len(subjects), operator="bench")
+                mate = next((c for c in found if c.subject == name), None)
+                rows.append(("synthetic" if name.startswith("synthetic") else "fvc", bool(found) and found[0].subject == name,
+                             mate is not None and mate.fmr <= HIT_FMR, mate.score if mate is not None else 0.0))
+        out[label] = {"fingers": stats["fingers"], "extra_impressions": stats["extra_impressions"],
+                      **_hit_rates(rows), "seconds": round(time.perf_counter() - t0, 1)}
+        for kind in ("synthetic", "fvc"):
+            part = [r for r in rows if r[0] == kind]
+            if part:
+                out[label][kind] = _hit_rates(part)
+        print(label, json.dumps(out[label]), flush=True)
+    return out
+
+
 def plot_real_slaps(path: Path, data: Path) -> None:
     """Draw the boxes segment_slap finds on the shared real slaps (type4-slaps.an2k) into a PNG."""
     import matplotlib
@@ -167,10 +245,30 @@ def main(argv=None) -> int:
     ap.add_argument("--all-swaps", action="store_true", help="every pair of boxes on one hand, not only neighbours")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--plot-real", type=Path, help="only draw the segmentation of the shared real slaps into this PNG")
+    ap.add_argument("--extra-impressions", action="store_true",
+                    help="only the hit rates with and without slap segments kept as extra impressions")
+    ap.add_argument("--probes", type=int, default=3, help="--extra-impressions: probe impressions per finger")
     args = ap.parse_args(argv)
     data = Path(os.environ.get("BIOMATCH_REFERENCE_DATA", ROOT.parent / "shared" / "data"))
     if args.plot_real:
         plot_real_slaps(args.plot_real, data)
+        return 0
+    if args.extra_impressions:
+        import tempfile
+
+        subjects = [synthetic_subject(s) for s in range(args.subjects)]
+        probes = [p for s in range(args.subjects) for p in synthetic_probes(s, args.probes)]
+        if not args.no_fvc and data.is_dir():
+            sets = [s for s in EXTRA_FVC_SETS if (data / s[0] / s[1]).is_dir()]
+            subjects += [fvc_subject(data, *s) for s in sets]
+            probes += [p for s in sets for p in fvc_probes(data, *s, min(args.probes, 6))]
+        out = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()[0]}
+        with tempfile.TemporaryDirectory() as d:
+            out["extra_impressions"] = extra_impressions(subjects, probes, Path(d))
+        out["load_avg_end"] = os.getloadavg()[0]
+        print(json.dumps(out, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2))
         return 0
 
     out = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()[0]}
