@@ -1,11 +1,11 @@
-"""FAISS partitions of a gallery index: flat while small, IVF over the shared centroids beyond.
+"""Partitions of a gallery index: flat while small, IVF over the shared centroids beyond.
 
 Private to :mod:`biomatch.index` (its wrapper validates; nothing here does): one
-position partition's binary codes (:class:`Partition`), the shared IVF centroids,
-the thread pool a search's scan is split over, and the ties-complete k-NN
-(:func:`search_ties_complete`). The constants are :mod:`biomatch.index`'s, which
-re-exports them.
-"""
+position partition's binary codes (:class:`Partition`, kept in
+:mod:`biomatch._compact_lists`), the shared IVF centroids and the FAISS quantizer over
+them (the only FAISS index left: it assigns codes to lists), the thread pool a search's
+scan is split over, and the ties-complete k-NN (:func:`search_ties_complete`). The
+constants are :mod:`biomatch.index`'s, which re-exports them."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .errors import GalleryError
 
 _QUANTIZER_LOCK = threading.Lock()
 
-#: Bits of the reduced per-cylinder code that the FAISS index holds.
+#: Bits of the reduced per-cylinder code that the index holds.
 CODE_BITS = 256
 CODE_BYTES = CODE_BITS // 8
 #: Partitions of up to this many codes (in the whole gallery: a sharded gallery counts
@@ -30,12 +30,12 @@ FLAT_MAX_CODES = 400_000
 #: synthetic fingers): a search visits the same lists on one store and on each
 #: shard of a sharded gallery, whose merged k-NN are then exactly one store's.
 IVF_NLIST = 2048
-#: OpenMP threads FAISS may use per call. One: searches run concurrently in
-#: threads (FAISS releases the GIL) and OpenMP teams of a loaded 2-core machine
+#: OpenMP threads FAISS (the quantizer's list assignment) may use per call. One: searches run
+#: concurrently in threads (FAISS releases the GIL) and OpenMP teams of a loaded 2-core machine
 #: spin-wait (measured 36 ms vs 0.8 ms for a 35-query search of 1,750 codes).
 FAISS_THREADS = 1
 #: Python threads one search's scan is split over (its probe cylinders in equal
-#: parts, each part a single-threaded FAISS call, which releases the GIL): the
+#: parts, each part a scan of :mod:`biomatch._ivf_scan`, which releases the GIL): the
 #: latency of one search on two cores without OpenMP's spin-waiting teams.
 #: A part must scan at least SEARCH_SPLIT_MIN_WORK (query, code) distances to be
 #: worth a thread hand-off (small partitions answer in well under a millisecond).

@@ -1,17 +1,17 @@
-"""The ties-complete k-NN of an IVF partition, scanned list by list (private to :mod:`biomatch._index_faiss`).
+"""The ties-complete k-NN of a partition, scanned list by list (private to :mod:`biomatch._index_faiss`).
 
-FAISS's binary IVF search keeps a heap of the ``k + TIE_MARGIN`` nearest per query and scans
+FAISS's binary IVF search keeps a heap of the ``k + margin`` nearest per query and scans
 query by query: each probe cylinder reads its ``nprobe`` lists from memory on its own (a
 100,000-finger search reads ~9 MB of codes per cylinder, ~450 MB per probe finger), and a
 cylinder whose last answer ties its k-th is searched again. :func:`scan_ties_complete`
 returns the same set of entries - every code at most as far as each query's k-th nearest
 among the codes of the lists it visits - in one pass: the lists visited by a group of
-queries are read once each, every query that visits a list scans it while it is in cache,
-and a per-query histogram of distances gives a running bound on the k-th distance (codes
-beyond it are skipped; the bound only falls, so no code within the final k-th distance is
-lost). The lists are read in place from FAISS's buffers (no copy); :class:`ListViews` holds
-their addresses and its owner drops it whenever the partition changes.
-"""
+queries are read once each, in blocks of :data:`SCAN_BLOCK` rows that every query visiting
+the list scans while they are in cache, and a per-query histogram of distances gives a
+running bound on the k-th distance (codes beyond it are skipped; the bound only falls, so no
+code within the final k-th distance is lost). A flat partition is one list, visited by every
+query. The lists are read in place from their blocks (:mod:`biomatch._compact_lists`, no
+copy); a list's ids are decoded once, when the first of its codes is kept."""
 
 from __future__ import annotations
 

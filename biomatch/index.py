@@ -1,4 +1,4 @@
-"""FAISS binary index over local minutia descriptors: the shortlist stage.
+"""Binary index over local minutia descriptors: the shortlist stage.
 
 A gallery's index is *derived data*: the store (:mod:`biomatch.gallery`) is
 the source of truth and the index is rebuilt from it when missing, stale or
@@ -18,8 +18,8 @@ the cylinder radius feed the code (1.0: all; on 3,000 synthetic fingers the
 inner 60 % - cells more often valid in both cylinders of a partial mated
 pair - retrieved fewer mates: 90 % vs 97 % within a 400-finger shortlist). At most :data:`MAX_INDEXED_PER_FINGER` cylinders of a
 finger are indexed (those with the most set bits, i.e. the most neighbouring
-evidence), which bounds memory at ``MAX_INDEXED_PER_FINGER * (CODE_BYTES + 8)``
-bytes per finger (codes plus 64-bit ids).
+evidence). An indexed cylinder costs ~34 B: its code, its direction bin and a
+delta-varint finger id (:mod:`biomatch._compact_lists`; FAISS's int64 ids cost 8).
 
 A probe's cylinders each look up their :data:`K_NEIGHBOURS` nearest gallery
 codes; each neighbour votes for the finger it belongs to with weight
@@ -66,8 +66,8 @@ union of the shards' ties-complete k-NN contains that store's k-NN.
 On disk the index of a gallery is one file, written atomically (temporary
 file, fsync, rename): a header with a JSON manifest (format and descriptor
 versions, store generation, per-partition sizes and SHA-256) followed by the
-serialised FAISS partitions. A crash while writing leaves the previous file
-in place; a file whose manifest does not match the store is not used.
+serialised partitions (their compact lists). A crash while writing leaves the
+previous file in place; a file whose manifest does not match the store is not used.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ ANGLE_ID_BITS = 8
 #: Rotation bins of the consistency vote (0 disables it): a finger scores the votes of its best
 #: rotation bin plus the two neighbouring bins.
 ROTATION_BINS = 16
-#: Cylinders of one enrolled finger that are indexed: a bound of 48 x 40 B = 1,920 B per finger
+#: Cylinders of one enrolled finger that are indexed: a bound of 48 x ~34 B per finger
 #: keeps every finger under the 2 KB index budget (synthetic fingers average 29 valid
 #: cylinders, real FVC2002 impressions up to 64; with 40, the cylinders dropped from large
 #: real prints - the least populated, often where a partial impression overlaps - lost 4 of
