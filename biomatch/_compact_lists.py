@@ -34,16 +34,34 @@ _EMPTY = np.zeros(0, np.uint8)
 #: Header of a serialised set of lists: magic, layout version, number of lists.
 _HEAD = struct.Struct("<4sIq")
 _MAGIC = b"BMCL"
-_LAYOUT = 1
+_LAYOUT = 2
+
+
+#: Every CHECKPOINT-th id of a list is stored whole (not as a difference), and where its bytes
+#: start is kept (uint32): an id is decoded from its checkpoint, at most CHECKPOINT - 1 differences.
+CHECKPOINT = 32
+
+
+def n_checkpoints(n: int) -> int:
+    return -(-int(n) // CHECKPOINT)
 
 
 @njit(cache=True, nogil=True)
-def encode_ids(fids, prev):
-    """LEB128 bytes of the differences of ``fids`` (non-decreasing int64, from ``prev``)."""
+def encode_ids(fids, prev, start, base):
+    """(LEB128 bytes, checkpoint offsets) of ``fids`` (non-decreasing int64), entries ``start``..
+    of a list whose id bytes so far are ``base`` long and whose last id is ``prev``: the id of an
+    entry whose index is a multiple of CHECKPOINT is written whole, the others as differences."""
     out = np.empty(fids.size * 10, np.uint8)
+    cps = np.empty(fids.size // CHECKPOINT + 1, np.uint32)
     n = 0
+    nc = 0
     for i in range(fids.size):
-        d = fids[i] - prev
+        if (start + i) % CHECKPOINT == 0:
+            cps[nc] = np.uint32(base + n)
+            nc += 1
+            d = fids[i]
+        else:
+            d = fids[i] - prev
         prev = fids[i]
         while d >= 128:
             out[n] = np.uint8((d & 127) | 128)
@@ -51,42 +69,66 @@ def encode_ids(fids, prev):
             d >>= 7
         out[n] = np.uint8(d)
         n += 1
-    return out[:n]
+    return out[:n], cps[:nc]
+
+
+@njit(cache=True, nogil=True)
+def _varint(buf, p):
+    """(value, next position) of the LEB128 number at ``buf[p]``; (0, -1) when it runs past the end."""
+    d = np.int64(0)
+    shift = 0
+    while True:
+        if p >= buf.size or shift > 56:
+            return np.int64(0), -1
+        b = np.int64(buf[p])
+        p += 1
+        d |= (b & 127) << shift
+        if b < 128:
+            return d, p
+        shift += 7
 
 
 @njit(cache=True, nogil=True)
 def decode_ids(buf, n, out):
-    """Decode ``n`` finger ids of ``buf`` (:func:`encode_ids` from 0) into ``out``; returns the
+    """Decode ``n`` finger ids of ``buf`` (:func:`encode_ids` from entry 0) into ``out``; returns the
     bytes read, -1 when ``buf`` ends first or an id overflows."""
     prev = np.int64(0)
     p = 0
     for i in range(n):
-        d = np.int64(0)
-        shift = 0
-        while True:
-            if p >= buf.size or shift > 56:
-                return -1
-            b = np.int64(buf[p])
-            p += 1
-            d |= (b & 127) << shift
-            if b < 128:
-                break
-            shift += 7
-        prev += d
+        d, p = _varint(buf, p)
+        if p < 0:
+            return -1
+        prev = d if i % CHECKPOINT == 0 else prev + d
         out[i] = prev
     return p
+
+
+@njit(cache=True, nogil=True)
+def decode_one(buf, cps, r):
+    """The finger id of entry ``r``: from its checkpoint (``cps``, little-endian uint32 bytes) on."""
+    c = r // CHECKPOINT
+    p = (np.int64(cps[4 * c]) | (np.int64(cps[4 * c + 1]) << 8) | (np.int64(cps[4 * c + 2]) << 16)
+         | (np.int64(cps[4 * c + 3]) << 24))
+    fid = np.int64(0)
+    for _ in range(r - c * CHECKPOINT + 1):
+        d, p = _varint(buf, p)
+        fid += d
+    return fid
 
 
 def _block(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """A list block of entries already in non-decreasing finger-id order."""
     n = labels.size
-    fids = labels >> _BIN_BITS
-    var = encode_ids(fids, np.int64(0))
-    block = np.empty(n * (CODE_BYTES + 1) + var.size, np.uint8)
-    block[: n * CODE_BYTES] = codes.reshape(-1)
-    block[n * CODE_BYTES : n * (CODE_BYTES + 1)] = labels & _BIN_MASK
-    block[n * (CODE_BYTES + 1) :] = var
-    return block
+    var, cps = encode_ids(labels >> _BIN_BITS, np.int64(0), 0, 0)
+    return np.concatenate([codes.reshape(-1), (labels & _BIN_MASK).astype(np.uint8),
+                           cps.astype("<u4").view(np.uint8), var])
+
+
+def split_block(block: np.ndarray, n: int):
+    """(codes n x 32, bins, checkpoint bytes, id bytes) views of a list block of ``n`` entries."""
+    a, b = n * CODE_BYTES, n * (CODE_BYTES + 1)
+    c = b + 4 * n_checkpoints(n)
+    return block[:a].reshape(n, CODE_BYTES), block[a:b], block[b:c], block[c:]
 
 
 class ListViews:
@@ -121,12 +163,12 @@ class CompactLists:
 
     def get(self, lst: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels int64, codes n x 32 view) of list ``lst``."""
-        n, block = int(self.sizes[lst]), self.blocks[lst]
+        n = int(self.sizes[lst])
+        codes, bins, _, var = split_block(self.blocks[lst], n)
         fids = np.empty(n, np.int64)
         if n:
-            decode_ids(block[n * (CODE_BYTES + 1) :], n, fids)
-        labels = (fids << _BIN_BITS) | block[n * CODE_BYTES : n * (CODE_BYTES + 1)]
-        return labels, block[: n * CODE_BYTES].reshape(n, CODE_BYTES)
+            decode_ids(var, n, fids)
+        return (fids << _BIN_BITS) | bins, codes
 
     def set(self, lst: int, codes: np.ndarray, labels: np.ndarray) -> None:
         """Make list ``lst`` hold these entries (any order: sorted by finger id, stably)."""
@@ -154,17 +196,11 @@ class CompactLists:
             return
         if fids[0] < 0:
             raise ValueError("internal: index labels are non-negative")
-        old = self.blocks[lst]
+        codes_o, bins_o, cps_o, var_o = split_block(self.blocks[lst], n)
+        var, cps = encode_ids(fids, np.int64(self.last[lst]), n, var_o.size)
+        block = np.concatenate([codes_o.reshape(-1), codes.reshape(-1), bins_o, (labels & _BIN_MASK).astype(np.uint8),
+                                cps_o, cps.astype("<u4").view(np.uint8), var_o, var])
         m = labels.size
-        var = encode_ids(fids, np.int64(self.last[lst]))
-        block = np.empty(old.size + m * (CODE_BYTES + 1) + var.size, np.uint8)
-        a, b = n * CODE_BYTES, (n + m) * CODE_BYTES
-        block[:a] = old[:a]
-        block[a:b] = codes.reshape(-1)
-        block[b : b + n] = old[a : a + n]
-        block[b + n : b + n + m] = labels & _BIN_MASK
-        block[b + n + m : b + n + m + old.size - a - n] = old[a + n :]
-        block[b + n + m + old.size - a - n :] = var
         self.blocks[lst] = block
         self.sizes[lst] = n + m
         self.last[lst] = fids[-1]
@@ -213,7 +249,8 @@ class CompactLists:
         sizes = np.frombuffer(data, "<i8", nlist, off).astype(np.int64)
         nbytes = np.frombuffer(data, "<i8", nlist, off + 8 * nlist).astype(np.int64)
         off += 16 * nlist
-        if (sizes < 0).any() or (nbytes < sizes * (CODE_BYTES + 2)).any() or off + int(nbytes.sum()) != len(data):
+        least = sizes * (CODE_BYTES + 2) + 4 * ((sizes + CHECKPOINT - 1) // CHECKPOINT)
+        if (sizes < 0).any() or (nbytes < least).any() or off + int(nbytes.sum()) != len(data):
             raise ValueError("inconsistent index list lengths")
         out = cls(nlist)
         out.sizes = sizes
@@ -223,8 +260,10 @@ class CompactLists:
             off += int(nbytes[lst])
             n = int(sizes[lst])
             fids = np.empty(n, np.int64)
-            var = out.blocks[lst][n * (CODE_BYTES + 1) :]
-            if decode_ids(var, n, fids) != var.size:
+            _, _, cps, var = split_block(out.blocks[lst], n)
+            offsets = cps.view("<u4")
+            if decode_ids(var, n, fids) != var.size or not np.array_equal(
+                    offsets, encode_ids(fids, np.int64(0), 0, 0)[1]):
                 raise ValueError("malformed index list ids")
             out.last[lst] = fids[-1]
         return out

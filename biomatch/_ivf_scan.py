@@ -11,7 +11,7 @@ the list scans while they are in cache, and a per-query histogram of distances g
 running bound on the k-th distance (codes beyond it are skipped; the bound only falls, so no
 code within the final k-th distance is lost). A flat partition is one list, visited by every
 query. The lists are read in place from their blocks (:mod:`biomatch._compact_lists`, no
-copy); a list's ids are decoded once, when the first of its codes is kept."""
+copy); an entry's label is decoded only when it is kept at the end (from its checkpoint)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from llvmlite import ir
 from numba import carray, njit, types
 from numba.extending import intrinsic
 
-from ._compact_lists import ListViews, decode_ids
+from ._compact_lists import CHECKPOINT, ListViews, decode_one
 from ._scoring_kernels import popcount
 
 #: Hamming distances of 256-bit codes lie in 0..256.
@@ -88,14 +88,11 @@ def _scan(q, assign, sizes, addrs, nbytes, k, cap, block):
     for lst in range(nl):
         longest = max(longest, sizes[lst])
     dbuf = np.empty(min(longest, block), np.uint64)
-    lid = np.empty(longest, np.int64)
     for lst in range(nl):
         if off[lst + 1] == off[lst] or sizes[lst] == 0:
             continue
         m = sizes[lst]
         c = carray(_u64_ptr(addrs[lst]), (m, 4))
-        abin = carray(_u8_ptr(addrs[lst] + 32 * m), (m,))
-        decoded = False
         for lo in range(0, m, block):  # a long list (a flat partition's) in blocks: the bounds fall as it goes
             hi = min(lo + block, m)
             for t in range(off[lst], off[lst + 1]):
@@ -111,12 +108,9 @@ def _scan(q, assign, sizes, addrs, nbytes, k, cap, block):
                         hist[i, d] += 1
                         within[i] += 1
                         if n < cap:
-                            if not decoded:
-                                decode_ids(carray(_u8_ptr(addrs[lst] + 33 * m), (nbytes[lst] - 33 * m,)), m, lid)
-                                decoded = True
                             rows[n] = i
                             dist[n] = d
-                            labels[n] = (lid[r] << 8) | np.int64(abin[r])
+                            labels[n] = (lst << 32) | r  # (list, entry): its label decoded if kept
                         n += 1
                 # the k-th distance is at most the smallest bound that still keeps k codes within it
                 while b > 0 and within[i] - hist[i, b] >= k:
@@ -128,7 +122,15 @@ def _scan(q, assign, sizes, addrs, nbytes, k, cap, block):
     keep = np.empty(n, np.bool_)
     for e in range(n):
         keep[e] = dist[e] <= bound[rows[e]]
-    return rows[:n][keep], dist[:n][keep], labels[:n][keep], n
+    rows, dist, labels = rows[:n][keep], dist[:n][keep], labels[:n][keep]
+    for e in range(labels.size):  # finger id from the entry's checkpoint, direction bin beside the codes
+        lst, r = labels[e] >> 32, labels[e] & 0xFFFFFFFF
+        m = sizes[lst]
+        ncp = (m + CHECKPOINT - 1) // CHECKPOINT
+        cps = carray(_u8_ptr(addrs[lst] + 33 * m), (4 * ncp,))
+        var = carray(_u8_ptr(addrs[lst] + 33 * m + 4 * ncp), (nbytes[lst] - 33 * m - 4 * ncp,))
+        labels[e] = (decode_one(var, cps, r) << 8) | np.int64(carray(_u8_ptr(addrs[lst] + 32 * m), (m,))[r])
+    return rows, dist, labels, n
 
 
 def scan_ties_complete(views: ListViews, assign: np.ndarray, codes: np.ndarray, k: int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biomatch._compact_lists import CODE_BYTES, CompactLists, decode_ids, encode_ids
+from biomatch._compact_lists import CHECKPOINT, CODE_BYTES, CompactLists, decode_ids, decode_one, encode_ids
 
 
 def _held(lists):
@@ -48,7 +48,9 @@ def test_bytes_per_entry_and_round_trip():
     codes = rng.integers(0, 256, (5000, CODE_BYTES), dtype=np.uint8)
     fids = np.repeat(np.arange(200), 25)  # a flat partition: a finger's cylinders side by side
     lists.add(0, codes, (fids << 8) | rng.integers(0, 256, 5000))
-    assert lists.blocks[0].nbytes == 5000 * (CODE_BYTES + 2)  # code, bin, one-byte difference
+    # code, bin, one-byte difference; every CHECKPOINT-th id whole (2 bytes from 128) and its offset (4 bytes)
+    whole = fids[::CHECKPOINT]
+    assert lists.blocks[0].nbytes == 5000 * (CODE_BYTES + 2) + int((whole >= 128).sum()) + 4 * whole.size
     back = CompactLists.from_buffer(b"".join(bytes(c) for c in lists.chunks()))
     assert _held(back) == _held(lists) and back.last[0] == lists.last[0] == 199
 
@@ -73,8 +75,11 @@ def test_malformed_bytes_are_refused():
 
 
 def test_varint_round_trip_and_overrun():
-    fids = np.array([0, 0, 1, 127, 128, 16511, 1 << 35, (1 << 55) + 3], np.int64)
-    buf = encode_ids(fids, np.int64(0))
+    fids = np.sort(np.r_[[0, 0, 1, 127, 128, 16511, 1 << 35, (1 << 55) + 3],
+                         np.random.default_rng(3).integers(0, 1 << 30, 100)]).astype(np.int64)
+    buf, cps = encode_ids(fids, np.int64(0), 0, 0)
+    assert cps.size == -(-fids.size // CHECKPOINT)
     out = np.empty(fids.size, np.int64)
     assert decode_ids(buf, fids.size, out) == buf.size and np.array_equal(out, fids)
+    assert [decode_one(buf, cps.view(np.uint8), r) for r in range(fids.size)] == fids.tolist()
     assert decode_ids(buf[:-1], fids.size, out) == -1
