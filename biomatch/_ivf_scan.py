@@ -58,7 +58,7 @@ def _u8_ptr(typingctx, addr):
 @njit(cache=True, nogil=True)
 def _scan(q, assign, sizes, addrs, nbytes, k, cap, block):
     """(rows, dist, labels) of the codes within each query's k-th nearest distance over its lists
-    (256-bit codes: 4 uint64 words a row; a list's labels decoded when one of its codes is kept)."""
+    (256-bit codes: 4 uint64 words a row; the labels of the kept entries decoded at the end)."""
     nq, nprobe = assign.shape
     nl = sizes.size
     # lists -> the queries visiting them (CSR)
@@ -99,9 +99,10 @@ def _scan(q, assign, sizes, addrs, nbytes, k, cap, block):
                 i = visitors[t]
                 b = bound[i]
                 q0, q1, q2, q3 = q[i, 0], q[i, 1], q[i, 2], q[i, 3]
-                for r in range(lo, hi):  # branch-free, so that it vectorises
-                    dbuf[r - lo] = (popcount(c[r, 0] ^ q0) + popcount(c[r, 1] ^ q1) + popcount(c[r, 2] ^ q2)
-                                    + popcount(c[r, 3] ^ q3))
+                cb = c[lo:hi]  # indexed from 0: the loop vectorises (indexed from lo it ran 1.5x slower)
+                for j in range(hi - lo):  # branch-free, so that it vectorises
+                    dbuf[j] = (popcount(cb[j, 0] ^ q0) + popcount(cb[j, 1] ^ q1) + popcount(cb[j, 2] ^ q2)
+                               + popcount(cb[j, 3] ^ q3))
                 for r in range(lo, hi):
                     d = np.int64(dbuf[r - lo])
                     if d <= b:
