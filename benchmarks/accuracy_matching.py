@@ -20,7 +20,8 @@ source of the run (see the ``source`` field inside it).
 
 Extracted templates are cached (biomatch binary form) under
 $BIOMATCH_BENCH_CACHE (default /tmp/biomatch-bench-cache), keyed by a hash
-of the extraction sources, so re-runs only rescore.
+of the package's sources, so re-runs only rescore. An experiment that patches
+code at run time must point $BIOMATCH_BENCH_CACHE at a folder of its own.
 """
 
 from __future__ import annotations
@@ -110,15 +111,19 @@ def heldout_check(train_npy: Path, test_npy: Path) -> None:
               f"estimated {est:.2e}, ratio {est / measured:.2f}")
 
 
-def _extraction_key() -> str:
-    import biomatch
+def _extraction_key(root: Path | None = None) -> str:
+    """Hash of every source the extracted templates can depend on: the whole package's code, the
+    native extension and the model weights (extraction imports filters, io, the ridge model, ...;
+    keying on a few file names once let a changed helper module reuse stale templates)."""
+    if root is None:
+        import biomatch
 
-    root = Path(biomatch.__file__).parent
+        root = Path(biomatch.__file__).parent
     h = hashlib.sha1()
-    parts = list(root.glob("extraction*.py")) + list(root.glob("_extraction*.py")) + list(root.glob("_native*"))
-    parts += list(root.glob("ridge_model*.py")) + list((root / "data").glob("ridge_model*"))
+    parts = [p for p in root.rglob("*.py") if "__pycache__" not in p.parts]
+    parts += list(root.glob("_native*")) + list((root / "data").glob("ridge_model*"))
     for p in sorted(parts):
-        h.update(p.name.encode())
+        h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
 

@@ -43,3 +43,20 @@ def test_the_codec_really_ignores_the_rate():
     pixels = (127 + 100 * np.sin(x / 2.5 + y / 7.0) + rng.normal(0, 10, x.shape)).clip(0, 255).astype(np.uint8)
     sizes = {len(_wsq.compress(pixels.tobytes(), 256, 256, rate)) for rate in (0.75, 2.25)}
     assert len(sizes) == 1
+
+
+def test_template_cache_key_covers_every_module(tmp_path):
+    """A change to any module extraction may import (not only extraction*.py) must miss the cache."""
+    root = tmp_path / "biomatch"
+    (root / "data").mkdir(parents=True)
+    for name, text in (("extraction.py", "x = 1\n"), ("_filters.py", "y = 1\n"), ("gallery/store.py", "z = 1\n")):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "data" / "ridge_model.onnx").write_bytes(b"w")
+    first = am._extraction_key(root)
+    assert am._extraction_key(root) == first
+    for name in ("_filters.py", "gallery/store.py", "data/ridge_model.onnx"):
+        before = am._extraction_key(root)
+        (root / name).write_bytes((root / name).read_bytes() + b"#")
+        assert am._extraction_key(root) != before, name
+    assert am._extraction_key(root) != first
