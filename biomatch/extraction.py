@@ -2,7 +2,8 @@
 
 The whole pipeline is :func:`extract_detailed`; every stage is a small
 function below it and every tuned constant sits in the block at the top of
-this module, with its unit in its name. Extraction runs at 500 ppi
+this module, with its unit in its name (the false-minutia rules of stage 9,
+with theirs, are :mod:`biomatch.minutia_rules`). Extraction runs at 500 ppi
 (:func:`biomatch.io.to_working_resolution`); minutiae are reported in the
 original pixel frame.
 
@@ -29,8 +30,8 @@ Stages
 7. ``thin``: Guo-Hall thinning to an 8-connected one-pixel skeleton (C++).
 8. ``detect``: crossing number 1 = ridge ending, 3 = bifurcation (C++),
    direction from tracing the ridge (C++), refined by the orientation field.
-9. ``remove_false``: border, short ridges, spurs, bridges/holes, broken
-   ridges and clusters.
+9. ``remove_false`` (:mod:`biomatch.minutia_rules`): border, short ridges,
+   spurs, bridges/holes, broken ridges and clusters.
 10. ``quality``: per-minutia quality 0-100 from local coherence and ridge
     clarity (``ridge_clarity``: local mean Gabor response), image quality 0-100.
 
@@ -56,6 +57,7 @@ import numpy as np
 from . import _filters as flt
 from .errors import BiomatchError, ImageError, TemplateError
 from .io import FingerImage, WORKING_PPI, read_image, to_working_resolution
+from .minutia_rules import GOOD_CLARITY, remove_false
 from .template import FINGER_POSITIONS, MinutiaType, Template, make_minutiae
 
 __all__ = ["extract", "extract_detailed", "Extraction", "EXTRACTOR_VERSION"]
@@ -63,7 +65,7 @@ __all__ = ["extract", "extract_detailed", "Extraction", "EXTRACTOR_VERSION"]
 #: Version of the extractor: changes whenever the minutiae it finds in an image
 #: change, so that an audit record says which extractor made a template
 #: (CHANGELOG.md says what each version changed).
-EXTRACTOR_VERSION = "biomatch-extract-3"
+EXTRACTOR_VERSION = "biomatch-extract-4"
 
 # ---------------------------------------------------------------------------
 # Tuned constants (all lengths at the 500 ppi working resolution)
@@ -114,22 +116,15 @@ MIN_BLOB_AREA_PX = 25
 #: Ridge tracing: the direction point lies this far along the ridge; tracing stops here.
 DIRECTION_STEPS_PX = 10
 TRACE_STEPS_PX = 24
-#: False-minutia rules, as multiples of the local ridge period.
-BORDER_PERIODS = 1.2
-SHORT_RIDGE_PERIODS = 1.8
-SPUR_PERIODS = 1.5
-BRIDGE_PERIODS = 1.5
-BROKEN_RIDGE_PERIODS = 1.6
-MIN_SEPARATION_PERIODS = 0.5
 #: Coherence above which ridge flow counts as clear (image quality).
 GOOD_COHERENCE = 0.45
 #: Ridge clarity: local mean of |enhanced| (the Gabor response of the unit-std
 #: normalised image, i.e. the share of the local signal that is a clean oriented
 #: ridge wave), Gaussian window of this sigma ...
 CLARITY_SIGMA_PX = 8.0
-#: ... and its value on well-defined ridges (minutia quality saturates here;
-#: the bridge rule applies only below it).
-GOOD_CLARITY = 0.40
+#: ... and its value on well-defined ridges, :data:`GOOD_CLARITY` (minutia
+#: quality saturates there; the bridge rule of :mod:`biomatch.minutia_rules`
+#: applies only below it).
 #: Foreground area regarded as a full print for image quality: 0.5 x 0.6 in.
 FULL_PRINT_AREA_PX = int(0.30 * WORKING_PPI**2)
 #: Upper bound on minutiae kept (best quality first).
@@ -642,81 +637,6 @@ def detect(skeleton: np.ndarray, mask: np.ndarray, orientation: np.ndarray) -> d
     use_flipped = np.cos(angle - theta) < 0
     refined = np.where(use_flipped, theta + np.pi, theta)
     return {"y": y, "x": x, "type": kind, "angle": np.mod(refined, 2 * np.pi), "branches": branches}
-
-
-def remove_false(
-    raw: dict, mask: np.ndarray, border_distance: np.ndarray, period: np.ndarray, clarity: np.ndarray
-) -> dict:
-    """Drop false minutiae: border, short ridges, spurs, bridges/holes, broken ridges, clusters.
-
-    All distances scale with the local ridge period. The bridge rule (two
-    junctions linked by a short branch: a ladder rung or a hole) applies only
-    where ridge clarity (:func:`ridge_clarity`) is below :data:`GOOD_CLARITY`.
-    On clear ridges such a link is the filter's faithful response to real
-    ridge structure, not smudge, and removing it there cost real minutiae: on
-    FVC2002 B, 36-62 % of the candidates the spur and bridge rules removed on
-    clear ridges were in the vendor's templates too, 8-17 % on murky ones.
-    (Spurs are found from both ends, so limiting the spur rule alone changes
-    nothing.)
-    """
-    y, x, kind, br = raw["y"], raw["x"], raw["type"], raw["branches"]
-    n = y.size
-    keep = np.ones(n, dtype=bool)
-    if n == 0:
-        return {k: v[keep] for k, v in raw.items()}
-    h, w = mask.shape
-    p = period[y, x].astype(np.float64)
-    index = np.full((h, w), -1, dtype=np.int64)
-    index[y, x] = np.arange(n)
-
-    # border: too close to the mask edge
-    keep &= border_distance[y, x] > BORDER_PERIODS * p
-
-    steps = br[:, :, 4]
-    reason = br[:, :, 5]
-    stop = index[br[:, :, 2].clip(0, h - 1), br[:, :, 3].clip(0, w - 1)]
-    is_end = kind == 1
-    # short ridge: an ending whose ridge ends again soon (both ends go)
-    short = is_end & (reason[:, 0] == 2) & (steps[:, 0] < SHORT_RIDGE_PERIODS * p)
-    murky = clarity[y, x] < GOOD_CLARITY  # where the bridge rule applies
-    # spur: an ending whose ridge reaches a junction soon (both go)
-    spur = is_end & (reason[:, 0] == 3) & (steps[:, 0] < SPUR_PERIODS * p)
-    # bridge / hole: a bifurcation linked to another junction by a short branch, on murky ridges
-    bridge = (murky & ~is_end)[:, None] & (reason == 3) & (steps < BRIDGE_PERIODS * p[:, None])
-    bif_spur = (~is_end)[:, None] & (reason == 2) & (steps < SPUR_PERIODS * p[:, None])
-    drop = short | spur | bridge.any(axis=1) | bif_spur.any(axis=1)
-    partners = np.concatenate(
-        [stop[short | spur, 0], stop[bridge], stop[bif_spur]]
-    )
-    keep &= ~drop
-    partners = partners[partners >= 0]
-    keep[partners] = False
-
-    # broken ridge: two endings facing each other across a short gap
-    ends = np.flatnonzero(keep & is_end)
-    if ends.size > 1:
-        pts = np.stack([x[ends], -y[ends]], axis=1).astype(np.float64)
-        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
-        ang = raw["angle"][ends]
-        opposite = np.cos(ang[:, None] - ang[None, :]) < -0.5
-        # each ending's ridge points away from the other one
-        vx = pts[None, :, 0] - pts[:, None, 0]
-        vy = pts[None, :, 1] - pts[:, None, 1]
-        away = (np.cos(ang)[:, None] * vx + np.sin(ang)[:, None] * vy) < 0
-        close = d < BROKEN_RIDGE_PERIODS * p[ends][:, None]
-        pair = close & opposite & away & away.T
-        np.fill_diagonal(pair, False)
-        keep[ends[pair.any(axis=1)]] = False
-
-    # clusters: minutiae closer than half a ridge period
-    live = np.flatnonzero(keep)
-    if live.size > 1:
-        pts = np.stack([x[live], y[live]], axis=1).astype(np.float64)
-        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
-        np.fill_diagonal(d, np.inf)
-        crowded = (d < MIN_SEPARATION_PERIODS * p[live][:, None]).any(axis=1)
-        keep[live[crowded]] = False
-    return {k: v[keep] for k, v in raw.items()}
 
 
 def minutia_quality(

@@ -619,3 +619,28 @@ def test_bridge_rule_applies_only_on_murky_ridges(clarity_value, bridge_kept):
     kept = ex.remove_false(raw, mask, border, period, clarity)
     kept_at_rung = (kept["type"] == 2) & (np.abs(kept["x"] - 70) < 3)
     assert kept_at_rung.sum() == (2 if bridge_kept else 0)
+
+
+def test_border_rule_drops_only_what_the_edge_can_make():
+    """Near the mask edge an ending whose ridge runs out to the edge goes; others stay down to NEAR_BORDER_PERIODS."""
+    from biomatch import minutia_rules as rules
+
+    mask = np.zeros((120, 120), bool)
+    mask[:, :60] = True  # the print's edge is the column x = 60
+    border = ex.distance_to_border(mask)
+    period = np.full(mask.shape, 9.0, np.float32)
+    near_x = 60 - int(0.9 * rules.BORDER_PERIODS * 9)  # inside BORDER_PERIODS, beyond NEAR_BORDER_PERIODS
+    assert rules.NEAR_BORDER_PERIODS * 9 < border[60, near_x] <= rules.BORDER_PERIODS * 9
+    cases = [  # (x, type, angle (y up), dropped)
+        (near_x, 1, np.pi, True),  # ridge from the interior ends towards the edge: the edge's cut
+        (near_x, 1, 0.0, False),  # its ridge lies between it and the edge: a real end
+        (near_x, 1, np.pi / 2, False),  # ridge along the edge
+        (near_x, 2, np.pi, False),  # the edge makes no bifurcations
+        (60 - 3, 2, 0.0, True),  # within NEAR_BORDER_PERIODS: everything goes
+        (60 - 3, 1, 0.0, True),
+        (60 - 30, 1, np.pi, False),  # well inside
+    ]
+    raw = {"y": np.full(len(cases), 60, np.int32), "x": np.array([c[0] for c in cases], np.int32),
+           "type": np.array([c[1] for c in cases], np.uint8), "angle": np.array([c[2] for c in cases])}
+    dropped = rules.near_border(raw, border, period[raw["y"], raw["x"]].astype(np.float64))
+    np.testing.assert_array_equal(dropped, [c[3] for c in cases])
