@@ -145,6 +145,9 @@ def update(
     subject: str = typer.Argument(..., help="Subject id (already enrolled)."),
     finger: list[str] = typer.Option(None, "--finger", "-f", help=FINGER_HELP + " Replaces or adds that finger."),
     remove: list[int] = typer.Option(None, "--remove", help="Finger position to remove; repeatable."),
+    remove_impression: Optional[str] = typer.Option(
+        None, "--remove-impression", metavar="POS.N",
+        help="Remove extra impression N (1-9) of finger POS, e.g. 2.1; given on its own."),
     metadata: Optional[str] = typer.Option(None, "--metadata", help="JSON object replacing the subject's metadata."),
     store: Path = STORE_OPT,
     gallery: str = typer.Option("default", "--gallery", help=GALLERY_HELP),
@@ -153,8 +156,24 @@ def update(
     transaction_id: Optional[str] = typer.Option(None, "--transaction-id", help="Caller's transaction id (audit)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Replace or add fingers of an enrolled subject, remove fingers, or replace its metadata (audited)."""
+    """Replace or add fingers of an enrolled subject, remove fingers or one extra impression, or replace its
+    metadata (audited)."""
     existing_store_path(store)
+    if remove_impression is not None:
+        if finger or remove or metadata is not None:
+            raise BiomatchError("--remove-impression: give it on its own (not with --finger, --remove or --metadata)")
+        pos, dot, num = remove_impression.partition(".")
+        if not (dot and pos.isdigit() and num.isdigit()):
+            raise BiomatchError(f"--remove-impression: expected POS.N (e.g. 2.1), got {remove_impression!r}")
+        with existing_store(store) as g:
+            seq = g.remove_impression(subject, int(pos), int(num), gallery=gallery, operator=operator,
+                                      transaction_id=transaction_id)
+        if as_json:
+            emit_json({"store": str(store), "gallery": gallery, "subject": subject,
+                       "removed_impression": {"position": int(pos), "impression": int(num)}, "audit_seq": seq})
+        else:
+            typer.echo(f"{store}: updated {subject!r} in {gallery!r}: impression {int(num)} of finger {int(pos)} removed")
+        return
     meta = None
     if metadata is not None:
         try:

@@ -265,6 +265,105 @@ def test_delete_removes_every_impression_and_its_index_entries(tmp_path, prints)
         assert g.search({2: prints[1][0]}, galleries=["local"], operator="desk")[0].subject == "b"
 
 
+def _finger_ids(g) -> tuple:
+    """(finger ids the gallery's index holds, finger ids the store holds)."""
+    held = g.index("local").finger_ids()
+    return set().union(*held.values()), {r[0] for r in g._con().execute("SELECT id FROM fingers")}
+
+
+def test_remove_impression_removes_one_extra_impression_from_store_index_and_searches(tmp_path, prints):
+    from biomatch.scoring import verify
+
+    path = tmp_path / "b.db"
+    probe = {2: prints[1][0]}  # the very print stored as impression 1 of subject a's finger 2
+    with Gallery.open(path, params=INDEXED) as g:
+        g.enroll("a", {2: prints[0][0], 3: prints[0][1]}, gallery="local", operator="desk",
+                 impressions=[(2, 1, prints[1][0], "slap 13"), (2, 2, prints[2][0], "plain"),
+                              (3, 1, prints[1][1], "slap 14")])
+        for s in range(2, 8):
+            g.enroll(f"s{s}", {2: prints[0][s]}, gallery="local", operator="desk")
+        before = {c.subject: c.score for c in g.search(probe, galleries=["local"], max_candidates=10, operator="d")}
+        gone_sha = [r[3] for r in _rows(g, "a") if r[:2] == (2, 1)][0]
+        seq = g.remove_impression("a", 2, 1, gallery="local", operator="desk", transaction_id="TCN-9")
+        rec = g.audit_records(since=seq)[0]
+        got = g.get("a", gallery="local")
+        after = {c.subject: c.score for c in g.search(probe, galleries=["local"], max_candidates=10, operator="d")}
+        stats = g.stats()["galleries"]["local"]  # before anything else loads or saves the index
+        index_ids, store_ids = _finger_ids(g)
+        report = g.check()
+    assert [r[:3] for r in _rows_of(path, "a")] == [(2, 0, "primary"), (2, 2, "plain"), (3, 0, "primary"),
+                                                   (3, 1, "slap 14")]
+    assert [(n, src) for n, src, _ in got.impressions[2]] == [(2, "plain")] and set(got.fingers) == {2, 3}
+    assert rec["action"] == "update" and rec["operator"] == "desk" and rec["transaction_id"] == "TCN-9"
+    assert rec["subject"] == "a" and rec["impressions_dropped"] == ["2.1"] and rec["removed_positions"] == []
+    assert rec["removed_impression"] == {"position": 2, "impression": 1, "source": "slap 13",
+                                         "sha256": gone_sha}
+    assert index_ids == store_ids and len(store_ids) == 4 + 6
+    assert stats["index_file_generation"] == stats["generation"]  # the file rewritten without the removed codes
+    assert report["problems"] == [] and report["galleries"]["local"]["extra_impressions"] == 2
+    # the search no longer sees impression 1: a's score is now the best of what it still holds
+    best_left = max(verify(probe[2], got.fingers[2]).score, verify(probe[2], got.impressions[2][0][2]).score)
+    assert after["a"] < before["a"] and after["a"] == pytest.approx(best_left, abs=1e-6)
+    with Gallery.open(path, params=INDEXED) as g:
+        again = {c.subject: c.score for c in g.search(probe, galleries=["local"], max_candidates=10, operator="d")}
+        assert again["a"] == pytest.approx(after["a"], abs=1e-9) and _finger_ids(g)[0] == store_ids
+
+
+def _rows_of(path, subject):
+    con = sqlite3.connect(path)
+    try:
+        return sorted(con.execute(
+            "SELECT position, impression, source, sha256 FROM fingers JOIN subjects ON subjects.id = "
+            "fingers.subject_id WHERE subject = ?", (subject,)).fetchall())
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("subject, position, impression, gallery, message", [
+    ("a", 2, 0, "local", r"impression: impression number 0 of finger 2 is out of range 1-9 \(0 is the primary "
+                         r"print: remove the finger with update\(remove_positions=\[2\]\) or replace it"),
+    ("a", 2, 3, "local", r"impression: subject 'a' holds no impression 3 of finger 2 \(extra impressions held: "
+                         r"\[1, 2\]\); nothing was changed"),
+    ("a", 3, 1, "local", r"holds no impression 1 of finger 3 \(extra impressions held: none\)"),
+    ("a", 2, 10, "local", r"impression: impression number 10 of finger 2 is out of range 1-9"),
+    ("a", 2, True, "local", r"impression: impression number True"),
+    ("a", 5, 1, "local", r"position: subject 'a' has no finger at 5; nothing was changed"),
+    ("a", 11, 1, "local", r"position: finger position 11 is not"),
+    ("nobody", 2, 1, "local", r"subject_id: 'nobody' is not enrolled in gallery 'local'"),
+    ("a", 2, 1, "elsewhere", r"elsewhere"),
+])
+def test_remove_impression_refuses_bad_input_naming_it_and_changes_nothing(tmp_path, prints, subject, position,
+                                                                           impression, gallery, message):
+    with Gallery.open(tmp_path / "b.db", params=INDEXED) as g:
+        g.enroll("a", {2: prints[0][0], 3: prints[0][1]}, gallery="local", operator="desk",
+                 impressions=[(2, 1, prints[1][0], "slap 13"), (2, 2, prints[2][0], "plain")])
+        rows, n_audit, ids = _rows(g, "a"), g.verify_audit(), _finger_ids(g)
+        with pytest.raises(GalleryError, match=message):
+            g.remove_impression(subject, position, impression, gallery=gallery, operator="desk")
+        assert _rows(g, "a") == rows and g.verify_audit() == n_audit and _finger_ids(g) == ids
+
+
+def test_cli_update_remove_impression(tmp_path, prints, capsys):
+    from biomatch.cli import main
+
+    path = tmp_path / "b.db"
+    with Gallery.open(path) as g:
+        g.enroll("a", {2: prints[0][0]}, gallery="local", operator="desk", impressions=[(2, 1, prints[1][0], "plain")])
+    capsys.readouterr()
+    assert main(["update", "a", "--remove-impression", "2.1", "--gallery", "local", "--store", str(path),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["removed_impression"] == {"position": 2, "impression": 1} and out["audit_seq"] > 0
+    assert [r[:2] for r in _rows_of(path, "a")] == [(2, 0)]
+    for argv, message in ((["--remove-impression", "2.1"], "holds no impression 1 of finger 2"),
+                          (["--remove-impression", "2"], "--remove-impression: expected POS.N"),
+                          (["--remove-impression", "2.0"], "0 is the primary print"),
+                          (["--remove-impression", "2.1", "--remove", "2"], "give it on its own")):
+        assert main(["update", "a", *argv, "--gallery", "local", "--store", str(path)]) == 1
+        assert message in capsys.readouterr().err
+    assert [r[:2] for r in _rows_of(path, "a")] == [(2, 0)]
+
+
 # -- encryption, import, check ---------------------------------------------------------------------
 def test_an_encrypted_impression_is_bound_to_its_number(tmp_path, prints):
     pytest.importorskip("cryptography")

@@ -277,7 +277,7 @@ class Gallery(StoreMixin, KeysMixin, FeaturesMixin, IndexesMixin, EnrolmentMixin
 
 
 # every public method that reads or writes the store (one place, so that none is missed)
-for _name in ("galleries", "enroll", "enroll_many", "update", "delete", "delete_many", "import_from", "rotate_key", "get", "originals", "subjects",
+for _name in ("galleries", "enroll", "enroll_many", "update", "remove_impression", "delete", "delete_many", "import_from", "rotate_key", "get", "originals", "subjects",
               "stats", "index", "rebuild_index", "set_calibration", "calibration", "set_threshold", "threshold", "search",
               "check", "backup", "verify_audit", "audit_head", "verify_audit_heads", "audit_records", "export_audit", "flush",
               "subject_counts", "search_neighbours", "search_rescore", "search_pairs", "subject_keys",

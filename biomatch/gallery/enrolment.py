@@ -24,7 +24,7 @@ from .checks import (
     check_subject,
     check_transaction_id,
 )
-from .impressions import audit_impressions, check_impressions, check_sources
+from .impressions import audit_impressions, check_impression_number, check_impressions, check_sources
 from .migrate import PRIMARY_SOURCE
 #: Fingers enrolled per transaction by :meth:`Gallery.enroll_many`.
 BULK_BATCH = 500
@@ -465,6 +465,60 @@ class EnrolmentMixin:
         # replaced biometric data goes as deleted data does: the index file rewritten without the old codes,
         # the WAL (which holds the old pages) checkpointed and truncated
         self._index_changed(gallery, gen, added, removed, save=bool(removed))
+        self._checkpoint()
+        return rec["seq"]
+
+    def remove_impression(self, subject_id: str, position: int, impression: int, *, gallery: str = "default",
+                          operator: str | None = None, transaction_id: str | None = None) -> int:
+        """Remove one extra impression (1..MAX_IMPRESSION) of an enrolled subject's finger, e.g. a wrong slap segment.
+
+        As ``update(remove_positions=...)`` does for a whole finger: the row and its 'del'
+        change in one transaction with an ``update`` audit record (``impressions_dropped``
+        and ``removed_impression``: position, number, source, template hash), then the
+        index entry and the rescoring rows go and the index file is rewritten. The primary
+        print (impression 0) is refused: remove the finger with ``update(remove_positions=...)``
+        or replace it with ``update(fingers=...)``. Returns the audit record's sequence
+        number. Raises GalleryError naming what is wrong (unknown gallery, subject, finger
+        or impression); nothing changes on bad input.
+        """
+        subject_id = check_subject(subject_id)
+        check_gallery_name(gallery)
+        operator = check_operator(operator)
+        transaction_id = check_transaction_id(transaction_id)
+        pos = check_position(position, "position")
+        number = check_impression_number(impression, pos)
+        with self._write() as con:
+            gid, gen = self._require_gallery(con, gallery)
+            row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
+            if row is None:
+                raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
+            sid = row[0]
+            held = {imp: (fid, source, sha) for fid, imp, source, sha in con.execute(
+                "SELECT id, impression, source, sha256 FROM fingers WHERE subject_id = ? AND position = ?", (sid, pos))}
+            if not held:
+                raise GalleryError(f"position: subject {subject_id!r} has no finger at {pos}; nothing was changed")
+            if number not in held:
+                extra = sorted(i for i in held if i > 0)
+                raise GalleryError(f"impression: subject {subject_id!r} holds no impression {number} of finger {pos} "
+                                   f"(extra impressions held: {extra or 'none'}); nothing was changed")
+            fid, source, sha = held[number]
+            con.execute("DELETE FROM fingers WHERE id = ?", (fid,))
+            con.execute(
+                "INSERT INTO changes(gallery_id, generation, op, finger_id, position) VALUES (?, ?, 'del', ?, ?)",
+                (gid, gen + 1, fid, pos),
+            )
+            con.execute("UPDATE subjects SET updated = ? WHERE id = ?", (_audit.utc_now(), sid))
+            con.execute("UPDATE galleries SET generation = ? WHERE id = ?", (gen + 1, gid))
+            rec = _audit.append(con, "update", operator, {
+                "transaction_id": transaction_id, "gallery": gallery, "subject": subject_id, "fingers": {},
+                "removed_positions": [], "impressions_dropped": [f"{pos}.{number}"],
+                "removed_impression": {"position": pos, "impression": number, "source": source, "sha256": sha},
+                "metadata_replaced": False, "software": _audit.software(),
+            })
+        self._forget([fid])
+        self._drop_features([sha])
+        # as update: the index file rewritten without the removed codes, the WAL checkpointed and truncated
+        self._index_changed(gallery, gen, [], [fid], save=True)
         self._checkpoint()
         return rec["seq"]
 

@@ -55,6 +55,17 @@ def check_sources(sources, positions) -> dict:
     return out
 
 
+def check_impression_number(n, position: int, field_name: str = "impression", hint: str | None = None) -> int:
+    """An extra impression's number, 1..MAX_IMPRESSION; 0 (the primary print) and anything else refused naming it."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= MAX_IMPRESSION:
+        if hint is None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) and int(n) == 0:
+            hint = (f"(0 is the primary print: remove the finger with update(remove_positions=[{position}]) "
+                    "or replace it with update(fingers=...))")
+        raise GalleryError(f"{field_name}: impression number {n!r} of finger {position} is out of range "
+                           f"1-{MAX_IMPRESSION}" + (f" {hint}" if hint else ""))
+    return int(n)
+
+
 def check_impressions(impressions, primaries, field_name: str = "impressions") -> dict:
     """Checked extra impressions: {(position, number): (Template, source)}.
 
@@ -74,11 +85,7 @@ def check_impressions(impressions, primaries, field_name: str = "impressions") -
             raise GalleryError(f"{name}: expected Impression(position, number, finger, source), got {item!r:.80}")
         imp = Impression(*item)
         pos = check_position(imp.position, name)
-        n = imp.number
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= MAX_IMPRESSION:
-            raise GalleryError(f"{name}: impression number {n!r} of finger {pos} is out of range 1-{MAX_IMPRESSION} "
-                               "(0 is the primary print, given in fingers)")
-        n = int(n)
+        n = check_impression_number(imp.number, pos, name, "(0 is the primary print, given in fingers)")
         if (pos, n) in out:
             raise GalleryError(f"{name}: impression {n} of finger {pos} is given twice")
         if primaries is not None and pos not in primaries:
