@@ -459,3 +459,18 @@ def test_extra_impressions_on_shards_search_as_the_single_store(cluster, mated, 
             assert [(c.subject, round(c.score, 9), c.fmr) for c in a] == [(c.subject, round(c.score, 9), c.fmr) for c in b]
         sh.update("s3", {2: gal[20]}, gallery="local", operator="desk", keep_impressions=False)
         assert sh.get("s3", gallery="local").impressions == {}
+        # one extra impression removed on its own, on both: the searches still agree, and no longer see it
+        before = {c.subject: c.score for c in sh.search({2: probes[5]}, galleries=["local"], max_candidates=4,
+                                                        operator="d")}
+        seqs = [g.remove_impression("s5", 2, 1, gallery="local", operator="desk") for g in (single, sh)]
+        assert sh.get("s5", gallery="local").impressions == {}
+        rec = sh.audit_records(since=seqs[1])[0]
+        assert rec["impressions_dropped"] == ["2.1"] and rec["shard"] == dist.shard_of("s5", 2) and rec["shard_seq"] > 0
+        a, b = (g.search({2: probes[5]}, galleries=["local"], max_candidates=4, operator="d") for g in (single, sh))
+        score = {g: {c.subject: c.score for c in cands} for g, cands in (("single", a), ("sharded", b))}
+        assert score["single"]["s5"] == pytest.approx(score["sharded"]["s5"], abs=1e-9)  # (s3 differs: updated above)
+        assert score["sharded"]["s5"] < before["s5"]
+        with pytest.raises(GalleryError, match=r"holds no impression 1 of finger 2 \(extra impressions held: none\)"):
+            sh.remove_impression("s5", 2, 1, gallery="local", operator="desk")
+        with pytest.raises(GalleryError, match=r"impression number 0 of finger 2 is out of range 1-9 \(0 is the primary"):
+            sh.remove_impression("s5", 2, 0, gallery="local", operator="desk")

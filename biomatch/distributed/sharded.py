@@ -19,11 +19,12 @@ from ..gallery.checks import (
     check_fingers,
     check_gallery_name,
     check_operator,
+    check_position,
     check_subject,
     check_transaction_id,
     template_hash,
 )
-from ..gallery.impressions import audit_impressions, check_impressions, check_sources
+from ..gallery.impressions import audit_impressions, check_impression_number, check_impressions, check_sources
 from .placement import owned_by, parse_url, shard_of
 from .searching import ShardedSearchMixin
 from .shard import Shard, ray_module
@@ -467,6 +468,26 @@ class ShardedGallery(ShardedSearchMixin):
             "transaction_id": transaction_id, "gallery": gallery, "subject": subject_id,
             "fingers": {str(p): template_hash(t) for p, t in sorted((templates or {}).items())},
             "removed_positions": sorted(int(p) for p in removing), "metadata_replaced": metadata is not None,
+            "shard": shard_of(subject_id, self.n_shards), "shard_seq": shard_seq, "software": _audit.software(),
+        })
+
+    def remove_impression(self, subject_id: str, position: int, impression: int, *, gallery: str = "default",
+                          operator: str | None = None, transaction_id: str | None = None) -> int:
+        """Remove one extra impression on the subject's owning shard (as :meth:`Gallery.remove_impression`);
+        returns the coordinator's audit seq."""
+        subject_id = check_subject(subject_id)
+        check_gallery_name(gallery)
+        operator = check_operator(operator)
+        transaction_id = check_transaction_id(transaction_id)
+        pos = check_position(position, "position")
+        number = check_impression_number(impression, pos)
+        shard_seq = self._get(self._owner(subject_id).call.remote(
+            "remove_impression", subject_id, pos, number, gallery=gallery, operator=operator,
+            transaction_id=transaction_id,
+        ))
+        return self._audit("update", operator, {
+            "transaction_id": transaction_id, "gallery": gallery, "subject": subject_id, "fingers": {},
+            "removed_positions": [], "impressions_dropped": [f"{pos}.{number}"], "metadata_replaced": False,
             "shard": shard_of(subject_id, self.n_shards), "shard_seq": shard_seq, "software": _audit.software(),
         })
 
