@@ -402,10 +402,7 @@ class EnrolmentMixin:
         prepared_imps = self._prepare(imps)
         with self._write() as con:
             gid, gen = self._require_gallery(con, gallery)
-            row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
-            if row is None:
-                raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
-            sid = row[0]
+            sid = self._require_subject(con, gid, gallery, subject_id)
             rows = {(pos, imp): (fid, source) for fid, pos, imp, source in con.execute(
                 "SELECT id, position, impression, source FROM fingers WHERE subject_id = ?", (sid,))}
             shas = dict(con.execute("SELECT id, sha256 FROM fingers WHERE subject_id = ?", (sid,)).fetchall())
@@ -489,10 +486,7 @@ class EnrolmentMixin:
         number = check_impression_number(impression, pos)
         with self._write() as con:
             gid, gen = self._require_gallery(con, gallery)
-            row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
-            if row is None:
-                raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
-            sid = row[0]
+            sid = self._require_subject(con, gid, gallery, subject_id)
             held = {imp: (fid, source, sha) for fid, imp, source, sha in con.execute(
                 "SELECT id, impression, source, sha256 FROM fingers WHERE subject_id = ? AND position = ?", (sid, pos))}
             if not held:
@@ -538,10 +532,8 @@ class EnrolmentMixin:
         ctx = check_context(context)
         with self._write() as con:
             gid, gen = self._require_gallery(con, gallery)
-            row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
-            if row is None:
-                raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
-            fingers, rec = self._delete_rows(con, gid, gen, [(row[0], subject_id)], gallery, operator,
+            sid = self._require_subject(con, gid, gallery, subject_id)
+            fingers, rec = self._delete_rows(con, gid, gen, [(sid, subject_id)], gallery, operator,
                                              transaction_id, ctx)
         self._deleted(gallery, gen, fingers, save=True)
         # readers (other threads or processes) can block it: the WAL copy goes at the next full checkpoint

@@ -297,6 +297,13 @@ class StoreMixin:
             raise GalleryError(f"gallery: no gallery named {name!r} in {self.path}")
         return row
 
+    def _require_subject(self, con, gid: int, gallery: str, subject_id: str) -> int:
+        """The subjects row id of ``subject_id`` in gallery ``gid`` (GalleryError when it is not enrolled)."""
+        row = con.execute("SELECT id FROM subjects WHERE gallery_id = ? AND subject = ?", (gid, subject_id)).fetchone()
+        if row is None:
+            raise GalleryError(f"subject_id: {subject_id!r} is not enrolled in gallery {gallery!r}")
+        return row[0]
+
     def _checkpoint(self) -> bool:
         """Fold the WAL into the store and truncate it (overwritten pages leave no copy); False when readers block it."""
         try:
